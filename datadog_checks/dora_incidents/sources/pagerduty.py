@@ -1,0 +1,191 @@
+"""PagerDuty REST API v2: resolutions found through the account's log entries.
+
+Why log entries and not `GET /incidents`: `since`/`until` on `/incidents` filter on `created_at`, so an
+incident created weeks ago and resolved now is invisible to a time-windowed incident list. A
+`resolve_log_entry` is stamped at the resolve time instead, so "resolved in [since, until)" is exactly
+"resolve log entries created in [since, until)" — whenever the incident was created, and once more
+each time a reopened incident is resolved again. `include[]=incidents` embeds the incident itself.
+
+Offset pagination stops at 10,000 results, so a window holding more entries than a batch may hold is
+bisected in time until each half fits (PagerDuty's own client bisects the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import requests
+
+from ..incident import Batch, Incident, Skipped
+from .base import JsonApi, ServiceMapping, SourceError, parse_time
+
+PAGE_SIZE = 100
+OFFSET_CAP = 10_000
+# Entries read before the cursor may advance. Smaller than the offset cap so that a run with a time
+# budget checkpoints often, and memory stays bounded however large the backlog.
+MAX_ENTRIES_PER_BATCH = 2_000
+# PagerDuty accepts at most 6 months between `since` and `until`.
+MAX_WINDOW = timedelta(days=30)
+MIN_WINDOW = timedelta(seconds=1)
+
+HINTS = {
+    401: 'the API token was rejected: check `api_token`, and `api_url` (EU accounts use https://api.eu.pagerduty.com)',
+    402: 'the PagerDuty account lacks an ability a filter needs (`team_ids` needs the `teams` ability)',
+    403: 'the API token may not read log entries and incidents: use a token with read access',
+    429: 'PagerDuty rate limit reached',
+}
+
+
+class PagerDutySource:
+    name = 'pagerduty'
+
+    def __init__(self, config, http, mapping: ServiceMapping):
+        self._api = JsonApi(
+            http,
+            config.api_url,
+            {
+                'Authorization': f'Token token={config.api_token}',
+                'Accept': 'application/vnd.pagerduty+json;version=2',
+                'Content-Type': 'application/json',
+            },
+            describe_error,
+        )
+        self._team_ids = list(config.team_ids or ())
+        self._service_ids = frozenset(config.service_ids or ())
+        self._urgencies = frozenset(config.urgencies or ())
+        self._mapping = mapping
+
+    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
+        windows = _split(since, until, MAX_WINDOW)
+        while windows:
+            start, end = windows.pop(0)
+            first = self._page(start, end, offset=0, deadline=deadline, total=True)
+            total = first.get('total')
+            if isinstance(total, int) and total > MAX_ENTRIES_PER_BATCH and end - start > MIN_WINDOW:
+                half = timedelta(seconds=(end - start).total_seconds() // 2)
+                windows[:0] = [(start, start + half), (start + half, end)]
+                continue
+            yield self._batch(self._entries(first, start, end, deadline), end)
+
+    def _page(self, start, end, offset, deadline, total=False) -> dict:
+        params = [
+            ('since', _utc(start)),
+            ('until', _utc(end)),
+            ('time_zone', 'UTC'),
+            ('is_overview', 'true'),
+            ('include[]', 'incidents'),
+            ('limit', PAGE_SIZE),
+            ('offset', offset),
+            ('total', 'true' if total else 'false'),
+        ]
+        params += [('team_ids[]', team_id) for team_id in self._team_ids]
+        page = self._api.get('/log_entries', params, deadline)
+        if not isinstance(page.get('log_entries'), list):
+            raise SourceError('PagerDuty answered /log_entries without a `log_entries` list')
+        return page
+
+    def _entries(self, first: dict, start, end, deadline) -> Iterator[dict]:
+        page, offset = first, 0
+        while True:
+            yield from page['log_entries']
+            if not page.get('more'):
+                return
+            offset += PAGE_SIZE
+            if offset + PAGE_SIZE > OFFSET_CAP:
+                # Only reachable when one second holds more entries than the cap: refuse rather than skip.
+                raise SourceError(f'more than {OFFSET_CAP} log entries between {_utc(start)} and {_utc(end)}')
+            page = self._page(start, end, offset, deadline)
+
+    def _batch(self, entries: Iterator[dict], through: datetime) -> Batch:
+        incidents: dict[str, Incident] = {}
+        skipped: list[Skipped] = []
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get('type') != 'resolve_log_entry':
+                continue
+            raw = entry.get('incident')
+            try:
+                incident = self._incident(raw)
+            except (ValueError, TypeError, AttributeError) as e:
+                skipped.append(Skipped(self.name, _id_of(raw, entry), str(e)))
+                continue
+            if incident is not None:
+                # A window can hold several resolutions of a reopened incident; all embed its current state.
+                incidents[incident.id] = incident
+        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, through)
+
+    def _incident(self, raw) -> Incident | None:
+        """The resolution an embedded incident describes, or None when it is not one to report."""
+        if not isinstance(raw, dict) or 'status' not in raw:
+            raise ValueError('the log entry embeds no incident object (was `include[]=incidents` dropped?)')
+        incident_id = raw.get('id')
+        if not isinstance(incident_id, str) or not incident_id:
+            raise ValueError(f'`id` is {incident_id!r}')
+        if raw.get('status') != 'resolved':
+            # Reopened since this entry was written: its next resolution is reported instead.
+            return None
+        if (raw.get('resolve_reason') or {}).get('type') == 'merge_resolve_reason':
+            return None  # merged into another incident: closed, not restored
+        service = raw.get('service') or {}
+        if self._service_ids and service.get('id') not in self._service_ids:
+            return None
+        if self._urgencies and raw.get('urgency') not in self._urgencies:
+            return None
+        started_at = parse_time(raw.get('created_at'), 'created_at')
+        resolved_at = parse_time(raw.get('resolved_at'), 'resolved_at')
+        if resolved_at < started_at:
+            raise ValueError(f'resolved_at {raw["resolved_at"]} is before created_at {raw["created_at"]}')
+        teams = raw.get('teams') or []
+        name, team, env = self._mapping.resolve(
+            service.get('id'), service.get('summary') or service.get('name'), teams[0].get('summary') if teams else None
+        )
+        number = raw.get('incident_number')
+        return Incident(
+            source=self.name,
+            id=incident_id,
+            number=number if isinstance(number, int) else None,
+            title=str(raw.get('title') or raw.get('summary') or f'Incident {incident_id}'),
+            url=raw.get('html_url') if isinstance(raw.get('html_url'), str) else None,
+            started_at=started_at,
+            resolved_at=resolved_at,
+            service=name,
+            team=team,
+            env=env,
+            severity=_severity(raw),
+        )
+
+
+def describe_error(response: requests.Response) -> str:
+    message = ''
+    try:
+        error = response.json().get('error') or {}
+        message = '; '.join(str(part) for part in [error.get('message'), *(error.get('errors') or [])] if part)
+    except (ValueError, AttributeError):
+        pass
+    hint = HINTS.get(response.status_code) or f'PagerDuty answered HTTP {response.status_code}'
+    return f'{hint} (HTTP {response.status_code}{": " + message[:200] if message else ""})'
+
+
+def _severity(raw: dict) -> str | None:
+    """PagerDuty has no severity: Datadog's own PagerDuty source uses the priority, we fall back to urgency."""
+    priority = raw.get('priority') or {}
+    return priority.get('summary') or priority.get('name') or raw.get('urgency') or None
+
+
+def _id_of(raw, entry) -> str:
+    if isinstance(raw, dict) and isinstance(raw.get('id'), str):
+        return raw['id']
+    return f'log entry {entry.get("id", "?")}'
+
+
+def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    windows = []
+    while start < end:
+        windows.append((start, min(start + step, end)))
+        start = windows[-1][1]
+    return windows
+
+
+def _utc(moment: datetime) -> str:
+    """Explicit UTC, so the account's time zone never shifts the window."""
+    return moment.astimezone(timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z')
