@@ -1,0 +1,248 @@
+"""A stateful loopback PagerDuty REST API v2: the endpoints the check uses, with PagerDuty's traps.
+
+Behaviour follows the official OpenAPI spec (`shared/specs/pagerduty-rest-v2.openapi.json`) and the
+reference notes: `limit` <= 100 with offset pagination capped at offset + limit <= 10,000 (HTTP 400
+past it), `since`/`until` on `/incidents` filtering on `created_at`, timestamps without a zone read in
+the account's time zone, 402 for a `team_ids[]` filter without the `teams` ability, 401 for a wrong
+token, 429 with `ratelimit-reset` past a request budget, reopened and merge-resolved incidents.
+Every request can be checked against the spec (`spec_violations`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from .server import LoopbackServer, Request, Response
+
+OFFSET_CAP = 10_000
+OVERVIEW_TYPES = {'trigger_log_entry', 'acknowledge_log_entry', 'resolve_log_entry', 'unacknowledge_log_entry'}
+# The account's own time zone: what PagerDuty applies to `since`/`until` given without an offset.
+ACCOUNT_TIME_ZONE = 'America/Los_Angeles'
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z')
+
+
+class PagerDutySimulator(LoopbackServer):
+    def __init__(self, token: str = 'sim-pagerduty-token', abilities=('teams',), spec_validator=None):
+        super().__init__()
+        self.token = token
+        self.abilities = set(abilities)
+        self.incidents: dict[str, dict] = {}
+        self._entries: list[tuple[float, int, dict]] = []  # (created_at epoch, sequence, entry), sorted
+        self._services: dict[str, dict] = {}
+        self._sequence = itertools.count(1)
+        self._numbers = itertools.count(1)
+        self.rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
+        self._rate_window: list[float] = []
+        self._validator = spec_validator
+        self.spec_violations: list[str] = []
+
+    # -- state -------------------------------------------------------------------------------------
+    def add_service(self, service_id: str, name: str, teams=()) -> None:
+        self._services[service_id] = {
+            'service': {'id': service_id, 'type': 'service_reference', 'summary': name},
+            'teams': [{'id': tid, 'type': 'team_reference', 'summary': tname} for tid, tname in teams],
+        }
+
+    def trigger(self, service_id, created_at: datetime, title='Something broke', urgency='high', priority=None):
+        incident_id = f'Q{next(self._sequence):013d}'
+        number = next(self._numbers)
+        service = self._services[service_id]
+        self.incidents[incident_id] = {
+            'id': incident_id,
+            'type': 'incident',
+            'summary': f'[#{number}] {title}',
+            'self': f'https://api.pagerduty.com/incidents/{incident_id}',
+            'html_url': f'https://acme.pagerduty.com/incidents/{incident_id}',
+            'incident_number': number,
+            'title': title,
+            'created_at': iso(created_at),
+            'updated_at': iso(created_at),
+            'status': 'triggered',
+            'incident_key': None,
+            'urgency': urgency,
+            'service': dict(service['service']),
+            'teams': [dict(team) for team in service['teams']],
+            'priority': {'id': f'PRI{priority}', 'type': 'priority_reference', 'summary': priority} if priority else None,
+            'assignments': [],
+            'last_status_change_at': iso(created_at),
+            'resolved_at': None,
+            'resolve_reason': None,
+        }
+        self._log(incident_id, 'trigger_log_entry', created_at)
+        self._log(incident_id, 'notify_log_entry', created_at + timedelta(seconds=1))
+        return incident_id
+
+    def resolve(self, incident_id, at: datetime, merged_into: str | None = None) -> None:
+        incident = self.incidents[incident_id]
+        incident.update(status='resolved', resolved_at=iso(at), updated_at=iso(at), last_status_change_at=iso(at))
+        if merged_into:
+            incident['resolve_reason'] = {
+                'type': 'merge_resolve_reason',
+                'incident': {'id': merged_into, 'type': 'incident_reference'},
+            }
+        self._log(incident_id, 'resolve_log_entry', at)
+
+    def reopen(self, incident_id, at: datetime) -> None:
+        """Resolved is not final (PagerDuty changelog 2025-09-18): back to triggered, `resolved_at` cleared."""
+        incident = self.incidents[incident_id]
+        incident.update(status='triggered', resolved_at=None, resolve_reason=None, updated_at=iso(at))
+        incident['last_status_change_at'] = iso(at)
+        self._log(incident_id, 'trigger_log_entry', at)
+
+    def corrupt(self, incident_id, **fields) -> None:
+        """Overwrite incident fields with anything, to feed the check malformed data."""
+        self.incidents[incident_id].update(fields)
+
+    def _log(self, incident_id, entry_type, at: datetime) -> None:
+        sequence = next(self._sequence)
+        entry = {
+            'id': f'R{sequence:013d}',
+            'type': entry_type,
+            'summary': entry_type.replace('_log_entry', ''),
+            'created_at': iso(at),
+            'incident_id': incident_id,  # internal; replaced by the `incident` reference when served
+        }
+        bisect.insort(self._entries, (at.timestamp(), sequence, entry))
+
+    # -- HTTP --------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        problem = self._check_request(request)
+        if problem:
+            return problem
+        if request.method == 'GET' and request.path == '/log_entries':
+            return self._list_log_entries(request)
+        if request.method == 'GET' and request.path == '/incidents':
+            return self._list_incidents(request)
+        if request.method == 'GET' and request.path.startswith('/incidents/'):
+            incident = self.incidents.get(request.path.rsplit('/', 1)[1])
+            if incident is None:
+                return _error(404, 2100, 'Not Found')
+            return Response.json(200, {'incident': incident})
+        return _error(404, 2100, 'Not Found')
+
+    def _check_request(self, request: Request) -> Response | None:
+        if self._validator is not None:
+            violation = self._validator(request)
+            if violation:
+                self.spec_violations.append(violation)
+                return _error(400, 2001, 'Invalid Input Provided', [violation])
+        if request.headers.get('authorization') != f'Token token={self.token}':
+            return _error(401, 2006, 'Authentication failed')
+        if self.rate_limit:
+            budget, per = self.rate_limit
+            now = time.monotonic()
+            self._rate_window = [t for t in self._rate_window if t > now - per]
+            if len(self._rate_window) >= budget:
+                reset = max(1, int(self._rate_window[0] + per - now + 0.999))
+                return _error(429, 2020, 'Rate Limit Exceeded', headers={'ratelimit-reset': str(reset)})
+            self._rate_window.append(now)
+        return None
+
+    def _list_log_entries(self, request: Request) -> Response:
+        query = _Query(request)
+        since, until = query.window(default=timedelta(days=30))
+        team_ids = set(query.all('team_ids[]'))
+        if team_ids and 'teams' not in self.abilities:
+            return _error(402, 2012, 'Account does not have the abilities to perform the action', ['teams'])
+        overview = query.flag('is_overview')
+        low = bisect.bisect_left(self._entries, (since.timestamp(),))
+        high = bisect.bisect_left(self._entries, (until.timestamp(),))
+        selected = []
+        for _, _, entry in reversed(self._entries[low:high]):  # newest first, as PagerDuty lists them
+            incident = self.incidents[entry['incident_id']]
+            if overview and entry['type'] not in OVERVIEW_TYPES:
+                continue
+            if team_ids and not team_ids & {team['id'] for team in incident['teams']}:
+                continue
+            selected.append(entry)
+        embed = 'incidents' in query.all('include[]')
+        return self._page(query, selected, 'log_entries', lambda entry: self._served_entry(entry, embed))
+
+    def _served_entry(self, entry: dict, embed: bool) -> dict:
+        incident = self.incidents[entry['incident_id']]
+        served = {key: value for key, value in entry.items() if key != 'incident_id'}
+        reference = {'id': incident['id'], 'type': 'incident_reference', 'summary': incident['summary']}
+        served['incident'] = json.loads(json.dumps(incident)) if embed else reference
+        served['service'] = incident['service']
+        served['teams'] = incident['teams']
+        return served
+
+    def _list_incidents(self, request: Request) -> Response:
+        query = _Query(request)
+        selected = list(self.incidents.values())
+        if query.get('date_range') != 'all':
+            # The trap: `since`/`until` filter on created_at, not on when the incident was resolved.
+            since, until = query.window(default=timedelta(days=30))
+            selected = [i for i in selected if since <= datetime.fromisoformat(i['created_at']) < until]
+        team_ids = set(query.all('team_ids[]'))
+        if team_ids and 'teams' not in self.abilities:
+            return _error(402, 2012, 'Account does not have the abilities to perform the action', ['teams'])
+        filters = {
+            'status': set(query.all('statuses[]')),
+            'urgency': set(query.all('urgencies[]')),
+        }
+        service_ids = set(query.all('service_ids[]'))
+        selected = [
+            i
+            for i in selected
+            if all(not wanted or i[name] in wanted for name, wanted in filters.items())
+            and (not service_ids or i['service']['id'] in service_ids)
+            and (not team_ids or team_ids & {t['id'] for t in i['teams']})
+        ]
+        selected.sort(key=lambda i: i['created_at'])
+        return self._page(query, selected, 'incidents', lambda incident: incident)
+
+    def _page(self, query: _Query, items: list, key: str, serve) -> Response:
+        limit = min(int(query.get('limit') or 25), 100)
+        offset = int(query.get('offset') or 0)
+        if offset + limit > OFFSET_CAP:
+            return _error(400, 2001, 'Invalid Input Provided', [f'Offset must be less than {OFFSET_CAP - limit + 1}.'])
+        page = [serve(item) for item in items[offset : offset + limit]]
+        document = {
+            key: page,
+            'limit': limit,
+            'offset': offset,
+            'more': offset + limit < len(items),
+            'total': len(items) if query.flag('total') else None,
+        }
+        return Response.json(200, document)
+
+
+class _Query:
+    def __init__(self, request: Request):
+        self._pairs = request.query
+
+    def get(self, name):
+        return next((value for key, value in self._pairs if key == name), None)
+
+    def all(self, name):
+        return [value for key, value in self._pairs if key == name]
+
+    def flag(self, name) -> bool:
+        return (self.get(name) or 'false').lower() == 'true'
+
+    def window(self, default: timedelta) -> tuple[datetime, datetime]:
+        zone = ZoneInfo(self.get('time_zone') or ACCOUNT_TIME_ZONE)
+        now = datetime.now(timezone.utc)
+        until = _parse(self.get('until'), zone) or now
+        since = _parse(self.get('since'), zone) or until - default
+        return since, until
+
+
+def _parse(value: str | None, zone) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def _error(status, code, message, errors=(), headers=None) -> Response:
+    return Response.json(status, {'error': {'code': code, 'message': message, 'errors': list(errors)}}, headers)

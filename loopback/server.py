@@ -1,0 +1,161 @@
+"""A real HTTP server on 127.0.0.1 with on-demand faults, shared by the PagerDuty simulator and the intake."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+
+@dataclass
+class Fault:
+    """What to do instead of (or to) the next matching response."""
+
+    status: int | None = None  # answer this status instead of the real response
+    headers: dict = field(default_factory=dict)
+    body: bytes | None = None  # raw body to send with `status` (e.g. a proxy's HTML page)
+    delay: float = 0.0  # seconds to wait before answering (a read timeout, when over the client's timeout)
+    reset: bool = False  # send headers and part of the body, then drop the connection
+    truncate: bool = False  # send the real status with only half of the real body
+    path: str | None = None  # only requests to this path
+    skip: int = 0  # let this many matching requests through first
+    times: int = 1  # how many requests this fault hits
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b''
+    headers: dict = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, document, headers: dict | None = None) -> Response:
+        return cls(status, json.dumps(document).encode(), {'Content-Type': 'application/json', **(headers or {})})
+
+
+class LoopbackServer:
+    """Subclasses implement `handle(request) -> Response`."""
+
+    def __init__(self):
+        self.requests: list[Request] = []
+        self._faults: list[Fault] = []
+        self._lock = threading.RLock()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self):
+        handler = type('Handler', (_Handler,), {'server_impl': self})
+        self._httpd = ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f'http://{host}:{port}'
+
+    # -- faults ------------------------------------------------------------------------------------
+    def inject(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path not in (None, path):
+                    continue
+                if fault.skip:
+                    fault.skip -= 1
+                    return None
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def _serve(self, request: Request) -> tuple[Response, Fault | None]:
+        with self._lock:
+            self.requests.append(request)
+        fault = self._take_fault(request.path)
+        if fault and fault.delay:
+            time.sleep(fault.delay)
+        if fault and fault.status is not None:
+            body = fault.body if fault.body is not None else json.dumps({'error': {'message': 'injected'}}).encode()
+            return Response(fault.status, body, {'Content-Type': 'application/json', **fault.headers}), None
+        with self._lock:
+            return self.handle(request), fault
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    # Unbuffered writes split headers and body, and the client's delayed ACK then costs ~40 ms a request.
+    wbufsize = 1 << 16
+    server_impl: LoopbackServer
+
+    def do_GET(self):
+        self._dispatch()
+
+    def do_POST(self):
+        self._dispatch()
+
+    def _dispatch(self):
+        parts = urlsplit(self.path)
+        length = int(self.headers.get('Content-Length') or 0)
+        request = Request(
+            self.command,
+            parts.path,
+            parse_qsl(parts.query, keep_blank_values=True),
+            {k.lower(): v for k, v in self.headers.items()},
+            self.rfile.read(length) if length else b'',
+        )
+        response, fault = self.server_impl._serve(request)
+        body = response.body
+        if fault and (fault.truncate or fault.reset):
+            body = body[: max(1, len(body) // 2)]
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header('Content-Length', str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if fault and (fault.truncate or fault.reset):
+            self.wfile.flush()
+            if fault.reset:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+            self.close_connection = True
+
+    def log_message(self, format, *args):  # keep test output clean
+        pass
