@@ -19,8 +19,8 @@ class Fault:
     headers: dict = field(default_factory=dict)
     body: bytes | None = None  # raw body to send with `status` (e.g. a proxy's HTML page)
     delay: float = 0.0  # seconds to wait before answering (a read timeout, when over the client's timeout)
-    reset: bool = False  # send headers and part of the body, then drop the connection
-    truncate: bool = False  # send the real status with only half of the real body
+    reset: bool = False  # announce the whole body, send half of it, then reset the connection
+    truncate: bool = False  # a well-formed HTTP answer whose body is only the first half of the real one
     path: str | None = None  # only requests to this path
     skip: int = 0  # let this many matching requests through first
     times: int = 1  # how many requests this fault hits
@@ -148,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
-        self.send_header('Content-Length', str(len(response.body)))
+        self.send_header('Content-Length', str(len(response.body) if fault and fault.reset else len(body)))
         self.end_headers()
         self.wfile.write(body)
         if fault and (fault.truncate or fault.reset):

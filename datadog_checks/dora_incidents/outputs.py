@@ -23,6 +23,7 @@ INCIDENTS_SKIPPED = 'dora_incidents.incidents.skipped'
 DORA_PATH = '/api/v2/dora/failure'
 OUTBOX_KEY = 'dora_outbox'
 MAX_OUTBOX = 1_000
+MIN_BACKOFF = 30
 MAX_BACKOFF = 3_600
 MAX_CUSTOM_TAGS = 100
 _DORA_ID = re.compile(r'[A-Za-z0-9\-_.:]{16,128}')
@@ -48,13 +49,13 @@ def dora_id(incident: Incident) -> str:
     return f'{incident.source}:sha256:{hashlib.sha256(incident.id.encode()).hexdigest()[:48]}'
 
 
-def failure_payload(incident: Incident, tags: list[str]) -> dict:
+def failure_payload(incident: Incident, custom_tags: list[str]) -> dict:
     attributes = {
         'id': dora_id(incident),
         'name': incident.title,
         'started_at': _ns(incident.started_at),
         'finished_at': _ns(incident.resolved_at),
-        'custom_tags': [tag for tag in tags if ':' in tag][:MAX_CUSTOM_TAGS],
+        'custom_tags': [tag for tag in custom_tags if ':' in tag][:MAX_CUSTOM_TAGS],
     }
     optional = {'services': [incident.service] if incident.service else None}
     optional.update(team=incident.team, env=incident.env, severity=incident.severity)
@@ -80,7 +81,8 @@ class Outputs:
         if self._send_events:
             self._check.event(_event(incident, resolution, tags))
         if self._dora is not None:
-            self._dora.send(failure_payload(incident, tags))
+            # service, team, env and severity are first-class attributes there; custom tags carry the rest.
+            self._dora.send(failure_payload(incident, [f'source:{incident.source}', *self._tags]))
 
     def health(self, source_up: bool, cursor_lag: float | None, skipped: int) -> None:
         self._check.gauge(SOURCE_CAN_CONNECT, 1 if source_up else 0, tags=self._tags)
@@ -183,7 +185,7 @@ class DoraApi:
     def _enqueue(self, payload: dict, attempts: int) -> None:
         failure_id = payload['data']['attributes']['id']
         self._outbox.pop(failure_id, None)
-        backoff = min(MAX_BACKOFF, 30 * 2 ** max(0, attempts - 1))
+        backoff = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** max(0, attempts - 1))
         self._outbox[failure_id] = {'payload': payload, 'attempts': attempts, 'next_at': time.time() + backoff}
         while len(self._outbox) > MAX_OUTBOX:
             oldest = next(iter(self._outbox))

@@ -62,6 +62,8 @@ class JsonApi:
             return self._http.get(url, params=params, extra_headers=self._headers)
         except requests.Timeout:
             raise SourceError(f'{self._base_url} did not answer in time (see the `timeout` option)') from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise SourceError(f'the connection to {self._base_url} broke in the middle of an answer') from None
         except requests.RequestException as e:
             raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
 
@@ -123,8 +125,8 @@ class ServiceMapping:
         self._default_env = default_env
 
     def resolve(self, service_id: str | None, service_name: str | None, team_name: str | None):
-        target = self._mapping.get(service_id) or self._mapping.get(service_name)
-        service = getattr(target, 'service', None) or as_tag_value(service_name)
-        team = getattr(target, 'team', None) or as_tag_value(team_name)
-        env = getattr(target, 'env', None) or self._default_env
+        target = self._mapping.get(service_id) or self._mapping.get(service_name) or {}
+        service = target.get('service') or as_tag_value(service_name)
+        team = target.get('team') or as_tag_value(team_name)
+        env = target.get('env') or self._default_env
         return service, team, env

@@ -1,0 +1,78 @@
+"""Malformed data from the source is skipped by name and never stalls the others; secrets never leak."""
+
+import logging
+
+import pytest
+
+from loopback.server import Fault
+
+from .common import ago, dora_ids, restores, stored_cursor
+
+
+@pytest.mark.parametrize(
+    'fields, reason',
+    [
+        ({'created_at': None}, 'created_at'),
+        ({'created_at': 'last tuesday'}, 'created_at'),
+        ({'resolved_at': '2026-11-26T07:00:00'}, 'no time zone'),
+        ({'created_at': '2099-01-01T00:00:00Z'}, 'before created_at'),
+        ({'service': 'not an object'}, 'str'),
+        ({'teams': [None]}, 'NoneType'),
+    ],
+)
+def test_malformed_incident_is_skipped_by_name(aggregator, datadog_agent, make_check, run, instance, pagerduty, now, fields, reason):
+    bad = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
+    good = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
+    for incident in (bad, good):
+        pagerduty.resolve(incident, ago(now, hours=1))
+    pagerduty.corrupt(bad, **fields)
+
+    warnings = run(make_check(instance))
+
+    assert len(warnings) == 1 and bad in warnings[0] and reason in warnings[0]
+    assert set(restores(aggregator)) == {good}
+    aggregator.assert_metric('dora_incidents.incidents.skipped', value=1)
+    assert stored_cursor(datadog_agent)['watermark'] is not None  # the cursor moved on
+
+
+def test_log_entry_without_an_embedded_incident_is_skipped(aggregator, make_check, run, instance, pagerduty, now):
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    pagerduty.corrupt(incident, status=None)
+    del pagerduty.incidents[incident]['status']
+
+    warnings = run(make_check(instance))
+
+    assert len(warnings) == 1 and 'embeds no incident' in warnings[0]
+
+
+@pytest.mark.parametrize(
+    'fault, cause',
+    [
+        (Fault(status=401, path='/log_entries'), 'api_url'),
+        (Fault(status=403, path='/log_entries'), 'read access'),
+        (Fault(status=500, times=3, path='/log_entries'), 'HTTP 500'),
+        (Fault(status=200, body=b'<html>Bad gateway</html>', headers={'Content-Type': 'text/html'}), 'not JSON'),
+        (Fault(truncate=True, path='/log_entries'), 'not JSON'),
+        (Fault(reset=True, path='/log_entries'), 'broke in the middle'),
+        (Fault(delay=2, path='/log_entries'), 'did not answer in time'),
+        (Fault(status=429, headers={'ratelimit-reset': '900'}, path='/log_entries'), 'rate limit'),
+    ],
+)
+def test_source_faults_warn_with_the_cause_and_never_leak_secrets(
+    aggregator, make_check, run, instance, pagerduty, intake, now, caplog, capsys, fault, cause
+):
+    caplog.set_level(logging.DEBUG)
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    pagerduty.inject(fault)
+    instance.update(timeout=1, log_requests=True)
+
+    warnings = run(make_check(instance))
+
+    assert len(warnings) == 1 and cause in warnings[0]
+    assert restores(aggregator) == {}
+    run(make_check(instance))  # the fault has cleared
+    assert set(restores(aggregator)) == {incident} and dora_ids(intake) == [f'pagerduty:{incident}']
+    output = caplog.text + ''.join(capsys.readouterr()) + ''.join(warnings)
+    assert pagerduty.token not in output and intake.api_key not in output

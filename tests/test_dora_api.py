@@ -1,0 +1,94 @@
+"""Datadog's DORA API failing must not lose a failure event, nor hold back anything else."""
+
+import pytest
+
+from datadog_checks.dora_incidents import outputs
+from loopback.server import Fault
+
+from .common import ago, counted, dora_ids, restores
+
+PATH = '/api/v2/dora/failure'
+
+
+@pytest.fixture
+def resolved(pagerduty, now):
+    incidents = [pagerduty.trigger('PCHKOUT', ago(now, hours=2, minutes=n)) for n in range(3)]
+    for incident in incidents:
+        pagerduty.resolve(incident, ago(now, hours=1))
+    return incidents
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(outputs, 'MIN_BACKOFF', 0)
+
+
+def test_bad_payload_is_dropped_naming_the_incident(aggregator, make_check, run, instance, intake, resolved):
+    intake.inject(Fault(status=400, body=b'{"errors":["started_at is invalid"]}', path=PATH))
+
+    warnings = run(make_check(instance))
+
+    [dropped] = {f'pagerduty:{i}' for i in resolved} - set(dora_ids(intake))
+    assert len(intake.failures) == 2
+    [warning] = warnings
+    assert dropped in warning and 'started_at is invalid' in warning
+    aggregator.assert_metric('dora_incidents.dora.pending', value=0)
+    assert counted(aggregator) == 3
+
+
+@pytest.mark.parametrize('fault', [Fault(status=500, path=PATH), Fault(status=429, path=PATH), Fault(delay=2, path=PATH)])
+def test_unavailable_api_queues_failures_and_later_runs_send_them(
+    aggregator, make_check, run, instance, intake, resolved, pagerduty, now, no_backoff, fault
+):
+    intake.inject(fault)
+    instance['timeout'] = 1
+
+    run(make_check(instance))
+
+    # Metrics and events for every incident went out; the cursor moved on.
+    assert set(restores(aggregator)) == set(resolved) and counted(aggregator) == 3
+    aggregator.assert_metric('dora_incidents.dora.pending', value=3)
+    assert intake.failures == []
+
+    aggregator.reset()
+    later = pagerduty.trigger('PSEARCH', ago(now, minutes=30))
+    pagerduty.resolve(later, ago(now, seconds=1))
+    run(make_check(instance))
+
+    assert set(restores(aggregator)) == {later}
+    # A timed-out post may still land late: a re-send with the same id, which Datadog treats as an update.
+    assert set(dora_ids(intake)) == {f'pagerduty:{i}' for i in [*resolved, later]}
+    aggregator.assert_metric('dora_incidents.dora.pending', value=0)
+
+
+def test_queued_failures_wait_for_their_backoff(aggregator, make_check, run, instance, intake, resolved):
+    intake.inject(Fault(status=503, path=PATH))
+    run(make_check(instance))
+    aggregator.reset()
+
+    run(make_check(instance))
+
+    assert intake.failures == []
+    aggregator.assert_metric('dora_incidents.dora.pending', value=3)
+
+
+def test_rejected_api_key_keeps_failures_queued_and_says_so(aggregator, make_check, run, instance, intake, resolved, no_backoff):
+    warnings = run(make_check({**instance, 'datadog_api_key': 'revoked-key'}))
+
+    assert any('403' in warning and 'datadog_api_key' in warning for warning in warnings)
+    assert all('revoked-key' not in warning for warning in warnings)
+    aggregator.assert_metric('dora_incidents.dora.pending', value=3)
+
+    run(make_check(instance))  # key fixed
+    assert sorted(dora_ids(intake)) == sorted(f'pagerduty:{i}' for i in resolved)
+
+
+def test_full_outbox_drops_the_oldest_and_counts_them(aggregator, make_check, run, instance, intake, resolved, monkeypatch):
+    monkeypatch.setattr(outputs, 'MAX_OUTBOX', 2)
+    intake.inject(Fault(status=500, path=PATH))
+
+    warnings = run(make_check(instance))
+
+    aggregator.assert_metric('dora_incidents.dora.pending', value=2)
+    aggregator.assert_metric('dora_incidents.dora.dropped', value=1)
+    assert any('outbox full' in warning for warning in warnings)
