@@ -30,8 +30,17 @@ def dora_ids(intake):
     return [body['data']['attributes']['id'] for body in intake.failures]
 
 
+def cursor_keys(datadog_agent):
+    return [key for key in datadog_agent._cache if f'_{CACHE_KEY}_' in key]
+
+
 def stored_cursor(datadog_agent):
-    """The cursor JSON the check left in the Agent's persistent cache, or None."""
-    values = [value for key, value in datadog_agent._cache.items() if key.endswith('_' + CACHE_KEY)]
-    assert len(values) <= 1, f'expected at most one cursor in the cache, found {len(values)}'
-    return json.loads(values[0]) if values else None
+    """The newest cursor document the check left in the Agent's persistent cache, or None."""
+    stored = []
+    for key in cursor_keys(datadog_agent):
+        try:
+            slot = json.loads(datadog_agent._cache[key])
+            stored.append((int(slot['sequence']), slot['document']))
+        except (ValueError, TypeError, KeyError):
+            continue  # a torn or corrupted slot; the other one holds the cursor
+    return max(stored, key=lambda s: s[0])[1] if stored else None

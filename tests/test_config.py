@@ -72,13 +72,13 @@ def test_gov_site_runs_without_dora_failures(make_check, datadog_agent):
 def test_datadog_api_url_and_key_default_to_the_agents(make_check, datadog_agent):
     datadog_agent._config.update(site='datadoghq.eu', api_key='agent-key-789')
     instance = {key: value for key, value in BASE.items() if key != 'datadog_api_key'}
-    instance.update(api_url='http://127.0.0.1:9', timeout=1)
     check = make_check(instance)
+    check.load_configuration_models()
 
-    check.run()
+    dora = check._dora_api()
 
-    assert check._dora._url == 'https://api.datadoghq.eu/api/v2/dora/failure'
-    assert check._dora._headers['DD-API-KEY'] == 'agent-key-789'
+    assert dora._url == 'https://api.datadoghq.eu/api/v2/dora/failure'
+    assert dora._headers['DD-API-KEY'] == 'agent-key-789'
 
 
 def test_cursor_scope_ignores_tags_and_interval_but_not_filters(make_check):

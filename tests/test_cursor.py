@@ -1,5 +1,6 @@
 """The cursor: bounded, scoped, and a broken one restarts from the lookback instead of crash-looping."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -8,7 +9,7 @@ from datadog_checks.dora_incidents import cursor as cursor_module
 from datadog_checks.dora_incidents.cursor import Cursor, Resolution
 from datadog_checks.dora_incidents.incident import Incident
 
-from .common import ago, restores, stored_cursor
+from .common import ago, cursor_keys, restores, stored_cursor
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -48,7 +49,7 @@ def test_round_trips_through_json():
     cursor = Cursor()
     cursor.record(incident(1, T0))
     cursor.advance(T0)
-    assert Cursor.loads(cursor.dumps()) == cursor
+    assert Cursor.from_document(json.loads(json.dumps(cursor.to_document()))) == cursor
 
 
 def test_window_starts_at_the_lookback_then_overlaps_the_watermark():
@@ -56,14 +57,24 @@ def test_window_starts_at_the_lookback_then_overlaps_the_watermark():
     assert Cursor(watermark=T0).window(T0 + timedelta(hours=1), 3600) == (T0 - cursor_module.OVERLAP, T0 + timedelta(hours=1))
 
 
-@pytest.mark.parametrize('stored', ['garbage{', '[]', '{"version": 1, "reported": []}', '{"version": 99}', '{"version":1,"watermark":"yesterday","reported":{}}'])
+@pytest.mark.parametrize(
+    'stored',
+    [
+        'garbage{',
+        '[]',
+        '{"sequence": 1}',
+        '{"sequence": 9, "document": {"version": 1, "reported": []}}',
+        '{"sequence": 9, "document": {"version": 99}}',
+        '{"sequence": 9, "document": {"version": 1, "watermark": "yesterday", "reported": {}}}',
+    ],
+)
 def test_unreadable_cursor_restarts_from_the_lookback(aggregator, datadog_agent, make_check, run, instance, pagerduty, now, stored):
     incident_id = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
     pagerduty.resolve(incident_id, ago(now, hours=1))
     check = make_check(instance)
     run(check)
-    [key] = [key for key in datadog_agent._cache if key.endswith('_cursor')]
-    datadog_agent._cache[key] = stored
+    for key in cursor_keys(datadog_agent):
+        datadog_agent._cache[key] = stored
     aggregator.reset()
 
     warnings = run(check)

@@ -37,16 +37,16 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         self.register_secret(self.config.api_token)
         self._source = make_source(self.config, self.http)
         self._cursors = CursorStore(self)
-        self._dora = self._dora_api()
-        self._outputs = Outputs(self, self._dora)
+        self._outputs = Outputs(self, self._dora_api())
 
     def _dora_api(self) -> DoraApi | None:
         if not self.config.send_dora_failures:
             return None
         url = self.config.datadog_api_url or f'https://api.{datadog_agent.get_config("site") or "datadoghq.com"}'
-        if urlsplit(url).hostname.endswith(GOV_SITES):
+        host = urlsplit(url).hostname
+        if host.endswith(GOV_SITES):
             raise ConfigurationError(
-                f'`send_dora_failures`: DORA Metrics is not available on {urlsplit(url).hostname}; '
+                f'`send_dora_failures`: DORA Metrics is not available on {host}; '
                 'set `send_dora_failures: false` (metrics and events still work)'
             )
         api_key = self.config.datadog_api_key or datadog_agent.get_config('api_key')
@@ -61,16 +61,14 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         deadline = time.monotonic() + self.config.max_run_time
         now = datetime.now(timezone.utc).replace(microsecond=0)
         cursor = self._cursors.load()
-        if self._dora is not None:
-            self._dora.load()
-            self._dora.retry_due()
+        self._outputs.begin(deadline)
         source_up, skipped = True, 0
         try:
             for batch in self._source.resolved(*cursor.window(now, self.config.initial_lookback), deadline):
                 skipped += self._emit(batch, cursor)
                 if time.monotonic() >= deadline and cursor.watermark < now:
                     self.warning(
-                        'Stopped after `max_run_time` (%ss) with incidents still to read up to %s; '
+                        'Stopped after `max_run_time` (%ss) with incidents still to read from %s on; '
                         'the next run continues from there',
                         self.config.max_run_time,
                         cursor.watermark.isoformat(),
@@ -79,9 +77,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         except SourceError as e:
             source_up = False
             self.warning('Could not read %s: %s', self.config.source, e)
-        if self._dora is not None:
-            self._dora.save()
-        self._outputs.health(source_up, cursor.lag(now), skipped)
+        self._outputs.finish(source_up, cursor.lag(now), skipped)
 
     def _emit(self, batch: Batch, cursor: Cursor) -> int:
         for incident in batch.incidents:
@@ -90,8 +86,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
                 self._outputs.emit(incident, resolution)
                 cursor.record(incident)
         # Outputs first, cursor last: dying in between re-sends (idempotently), never skips.
-        if self._dora is not None:
-            self._dora.save()
+        self._outputs.save()
         cursor.advance(batch.through)
         self._cursors.save(cursor)
         for skipped in batch.skipped:

@@ -8,11 +8,11 @@ midway re-reads (and idempotently re-sends) rather than skips.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 
+from .durable import DurableJson
 from .incident import Incident
 
 CACHE_KEY = 'cursor'
@@ -65,20 +65,16 @@ class Cursor:
         kept = sorted((ms, key) for key, ms in self.reported.items() if ms >= horizon)
         self.reported = {key: ms for ms, key in kept[-MAX_REMEMBERED:]}
 
-    def dumps(self) -> str:
-        return json.dumps(
-            {
-                'version': VERSION,
-                'watermark': self.watermark.isoformat() if self.watermark else None,
-                'reported': self.reported,
-            },
-            separators=(',', ':'),
-        )
+    def to_document(self) -> dict:
+        return {
+            'version': VERSION,
+            'watermark': self.watermark.isoformat() if self.watermark else None,
+            'reported': self.reported,
+        }
 
     @classmethod
-    def loads(cls, text: str) -> Cursor:
+    def from_document(cls, data) -> Cursor:
         """Raises ValueError naming what is wrong with a stored cursor."""
-        data = json.loads(text)
         if not isinstance(data, dict) or data.get('version') != VERSION:
             raise ValueError('not a version-1 cursor object')
         watermark = data.get('watermark')
@@ -93,25 +89,22 @@ class Cursor:
 
 
 class CursorStore:
-    """Reads and writes the cursor in the check's persistent cache."""
+    """Reads and writes the cursor in the check's persistent cache; a broken one restarts from the lookback."""
 
     def __init__(self, check):
         self._check = check
+        self._store = DurableJson(check, CACHE_KEY, Cursor.from_document, Cursor.to_document)
 
     def load(self) -> Cursor:
         try:
-            text = self._check.read_persistent_cache(CACHE_KEY)
+            return self._store.load() or Cursor()
         except RuntimeError as e:
             return self._fresh(f'the persistent cache could not be read ({e})')
-        if not text:
-            return Cursor()
-        try:
-            return Cursor.loads(text)
-        except (ValueError, TypeError) as e:
+        except ValueError as e:
             return self._fresh(f'the stored cursor is unreadable ({e})')
 
     def save(self, cursor: Cursor) -> None:
-        self._check.write_persistent_cache(CACHE_KEY, cursor.dumps())
+        self._store.save(cursor)
 
     def _fresh(self, why: str) -> Cursor:
         self._check.warning(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import re
 import time
 
 import requests
 
 from .cursor import Resolution
+from .durable import DurableJson
 from .incident import Incident
 
 TIME_TO_RESTORE = 'dora.time_to_restore'
@@ -84,12 +85,24 @@ class Outputs:
             # service, team, env and severity are first-class attributes there; custom tags carry the rest.
             self._dora.send(failure_payload(incident, [f'source:{incident.source}', *self._tags]))
 
-    def health(self, source_up: bool, cursor_lag: float | None, skipped: int) -> None:
+    def begin(self, deadline: float) -> None:
+        """Before a run reads anything: DORA failures queued earlier go out first."""
+        if self._dora is not None:
+            self._dora.begin(deadline)
+
+    def save(self) -> None:
+        """Make what could not be sent durable; called before the cursor moves past it."""
+        if self._dora is not None:
+            self._dora.save()
+
+    def finish(self, source_up: bool, cursor_lag: float | None, skipped: int) -> None:
+        """After a run: the check's own health."""
         self._check.gauge(SOURCE_CAN_CONNECT, 1 if source_up else 0, tags=self._tags)
         if cursor_lag is not None:
             self._check.gauge(CURSOR_LAG, cursor_lag, tags=self._tags)
         self._check.count(INCIDENTS_SKIPPED, skipped, tags=self._tags)
         if self._dora is not None:
+            self._dora.finish()
             self._check.gauge(DORA_PENDING, self._dora.pending, tags=self._tags)
             self._check.count(DORA_DROPPED, self._dora.take_dropped(), tags=self._tags)
 
@@ -116,15 +129,19 @@ def _event(incident: Incident, resolution: Resolution, tags: list[str]) -> dict:
 
 
 class DoraApi:
-    """POSTs DORA failures. What cannot be sent now waits in a bounded outbox in the persistent cache."""
+    """POSTs DORA failures. What cannot be sent now waits in a bounded, durable outbox for later runs."""
 
     def __init__(self, check, base_url: str, api_key: str):
         self._check = check
         self._url = base_url + DORA_PATH
         self._headers = {'DD-API-KEY': api_key, 'Content-Type': 'application/json'}
-        self._outbox: dict[str, dict] = {}
+        self._store = DurableJson(check, OUTBOX_KEY, _outbox_from_document, _outbox_to_document)
+        self._outbox: dict[str, dict] = {}  # DORA id -> {payload, attempts, next_at}; oldest first
         self._dropped = 0
-        self._held_back = False  # after a transient failure, the rest of the run queues without trying
+        self._deadline = math.inf
+        # Once a post fails for a reason that will not pass within the run, the rest of the run queues
+        # without trying: an unreachable Datadog must not cost a timeout per incident.
+        self._held_back: str | None = None
 
     @property
     def pending(self) -> int:
@@ -134,28 +151,34 @@ class DoraApi:
         dropped, self._dropped = self._dropped, 0
         return dropped
 
-    def load(self) -> None:
-        self._held_back = False
+    def begin(self, deadline: float) -> None:
+        """Start a run: reload the outbox and send what is due, before anything new."""
+        self._deadline, self._held_back = deadline, None
         try:
-            stored = json.loads(self._check.read_persistent_cache(OUTBOX_KEY) or '{}')
-            self._outbox = {item['payload']['data']['attributes']['id']: item for item in stored.get('items', [])}
-        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
-            self._check.warning('DORA outbox unreadable, starting empty: %s', type(e).__name__)
+            self._outbox = self._store.load() or {}
+        except (RuntimeError, ValueError) as e:
+            self._check.warning('The DORA outbox could not be read, starting it empty: %s', e)
             self._outbox = {}
-
-    def save(self) -> None:
-        self._check.write_persistent_cache(OUTBOX_KEY, json.dumps({'items': list(self._outbox.values())}))
-
-    def retry_due(self) -> None:
         now = time.time()
         for item in [item for item in self._outbox.values() if item['next_at'] <= now]:
-            self.send(item['payload'], attempts=item['attempts'])
+            self._deliver(item['payload'], item['attempts'], queued=True)
 
-    def send(self, payload: dict, attempts: int = 0) -> None:
+    def send(self, payload: dict) -> None:
+        self._deliver(payload, attempts=0, queued=False)
+
+    def save(self) -> None:
+        self._store.save(self._outbox)
+
+    def finish(self) -> None:
+        self.save()
+        if self._held_back and self._outbox:
+            self._check.warning('%d DORA failures wait to be sent: %s', len(self._outbox), self._held_back)
+
+    def _deliver(self, payload: dict, attempts: int, queued: bool) -> None:
         failure_id = payload['data']['attributes']['id']
-        if self._held_back:
-            if self._outbox.get(failure_id, {}).get('payload') is not payload:  # retried ones keep their place
-                self._enqueue(payload, attempts)
+        if self._held_back or time.monotonic() > self._deadline:
+            if not queued:  # queued ones keep their place and their backoff
+                self._enqueue(payload, attempts, backoff=_backoff(1) if self._held_back else 0)
             return
         status, detail = self._post(payload)
         if status in (200, 202):
@@ -164,34 +187,48 @@ class DoraApi:
             self._outbox.pop(failure_id, None)
             self._check.warning('Datadog rejected the DORA failure for incident %s, dropping it: %s', failure_id, detail)
         else:
-            self._held_back = True
-            if status == 403:
-                self._check.warning(
-                    'Datadog refused the DORA failure API key (HTTP 403): check `datadog_api_key` or the Agent '
-                    "api_key; failures stay queued. %s",
-                    detail,
-                )
-            else:
-                self._check.log.info('DORA API unavailable (%s), queueing failures for a later run', detail)
-            self._enqueue(payload, attempts + 1)
+            self._held_back = (
+                f'Datadog refused the API key (check `datadog_api_key` or the Agent api_key): {detail}'
+                if status == 403
+                else f'the DORA API is unavailable ({detail}); retrying with backoff'
+            )
+            self._enqueue(payload, attempts + 1, backoff=_backoff(attempts + 1))
 
     def _post(self, payload: dict) -> tuple[int | None, str]:
         try:
             response = self._check.http.post(self._url, json=payload, extra_headers=self._headers)
+        except requests.Timeout:
+            return None, f'{self._url} did not answer in time'
         except requests.RequestException as e:
             return None, f'cannot reach {self._url}: {type(e).__name__}'
         return response.status_code, f'HTTP {response.status_code}: {response.text[:300]}'
 
-    def _enqueue(self, payload: dict, attempts: int) -> None:
+    def _enqueue(self, payload: dict, attempts: int, backoff: float) -> None:
         failure_id = payload['data']['attributes']['id']
-        self._outbox.pop(failure_id, None)
-        backoff = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** max(0, attempts - 1))
+        self._outbox.pop(failure_id, None)  # a newer payload for the same incident replaces the older one
         self._outbox[failure_id] = {'payload': payload, 'attempts': attempts, 'next_at': time.time() + backoff}
         while len(self._outbox) > MAX_OUTBOX:
             oldest = next(iter(self._outbox))
             del self._outbox[oldest]
             self._dropped += 1
             self._check.warning('DORA outbox full (%d): dropped the failure for incident %s', MAX_OUTBOX, oldest)
+
+
+def _backoff(attempts: int) -> float:
+    return min(MAX_BACKOFF, MIN_BACKOFF * 2 ** max(0, attempts - 1))
+
+
+def _outbox_to_document(outbox: dict) -> dict:
+    return {'items': list(outbox.values())}
+
+
+def _outbox_from_document(document: dict) -> dict:
+    outbox = {}
+    for item in document['items']:
+        if not isinstance(item.get('attempts'), int) or not isinstance(item.get('next_at'), (int, float)):
+            raise ValueError('an outbox item lacks `attempts` or `next_at`')
+        outbox[item['payload']['data']['attributes']['id']] = item
+    return outbox
 
 
 def _ns(moment) -> int:
