@@ -12,6 +12,7 @@ bisected in time until each half fits (PagerDuty's own client bisects the same w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -24,10 +25,14 @@ PAGE_SIZE = 100
 OFFSET_CAP = 10_000
 # Entries read before the cursor may advance. Smaller than the offset cap so that a run with a time
 # budget checkpoints often, and memory stays bounded however large the backlog.
-MAX_ENTRIES_PER_BATCH = 2_000
+MAX_ENTRIES_PER_BATCH = 1_000
 # PagerDuty accepts at most 6 months between `since` and `until`.
 MAX_WINDOW = timedelta(days=30)
 MIN_WINDOW = timedelta(seconds=1)
+# A resolve time this far past our clock is a broken record, not a clock difference.
+CLOCK_SKEW = timedelta(hours=1)
+MAX_TITLE = 500
+_INCIDENT_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
 
 HINTS = {
     401: 'the API token was rejected: check `api_token`, and `api_url` (EU accounts use https://api.eu.pagerduty.com)',
@@ -106,7 +111,8 @@ class PagerDutySource:
             raw = entry.get('incident')
             try:
                 incident = self._incident(raw)
-            except (ValueError, TypeError, AttributeError) as e:
+            except (ValueError, TypeError, AttributeError, LookupError) as e:
+                # One bad record must never stall the others: it is skipped, by name, and counted.
                 skipped.append(Skipped(self.name, _id_of(raw, entry), str(e)))
                 continue
             if incident is not None:
@@ -116,36 +122,33 @@ class PagerDutySource:
 
     def _incident(self, raw) -> Incident | None:
         """The resolution an embedded incident describes, or None when it is not one to report."""
-        if not isinstance(raw, dict) or 'status' not in raw:
-            raise ValueError('the log entry embeds no incident object (was `include[]=incidents` dropped?)')
-        incident_id = raw.get('id')
-        if not isinstance(incident_id, str) or not incident_id:
-            raise ValueError(f'`id` is {incident_id!r}')
-        if raw.get('status') != 'resolved':
-            # Reopened since this entry was written: its next resolution is reported instead.
-            return None
-        if (raw.get('resolve_reason') or {}).get('type') == 'merge_resolve_reason':
+        incident_id, status = _identity(raw)
+        if status in ('triggered', 'acknowledged'):
+            return None  # reopened since this entry was written: its next resolution is reported instead
+        if _object(raw, 'resolve_reason').get('type') == 'merge_resolve_reason':
             return None  # merged into another incident: closed, not restored
-        service = raw.get('service') or {}
+        service = _object(raw, 'service')
         if self._service_ids and service.get('id') not in self._service_ids:
             return None
         if self._urgencies and raw.get('urgency') not in self._urgencies:
             return None
-        started_at = parse_time(raw.get('created_at'), 'created_at')
-        resolved_at = parse_time(raw.get('resolved_at'), 'resolved_at')
-        if resolved_at < started_at:
-            raise ValueError(f'resolved_at {raw["resolved_at"]} is before created_at {raw["created_at"]}')
+        started_at, resolved_at = _times(raw)
         teams = raw.get('teams') or []
+        if not isinstance(teams, list):
+            raise ValueError(f'`teams` is a {type(teams).__name__}, not a list')
+        first_team = _object({'teams[0]': teams[0]}, 'teams[0]') if teams else {}
         name, team, env = self._mapping.resolve(
-            service.get('id'), service.get('summary') or service.get('name'), teams[0].get('summary') if teams else None
+            _text(service.get('id')),
+            _text(service.get('summary')) or _text(service.get('name')),
+            _text(first_team.get('summary')),
         )
         number = raw.get('incident_number')
         return Incident(
             source=self.name,
             id=incident_id,
-            number=number if isinstance(number, int) else None,
-            title=str(raw.get('title') or raw.get('summary') or f'Incident {incident_id}'),
-            url=raw.get('html_url') if isinstance(raw.get('html_url'), str) else None,
+            number=number if type(number) is int else None,
+            title=(_text(raw.get('title')) or _text(raw.get('summary')) or f'Incident {incident_id}')[:MAX_TITLE],
+            url=_text(raw.get('html_url')),
             started_at=started_at,
             resolved_at=resolved_at,
             service=name,
@@ -153,6 +156,41 @@ class PagerDutySource:
             env=env,
             severity=_severity(raw),
         )
+
+
+def _identity(raw) -> tuple[str, str]:
+    if not isinstance(raw, dict) or 'status' not in raw:
+        raise ValueError('the log entry embeds no incident object (was `include[]=incidents` dropped?)')
+    incident_id, status = raw.get('id'), raw['status']
+    if not isinstance(incident_id, str) or not _INCIDENT_ID.fullmatch(incident_id):
+        raise ValueError(f'`id` is not a PagerDuty id: {str(incident_id)[:64]!r}')
+    if status not in ('triggered', 'acknowledged', 'resolved'):
+        raise ValueError(f'unknown status {str(status)[:32]!r}')
+    return incident_id, status
+
+
+def _times(raw: dict) -> tuple[datetime, datetime]:
+    started_at = parse_time(raw.get('created_at'), 'created_at')
+    resolved_at = parse_time(raw.get('resolved_at'), 'resolved_at')
+    if resolved_at < started_at:
+        raise ValueError(f'resolved_at {raw["resolved_at"]} is before created_at {raw["created_at"]}')
+    if resolved_at > datetime.now(timezone.utc) + CLOCK_SKEW:
+        raise ValueError(f'resolved_at {raw["resolved_at"]} is in the future')
+    return started_at, resolved_at
+
+
+def _object(raw: dict, field: str) -> dict:
+    """A nested object; absent or null is empty, anything else is malformed."""
+    value = raw.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f'`{field}` is a {type(value).__name__}, not an object')
+    return value
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def describe_error(response: requests.Response) -> str:
@@ -168,8 +206,8 @@ def describe_error(response: requests.Response) -> str:
 
 def _severity(raw: dict) -> str | None:
     """PagerDuty has no severity: Datadog's own PagerDuty source uses the priority, we fall back to urgency."""
-    priority = raw.get('priority') or {}
-    return priority.get('summary') or priority.get('name') or raw.get('urgency') or None
+    priority = _object(raw, 'priority')
+    return _text(priority.get('summary')) or _text(priority.get('name')) or _text(raw.get('urgency'))
 
 
 def _id_of(raw, entry) -> str:
