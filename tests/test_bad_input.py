@@ -17,7 +17,9 @@ from .common import ago, dora_ids, restores, stored_cursor
         ({'resolved_at': '2026-11-26T07:00:00'}, 'no time zone'),
         ({'created_at': '2099-01-01T00:00:00Z'}, 'before created_at'),
         ({'service': 'not an object'}, 'str'),
-        ({'teams': [None]}, 'NoneType'),
+        ({'teams': ['Payments']}, 'teams[0]'),
+        ({'status': 'snoozed'}, 'unknown status'),
+        ({'resolved_at': '2099-01-01T00:00:00Z'}, 'in the future'),
     ],
 )
 def test_malformed_incident_is_skipped_by_name(aggregator, datadog_agent, make_check, run, instance, pagerduty, now, fields, reason):
