@@ -211,8 +211,8 @@ def _severity(raw: dict) -> str | None:
 
 
 def _id_of(raw, entry) -> str:
-    if isinstance(raw, dict) and isinstance(raw.get('id'), str):
-        return raw['id']
+    if isinstance(raw, dict) and _text(raw.get('id')):
+        return raw['id'][:64]
     return f'log entry {entry.get("id", "?")}'
 
 
