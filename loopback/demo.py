@@ -8,19 +8,15 @@ this prints what landed there and what the loopback Datadog API received.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
-from datadog_checks.dora_incidents import DoraIncidentsCheck
-
+from .harness import instance_for, new_check
 from .intake import DatadogIntake
 from .pagerduty import PagerDutySimulator
 
 HEALTH_PREFIX = 'dora_incidents.'
-# The stub aggregator refuses `service`/`env` tags; the real Agent takes them, as on Datadog's own DORA metrics.
-os.environ.setdefault('DDEV_SKIP_GENERIC_TAGS_CHECK', '1')
 
 
 def seed(pagerduty: PagerDutySimulator, now: datetime) -> None:
@@ -41,8 +37,7 @@ def seed(pagerduty: PagerDutySimulator, now: datetime) -> None:
 def run_check(instance: dict, label: str, intake: DatadogIntake) -> None:
     aggregator.reset()
     sent_before = len(intake.failures)
-    check = DoraIncidentsCheck('dora_incidents', {}, [instance])  # a new object each time: an Agent restart
-    check.check_id = 'dora_incidents:demo'
+    check = new_check(instance)  # a new object each time: an Agent restart
     error = check.run()
     print(f'\n=== {label} ===')
     if error:
@@ -88,16 +83,13 @@ def main() -> None:
     datadog_agent.reset()
     with PagerDutySimulator() as pagerduty, DatadogIntake() as intake:
         seed(pagerduty, now)
-        instance = {
-            'source': 'pagerduty',
-            'api_token': pagerduty.token,
-            'api_url': pagerduty.url,
-            'datadog_api_url': intake.url,
-            'datadog_api_key': intake.api_key,
-            'env': 'prod',
-            'service_mapping': {'Legacy Billing': {'service': 'billing', 'team': 'finance'}},
-            'tags': ['owner:sre'],
-        }
+        instance = instance_for(
+            pagerduty,
+            intake,
+            env='prod',
+            service_mapping={'Legacy Billing': {'service': 'billing', 'team': 'finance'}},
+            tags=['owner:sre'],
+        )
         print('PagerDuty simulator:', pagerduty.url, '| Datadog intake:', intake.url)
         print('Simulated incidents: 1 P1 outage (resolved 2h ago), 1 merged into it, 1 opened 40 days ago and')
         print('resolved 30 min ago, 1 mapped by service name to `billing`, 1 still open.')

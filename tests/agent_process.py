@@ -13,11 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ['DDEV_SKIP_GENERIC_TAGS_CHECK'] = '1'
+from datadog_checks.base.stubs import aggregator, datadog_agent
 
-from datadog_checks.base.stubs import aggregator, datadog_agent  # noqa: E402
-
-from datadog_checks.dora_incidents import DoraIncidentsCheck  # noqa: E402
+from loopback.harness import new_check
 
 
 def main(settings: dict) -> None:
@@ -48,8 +46,7 @@ def main(settings: dict) -> None:
     aggregator.submit_metric = submit_metric
     aggregator.submit_event = submit_event
 
-    check = DoraIncidentsCheck('dora_incidents', {}, [settings['instance']])
-    check.check_id = 'dora_incidents:crash'
+    check = new_check(settings['instance'])
     for _ in range(settings.get('runs', 10**9)):
         error = check.run()
         record(run_done=True, error=error[:200])

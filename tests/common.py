@@ -1,33 +1,14 @@
-"""Helpers shared by the test modules: reading what the check emitted."""
+"""Helpers shared by the test modules."""
 
 import json
 from datetime import timedelta
 
 from datadog_checks.dora_incidents.cursor import CACHE_KEY
-
-TIME_TO_RESTORE = 'dora.time_to_restore'
-INCIDENTS_COUNT = 'dora.incidents.count'
+from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids, restores  # noqa: F401
 
 
 def ago(now, **delta):
     return now - timedelta(**delta)
-
-
-def restores(aggregator):
-    """incident_id -> time-to-restore values submitted for it."""
-    points = {}
-    for metric in aggregator.metrics(TIME_TO_RESTORE):
-        incident_id = next(tag.split(':', 1)[1] for tag in metric.tags if tag.startswith('incident_id:'))
-        points.setdefault(incident_id, []).append(metric.value)
-    return points
-
-
-def counted(aggregator):
-    return sum(metric.value for metric in aggregator.metrics(INCIDENTS_COUNT))
-
-
-def dora_ids(intake):
-    return [body['data']['attributes']['id'] for body in intake.failures]
 
 
 def cursor_keys(datadog_agent):

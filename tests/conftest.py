@@ -1,17 +1,11 @@
-import os
 from datetime import datetime, timezone
 
 import pytest
 
+from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
 from loopback.pagerduty import PagerDutySimulator
 from loopback.spec import pagerduty_request_problem
-
-# `dora.*` metrics carry `service` and `env` on purpose, exactly like Datadog's own DORA metrics; the stub
-# aggregator would refuse these "generic" tags. Users can still opt out with `disable_generic_tags`.
-os.environ.setdefault('DDEV_SKIP_GENERIC_TAGS_CHECK', '1')
-
-CHECK_ID = 'dora_incidents:test'
 
 
 @pytest.fixture
@@ -39,29 +33,13 @@ def intake():
 
 @pytest.fixture
 def instance(pagerduty, intake):
-    return {
-        'source': 'pagerduty',
-        'api_token': pagerduty.token,
-        'api_url': pagerduty.url,
-        'datadog_api_url': intake.url,
-        'datadog_api_key': intake.api_key,
-        'env': 'prod',
-        'tags': ['team_owner:sre'],
-        'timeout': 5,
-    }
+    return instance_for(pagerduty, intake, env='prod', tags=['team_owner:sre'], timeout=5)
 
 
 @pytest.fixture
 def make_check(datadog_agent):
     """A check object as the Agent makes one; calling it again over the same cache is an Agent restart."""
-    from datadog_checks.dora_incidents import DoraIncidentsCheck
-
-    def make(instance):
-        check = DoraIncidentsCheck('dora_incidents', {}, [instance])
-        check.check_id = CHECK_ID
-        return check
-
-    return make
+    return new_check
 
 
 @pytest.fixture

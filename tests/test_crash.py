@@ -15,6 +15,8 @@ import pytest
 from datadog_checks.dora_incidents import cursor, outputs
 from datadog_checks.dora_incidents.check import DoraIncidentsCheck
 
+from loopback.harness import instance_for
+
 from .common import ago, dora_ids, restores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,14 +78,7 @@ def test_sigkill_of_a_process_running_the_check_in_a_loop(tmp_path, pagerduty, i
     rng = random.Random(20261126)
     journal_path = tmp_path / 'journal.jsonl'
     settings = {
-        'instance': {
-            'source': 'pagerduty',
-            'api_token': pagerduty.token,
-            'api_url': pagerduty.url,
-            'datadog_api_url': intake.url,
-            'datadog_api_key': intake.api_key,
-            'send_events': False,
-        },
+        'instance': instance_for(pagerduty, intake, send_events=False),
         'state_dir': str(tmp_path / 'cache'),
         'journal': str(journal_path),
         'submit_delay': 0.002,

@@ -1,6 +1,5 @@
 """Property-based: whatever PagerDuty sends, a bad incident is skipped by name and never stalls the others."""
 
-import os
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -9,6 +8,7 @@ from hypothesis import strategies as st
 
 from datadog_checks.dora_incidents.sources.base import ServiceMapping
 from datadog_checks.dora_incidents.sources.pagerduty import PagerDutySource
+from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
 from loopback.pagerduty import PagerDutySimulator, iso
 
@@ -103,10 +103,7 @@ def not_reportable(incident: dict) -> bool:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(mutations, min_size=1, max_size=4))
 def test_the_check_skips_bad_incidents_by_name_and_reports_the_rest(datadog_agent, changes):
-    from datadog_checks.dora_incidents import DoraIncidentsCheck
-
-    os.environ['DDEV_SKIP_GENERIC_TAGS_CHECK'] = '1'
-    datadog_agent.reset()
+    datadog_agent.reset()  # hypothesis runs many examples inside one test: each starts without a cursor
     with PagerDutySimulator() as pagerduty, DatadogIntake() as intake:
         pagerduty.add_service('PSVC', 'Checkout', teams=[('PTEAM', 'Payments')])
         good = pagerduty.trigger('PSVC', NOW - timedelta(hours=3))
@@ -117,15 +114,7 @@ def test_the_check_skips_bad_incidents_by_name_and_reports_the_rest(datadog_agen
             pagerduty.resolve(incident, NOW - timedelta(hours=2))
             pagerduty.corrupt(incident, **{k: v for k, v in change.items() if v is not KeyError and k != 'id'})
             bad.append(incident)
-        instance = {
-            'source': 'pagerduty',
-            'api_token': pagerduty.token,
-            'api_url': pagerduty.url,
-            'datadog_api_url': intake.url,
-            'datadog_api_key': intake.api_key,
-        }
-        check = DoraIncidentsCheck('dora_incidents', {}, [instance])
-        check.check_id = 'dora_incidents:property'
+        check = new_check(instance_for(pagerduty, intake))
 
         assert check.run() == ''
 
