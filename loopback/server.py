@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class LoopbackServer:
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self):
         handler = type('Handler', (_Handler,), {'server_impl': self})
-        self._httpd = ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self._httpd = _QuietServer(('127.0.0.1', 0), handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
         return self
@@ -117,6 +118,13 @@ class LoopbackServer:
             return Response(fault.status, body, {'Content-Type': 'application/json', **fault.headers}), None
         with self._lock:
             return self.handle(request), fault
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that gave up (timeout) or a connection the server reset on purpose is part of the game.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
