@@ -146,7 +146,7 @@ def _now_minus(seconds):
 
 def _start_agent(settings):
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
-    return subprocess.Popen([sys.executable, '-m', 'tests.agent_process', json.dumps(settings)], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, '-m', 'loopback.agent_process', json.dumps(settings)], cwd=ROOT, env=env)
 
 
 def _incident_id(entry):

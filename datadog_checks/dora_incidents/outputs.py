@@ -142,6 +142,7 @@ class DoraApi:
         # Once a post fails for a reason that will not pass within the run, the rest of the run queues
         # without trying: an unreachable Datadog must not cost a timeout per incident.
         self._held_back: str | None = None
+        self._deferred_for_time = False
 
     @property
     def pending(self) -> int:
@@ -153,7 +154,7 @@ class DoraApi:
 
     def begin(self, deadline: float) -> None:
         """Start a run: reload the outbox and send what is due, before anything new."""
-        self._deadline, self._held_back = deadline, None
+        self._deadline, self._held_back, self._deferred_for_time = deadline, None, False
         try:
             self._outbox = self._store.load() or {}
         except (RuntimeError, ValueError) as e:
@@ -176,9 +177,12 @@ class DoraApi:
 
     def _deliver(self, payload: dict, attempts: int, queued: bool) -> None:
         failure_id = payload['data']['attributes']['id']
-        if self._held_back or time.monotonic() > self._deadline:
+        if not self._held_back and time.monotonic() > self._deadline:
+            self._held_back = 'the run reached `max_run_time`; they go out first next run'
+            self._deferred_for_time = True
+        if self._held_back:
             if not queued:  # queued ones keep their place and their backoff
-                self._enqueue(payload, attempts, backoff=_backoff(1) if self._held_back else 0)
+                self._enqueue(payload, attempts, backoff=0 if self._deferred_for_time else _backoff(1))
             return
         status, detail = self._post(payload)
         if status in (200, 202):

@@ -4,7 +4,12 @@ Like the Agent, it keeps the persistent cache in files written in place (one per
 check submits is "sent" the moment it is submitted: each metric, event and cursor save is appended to
 a JSON-lines journal with one write per line, so a SIGKILL loses nothing that was already sent.
 
-    python -m tests.agent_process '<json: instance, state_dir, journal, runs>'
+    python -m loopback.agent_process '<json settings>'
+
+settings: `instance`, `state_dir` (the cache files), `journal` (JSON lines), and optionally `runs` (how
+many runs at most), `until_caught_up` (stop after a run that stopped for no budget and left no DORA
+failure queued), `pause` between runs and `submit_delay` per metric (to widen a crash window).
+Each run appends `{"run_done": ..., "seconds": ..., "peak_rss_kb": ...}` to the journal.
 """
 
 import json
@@ -16,6 +21,8 @@ from pathlib import Path
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from loopback.harness import new_check
+
+CAUGHT_UP_WARNINGS = ('Stopped after `max_run_time`', 'wait to be sent')
 
 
 def main(settings: dict) -> None:
@@ -48,9 +55,23 @@ def main(settings: dict) -> None:
 
     check = new_check(settings['instance'])
     for _ in range(settings.get('runs', 10**9)):
+        started = time.monotonic()
         error = check.run()
-        record(run_done=True, error=error[:200])
+        seconds = time.monotonic() - started
+        warnings = check.get_warnings()  # as the Agent collects them after each run
+        record(run_done=True, error=error[:200], seconds=seconds, peak_rss_kb=_peak_rss_kb(), warnings=warnings)
+        behind = any(marker in warning for warning in warnings for marker in CAUGHT_UP_WARNINGS)
+        if settings.get('until_caught_up') and not behind and not error:
+            return
         time.sleep(settings.get('pause', 0.02))
+
+
+def _peak_rss_kb() -> int:
+    """The process's peak resident memory so far (Linux), the figure the Agent's memory would show."""
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1])
+    return 0
 
 
 if __name__ == '__main__':
