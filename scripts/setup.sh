@@ -11,4 +11,4 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[agent,test]'
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[agent,cli,test]'

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
-
-from datadog_checks.base import AgentCheck, ConfigurationError
-from datadog_checks.base.agent import datadog_agent
+from datadog_checks.base import AgentCheck
 from datadog_checks.base.utils.persistent_cache import config_set_persistent_cache_id
 
 from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore, Resolution
 from .incident import Batch
-from .outputs import DoraApi, Outputs
+from .outputs import DoraApi, Outputs, dora_api
 from .sources import SourceError, make_source
 
 # The options that decide *which* incidents are read. Only they scope the cursor, so that editing
 # `tags`, the mapping or the interval never resets it.
 CURSOR_SCOPE = ('source', 'api_url', 'service_ids', 'team_ids', 'urgencies')
-GOV_SITES = ('ddog-gov.com',)
 
 
 class DoraIncidentsCheck(AgentCheck, ConfigMixin):
@@ -40,22 +36,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         self._outputs = Outputs(self, self._dora_api())
 
     def _dora_api(self) -> DoraApi | None:
-        if not self.config.send_dora_failures:
-            return None
-        url = self.config.datadog_api_url or f'https://api.{datadog_agent.get_config("site") or "datadoghq.com"}'
-        host = urlsplit(url).hostname
-        if host.endswith(GOV_SITES):
-            raise ConfigurationError(
-                f'`send_dora_failures`: DORA Metrics is not available on {host}; '
-                'set `send_dora_failures: false` (metrics and events still work)'
-            )
-        api_key = self.config.datadog_api_key or datadog_agent.get_config('api_key')
-        if not api_key:
-            raise ConfigurationError(
-                '`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`'
-            )
-        self.register_secret(api_key)
-        return DoraApi(self, url, api_key)
+        return dora_api(self) if self.config.send_dora_failures else None
 
     def check(self, _):
         deadline = time.monotonic() + self.config.max_run_time

@@ -7,7 +7,12 @@ import math
 import re
 import time
 
+from urllib.parse import urlsplit
+
 import requests
+
+from datadog_checks.base import ConfigurationError
+from datadog_checks.base.agent import datadog_agent
 
 from .cursor import Resolution
 from .durable import DurableJson
@@ -27,6 +32,7 @@ MAX_OUTBOX = 1_000
 MIN_BACKOFF = 30
 MAX_BACKOFF = 3_600
 MAX_CUSTOM_TAGS = 100
+GOV_SITES = ('ddog-gov.com',)  # DORA Metrics does not exist there
 _DORA_ID = re.compile(r'[A-Za-z0-9\-_.:]{16,128}')
 
 
@@ -50,7 +56,9 @@ def dora_id(incident: Incident) -> str:
     return f'{incident.source}:sha256:{hashlib.sha256(incident.id.encode()).hexdigest()[:48]}'
 
 
-def failure_payload(incident: Incident, custom_tags: list[str]) -> dict:
+def failure_payload(incident: Incident, tags: list[str]) -> dict:
+    """The DORA failure body; service, team, env and severity are attributes, `tags` go to custom_tags."""
+    custom_tags = [f'source:{incident.source}', *tags]
     attributes = {
         'id': dora_id(incident),
         'name': incident.title,
@@ -82,8 +90,7 @@ class Outputs:
         if self._send_events:
             self._check.event(_event(incident, resolution, tags))
         if self._dora is not None:
-            # service, team, env and severity are first-class attributes there; custom tags carry the rest.
-            self._dora.send(failure_payload(incident, [f'source:{incident.source}', *self._tags]))
+            self._dora.send(failure_payload(incident, self._tags))
 
     def begin(self, deadline: float) -> None:
         """Before a run reads anything: DORA failures queued earlier go out first."""
@@ -126,6 +133,22 @@ def _event(incident: Incident, resolution: Resolution, tags: list[str]) -> dict:
         'priority': 'normal',
         'tags': tags + [f'incident_id:{incident.id}'],
     }
+
+
+def dora_api(check) -> DoraApi:
+    """The DORA API client for a check's configuration: its URL and key, or the Agent's site and key."""
+    url = check.config.datadog_api_url or f'https://api.{datadog_agent.get_config("site") or "datadoghq.com"}'
+    host = urlsplit(url).hostname
+    if host.endswith(GOV_SITES):
+        raise ConfigurationError(
+            f'`send_dora_failures`: DORA Metrics is not available on {host}; '
+            'set `send_dora_failures: false` (metrics and events still work)'
+        )
+    api_key = check.config.datadog_api_key or datadog_agent.get_config('api_key')
+    if not api_key:
+        raise ConfigurationError('`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`')
+    check.register_secret(api_key)
+    return DoraApi(check, url, api_key)
 
 
 class DoraApi:

@@ -1,0 +1,142 @@
+"""Running the check outside the Agent: configuration from conf.yaml, the cursor in a state file.
+
+The Agent gives a check its persistent cache; here datadog-checks-base's stand-in for the Agent is
+pointed at a JSON state file instead (or, read-only, at the Agent's own cache files on this host), so
+the same cursor code runs unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from datadog_checks.base.stubs import aggregator, datadog_agent
+
+from ..check import DoraIncidentsCheck
+from ..outputs import DoraApi
+
+# The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
+# refuses such tags unless told otherwise (the Agent accepts them).
+os.environ.setdefault('DDEV_SKIP_GENERIC_TAGS_CHECK', '1')
+
+AGENT_RUN_PATH = Path('/opt/datadog-agent/run')
+
+
+class CliError(Exception):
+    """A problem the user can fix, shown as one line."""
+
+
+def default_state_path() -> Path:
+    base = os.environ.get('XDG_STATE_HOME') or Path.home() / '.local' / 'state'
+    return Path(base) / 'dora-incidents' / 'state.json'
+
+
+def load_instance(config_path: Path, index: int) -> tuple[dict, dict]:
+    try:
+        config = yaml.safe_load(Path(config_path).read_text()) or {}
+    except OSError as e:
+        raise CliError(f'cannot read {config_path}: {e.strerror}') from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+        raise CliError(f'{config_path} is not valid YAML{where}: {getattr(e, "problem", None) or "parse error"}') from None
+    instances = config.get('instances') if isinstance(config, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise CliError(f'{config_path} has no `instances` list')
+    if not 0 <= index < len(instances):
+        raise CliError(f'{config_path} has {len(instances)} instance(s); --instance must be 0..{len(instances) - 1}')
+    instance = instances[index]
+    for option, value in instance.items():
+        if isinstance(value, str) and value.startswith('ENC['):
+            raise CliError(f'`{option}` is an Agent secret ({value.split("]")[0]}]); outside the Agent, give the value')
+    return config.get('init_config') or {}, instance
+
+
+class StateFile:
+    """The persistent cache of CLI runs: one JSON object, replaced atomically on save."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.values = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError) as e:
+            raise CliError(f'state file {self.path} is unreadable ({e}); move it away to start over') from None
+
+    def read(self, key: str) -> str:
+        return self.values.get(key, '')
+
+    def write(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+    def forget(self, prefix: str) -> int:
+        keys = [key for key in self.values if key.startswith(prefix)]
+        for key in keys:
+            del self.values[key]
+        return len(keys)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile('w', dir=self.path.parent, delete=False) as tmp:
+            json.dump(self.values, tmp)
+        os.replace(tmp.name, self.path)
+
+
+class AgentCache:
+    """The Agent's own persistent cache files on this host, read-only."""
+
+    def __init__(self, run_path: Path):
+        self.run_path = Path(run_path)
+
+    def read(self, key: str) -> str:
+        # Agents have stored a key as `<run>/<key, ':' as '_'>` and as `<run>/<check>/<rest of key>`.
+        check, _, rest = key.partition(':')
+        for path in (self.run_path / key.replace(':', '_'), self.run_path / check / rest):
+            if path.is_file():
+                return path.read_text()
+        return ''
+
+    def write(self, key: str, value: str) -> None:
+        raise CliError('the Agent cache is read-only here')
+
+
+class RecordingDoraApi(DoraApi):
+    """A DORA API that records payloads instead of sending them: the dry run of `check`."""
+
+    def __init__(self, check):
+        super().__init__(check, 'dry-run:', '')
+        self.recorded: list[dict] = []
+
+    def _post(self, payload: dict):
+        self.recorded.append(payload)
+        return 202, 'dry run: not sent'
+
+
+class DryRunCheck(DoraIncidentsCheck):
+    """The real check, except that DORA failures are recorded in `dry_run_failures` instead of sent."""
+
+    dry_run_failures: list[dict] = []
+
+    def _dora_api(self):
+        if not self.config.send_dora_failures:
+            return None
+        recording = RecordingDoraApi(self)
+        self.dry_run_failures = recording.recorded
+        return recording
+
+
+def make_check(init_config: dict, instance: dict, cache, dry_run: bool = False) -> DoraIncidentsCheck:
+    """The real check over `cache` (a StateFile or AgentCache), set up as the Agent would."""
+    datadog_agent.read_persistent_cache = cache.read
+    datadog_agent.write_persistent_cache = cache.write
+    aggregator.reset()
+    check = (DryRunCheck if dry_run else DoraIncidentsCheck)('dora_incidents', init_config, [instance])
+    check.check_id = 'dora_incidents:cli'
+    try:
+        check.run_check_initializations()
+    except Exception as e:  # a ConfigurationError, shown as the Agent would show it
+        raise CliError(check.sanitize(str(e)).replace('\n', ' ')) from None
+    return check
