@@ -97,3 +97,12 @@ def test_metadata_rows_are_complete():
     for name, row in METADATA.items():
         assert row['metric_type'] in ('gauge', 'count', 'rate'), name
         assert row['description'] and row['integration'] == 'dora_incidents', name
+
+
+def test_readme_configuration_reference_is_generated_from_the_spec():
+    import runpy
+
+    generator = runpy.run_path(str(ROOT / 'scripts' / 'config_reference.py'))
+    readme = (ROOT / 'README.md').read_text()
+    assert generator['readme_with_reference'](readme) == readme, 'run `python scripts/config_reference.py --write`'
+    assert '`initial_lookback` | integer | `86400`' in readme

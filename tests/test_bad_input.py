@@ -3,7 +3,9 @@
 import logging
 
 import pytest
+import requests
 
+from datadog_checks.dora_incidents.sources.pagerduty import describe_error
 from loopback.server import Fault
 
 from .common import ago, dora_ids, restores, stored_cursor
@@ -78,3 +80,20 @@ def test_source_faults_warn_with_the_cause_and_never_leak_secrets(
     assert set(restores(aggregator)) == {incident} and dora_ids(intake) == [f'pagerduty:{incident}']
     output = caplog.text + ''.join(capsys.readouterr()) + ''.join(warnings)
     assert pagerduty.token not in output and intake.api_key not in output
+
+
+@pytest.mark.parametrize(
+    'url, other_region',
+    [
+        ('https://api.pagerduty.com/log_entries', 'api_url: https://api.eu.pagerduty.com'),
+        ('https://api.eu.pagerduty.com/log_entries', 'api_url: https://api.pagerduty.com`'),
+    ],
+)
+def test_a_rejected_token_points_at_the_other_service_region(url, other_region):
+    response = requests.Response()
+    response.status_code, response.url = 401, url
+    response._content = b'{"error": {"message": "Authentication failed", "code": 2006}}'
+
+    message = describe_error(response)
+
+    assert other_region in message and 'Authentication failed' in message and 'api_token' in message

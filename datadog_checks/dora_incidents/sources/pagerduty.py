@@ -34,8 +34,11 @@ CLOCK_SKEW = timedelta(hours=1)
 MAX_TITLE = 500
 _INCIDENT_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
 
+US_API, EU_API = 'https://api.pagerduty.com', 'https://api.eu.pagerduty.com'
 HINTS = {
-    401: 'the API token was rejected: check `api_token`, and `api_url` (EU accounts use https://api.eu.pagerduty.com)',
+    # A valid key sent to the other service region is rejected the same way as a wrong key.
+    401: 'the API token was rejected: check `api_token`, or whether the account is in the other service region '
+    '(`api_url: {other_region}`)',
     402: 'the PagerDuty account lacks an ability a filter needs (`team_ids` needs the `teams` ability)',
     403: 'the API token may not read log entries and incidents: use a token with read access',
     429: 'PagerDuty rate limit reached',
@@ -200,7 +203,9 @@ def describe_error(response: requests.Response) -> str:
         message = '; '.join(str(part) for part in [error.get('message'), *(error.get('errors') or [])] if part)
     except (ValueError, AttributeError):
         pass
-    hint = HINTS.get(response.status_code) or f'PagerDuty answered HTTP {response.status_code}'
+    other_region = US_API if 'eu.pagerduty.com' in (response.url or '') else EU_API
+    hint = HINTS.get(response.status_code, 'PagerDuty answered HTTP {status}')
+    hint = hint.format(other_region=other_region, status=response.status_code)
     return f'{hint} (HTTP {response.status_code}{": " + message[:200] if message else ""})'
 
 
