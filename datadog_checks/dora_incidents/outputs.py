@@ -6,7 +6,6 @@ import hashlib
 import math
 import re
 import time
-
 from urllib.parse import urlsplit
 
 import requests
