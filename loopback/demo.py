@@ -1,6 +1,6 @@
 """The quick-start demo: the real check, run twice against the loopback PagerDuty simulator and intake.
 
-Run it with `bash scripts/demo.sh` (or `python -m loopback.demo` inside the project's environment).
+Run it with `bash scripts/demo.sh` (which runs `dora-incidents demo` in the project's environment).
 Outside the Agent, datadog-checks-base routes metrics, events and the persistent cache to its stubs;
 this prints what landed there and what the loopback Datadog API received.
 """

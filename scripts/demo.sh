@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${VENV:-.venv}/bin/python" -m loopback.demo
+exec "${VENV:-.venv}/bin/dora-incidents" demo

@@ -43,7 +43,12 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         now = datetime.now(timezone.utc).replace(microsecond=0)
         cursor = self._cursors.load()
         self._outputs.begin(deadline)
-        source_up, skipped = True, 0
+        source_up, skipped = self._catch_up(cursor, now, deadline)
+        self._outputs.finish(source_up, cursor.lag(now), skipped)
+
+    def _catch_up(self, cursor: Cursor, now: datetime, deadline: float) -> tuple[bool, int]:
+        """Emits the source's batches until caught up with `now` or out of time: (source reachable, skipped)."""
+        skipped = 0
         try:
             for batch in self._source.resolved(*cursor.window(now, self.config.initial_lookback), deadline):
                 skipped += self._emit(batch, cursor)
@@ -56,9 +61,9 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
                     )
                     break
         except SourceError as e:
-            source_up = False
             self.warning('Could not read %s: %s', self.config.source, e)
-        self._outputs.finish(source_up, cursor.lag(now), skipped)
+            return False, skipped
+        return True, skipped
 
     def _emit(self, batch: Batch, cursor: Cursor) -> int:
         for incident in batch.incidents:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -182,11 +183,14 @@ def _print_events():
 
 
 def _print_failures(payloads):
-    table = Table('id', 'services', 'team', 'env', 'severity', 'started_at', 'finished_at', title='DORA failures (not sent)')
+    columns = ('id', 'services', 'team', 'env', 'severity', 'started_at', 'finished_at')
+    table = Table(*columns, title='DORA failures (not sent)')
     for payload in payloads:
-        a = payload['data']['attributes']
-        times = [datetime.fromtimestamp(a[k] / 1e9, timezone.utc).isoformat() for k in ('started_at', 'finished_at')]
-        table.add_row(a['id'], ', '.join(a.get('services', [])), a.get('team', ''), a.get('env', ''), a.get('severity', ''), *times)
+        attributes = dict(payload['data']['attributes'])
+        attributes['services'] = ', '.join(attributes.get('services', []))
+        for moment in ('started_at', 'finished_at'):
+            attributes[moment] = datetime.fromtimestamp(attributes[moment] / 1e9, timezone.utc).isoformat()
+        table.add_row(*(str(attributes.get(column, '')) for column in columns))
     console.print(table)
 
 
@@ -196,8 +200,6 @@ def _print_warnings(warnings):
 
 
 def _first_message(error_report: str) -> str:
-    import json
-
     return json.loads(error_report)[0]['message'].replace('\n', ' ')
 
 
