@@ -21,8 +21,6 @@ class Incident:
     team: str | None
     env: str | None
     severity: str | None
-    # False when the incident was closed without a restore (merged into another): nothing is reported.
-    restored: bool = True
 
     @property
     def key(self) -> str:
