@@ -26,7 +26,8 @@ OFFSET_CAP = 10_000
 # Entries read before the cursor may advance. Smaller than the offset cap so that a run with a time
 # budget checkpoints often, and memory stays bounded however large the backlog.
 MAX_ENTRIES_PER_BATCH = 1_000
-# PagerDuty accepts at most 6 months between `since` and `until`.
+# PagerDuty accepts at most 6 months between `since` and `until`; a month keeps each window's first
+# (`total=true`) request cheap, and a long `initial_lookback` or backfill is read a month at a time.
 MAX_WINDOW = timedelta(days=30)
 MIN_WINDOW = timedelta(seconds=1)
 # A resolve time this far past our clock is a broken record, not a clock difference.
