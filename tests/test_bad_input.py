@@ -35,7 +35,7 @@ def test_malformed_incident_is_skipped_by_name(aggregator, datadog_agent, make_c
 
     assert len(warnings) == 1 and bad in warnings[0] and reason in warnings[0]
     assert set(restores(aggregator)) == {good}
-    aggregator.assert_metric('dora_incidents.incidents.skipped', value=1)
+    aggregator.assert_metric('dora.check.incidents.skipped', value=1)
     assert stored_cursor(datadog_agent)['watermark'] is not None  # the cursor moved on
 
 

@@ -18,7 +18,7 @@ def test_a_large_first_run_spreads_over_runs_within_the_budget(
         check = make_check(instance)
         assert check.run() == ''
         stopped_for_budget += any('Stopped after `max_run_time`' in w for w in check.warnings)
-        lags.append(aggregator.metrics('dora_incidents.cursor.lag')[-1].value)
+        lags.append(aggregator.metrics('dora.check.cursor.lag')[-1].value)
         if not check.warnings:
             break
 

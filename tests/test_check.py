@@ -186,13 +186,13 @@ def test_a_long_rate_limit_ends_the_run_and_the_next_run_catches_up(
 
     assert any('rate limit' in warning for warning in warnings)
     assert restores(aggregator) == {} and intake.failures == []
-    aggregator.assert_metric('dora_incidents.source.can_connect', value=0)
+    aggregator.assert_metric('dora.check.source.can_connect', value=0)
     assert stored_cursor(datadog_agent) is None  # nothing was fully read: the cursor did not move
 
     aggregator.reset()
     assert run(make_check(instance)) == []
     assert sorted(restores(aggregator)) == sorted(incidents)
-    aggregator.assert_metric('dora_incidents.source.can_connect', value=1)
+    aggregator.assert_metric('dora.check.source.can_connect', value=1)
 
 
 def test_changing_tags_between_runs_re_emits_nothing(aggregator, make_check, run, instance, pagerduty, intake, now):
@@ -222,4 +222,4 @@ def test_dora_api_answering_202_is_success(aggregator, datadog_agent, make_check
     pagerduty.resolve(incident, ago(now, hours=1))
 
     assert run(make_check(instance)) == []
-    aggregator.assert_metric('dora_incidents.dora.pending', value=0)
+    aggregator.assert_metric('dora.check.outbox.pending', value=0)

@@ -32,7 +32,7 @@ def test_bad_payload_is_dropped_naming_the_incident(aggregator, make_check, run,
     assert len(intake.failures) == 2
     [warning] = warnings
     assert dropped in warning and 'started_at is invalid' in warning
-    aggregator.assert_metric('dora_incidents.dora.pending', value=0)
+    aggregator.assert_metric('dora.check.outbox.pending', value=0)
     assert counted(aggregator) == 3
 
 
@@ -47,7 +47,7 @@ def test_unavailable_api_queues_failures_and_later_runs_send_them(
 
     # Metrics and events for every incident went out; the cursor moved on.
     assert set(restores(aggregator)) == set(resolved) and counted(aggregator) == 3
-    aggregator.assert_metric('dora_incidents.dora.pending', value=3)
+    aggregator.assert_metric('dora.check.outbox.pending', value=3)
     assert intake.failures == []
 
     aggregator.reset()
@@ -58,7 +58,7 @@ def test_unavailable_api_queues_failures_and_later_runs_send_them(
     assert set(restores(aggregator)) == {later}
     # A timed-out post may still land late: a re-send with the same id, which Datadog treats as an update.
     assert set(dora_ids(intake)) == {f'pagerduty:{i}' for i in [*resolved, later]}
-    aggregator.assert_metric('dora_incidents.dora.pending', value=0)
+    aggregator.assert_metric('dora.check.outbox.pending', value=0)
 
 
 def test_queued_failures_wait_for_their_backoff(aggregator, make_check, run, instance, intake, resolved):
@@ -69,7 +69,7 @@ def test_queued_failures_wait_for_their_backoff(aggregator, make_check, run, ins
     run(make_check(instance))
 
     assert intake.failures == []
-    aggregator.assert_metric('dora_incidents.dora.pending', value=3)
+    aggregator.assert_metric('dora.check.outbox.pending', value=3)
 
 
 def test_rejected_api_key_keeps_failures_queued_and_says_so(aggregator, make_check, run, instance, intake, resolved, no_backoff):
@@ -77,7 +77,7 @@ def test_rejected_api_key_keeps_failures_queued_and_says_so(aggregator, make_che
 
     assert any('403' in warning and 'datadog_api_key' in warning for warning in warnings)
     assert all('revoked-key' not in warning for warning in warnings)
-    aggregator.assert_metric('dora_incidents.dora.pending', value=3)
+    aggregator.assert_metric('dora.check.outbox.pending', value=3)
 
     run(make_check(instance))  # key fixed
     assert sorted(dora_ids(intake)) == sorted(f'pagerduty:{i}' for i in resolved)
@@ -89,6 +89,6 @@ def test_full_outbox_drops_the_oldest_and_counts_them(aggregator, make_check, ru
 
     warnings = run(make_check(instance))
 
-    aggregator.assert_metric('dora_incidents.dora.pending', value=2)
-    aggregator.assert_metric('dora_incidents.dora.dropped', value=1)
+    aggregator.assert_metric('dora.check.outbox.pending', value=2)
+    aggregator.assert_metric('dora.check.outbox.dropped', value=1)
     assert any('outbox full' in warning for warning in warnings)

@@ -34,7 +34,7 @@ def test_team_filter_without_the_teams_ability_names_the_filter(aggregator, make
     warnings = run(make_check({**instance, 'team_ids': ['PTEAM02']}))
 
     assert len(warnings) == 1 and 'team_ids' in warnings[0] and 'HTTP 402' in warnings[0]
-    aggregator.assert_metric('dora_incidents.source.can_connect', value=0)
+    aggregator.assert_metric('dora.check.source.can_connect', value=0)
 
 
 def test_service_mapping_by_id_or_name_and_fallbacks(aggregator, make_check, run, instance, pagerduty, intake, now):

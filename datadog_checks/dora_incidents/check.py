@@ -19,7 +19,7 @@ CURSOR_SCOPE = ('source', 'api_url', 'service_ids', 'team_ids', 'urgencies')
 
 
 class DoraIncidentsCheck(AgentCheck, ConfigMixin):
-    # Metric names are written out in full: `dora.*` like Datadog's own DORA metrics, `dora_incidents.*` for health.
+    # Metric names are written out in full: `dora.*` like Datadog's own DORA metrics, `dora.check.*` for health.
     __NAMESPACE__ = ''
 
     def __init__(self, name, init_config, instances):

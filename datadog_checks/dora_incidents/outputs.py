@@ -19,11 +19,11 @@ from .incident import Incident
 
 TIME_TO_RESTORE = 'dora.time_to_restore'
 INCIDENTS_COUNT = 'dora.incidents.count'
-SOURCE_CAN_CONNECT = 'dora_incidents.source.can_connect'
-CURSOR_LAG = 'dora_incidents.cursor.lag'
-DORA_PENDING = 'dora_incidents.dora.pending'
-DORA_DROPPED = 'dora_incidents.dora.dropped'
-INCIDENTS_SKIPPED = 'dora_incidents.incidents.skipped'
+SOURCE_CAN_CONNECT = 'dora.check.source.can_connect'
+CURSOR_LAG = 'dora.check.cursor.lag'
+DORA_PENDING = 'dora.check.outbox.pending'
+DORA_DROPPED = 'dora.check.outbox.dropped'
+INCIDENTS_SKIPPED = 'dora.check.incidents.skipped'
 
 DORA_PATH = '/api/v2/dora/failure'
 OUTBOX_KEY = 'dora_outbox'
