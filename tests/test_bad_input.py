@@ -17,9 +17,9 @@ from .common import ago, dora_ids, restores, stored_cursor
         ({'created_at': None}, 'created_at'),
         ({'created_at': 'last tuesday'}, 'created_at'),
         ({'resolved_at': '2026-11-26T07:00:00'}, 'no time zone'),
-        ({'created_at': '2099-01-01T00:00:00Z'}, 'before created_at'),
+        ({'created_at': '2099-01-01T00:00:00Z'}, 'before it started'),
         ({'service': 'not an object'}, 'str'),
-        ({'teams': ['Payments']}, 'teams[0]'),
+        ({'teams': ['Payments']}, '`teams`'),
         ({'status': 'snoozed'}, 'unknown status'),
         ({'resolved_at': '2099-01-01T00:00:00Z'}, 'in the future'),
     ],
@@ -53,8 +53,6 @@ def test_log_entry_without_an_embedded_incident_is_skipped(aggregator, make_chec
 @pytest.mark.parametrize(
     'fault, cause',
     [
-        (Fault(status=401, path='/log_entries'), 'api_url'),
-        (Fault(status=403, path='/log_entries'), 'read access'),
         (Fault(status=500, times=3, path='/log_entries'), 'HTTP 500'),
         (Fault(status=200, body=b'<html>Bad gateway</html>', headers={'Content-Type': 'text/html'}), 'not JSON'),
         (Fault(truncate=True, path='/log_entries'), 'not JSON'),
@@ -80,6 +78,26 @@ def test_source_faults_warn_with_the_cause_and_never_leak_secrets(
     assert set(restores(aggregator)) == {incident} and dora_ids(intake) == [f'pagerduty:{incident}']
     output = caplog.text + ''.join(capsys.readouterr()) + ''.join(warnings)
     assert pagerduty.token not in output and intake.api_key not in output
+
+
+@pytest.mark.parametrize(
+    'status, cause', [(401, 'api_url'), (403, 'read access')]
+)
+def test_a_rejected_token_ends_the_run_with_an_error_after_the_health_metrics(
+    aggregator, make_check, instance, pagerduty, intake, now, caplog, status, cause
+):
+    caplog.set_level(logging.DEBUG)
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    pagerduty.inject(Fault(status=status, path='/log_entries'))
+
+    error = make_check(instance).run()
+
+    assert cause in error and 'api_token' in error and 'PagerDuty' in error
+    aggregator.assert_metric('dora.check.source.can_connect', value=0)
+    assert pagerduty.token not in error + caplog.text
+    run_again = make_check(instance).run()  # the token is fixed: nothing was lost
+    assert run_again == '' and set(restores(aggregator)) == {incident}
 
 
 @pytest.mark.parametrize(

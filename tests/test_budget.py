@@ -23,7 +23,8 @@ def test_a_large_first_run_spreads_over_runs_within_the_budget(
             break
 
     assert stopped_for_budget >= 2, 'the backlog fit in one run: the budget was never exercised'
-    assert lags == sorted(lags, reverse=True), 'the cursor lag must shrink run after run'
+    behind = [lag for lag in lags if lag > 5]  # once caught up, the lag is the few seconds a run takes
+    assert behind == sorted(behind, reverse=True) and lags[-1] < 5, 'the cursor lag must shrink run after run'
     assert sorted(restores(aggregator)) == sorted(incidents)
     assert all(len(values) == 1 for values in restores(aggregator).values())
     assert counted(aggregator) == 3_000

@@ -18,7 +18,7 @@ def test_first_run_reports_what_was_resolved_within_the_lookback(
 
     assert run(make_check(instance)) == []
 
-    tags = ['service:checkout_api', 'team:payments_team', 'env:prod', 'severity:P1', 'source:pagerduty', 'team_owner:sre']
+    tags = ['service:checkout_api', 'team:payments_team', 'env:prod', 'severity:p1', 'source:pagerduty', 'team_owner:sre']
     restore = (3 * 24 - 1) * 3600
     aggregator.assert_metric(TIME_TO_RESTORE, value=restore, tags=tags + [f'incident_id:{old_open}'], count=1)
     aggregator.assert_metric(INCIDENTS_COUNT, value=1, tags=tags, count=1)
@@ -40,7 +40,7 @@ def test_first_run_reports_what_was_resolved_within_the_lookback(
     assert attributes['started_at'] == int(ago(now, days=3).timestamp()) * 10**9
     assert attributes['finished_at'] == int(ago(now, hours=1).timestamp()) * 10**9
     assert attributes['services'] == ['checkout_api']
-    assert (attributes['team'], attributes['env'], attributes['severity']) == ('payments_team', 'prod', 'P1')
+    assert (attributes['team'], attributes['env'], attributes['severity']) == ('payments_team', 'prod', 'p1')
     assert attributes['name'] == 'Checkout 500s'
     assert 'source:pagerduty' in attributes['custom_tags']
 
@@ -187,7 +187,7 @@ def test_a_long_rate_limit_ends_the_run_and_the_next_run_catches_up(
     assert any('rate limit' in warning for warning in warnings)
     assert restores(aggregator) == {} and intake.failures == []
     aggregator.assert_metric('dora.check.source.can_connect', value=0)
-    assert stored_cursor(datadog_agent) is None  # nothing was fully read: the cursor did not move
+    assert stored_cursor(datadog_agent)['watermark'] is None  # nothing was fully read: the cursor did not move
 
     aggregator.reset()
     assert run(make_check(instance)) == []

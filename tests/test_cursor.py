@@ -7,7 +7,7 @@ import pytest
 
 from datadog_checks.dora_incidents import cursor as cursor_module
 from datadog_checks.dora_incidents.cursor import Cursor, Resolution
-from datadog_checks.dora_incidents.incident import Incident
+from datadog_checks.dora_incidents.incident import SourceIncident
 
 from .common import ago, cursor_keys, restores, stored_cursor
 
@@ -15,7 +15,7 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
 def incident(n, resolved_at):
-    return Incident('pagerduty', f'P{n:06d}', n, 't', None, resolved_at - timedelta(hours=1), resolved_at, 's', None, None, None)
+    return SourceIncident('pagerduty', f'P{n:06d}', None, 't', None, resolved_at - timedelta(hours=1), resolved_at, resolved_at)
 
 
 def test_classifies_new_seen_and_resolved_again():
@@ -77,7 +77,7 @@ def test_unreadable_cursor_restarts_from_the_lookback(aggregator, datadog_agent,
         datadog_agent._cache[key] = stored
     aggregator.reset()
 
-    warnings = run(check)
+    warnings = run(make_check(instance))  # the cursor is read from the cache when the Agent restarts
 
     assert len(warnings) == 1 and 'Starting over from `initial_lookback`' in warnings[0]
     assert set(restores(aggregator)) == {incident_id}  # re-reported: its DORA failure id makes that an update

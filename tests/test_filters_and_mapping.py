@@ -57,7 +57,7 @@ def test_service_mapping_by_id_or_name_and_fallbacks(aggregator, make_check, run
         'payments',
         'prod-eu',
     )
-    assert attributes[by_id]['severity'] == 'P1'
+    assert attributes[by_id]['severity'] == 'p1'
     # Mapped by name; the service has no team in PagerDuty, and the instance env applies.
     assert (attributes[by_name]['services'], attributes[by_name].get('team'), attributes[by_name]['env']) == (
         ['billing'],
@@ -72,7 +72,7 @@ def test_service_mapping_by_id_or_name_and_fallbacks(aggregator, make_check, run
     )
     aggregator.assert_metric(
         'dora.incidents.count',
-        tags=['service:checkout', 'team:payments', 'env:prod-eu', 'severity:P1', 'source:pagerduty', 'team_owner:sre'],
+        tags=['service:checkout', 'team:payments', 'env:prod-eu', 'severity:p1', 'source:pagerduty', 'team_owner:sre'],
     )
 
 

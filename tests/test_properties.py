@@ -6,8 +6,7 @@ from types import SimpleNamespace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datadog_checks.dora_incidents.sources.base import ServiceMapping
-from datadog_checks.dora_incidents.sources.pagerduty import PagerDutySource
+from datadog_checks.dora_incidents.sources.pagerduty import PagerDutySource, is_incident_id
 from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
 from loopback.pagerduty import PagerDutySimulator, iso
@@ -65,7 +64,7 @@ def mutate(incident: dict, changes: dict) -> dict:
 def source(**filters):
     config = SimpleNamespace(api_url='http://127.0.0.1:9', api_token='t', team_ids=(), service_ids=(), urgencies=())
     vars(config).update(filters)
-    return PagerDutySource(config, http=None, mapping=ServiceMapping({}, 'prod'))
+    return PagerDutySource(config, None, config.api_url)
 
 
 @settings(max_examples=300, deadline=None)
@@ -96,7 +95,7 @@ def not_reportable(incident: dict) -> bool:
     """Still open (reopened), or merged into another: legitimately nothing to report or warn about."""
     reason = incident.get('resolve_reason')
     merged = isinstance(reason, dict) and reason.get('type') == 'merge_resolve_reason'
-    valid_id = isinstance(incident.get('id'), str) and incident['id'].isalnum()
+    valid_id = is_incident_id(incident.get('id'))  # the same rule the source applies
     return valid_id and (incident.get('status') in ('triggered', 'acknowledged') or merged)
 
 

@@ -1,21 +1,20 @@
-"""One run: read the cursor, ask the source what was resolved since, emit it, save the cursor."""
+"""One run: read the cursor, ask the source what was resolved since, emit it, save the cursor once."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from datetime import datetime, timezone
-from datadog_checks.base import AgentCheck
-from datadog_checks.base.utils.persistent_cache import config_set_persistent_cache_id
+
+from datadog_checks.base import AgentCheck, ConfigurationError
 
 from .config_models import ConfigMixin
-from .cursor import Cursor, CursorStore, Resolution
-from .incident import Batch
-from .outputs import DoraApi, Outputs, dora_api
-from .sources import SourceError, make_source
-
-# The options that decide *which* incidents are read. Only they scope the cursor, so that editing
-# `tags`, the mapping or the interval never resets it.
-CURSOR_SCOPE = ('source', 'api_url', 'service_ids', 'team_ids', 'urgencies')
+from .cursor import CursorStore
+from .mapping import Mapper
+from .outputs import DoraApi, Health, Outputs, datadog_api_key, datadog_api_url, dora_api
+from .reporting import Progress, Reporter
+from .sources import make_source, source_class
 
 
 class DoraIncidentsCheck(AgentCheck, ConfigMixin):
@@ -27,54 +26,60 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         self.check_initializations.append(self._set_up)
 
     def persistent_cache_id(self) -> str:
-        return config_set_persistent_cache_id(self, instance_config_options=CURSOR_SCOPE)
+        """The cursor's scope: which incidents are read, and which Datadog organisation they are reported to.
+
+        Only these options, normalised: editing `tags`, the mapping or the interval, spelling out a default
+        or adding a trailing slash never resets the cursor; two organisations never share one.
+        """
+        config = self.config
+        scope = {
+            'source': config.source,
+            'api_url': (config.api_url or source_class(config.source).default_api_url).rstrip('/').lower(),
+            'filters': {
+                name: sorted(set(getattr(config, name) or ()))
+                for name in ('services', 'service_ids', 'teams', 'team_ids', 'severities', 'urgencies')
+            },
+            'datadog': [datadog_api_url(self).rstrip('/').lower(), _fingerprint(datadog_api_key(self))],
+        }
+        return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 
     def _set_up(self) -> None:
         self.register_secret(self.config.api_token)
-        self._source = make_source(self.config, self.http)
-        self._cursors = CursorStore(self)
-        self._outputs = Outputs(self, self._dora_api())
+        source = make_source(self.config, set(self.instance), self.http)
+        outputs = Outputs(self, self._dora_api())
+        self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning)
 
     def _dora_api(self) -> DoraApi | None:
         return dora_api(self) if self.config.send_dora_failures else None
 
     def check(self, _):
         deadline = time.monotonic() + self.config.max_run_time
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        cursor = self._cursors.load()
-        self._outputs.begin(deadline)
-        source_up, skipped = self._catch_up(cursor, now, deadline)
-        self._outputs.finish(source_up, cursor.lag(now), skipped)
+        reporter = self._reporter
+        cursor = reporter.store.load()
+        reporter.outputs.begin(deadline)
+        since, until = cursor.window(datetime.now(timezone.utc), self.config.initial_lookback)
+        progress = reporter.catch_up(cursor, since, until, deadline)
+        # Once, now that the run's emission is complete: the Agent commits this run's metrics when it returns.
+        reporter.commit(cursor)
+        self._report(progress, cursor.lag(reporter.source.clock()))
 
-    def _catch_up(self, cursor: Cursor, now: datetime, deadline: float) -> tuple[bool, int]:
-        """Emits the source's batches until caught up with `now` or out of time: (source reachable, skipped)."""
-        skipped = 0
-        try:
-            for batch in self._source.resolved(*cursor.window(now, self.config.initial_lookback), deadline):
-                skipped += self._emit(batch, cursor)
-                if time.monotonic() >= deadline and cursor.watermark < now:
-                    self.warning(
-                        'Stopped after `max_run_time` (%ss) with incidents still to read from %s on; '
-                        'the next run continues from there',
-                        self.config.max_run_time,
-                        cursor.watermark.isoformat(),
-                    )
-                    break
-        except SourceError as e:
-            self.warning('Could not read %s: %s', self.config.source, e)
-            return False, skipped
-        return True, skipped
+    def _report(self, progress: Progress, lag: float | None) -> None:
+        outputs = self._reporter.outputs
+        health = Health(progress.source_error is None, lag, self._reporter.store.save_failed, progress.skipped)
+        outputs.finish(health)
+        if progress.out_of_time:
+            self.warning(
+                'Stopped after `max_run_time` (%ss) with incidents still to read; the next run continues from there',
+                self.config.max_run_time,
+            )
+        rejected = (progress.source_error if progress.credentials_rejected else None) or outputs.rejected
+        if rejected:
+            # A refused credential will not pass by itself: an error in `datadog-agent status`, not a warning.
+            raise ConfigurationError(f'{self._reporter.source.display_name if progress.credentials_rejected else "Datadog"}: {rejected}')
+        if progress.source_error:
+            self.warning('Could not read %s: %s', self._reporter.source.display_name, progress.source_error)
 
-    def _emit(self, batch: Batch, cursor: Cursor) -> int:
-        for incident in batch.incidents:
-            resolution = cursor.classify(incident)
-            if resolution is not Resolution.SEEN:
-                self._outputs.emit(incident, resolution)
-                cursor.record(incident)
-        # Outputs first, cursor last: dying in between re-sends (idempotently), never skips.
-        self._outputs.save()
-        cursor.advance(batch.through)
-        self._cursors.save(cursor)
-        for skipped in batch.skipped:
-            self.warning('Skipped malformed %s incident %s: %s', skipped.source, skipped.id, skipped.reason)
-        return len(batch.skipped)
+
+def _fingerprint(secret: str | None) -> str | None:
+    """Tells two keys apart without storing either."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else None

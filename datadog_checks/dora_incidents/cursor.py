@@ -1,9 +1,11 @@
 """What has been reported: the one place that decides whether a resolution is new.
 
 The cursor is a watermark (every resolution before it has been handled) plus the incidents reported
-recently, keyed by incident and stamped with the resolve time reported. It lives in the Agent's
-persistent cache as JSON, written only after the outputs of a batch went out, so a run that dies
-midway re-reads (and idempotently re-sends) rather than skips.
+recently, keyed by incident and stamped with the resolve time reported, and the malformed records
+already counted as skipped. It lives in memory across runs and in the Agent's persistent cache for
+restarts, saved once per run when the run's emission is complete: the Agent commits a run's metrics
+only after `run()` returns, so a cursor saved earlier could get ahead of metrics that a killed Agent
+never sent.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 
-from .durable import DurableJson
-from .incident import Incident
+from .durable import DurableJson, LostWrite
+from .incident import SourceIncident, Skipped
 
 CACHE_KEY = 'cursor'
 VERSION = 1
@@ -37,21 +39,31 @@ class Cursor:
     watermark: datetime | None = None
     # incident key -> resolve time reported, in epoch milliseconds; oldest resolution first.
     reported: dict[str, int] = field(default_factory=dict)
+    # skipped record key -> when it was first skipped (epoch ms): counted and named once, not every re-read.
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def window(self, now: datetime, initial_lookback: int) -> tuple[datetime, datetime]:
         if self.watermark is None:
             return now - timedelta(seconds=initial_lookback), now
         return min(self.watermark - OVERLAP, now), now
 
-    def classify(self, incident: Incident) -> Resolution:
+    def classify(self, incident: SourceIncident) -> Resolution:
         reported = self.reported.get(incident.key)
         if reported is None:
             return Resolution.NEW
         return Resolution.SEEN if reported == _ms(incident.resolved_at) else Resolution.AGAIN
 
-    def record(self, incident: Incident) -> None:
+    def record(self, incident: SourceIncident) -> None:
         self.reported.pop(incident.key, None)
         self.reported[incident.key] = _ms(incident.resolved_at)
+
+    def first_skip(self, skipped: Skipped, now: datetime) -> bool:
+        """True the first time this record is skipped (within the memory horizon)."""
+        key = f'{skipped.source}:{skipped.id}'
+        if key in self.skipped:
+            return False
+        self.skipped[key] = _ms(now)
+        return True
 
     def advance(self, through: datetime) -> None:
         self.watermark = max(through, self.watermark) if self.watermark else through
@@ -62,14 +74,15 @@ class Cursor:
 
     def _forget_old(self) -> None:
         horizon = _ms(self.watermark - REMEMBER)
-        kept = sorted((ms, key) for key, ms in self.reported.items() if ms >= horizon)
-        self.reported = {key: ms for ms, key in kept[-MAX_REMEMBERED:]}
+        self.reported = _recent(self.reported, horizon)
+        self.skipped = _recent(self.skipped, horizon)
 
     def to_document(self) -> dict:
         return {
             'version': VERSION,
             'watermark': self.watermark.isoformat() if self.watermark else None,
             'reported': self.reported,
+            'skipped': self.skipped,
         }
 
     @classmethod
@@ -79,32 +92,57 @@ class Cursor:
             raise ValueError('not a version-1 cursor object')
         watermark = data.get('watermark')
         reported = data.get('reported')
-        if not isinstance(reported, dict) or not all(isinstance(ms, int) for ms in reported.values()):
-            raise ValueError('`reported` is not a map of incident to resolve time')
+        skipped = data.get('skipped', {})
+        for name, value in (('reported', reported), ('skipped', skipped)):
+            if not isinstance(value, dict) or not all(isinstance(ms, int) for ms in value.values()):
+                raise ValueError(f'`{name}` is not a map of incident to time')
         if watermark is not None:
             watermark = datetime.fromisoformat(watermark)
             if watermark.tzinfo is None:
                 raise ValueError('`watermark` has no time zone')
-        return cls(watermark, dict(reported))
+        return cls(watermark, dict(reported), dict(skipped))
 
 
 class CursorStore:
-    """Reads and writes the cursor in the check's persistent cache; a broken one restarts from the lookback."""
+    """Keeps the cursor: in memory across runs, in the check's persistent cache across restarts.
 
-    def __init__(self, check):
+    The Agent ignores a failed cache write (read-only run directory, full disk), so every save is read
+    back: a save that did not stick is reported, and the cursor in memory keeps the check exact until
+    the Agent restarts.
+    """
+
+    def __init__(self, check, key: str = CACHE_KEY):
         self._check = check
-        self._store = DurableJson(check, CACHE_KEY, Cursor.from_document, Cursor.to_document)
+        self._store = DurableJson(check, key, Cursor.from_document, Cursor.to_document)
+        self._cursor: Cursor | None = None
+        self.save_failed = False
 
     def load(self) -> Cursor:
+        if self._cursor is None:
+            self._cursor = self._read()
+        return self._cursor
+
+    def save(self, cursor: Cursor) -> None:
+        self._cursor = cursor
+        try:
+            self._store.save(cursor)
+            self.save_failed = False
+        except LostWrite as e:
+            self.save_failed = True
+            self._check.warning(
+                'The cursor could not be saved in the Agent\'s persistent cache (%s): it is kept in memory, '
+                'but an Agent restart would report the last `initial_lookback` again. Check that the Agent\'s '
+                'run directory is writable and has space.',
+                e,
+            )
+
+    def _read(self) -> Cursor:
         try:
             return self._store.load() or Cursor()
         except RuntimeError as e:
             return self._fresh(f'the persistent cache could not be read ({e})')
         except ValueError as e:
             return self._fresh(f'the stored cursor is unreadable ({e})')
-
-    def save(self, cursor: Cursor) -> None:
-        self._store.save(cursor)
 
     def _fresh(self, why: str) -> Cursor:
         self._check.warning(
@@ -113,6 +151,12 @@ class CursorStore:
             why,
         )
         return Cursor()
+
+
+def _recent(stamps: dict[str, int], horizon: int) -> dict[str, int]:
+    """The entries stamped at or after `horizon`, at most MAX_REMEMBERED, oldest first."""
+    kept = sorted((ms, key) for key, ms in stamps.items() if ms >= horizon)
+    return {key: ms for ms, key in kept[-MAX_REMEMBERED:]}
 
 
 def _ms(moment: datetime) -> int:

@@ -16,6 +16,10 @@ T = TypeVar('T')
 SLOTS = ('a', 'b')
 
 
+class LostWrite(Exception):
+    """What was written to the persistent cache does not read back: the Agent dropped the write."""
+
+
 class DurableJson(Generic[T]):
     def __init__(self, check, key: str, parse: Callable[[dict], T], dump: Callable[[T], dict]):
         self._check = check
@@ -56,11 +60,20 @@ class DurableJson(Generic[T]):
         return None
 
     def save(self, value: T) -> None:
-        """Writes the slot not holding the last good document, so that one survives a torn write."""
+        """Writes the slot not holding the last good document, so that one survives a torn write.
+
+        Raises LostWrite when the write does not read back.
+        """
         target = SLOTS[1] if self._good_slot == SLOTS[0] else SLOTS[0]
         self._sequence += 1
         text = json.dumps({'sequence': self._sequence, 'document': self._dump(value)}, separators=(',', ':'))
         self._check.write_persistent_cache(self._slot_key(target), text)
+        try:
+            stored = self._check.read_persistent_cache(self._slot_key(target))
+        except RuntimeError as e:
+            raise LostWrite(f'reading it back failed: {e}') from None
+        if stored != text:
+            raise LostWrite('the write did not read back')
         self._good_slot = target
 
     def _slot_key(self, slot: str) -> str:

@@ -1,4 +1,4 @@
-"""The one value every incident source produces, and the only one the outputs consume."""
+"""The values that cross layers: what a source reads (in the tool's terms) and what the outputs send (Datadog's)."""
 
 from __future__ import annotations
 
@@ -7,34 +7,58 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
-class Incident:
-    """One resolution of one incident, already mapped to Datadog's service, team and env."""
+class Named:
+    """A service, team or environment as the incident tool names it: its id, its display name, or both."""
 
-    source: str
-    id: str
-    number: int | None
+    id: str | None
+    name: str | None
+
+
+@dataclass(frozen=True)
+class SourceIncident:
+    """One resolution of one incident, in the incident tool's own terms. Sources produce only this."""
+
+    source: str  # the `source:` value, e.g. 'rootly'
+    id: str  # the tool's incident id: stable across reads, unique within the tool
+    number: str | None  # what people call it (PagerDuty #123, Rootly INC-42), shown in events
     title: str
     url: str | None
-    started_at: datetime  # timezone-aware
-    resolved_at: datetime  # timezone-aware, never before started_at
-    service: str | None
-    team: str | None
-    env: str | None
-    severity: str | None
+    started_at: datetime  # impact start where the tool records one, else creation; timezone-aware
+    restored_at: datetime  # what ends the time to restore: resolution, or mitigation when configured
+    resolved_at: datetime  # when it became resolved: what the cursor tracks; a re-resolution changes it
+    services: tuple[Named, ...] = ()
+    teams: tuple[Named, ...] = ()
+    environments: tuple[Named, ...] = ()
+    severity: str | None = None  # as the tool spells it (SEV1, P1, Critical)
 
     @property
     def key(self) -> str:
         """Identifies the incident across sources."""
         return f'{self.source}:{self.id}'
 
+
+@dataclass(frozen=True)
+class Incident:
+    """A resolution as Datadog sees it: the source's incident plus Datadog service(s), team, env, severity."""
+
+    origin: SourceIncident
+    services: tuple[str, ...]
+    team: str | None
+    env: str | None
+    severity: str | None
+
+    @property
+    def key(self) -> str:
+        return self.origin.key
+
     @property
     def time_to_restore(self) -> float:
-        return (self.resolved_at - self.started_at).total_seconds()
+        return (self.origin.restored_at - self.origin.started_at).total_seconds()
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """An object from the source that could not be turned into an Incident."""
+    """A record from the source that could not be turned into a SourceIncident."""
 
     source: str
     id: str
@@ -48,6 +72,6 @@ class Batch:
     `through` is where the cursor may safely advance once the batch has been emitted.
     """
 
-    incidents: list[Incident]
+    incidents: list[SourceIncident]
     skipped: list[Skipped]
     through: datetime

@@ -6,15 +6,18 @@ import hashlib
 import math
 import re
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import requests
 
 from datadog_checks.base import ConfigurationError
 from datadog_checks.base.agent import datadog_agent
+from datadog_checks.base.utils.http import RequestsWrapper
 
 from .cursor import Resolution
-from .durable import DurableJson
+from .durable import DurableJson, LostWrite
 from .incident import Incident
 
 TIME_TO_RESTORE = 'dora.time_to_restore'
@@ -24,6 +27,7 @@ CURSOR_LAG = 'dora.check.cursor.lag'
 DORA_PENDING = 'dora.check.outbox.pending'
 DORA_DROPPED = 'dora.check.outbox.dropped'
 INCIDENTS_SKIPPED = 'dora.check.incidents.skipped'
+CURSOR_SAVE_FAILED = 'dora.check.cursor.save_failed'
 
 DORA_PATH = '/api/v2/dora/failure'
 OUTBOX_KEY = 'dora_outbox'
@@ -31,42 +35,40 @@ MAX_OUTBOX = 1_000
 MIN_BACKOFF = 30
 MAX_BACKOFF = 3_600
 MAX_CUSTOM_TAGS = 100
+DEFAULT_TIMEOUT = 10
+# Datadog keeps no event dated more than 18 hours ago; a margin covers clock and flush delays.
+EVENT_MAX_AGE = timedelta(hours=17)
 GOV_SITES = ('ddog-gov.com',)  # DORA Metrics does not exist there
 _DORA_ID = re.compile(r'[A-Za-z0-9\-_.:]{16,128}')
 
 
 def dora_tags(incident: Incident) -> list[str]:
-    """The tag names Datadog's own DORA metrics use, each when known."""
-    pairs = [
-        ('service', incident.service),
-        ('team', incident.team),
-        ('env', incident.env),
-        ('severity', incident.severity),
-        ('source', incident.source),
-    ]
+    """The tag names Datadog's own DORA metrics use, each when known; `service` is per point."""
+    pairs = [('team', incident.team), ('env', incident.env), ('severity', incident.severity), ('source', incident.origin.source)]
     return [f'{name}:{value}' for name, value in pairs if value]
 
 
 def dora_id(incident: Incident) -> str:
     """Deterministic, so a re-send (reopened incident, retried post) updates instead of duplicating."""
-    candidate = incident.key
-    if _DORA_ID.fullmatch(candidate):
-        return candidate
-    return f'{incident.source}:sha256:{hashlib.sha256(incident.id.encode()).hexdigest()[:48]}'
+    origin = incident.origin
+    if _DORA_ID.fullmatch(origin.key):
+        return origin.key
+    return f'{origin.source}:sha256:{hashlib.sha256(origin.id.encode()).hexdigest()[:48]}'
 
 
 def failure_payload(incident: Incident, tags: list[str]) -> dict:
-    """The DORA failure body; service, team, env and severity are attributes, `tags` go to custom_tags."""
-    custom_tags = [f'source:{incident.source}', *tags]
+    """The DORA failure body; service(s), team, env and severity are attributes, `tags` go to custom_tags."""
+    origin = incident.origin
+    custom_tags = [f'source:{origin.source}', *tags]
     attributes = {
         'id': dora_id(incident),
-        'name': incident.title,
-        'started_at': _ns(incident.started_at),
-        'finished_at': _ns(incident.resolved_at),
+        'name': origin.title,
+        'started_at': _ns(origin.started_at),
+        'finished_at': _ns(origin.restored_at),
         'custom_tags': [tag for tag in custom_tags if ':' in tag][:MAX_CUSTOM_TAGS],
     }
-    optional = {'services': [incident.service] if incident.service else None}
-    optional.update(team=incident.team, env=incident.env, severity=incident.severity)
+    optional = {'services': list(incident.services), 'team': incident.team, 'env': incident.env}
+    optional['severity'] = incident.severity
     attributes.update({name: value for name, value in optional.items() if value})
     return {'data': {'attributes': attributes}}
 
@@ -74,20 +76,25 @@ def failure_payload(incident: Incident, tags: list[str]) -> dict:
 class Outputs:
     """Turns one resolution into the metrics, event and DORA failure the issue names."""
 
-    def __init__(self, check, dora: DoraApi | None):
+    def __init__(self, check, dora: DoraApi | None, send_metrics: bool = True):
         self._check = check
         self._dora = dora
         self._tags = list(check.config.tags or ())
-        self._send_events = check.config.send_events
+        self._send_metrics = send_metrics
+        self._send_events = send_metrics and check.config.send_events
 
-    def emit(self, incident: Incident, resolution: Resolution) -> None:
+    def emit(self, incident: Incident, resolution: Resolution, now: datetime) -> None:
         tags = dora_tags(incident) + self._tags
-        # One context per incident: the Agent keeps only the last gauge value per context per flush.
-        self._check.gauge(TIME_TO_RESTORE, incident.time_to_restore, tags=tags + [f'incident_id:{incident.id}'])
-        if resolution is Resolution.NEW:
-            self._check.count(INCIDENTS_COUNT, 1, tags=tags)
+        if self._send_metrics:
+            # One point per service, so per-service views are right; a sum across services counts an
+            # incident once per service it hit. The gauge carries `incident_id`: the Agent keeps only
+            # the last gauge value per context per flush.
+            for service_tags in _per_service(incident, tags):
+                self._check.gauge(TIME_TO_RESTORE, incident.time_to_restore, tags=service_tags + [_id_tag(incident)])
+                if resolution is Resolution.NEW:
+                    self._check.count(INCIDENTS_COUNT, 1, tags=service_tags)
         if self._send_events:
-            self._check.event(_event(incident, resolution, tags))
+            self._check.event(_event(incident, resolution, tags, now))
         if self._dora is not None:
             self._dora.send(failure_payload(incident, self._tags))
 
@@ -101,96 +108,150 @@ class Outputs:
         if self._dora is not None:
             self._dora.save()
 
-    def finish(self, source_up: bool, cursor_lag: float | None, skipped: int) -> None:
+    def finish(self, health: Health) -> None:
         """After a run: the check's own health."""
-        self._check.gauge(SOURCE_CAN_CONNECT, 1 if source_up else 0, tags=self._tags)
-        if cursor_lag is not None:
-            self._check.gauge(CURSOR_LAG, cursor_lag, tags=self._tags)
-        self._check.count(INCIDENTS_SKIPPED, skipped, tags=self._tags)
+        self._check.gauge(SOURCE_CAN_CONNECT, 1 if health.source_up else 0, tags=self._tags)
+        if health.cursor_lag is not None:
+            self._check.gauge(CURSOR_LAG, health.cursor_lag, tags=self._tags)
+        self._check.gauge(CURSOR_SAVE_FAILED, 1 if health.cursor_save_failed else 0, tags=self._tags)
+        self._check.count(INCIDENTS_SKIPPED, health.skipped, tags=self._tags)
         if self._dora is not None:
             self._dora.finish()
             self._check.gauge(DORA_PENDING, self._dora.pending, tags=self._tags)
             self._check.count(DORA_DROPPED, self._dora.take_dropped(), tags=self._tags)
 
+    @property
+    def rejected(self) -> str | None:
+        """Why Datadog refused this run's credentials, if it did."""
+        return self._dora.rejected if self._dora is not None else None
 
-def _event(incident: Incident, resolution: Resolution, tags: list[str]) -> dict:
-    label = f'#{incident.number}' if incident.number is not None else incident.id
-    link = f'[{label}]({incident.url})' if incident.url else label
+
+@dataclass
+class Health:
+    source_up: bool = True
+    cursor_lag: float | None = None
+    cursor_save_failed: bool = False
+    skipped: int = 0
+
+
+def _per_service(incident: Incident, tags: list[str]) -> list[list[str]]:
+    return [[f'service:{service}', *tags] for service in incident.services] or [tags]
+
+
+def _id_tag(incident: Incident) -> str:
+    return f'incident_id:{incident.origin.id}'
+
+
+def _event(incident: Incident, resolution: Resolution, tags: list[str], now: datetime) -> dict:
+    origin = incident.origin
+    label = origin.number or origin.id
+    link = f'[{label}]({origin.url})' if origin.url else label
     verb = 'resolved again' if resolution is Resolution.AGAIN else 'resolved'
+    services = ', '.join(f'`{service}`' for service in incident.services) or '`unknown`'
+    # Datadog drops events dated more than 18 hours ago without an error: an older resolution (first
+    # run, backlog) is stamped now, and its text says when it happened.
+    late = now - origin.resolved_at > EVENT_MAX_AGE
+    when = f'Reported late: resolved {origin.resolved_at.isoformat()}.' if late else ''
     return {
-        'timestamp': int(incident.resolved_at.timestamp()),
+        'timestamp': int((now if late else origin.resolved_at).timestamp()),
         'event_type': 'dora_incidents.resolved',
         'source_type_name': 'dora_incidents',
-        'msg_title': f'Incident {label} {verb}: {incident.title}'[:100],
+        'msg_title': f'Incident {label} {verb}: {origin.title}'[:100],
         'msg_text': (
-            f'%%%\nIncident {link} **{incident.title}** on service `{incident.service or "unknown"}` was {verb} '
-            f'after {_duration(incident.time_to_restore)}.\n\n'
-            f'Started {incident.started_at.isoformat()}, resolved {incident.resolved_at.isoformat()}.\n%%%'
+            f'%%%\nIncident {link} **{origin.title}** on {services} was {verb} '
+            f'after {_duration(incident.time_to_restore)}. {when}\n\n'
+            f'Started {origin.started_at.isoformat()}, restored {origin.restored_at.isoformat()}, '
+            f'resolved {origin.resolved_at.isoformat()}.\n%%%'
         ),
-        'aggregation_key': f'dora_incidents:{incident.key}',
+        'aggregation_key': f'dora_incidents:{origin.key}',
         'alert_type': 'success',
         'priority': 'normal',
-        'tags': tags + [f'incident_id:{incident.id}'],
+        'tags': [f'service:{service}' for service in incident.services] + tags + [_id_tag(incident)],
     }
 
 
 def dora_api(check) -> DoraApi:
     """The DORA API client for a check's configuration: its URL and key, or the Agent's site and key."""
-    url = check.config.datadog_api_url or f'https://api.{datadog_agent.get_config("site") or "datadoghq.com"}'
+    url = datadog_api_url(check)
     host = urlsplit(url).hostname
     if host.endswith(GOV_SITES):
         raise ConfigurationError(
             f'`send_dora_failures`: DORA Metrics is not available on {host}; '
             'set `send_dora_failures: false` (metrics and events still work)'
         )
-    api_key = check.config.datadog_api_key or datadog_agent.get_config('api_key')
+    api_key = datadog_api_key(check)
     if not api_key:
         raise ConfigurationError('`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`')
     check.register_secret(api_key)
-    return DoraApi(check, url, api_key)
+    return DoraApi(check, url, api_key, datadog_http(check))
+
+
+def datadog_api_url(check) -> str:
+    return check.config.datadog_api_url or f'https://api.{datadog_agent.get_config("site") or "datadoghq.com"}'
+
+
+def datadog_api_key(check) -> str | None:
+    return check.config.datadog_api_key or datadog_agent.get_config('api_key')
+
+
+def datadog_http(check) -> RequestsWrapper:
+    """HTTP to Datadog, apart from `self.http`: an instance's `headers`, auth, proxy and TLS options are for the
+    incident tool. Datadog gets the Agent's own proxy settings, the instance's timeout and kept-alive connections."""
+    options = {'persist_connections': True, 'timeout': check.config.timeout or DEFAULT_TIMEOUT}
+    return RequestsWrapper(options, {}, logger=check.log)
 
 
 class DoraApi:
     """POSTs DORA failures. What cannot be sent now waits in a bounded, durable outbox for later runs."""
 
-    def __init__(self, check, base_url: str, api_key: str):
+    def __init__(self, check, base_url: str, api_key: str, http=None):
         self._check = check
+        self._http = http
         self._url = base_url + DORA_PATH
         self._headers = {'DD-API-KEY': api_key, 'Content-Type': 'application/json'}
         self._store = DurableJson(check, OUTBOX_KEY, _outbox_from_document, _outbox_to_document)
-        self._outbox: dict[str, dict] = {}  # DORA id -> {payload, attempts, next_at}; oldest first
+        self._outbox: dict[str, dict] | None = None  # DORA id -> {payload, attempts, next_at}; oldest first
         self._dropped = 0
         self._deadline = math.inf
         # Once a post fails for a reason that will not pass within the run, the rest of the run queues
         # without trying: an unreachable Datadog must not cost a timeout per incident.
         self._held_back: str | None = None
         self._deferred_for_time = False
+        self.rejected: str | None = None  # Datadog refused the API key this run: a configuration problem
 
     @property
     def pending(self) -> int:
-        return len(self._outbox)
+        return len(self._outbox or ())
 
     def take_dropped(self) -> int:
         dropped, self._dropped = self._dropped, 0
         return dropped
 
     def begin(self, deadline: float) -> None:
-        """Start a run: reload the outbox and send what is due, before anything new."""
-        self._deadline, self._held_back, self._deferred_for_time = deadline, None, False
-        try:
-            self._outbox = self._store.load() or {}
-        except (RuntimeError, ValueError) as e:
-            self._check.warning('The DORA outbox could not be read, starting it empty: %s', e)
-            self._outbox = {}
+        """Start a run: send what is due from the outbox (read from the cache on the first run), before anything new."""
+        self._deadline, self._held_back, self._deferred_for_time, self.rejected = deadline, None, False, None
+        if self._outbox is None:
+            self._outbox = self._load()
         now = time.time()
         for item in [item for item in self._outbox.values() if item['next_at'] <= now]:
             self._deliver(item['payload'], item['attempts'], queued=True)
+
+    def _load(self) -> dict[str, dict]:
+        try:
+            return self._store.load() or {}
+        except (RuntimeError, ValueError) as e:
+            self._check.warning('The DORA outbox could not be read, starting it empty: %s', e)
+            return {}
 
     def send(self, payload: dict) -> None:
         self._deliver(payload, attempts=0, queued=False)
 
     def save(self) -> None:
-        self._store.save(self._outbox)
+        try:
+            self._store.save(self._outbox)
+        except LostWrite as e:
+            # Kept in memory until the Agent restarts; the cursor's own warning says what to fix.
+            self._check.log.warning('The DORA outbox could not be saved in the persistent cache: %s', e)
 
     def finish(self) -> None:
         self.save()
@@ -206,28 +267,28 @@ class DoraApi:
             if not queued:  # queued ones keep their place and their backoff
                 self._enqueue(payload, attempts, backoff=0 if self._deferred_for_time else _backoff(1))
             return
-        status, detail = self._post(payload)
+        status, detail, retry_in = self._post(payload)
         if status in (200, 202):
             self._outbox.pop(failure_id, None)
         elif status == 400:
             self._outbox.pop(failure_id, None)
             self._check.warning('Datadog rejected the DORA failure for incident %s, dropping it: %s', failure_id, detail)
         else:
-            self._held_back = (
-                f'Datadog refused the API key (check `datadog_api_key` or the Agent api_key): {detail}'
-                if status == 403
-                else f'the DORA API is unavailable ({detail}); retrying with backoff'
-            )
-            self._enqueue(payload, attempts + 1, backoff=_backoff(attempts + 1))
+            if status in (401, 403):
+                self.rejected = f'Datadog refused the API key (check `datadog_api_key` or the Agent api_key): {detail}'
+            self._held_back = self.rejected or f'the DORA API is unavailable ({detail}); retrying with backoff'
+            backoff = retry_in if retry_in is not None else _backoff(attempts + 1)
+            self._enqueue(payload, attempts + 1, backoff=backoff)
 
-    def _post(self, payload: dict) -> tuple[int | None, str]:
+    def _post(self, payload: dict) -> tuple[int | None, str, float | None]:
+        """(status, what to tell users, the wait Datadog asked for)."""
         try:
-            response = self._check.http.post(self._url, json=payload, extra_headers=self._headers)
+            response = self._http.post(self._url, json=payload, extra_headers=self._headers)
         except requests.Timeout:
-            return None, f'{self._url} did not answer in time'
+            return None, f'{self._url} did not answer in time', None
         except requests.RequestException as e:
-            return None, f'cannot reach {self._url}: {type(e).__name__}'
-        return response.status_code, f'HTTP {response.status_code}: {response.text[:300]}'
+            return None, f'cannot reach {self._url}: {type(e).__name__}', None
+        return response.status_code, f'HTTP {response.status_code}: {response.text[:300]}', _rate_limit_reset(response)
 
     def _enqueue(self, payload: dict, attempts: int, backoff: float) -> None:
         failure_id = payload['data']['attributes']['id']
@@ -238,6 +299,16 @@ class DoraApi:
             del self._outbox[oldest]
             self._dropped += 1
             self._check.warning('DORA outbox full (%d): dropped the failure for incident %s', MAX_OUTBOX, oldest)
+
+
+def _rate_limit_reset(response) -> float | None:
+    """Seconds until Datadog's rate limit resets, when it answered 429 with `X-RateLimit-Reset`."""
+    if response.status_code != 429:
+        return None
+    try:
+        return max(1.0, float(response.headers.get('x-ratelimit-reset', '')))
+    except ValueError:
+        return None
 
 
 def _backoff(attempts: int) -> float:

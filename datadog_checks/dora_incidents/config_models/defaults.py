@@ -16,10 +16,6 @@ def instance_allow_redirects():
     return True
 
 
-def instance_api_url():
-    return 'https://api.pagerduty.com'
-
-
 def instance_auth_type():
     return 'basic'
 
@@ -57,11 +53,15 @@ def instance_log_requests():
 
 
 def instance_max_run_time():
-    return 30
+    return 10
 
 
 def instance_min_collection_interval():
     return 15
+
+
+def instance_mitigated_timestamp():
+    return 'Fixed'
 
 
 def instance_persist_connections():
@@ -72,6 +72,14 @@ def instance_request_size():
     return 16
 
 
+def instance_resolved_timestamp():
+    return 'Resolved'
+
+
+def instance_restored_at():
+    return 'resolved'
+
+
 def instance_send_dora_failures():
     return True
 
@@ -80,8 +88,16 @@ def instance_send_events():
     return True
 
 
+def instance_service_field():
+    return 'Affected services'
+
+
 def instance_skip_proxy():
     return False
+
+
+def instance_started_timestamp():
+    return 'Impact started'
 
 
 def instance_timeout():

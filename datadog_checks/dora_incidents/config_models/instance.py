@@ -18,14 +18,7 @@ from . import defaults, validators
 
 
 SECURE_FIELD_NAMES = frozenset(
-    [
-        'auth_token',
-        'kerberos_cache',
-        'kerberos_keytab',
-        'tls_ca_cert',
-        'tls_cert',
-        'tls_private_key',
-    ]
+    ['auth_token', 'kerberos_cache', 'kerberos_keytab', 'tls_ca_cert', 'tls_cert', 'tls_private_key']
 )
 
 
@@ -102,21 +95,30 @@ class InstanceConfig(BaseModel):
     max_run_time: Optional[int] = Field(None, ge=1)
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
+    mitigated_timestamp: Optional[str] = None
     ntlm_domain: Optional[str] = None
     password: Optional[str] = None
     persist_connections: Optional[bool] = None
     proxy: Optional[Proxy] = None
     read_timeout: Optional[float] = None
     request_size: Optional[float] = None
+    resolved_timestamp: Optional[str] = None
+    restored_at: Optional[Literal['resolved', 'mitigated']] = None
     send_dora_failures: Optional[bool] = None
     send_events: Optional[bool] = None
     service: Optional[str] = None
+    service_field: Optional[str] = None
     service_ids: Optional[tuple[str, ...]] = None
     service_mapping: Optional[MappingProxyType[str, ServiceMapping]] = None
+    services: Optional[tuple[str, ...]] = None
+    severities: Optional[tuple[str, ...]] = None
     skip_proxy: Optional[bool] = None
-    source: Literal['pagerduty']
+    source: Literal['pagerduty', 'rootly', 'firehydrant', 'incident_io']
+    started_timestamp: Optional[str] = None
     tags: Optional[tuple[str, ...]] = None
+    team_field: Optional[str] = None
     team_ids: Optional[tuple[str, ...]] = None
+    teams: Optional[tuple[str, ...]] = None
     timeout: Optional[float] = None
     tls_ca_cert: Optional[str] = None
     tls_cert: Optional[str] = None
@@ -132,18 +134,14 @@ class InstanceConfig(BaseModel):
 
     @model_validator(mode='before')
     def _initial_validation(cls, values):
-        return validation.core.initialize_config(
-            getattr(validators, 'initialize_instance', identity)(values)
-        )
+        return validation.core.initialize_config(getattr(validators, 'initialize_instance', identity)(values))
 
     @field_validator('*', mode='before')
     def _validate(cls, value, info):
         field = cls.model_fields[info.field_name]
         field_name = field.alias or info.field_name
         if field_name in info.context['configured_fields']:
-            value = getattr(validators, f'instance_{info.field_name}', identity)(
-                value, field=field
-            )
+            value = getattr(validators, f'instance_{info.field_name}', identity)(value, field=field)
 
             if info.field_name in SECURE_FIELD_NAMES:
                 validation.security.check_field_trusted_provider(
@@ -156,6 +154,4 @@ class InstanceConfig(BaseModel):
 
     @model_validator(mode='after')
     def _final_validation(cls, model):
-        return validation.core.check_model(
-            getattr(validators, 'check_instance', identity)(model)
-        )
+        return validation.core.check_model(getattr(validators, 'check_instance', identity)(model))

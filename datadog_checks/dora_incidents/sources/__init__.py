@@ -1,16 +1,45 @@
-"""Incident sources. Adding one = a module that yields `Batch`es of `Incident`s, registered below."""
+"""Incident sources: the `source:` value -> the module and class that read that tool.
 
-from .base import IncidentSource, ServiceMapping, SourceError
-from .pagerduty import PagerDutySource
+Adding a tool = one module subclassing `Source`, one line here, one simulator in `loopback/`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from datadog_checks.base import ConfigurationError
+
+from .base import Source
+from .http import CredentialsRejected, SourceError
 
 SOURCES = {
-    PagerDutySource.name: PagerDutySource,
+    'pagerduty': ('pagerduty', 'PagerDutySource'),
 }
 
 
-def make_source(config, http) -> IncidentSource:
-    mapping = ServiceMapping(config.service_mapping, config.env)
-    return SOURCES[config.source](config, http, mapping)
+def source_class(name: str) -> type[Source]:
+    module, cls = SOURCES[name]
+    return getattr(import_module(f'{__name__}.{module}'), cls)
 
 
-__all__ = ['IncidentSource', 'SourceError', 'make_source']
+def tool_options() -> dict[str, set[str]]:
+    """Each tool-specific option -> the tools that accept it."""
+    owners: dict[str, set[str]] = {}
+    for name in SOURCES:
+        for option in source_class(name).options:
+            owners.setdefault(option, set()).add(name)
+    return owners
+
+
+def make_source(config, configured: set[str], http) -> Source:
+    """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
+    cls = source_class(config.source)
+    for option, owners in sorted(tool_options().items()):
+        if option in configured and config.source not in owners:
+            raise ConfigurationError(
+                f'`{option}` is an option of {", ".join(sorted(owners))}, not of `source: {config.source}`; remove it'
+            )
+    return cls(config, http, config.api_url or cls.default_api_url)
+
+
+__all__ = ['CredentialsRejected', 'Source', 'SourceError', 'make_source', 'source_class']

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import requests
 
-from ..incident import Batch, Incident, Skipped
-from .base import JsonApi, ServiceMapping, SourceError, parse_time
+from ..incident import Batch, SourceIncident, Skipped
+from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc
+from .http import JsonApi, SourceError
 
 PAGE_SIZE = 100
 OFFSET_CAP = 10_000
@@ -30,9 +31,6 @@ MAX_ENTRIES_PER_BATCH = 1_000
 # (`total=true`) request cheap, and a long `initial_lookback` or backfill is read a month at a time.
 MAX_WINDOW = timedelta(days=30)
 MIN_WINDOW = timedelta(seconds=1)
-# A resolve time this far past our clock is a broken record, not a clock difference.
-CLOCK_SKEW = timedelta(hours=1)
-MAX_TITLE = 500
 _INCIDENT_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
 
 US_API, EU_API = 'https://api.pagerduty.com', 'https://api.eu.pagerduty.com'
@@ -41,29 +39,29 @@ HINTS = {
     401: 'the API token was rejected: check `api_token`, or whether the account is in the other service region '
     '(`api_url: {other_region}`)',
     402: 'the PagerDuty account lacks an ability a filter needs (`team_ids` needs the `teams` ability)',
-    403: 'the API token may not read log entries and incidents: use a token with read access',
+    403: 'the API token may not read log entries and incidents: use an `api_token` with read access',
     429: 'PagerDuty rate limit reached',
 }
 
 
-class PagerDutySource:
+class PagerDutySource(Source):
     name = 'pagerduty'
+    display_name = 'PagerDuty'
+    default_api_url = US_API
+    options = frozenset({'service_ids', 'team_ids', 'urgencies'})
 
-    def __init__(self, config, http, mapping: ServiceMapping):
-        self._api = JsonApi(
-            http,
-            config.api_url,
-            {
-                'Authorization': f'Token token={config.api_token}',
-                'Accept': 'application/vnd.pagerduty+json;version=2',
-                'Content-Type': 'application/json',
-            },
-            describe_error,
-        )
+    def __init__(self, config, http, api_url: str):
+        super().__init__(config, http, api_url)
         self._team_ids = list(config.team_ids or ())
-        self._service_ids = frozenset(config.service_ids or ())
         self._urgencies = frozenset(config.urgencies or ())
-        self._mapping = mapping
+
+    def make_api(self, http, api_url: str, token: str) -> JsonApi:
+        headers = {
+            'Authorization': f'Token token={token}',
+            'Accept': 'application/vnd.pagerduty+json;version=2',
+            'Content-Type': 'application/json',
+        }
+        return JsonApi(http, api_url, headers, describe_error)
 
     def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
         windows = _split(since, until, MAX_WINDOW)
@@ -79,8 +77,8 @@ class PagerDutySource:
 
     def _page(self, start, end, offset, deadline, total=False) -> dict:
         params = [
-            ('since', _utc(start)),
-            ('until', _utc(end)),
+            ('since', utc(start)),
+            ('until', utc(end)),
             ('time_zone', 'UTC'),
             ('is_overview', 'true'),
             ('include[]', 'incidents'),
@@ -89,7 +87,7 @@ class PagerDutySource:
             ('total', 'true' if total else 'false'),
         ]
         params += [('team_ids[]', team_id) for team_id in self._team_ids]
-        page = self._api.get('/log_entries', params, deadline)
+        page = self.api.get('/log_entries', params, deadline)
         if not isinstance(page.get('log_entries'), list):
             raise SourceError('PagerDuty answered /log_entries without a `log_entries` list')
         return page
@@ -103,11 +101,11 @@ class PagerDutySource:
             offset += PAGE_SIZE
             if offset + PAGE_SIZE > OFFSET_CAP:
                 # Only reachable when one second holds more entries than the cap: refuse rather than skip.
-                raise SourceError(f'more than {OFFSET_CAP} log entries between {_utc(start)} and {_utc(end)}')
+                raise SourceError(f'more than {OFFSET_CAP} log entries between {utc(start)} and {utc(end)}')
             page = self._page(start, end, offset, deadline)
 
     def _batch(self, entries: Iterator[dict], through: datetime) -> Batch:
-        incidents: dict[str, Incident] = {}
+        incidents: dict[str, SourceIncident] = {}
         skipped: list[Skipped] = []
         for entry in entries:
             if not isinstance(entry, dict) or entry.get('type') != 'resolve_log_entry':
@@ -124,40 +122,31 @@ class PagerDutySource:
                 incidents[incident.id] = incident
         return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, through)
 
-    def _incident(self, raw) -> Incident | None:
+    def _incident(self, raw) -> SourceIncident | None:
         """The resolution an embedded incident describes, or None when it is not one to report."""
         incident_id, status = _identity(raw)
         if status in ('triggered', 'acknowledged'):
             return None  # reopened since this entry was written: its next resolution is reported instead
-        if _object(raw, 'resolve_reason').get('type') == 'merge_resolve_reason':
+        if obj(raw, 'resolve_reason').get('type') == 'merge_resolve_reason':
             return None  # merged into another incident: closed, not restored
-        service = _object(raw, 'service')
-        if self._service_ids and service.get('id') not in self._service_ids:
-            return None
         if self._urgencies and raw.get('urgency') not in self._urgencies:
             return None
-        started_at, resolved_at = _times(raw)
-        teams = raw.get('teams') or []
-        if not isinstance(teams, list):
-            raise ValueError(f'`teams` is a {type(teams).__name__}, not a list')
-        first_team = _object({'teams[0]': teams[0]}, 'teams[0]') if teams else {}
-        name, team, env = self._mapping.resolve(
-            _text(service.get('id')),
-            _text(service.get('summary')) or _text(service.get('name')),
-            _text(first_team.get('summary')),
-        )
+        started_at = parse_time(raw.get('created_at'), 'created_at')
+        resolved_at = parse_time(raw.get('resolved_at'), 'resolved_at')
+        checked_times(started_at, resolved_at, resolved_at)
+        service = named(obj(raw, 'service'), name_field='summary')
         number = raw.get('incident_number')
-        return Incident(
+        return SourceIncident(
             source=self.name,
             id=incident_id,
-            number=number if type(number) is int else None,
-            title=(_text(raw.get('title')) or _text(raw.get('summary')) or f'Incident {incident_id}')[:MAX_TITLE],
-            url=_text(raw.get('html_url')),
+            number=f'#{number}' if type(number) is int else None,
+            title=title(raw.get('title') or raw.get('summary'), f'Incident {incident_id}'),
+            url=text(raw.get('html_url')),
             started_at=started_at,
+            restored_at=resolved_at,
             resolved_at=resolved_at,
-            service=name,
-            team=team,
-            env=env,
+            services=(service,) if service else (),
+            teams=tuple(team for team in map(_team, objects(raw, 'teams')) if team),
             severity=_severity(raw),
         )
 
@@ -166,35 +155,20 @@ def _identity(raw) -> tuple[str, str]:
     if not isinstance(raw, dict) or 'status' not in raw:
         raise ValueError('the log entry embeds no incident object (was `include[]=incidents` dropped?)')
     incident_id, status = raw.get('id'), raw['status']
-    if not isinstance(incident_id, str) or not _INCIDENT_ID.fullmatch(incident_id):
+    if not is_incident_id(incident_id):
         raise ValueError(f'`id` is not a PagerDuty id: {str(incident_id)[:64]!r}')
     if status not in ('triggered', 'acknowledged', 'resolved'):
         raise ValueError(f'unknown status {str(status)[:32]!r}')
     return incident_id, status
 
 
-def _times(raw: dict) -> tuple[datetime, datetime]:
-    started_at = parse_time(raw.get('created_at'), 'created_at')
-    resolved_at = parse_time(raw.get('resolved_at'), 'resolved_at')
-    if resolved_at < started_at:
-        raise ValueError(f'resolved_at {raw["resolved_at"]} is before created_at {raw["created_at"]}')
-    if resolved_at > datetime.now(timezone.utc) + CLOCK_SKEW:
-        raise ValueError(f'resolved_at {raw["resolved_at"]} is in the future')
-    return started_at, resolved_at
+def is_incident_id(value) -> bool:
+    """PagerDuty ids are short alphanumeric strings; `-`, `.` and `_` are accepted for ids from other exports."""
+    return isinstance(value, str) and _INCIDENT_ID.fullmatch(value) is not None
 
 
-def _object(raw: dict, field: str) -> dict:
-    """A nested object; absent or null is empty, anything else is malformed."""
-    value = raw.get(field)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f'`{field}` is a {type(value).__name__}, not an object')
-    return value
-
-
-def _text(value) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _team(raw: dict):
+    return named(raw, name_field='summary')
 
 
 def describe_error(response: requests.Response) -> str:
@@ -212,12 +186,12 @@ def describe_error(response: requests.Response) -> str:
 
 def _severity(raw: dict) -> str | None:
     """PagerDuty has no severity: Datadog's own PagerDuty source uses the priority, we fall back to urgency."""
-    priority = _object(raw, 'priority')
-    return _text(priority.get('summary')) or _text(priority.get('name')) or _text(raw.get('urgency'))
+    priority = obj(raw, 'priority')
+    return text(priority.get('summary')) or text(priority.get('name')) or text(raw.get('urgency'))
 
 
 def _id_of(raw, entry) -> str:
-    if isinstance(raw, dict) and _text(raw.get('id')):
+    if isinstance(raw, dict) and text(raw.get('id')):
         return raw['id'][:64]
     return f'log entry {entry.get("id", "?")}'
 
@@ -228,8 +202,3 @@ def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[dateti
         windows.append((start, min(start + step, end)))
         start = windows[-1][1]
     return windows
-
-
-def _utc(moment: datetime) -> str:
-    """Explicit UTC, so the account's time zone never shifts the window."""
-    return moment.astimezone(timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z')

@@ -1,0 +1,125 @@
+"""JSON over the check's `self.http` for every source: bounded retries, rate limits, deadline, the source's clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+# A single run may wait this long at most for one rate-limit reset; a longer wait ends the run and the
+# next run resumes where this one stopped.
+MAX_RETRY_WAIT = 10.0
+MAX_ATTEMPTS = 3
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Rate-limit answers name the wait in one of these headers: seconds, or an epoch time (told apart by size).
+RESET_HEADERS = ('retry-after', 'ratelimit-reset', 'x-ratelimit-reset', 'x-rate-limit-reset')
+_EPOCH = 1_000_000_000
+
+
+class SourceError(Exception):
+    """The source could not be read. The message is shown to users: it names the cause, never a secret."""
+
+
+class CredentialsRejected(SourceError):
+    """The source refused the credential (401/403): a configuration problem, not a passing fault."""
+
+
+class JsonApi:
+    """GETs JSON through `self.http`, honouring rate limits within the run's deadline.
+
+    `clock()` is the source's own time (its `Date` header), so a host clock running ahead of the source's
+    never moves the cursor past resolutions the source has not written yet.
+    """
+
+    def __init__(
+        self,
+        http,
+        base_url: str,
+        headers: Mapping[str, str],
+        describe_error: Callable[[requests.Response], str],
+    ):
+        self._http = http
+        self._base_url = base_url
+        self._headers = dict(headers)
+        self._describe_error = describe_error
+        self._skew = 0.0  # seconds the host clock runs ahead of the source's, from the last answer
+
+    def get(self, path: str, params: list[tuple[str, Any]] | None, deadline: float) -> dict:
+        """`path` is relative to the base URL, or an absolute URL the source handed out (a `next` link)."""
+        url = path if path.startswith(('http://', 'https://')) else self._base_url + path
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            response = self._send(url, params)
+            self._note_clock(response)
+            if response.status_code not in RETRIED_STATUSES:
+                return self._decode(response, path)
+            wait = retry_after(response, attempt)
+            if attempt == MAX_ATTEMPTS or wait > MAX_RETRY_WAIT or time.monotonic() + wait > deadline:
+                break
+            time.sleep(wait)
+        raise SourceError(f'{self._describe_error(response)}; will retry next run')
+
+    def clock(self) -> datetime:
+        """Now, by the source's clock as of its last answer (the host's clock before any answer)."""
+        return datetime.fromtimestamp(time.time() - max(0.0, self._skew), timezone.utc)
+
+    @property
+    def skew(self) -> float:
+        return self._skew
+
+    def _note_clock(self, response: requests.Response) -> None:
+        try:
+            server = parsedate_to_datetime(response.headers['date']).timestamp()
+        except (KeyError, TypeError, ValueError, IndexError):
+            return
+        # `Date` has whole seconds: only a difference beyond that resolution is a skew.
+        ahead = time.time() - server - 1.0
+        self._skew = ahead if ahead > 0 else 0.0
+
+    def _send(self, url: str, params) -> requests.Response:
+        try:
+            return self._http.get(url, params=params, extra_headers=self._headers)
+        except requests.Timeout:
+            raise SourceError(f'{self._base_url} did not answer in time (see the `timeout` option)') from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise SourceError(f'the connection to {self._base_url} broke in the middle of an answer') from None
+        except requests.RequestException as e:
+            raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
+
+    def _decode(self, response: requests.Response, path: str) -> dict:
+        if response.status_code in (401, 403):
+            raise CredentialsRejected(self._describe_error(response))
+        if response.status_code >= 400:
+            raise SourceError(self._describe_error(response))
+        try:
+            body = response.json()
+        except ValueError:
+            raise SourceError(
+                f'{self._base_url}{path} answered HTTP {response.status_code} with a body that is not JSON '
+                f'(content-type {response.headers.get("content-type", "unknown")!r}): a proxy in between?'
+            ) from None
+        if not isinstance(body, dict):
+            raise SourceError(f'{self._base_url}{path} answered with JSON that is not an object')
+        return body
+
+
+def retry_after(response: requests.Response, attempt: int) -> float:
+    """Seconds to wait: the rate-limit reset the server names, else exponential backoff."""
+    for header in RESET_HEADERS:
+        value = response.headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:  # Retry-After may be an HTTP date
+                seconds = parsedate_to_datetime(value).timestamp()
+            except (TypeError, ValueError, IndexError):
+                continue
+        if seconds > _EPOCH:
+            seconds -= time.time()
+        return max(0.0, seconds)
+    return float(2 ** (attempt - 1))
