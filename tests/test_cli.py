@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from datadog_checks.base.stubs import datadog_agent as agent_stub
 from rich.console import Console
 
-from datadog_checks.dora_incidents import cli as cli_module
-from datadog_checks.dora_incidents.cli import main
+from datadog_checks.dora_incidents.cli import app as cli_module
+from datadog_checks.dora_incidents.cli.app import main
 from loopback.server import Fault
 
 from .common import ago, dora_ids
@@ -132,6 +132,40 @@ def test_cursor_show_reads_the_agents_own_cache(cli, tmp_path, make_check, insta
 
     assert result.exception is None, result.output
     assert f'pagerduty:{incident}' in result.output
+
+
+def test_cursor_show_reads_the_agents_cache_with_secrets_in_the_config(
+    cli, tmp_path, make_check, instance, pagerduty, now, dd_run_check
+):
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    dd_run_check(make_check(instance))
+    run_path = tmp_path / 'run'
+    run_path.mkdir()
+    for key, value in agent_stub._cache.items():
+        (run_path / key.replace(':', '_')).write_text(value)
+    secret_config = tmp_path / 'secret.yaml'
+    with_secrets = {**instance, 'api_token': 'ENC[pd_token]', 'datadog_api_key': 'ENC[dd_key]'}
+    secret_config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [with_secrets]}))
+
+    result, _ = cli('cursor', 'show', '-c', str(secret_config), '--agent', '--run-path', str(run_path))
+
+    assert result.exception is None, result.output
+    assert f'pagerduty:{incident}' in result.output and 'ENC[]' in result.output
+
+
+def test_the_command_without_the_cli_extra_says_how_to_get_it(tmp_path):
+    import subprocess
+    import sys
+
+    blocker = tmp_path / 'click.py'
+    blocker.write_text('raise ImportError("no click in the Agent", name="click")')
+    env = {'PYTHONPATH': str(tmp_path)}
+    code = 'from datadog_checks.dora_incidents.cli import run; run()'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
+
+    assert out.returncode == 2 and 'Traceback' not in out.stderr
+    assert out.stderr.strip().count('\n') == 0 and '[cli]' in out.stderr
 
 
 def test_the_check_does_not_import_the_cli():

@@ -121,6 +121,10 @@ class Outputs:
             self._check.count(DORA_DROPPED, self._dora.take_dropped(), tags=self._tags)
 
     @property
+    def pending(self) -> int:
+        return self._dora.pending if self._dora is not None else 0
+
+    @property
     def rejected(self) -> str | None:
         """Why Datadog refused this run's credentials, if it did."""
         return self._dora.rejected if self._dora is not None else None

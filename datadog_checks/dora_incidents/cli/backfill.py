@@ -1,9 +1,10 @@
 """Backfill: send historical resolutions to the DORA API, resumably, never twice.
 
 Metrics cannot be back-dated (the Agent stamps them when a run submits them), but a DORA failure carries
-its own `started_at`/`finished_at` and Datadog accepts any age, so history goes there. The backfill has
-its own cursor (state key `backfill`), saved after each window: an interrupted backfill resumes where
-it stopped, and what it sent is never sent again.
+its own `started_at`/`finished_at` and Datadog accepts any age, so history goes there. It runs the check's
+own reporting path with DORA-only outputs and its own cursor (state key `backfill`), committed after
+every window: it emits no metrics that a commit could get ahead of, so an interrupted backfill resumes
+where it stopped, and what it sent is never sent again.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..cursor import OVERLAP, Cursor, Resolution
-from ..durable import DurableJson
-from ..outputs import dora_api, failure_payload
-from ..sources import make_source
+from ..cursor import OVERLAP, CursorStore
+from ..mapping import Mapper
+from ..outputs import Outputs, dora_api
+from ..reporting import Reporter
+from ..sources import SourceError, make_source
 
 STATE_KEY = 'backfill'
 
@@ -25,34 +27,34 @@ STATE_KEY = 'backfill'
 class Summary:
     sent: int = 0
     already_sent: int = 0
-    skipped: list[str] = field(default_factory=list)
+    skipped: int = 0
     pending: int = 0
     resumed_from: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def backfill(check, since: datetime, until: datetime, on_window: Callable[[datetime], None]) -> Summary:
-    """`on_window(through)` runs after each window is sent and its cursor saved: persist and show progress."""
-    source = make_source(check.config, check.http)
-    dora = dora_api(check)
-    store = DurableJson(check, STATE_KEY, Cursor.from_document, Cursor.to_document)
-    cursor = store.load() or Cursor()
+    """`on_window(through)` runs after each window is committed: persist the state file and show progress.
+
+    Raises SourceError (progress committed) when the source fails, ValueError-free: a corrupt backfill
+    state starts over with a warning, like the check's own cursor.
+    """
+    source = make_source(check.config, set(check.instance), check.http)
+    store = CursorStore(check, STATE_KEY)
+    reporter = Reporter(source, Mapper(check.config), Outputs(check, dora_api(check), send_metrics=False), store, check.warning)
+    cursor = store.load()
     summary = Summary(resumed_from=cursor.watermark)
     start = max(since, cursor.watermark - OVERLAP) if cursor.watermark else since
-    dora.begin(deadline=math.inf)
-    tags = list(check.config.tags or ())
-    for batch in source.resolved(start, until, deadline=math.inf):
-        for incident in batch.incidents:
-            if cursor.classify(incident) is Resolution.SEEN:
-                summary.already_sent += 1
-                continue
-            dora.send(failure_payload(incident, tags))
-            cursor.record(incident)
-            summary.sent += 1
-        summary.skipped += [f'{s.id}: {s.reason}' for s in batch.skipped]
-        dora.save()
-        cursor.advance(batch.through)
-        store.save(cursor)
-        on_window(batch.through)
-    dora.finish()
-    summary.pending = dora.pending
+    reporter.outputs.begin(deadline=math.inf)
+
+    def commit(cursor):
+        reporter.commit(cursor)
+        on_window(cursor.watermark)
+
+    progress = reporter.catch_up(cursor, start, until, math.inf, after_batch=commit)
+    reporter.commit(cursor)
+    summary.sent, summary.already_sent, summary.skipped = progress.reported, progress.already_reported, progress.skipped
+    summary.pending = reporter.outputs.pending
+    if progress.source_error:
+        raise SourceError(progress.source_error)
     return summary

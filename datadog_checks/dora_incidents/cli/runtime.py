@@ -35,7 +35,9 @@ def default_state_path() -> Path:
     return Path(base) / 'dora-incidents' / 'state.json'
 
 
-def load_instance(config_path: Path, index: int) -> tuple[dict, dict]:
+def load_instance(config_path: Path, index: int, secrets_allowed: bool = False) -> tuple[dict, dict]:
+    """(init_config, instance). Agent secrets (`ENC[...]`) cannot be resolved here: refused, or, when
+    `secrets_allowed` (reading the Agent's cache needs no credential), replaced by a placeholder."""
     try:
         config = yaml.safe_load(Path(config_path).read_text()) or {}
     except OSError as e:
@@ -49,11 +51,20 @@ def load_instance(config_path: Path, index: int) -> tuple[dict, dict]:
         raise CliError(f'{config_path} has no `instances` list')
     if not 0 <= index < len(instances):
         raise CliError(f'{config_path} has {len(instances)} instance(s); --instance must be 0..{len(instances) - 1}')
-    instance = instances[index]
+    instance = dict(instances[index])
     for option, value in instance.items():
         if isinstance(value, str) and value.startswith('ENC['):
-            raise CliError(f'`{option}` is an Agent secret ({value.split("]")[0]}]); outside the Agent, give the value')
+            if not secrets_allowed:
+                raise CliError(f'`{option}` is an Agent secret ({value.split("]")[0]}]); outside the Agent, give the value')
+            instance[option] = SECRET_PLACEHOLDER
     return config.get('init_config') or {}, instance
+
+
+SECRET_PLACEHOLDER = 'agent-secret-not-resolved-here'
+
+
+def has_secrets(instance: dict) -> bool:
+    return SECRET_PLACEHOLDER in instance.values()
 
 
 class StateFile:
@@ -102,6 +113,17 @@ class AgentCache:
     def write(self, key: str, value: str) -> None:
         raise CliError('the Agent cache is read-only here')
 
+    def cursor_prefixes(self) -> list[str]:
+        """Every dora_incidents cursor on this host, as the cache key prefix of its instance."""
+        found = set()
+        for path in self.run_path.glob('dora_incidents*'):
+            for file in [path] if path.is_file() else path.iterdir():
+                name = file.name.replace('dora_incidents_', '', 1)
+                for slot in ('_cursor_a', '_cursor_b'):
+                    if name.endswith(slot):
+                        found.add(f'dora_incidents:{name[: -len(slot)]}_')
+        return sorted(found)
+
 
 class RecordingDoraApi(DoraApi):
     """A DORA API that records payloads instead of sending them: the dry run of `check`."""
@@ -112,7 +134,7 @@ class RecordingDoraApi(DoraApi):
 
     def _post(self, payload: dict):
         self.recorded.append(payload)
-        return 202, 'dry run: not sent'
+        return 202, 'dry run: not sent', None
 
 
 class DryRunCheck(DoraIncidentsCheck):
