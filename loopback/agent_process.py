@@ -1,8 +1,11 @@
 """A stand-in Agent process for crash tests: runs the check in a loop until it is killed.
 
-Like the Agent, it keeps the persistent cache in files written in place (one per key), and what the
-check submits is "sent" the moment it is submitted: each metric, event and cursor save is appended to
-a JSON-lines journal with one write per line, so a SIGKILL loses nothing that was already sent.
+Like the Agent, it keeps the persistent cache in files written in place (one per key), and it commits
+what a run submitted only once `run()` has returned (the Agent's `sender.Commit()`): the run's metrics
+and events are buffered, then appended to a JSON-lines journal as ONE line, in one write. A SIGKILL
+before that line is complete loses the whole run's metrics, exactly as it would in the Agent.
+Journal lines: `{"run_started"}`, `{"emitting"}` (first submission of a run), `{"saved": key}` (cache
+writes), `{"commit": [metrics...], "events": [...]}` and `{"run_done": ...}`.
 
     python -m loopback.agent_process '<json settings>'
 
@@ -41,12 +44,16 @@ def main(settings: dict) -> None:
         (state / key.replace(':', '_')).write_text(value)  # in place, not atomic: as the Agent does
         record(saved=key)
 
+    pending = {'metrics': [], 'events': []}  # what the run submitted, not yet committed
+
     def submit_metric(check, check_id, mtype, name, value, tags, hostname, flush_first_value):
-        record(metric=name, value=value, tags=tags)
+        if not pending['metrics'] and not pending['events']:
+            record(emitting=True)
+        pending['metrics'].append({'metric': name, 'value': value, 'tags': tags})
         time.sleep(settings.get('submit_delay', 0))  # widens the window in which a kill lands mid-emission
 
     def submit_event(check, check_id, event):
-        record(event=event.get('aggregation_key'))
+        pending['events'].append(event.get('aggregation_key'))
 
     datadog_agent.read_persistent_cache = read_cache
     datadog_agent.write_persistent_cache = write_cache
@@ -55,9 +62,12 @@ def main(settings: dict) -> None:
 
     check = new_check(settings['instance'])
     for _ in range(settings.get('runs', 10**9)):
+        record(run_started=True)
         started = time.monotonic()
         error = check.run()
         seconds = time.monotonic() - started
+        record(commit=pending['metrics'], events=pending['events'])  # the Agent commits after run() returns
+        pending['metrics'], pending['events'] = [], []
         warnings = check.get_warnings()  # as the Agent collects them after each run
         record(run_done=True, error=error[:200], seconds=seconds, peak_rss_kb=_peak_rss_kb(), warnings=warnings)
         behind = any(marker in warning for warning in warnings for marker in CAUGHT_UP_WARNINGS)

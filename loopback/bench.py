@@ -52,7 +52,8 @@ def measure(backlog: int, budget: int) -> dict:
         entries = [json.loads(line) for line in journal.read_text().splitlines()]
         posted = {body['data']['attributes']['id'] for body in intake.failures}
     runs = [entry for entry in entries if entry.get('run_done')]
-    restores = [_incident_id(e) for e in entries if e.get('metric') == 'dora.time_to_restore']
+    committed = [metric for entry in entries for metric in entry.get('commit', ())]
+    restores = [_incident_id(m) for m in committed if m['metric'] == 'dora.time_to_restore']
     return {
         'backlog': backlog,
         'budget': budget,

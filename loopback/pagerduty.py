@@ -1,7 +1,7 @@
 """A stateful loopback PagerDuty REST API v2: the endpoints the check uses, with PagerDuty's traps.
 
-Behaviour follows the official OpenAPI spec (`shared/specs/pagerduty-rest-v2.openapi.json`) and the
-reference notes: `limit` <= 100 with offset pagination capped at offset + limit <= 10,000 (HTTP 400
+Behaviour follows PagerDuty's official OpenAPI description (derived into `loopback/specs/pagerduty.json`) and
+the reference notes: `limit` <= 100 with offset pagination capped at offset + limit <= 10,000 (HTTP 400
 past it), `since`/`until` on `/incidents` filtering on `created_at`, timestamps without a zone read in
 the account's time zone, 402 for a `team_ids[]` filter without the `teams` ability, 401 for a wrong
 token, 429 with `ratelimit-reset` past a request budget, reopened and merge-resolved incidents.

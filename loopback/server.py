@@ -142,12 +142,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self):
         parts = urlsplit(self.path)
         length = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(length) if length else b''
+        if len(body) < length:  # the client died mid-request (a killed Agent): nothing arrived
+            self.close_connection = True
+            return
         request = Request(
             self.command,
             parts.path,
             parse_qsl(parts.query, keep_blank_values=True),
             {k.lower(): v for k, v in self.headers.items()},
-            self.rfile.read(length) if length else b'',
+            body,
         )
         response, fault = self.server_impl._serve(request)
         body = response.body

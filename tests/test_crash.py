@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from datadog_checks.dora_incidents import cursor, outputs
-from datadog_checks.dora_incidents.check import DoraIncidentsCheck
+from datadog_checks.dora_incidents.reporting import Reporter
 
 from loopback.harness import instance_for
 
@@ -44,7 +44,7 @@ def crash_on_call(monkeypatch, owner, name, call=1, after=False):
 
 
 CRASH_POINTS = {
-    'after reading, before emitting': lambda mp: crash_on_call(mp, DoraIncidentsCheck, '_emit'),
+    'after reading, before emitting': lambda mp: crash_on_call(mp, Reporter, '_emit'),
     'mid-emission': lambda mp: crash_on_call(mp, outputs.Outputs, 'emit', call=3),
     'right after a DORA post': lambda mp: crash_on_call(mp, outputs.DoraApi, '_post', call=2, after=True),
     'before the cursor write': lambda mp: crash_on_call(mp, cursor.CursorStore, 'save'),
@@ -73,61 +73,62 @@ def test_a_crash_at_each_step_loses_nothing(aggregator, make_check, instance, pa
     assert set(dora_ids(intake)) == {f'pagerduty:{i}' for i in incidents}
 
 
-def test_sigkill_of_a_process_running_the_check_in_a_loop(tmp_path, pagerduty, intake, now):
-    """Kill -9 a real process mid-emission, right after a cursor save, and between runs; then let it catch up."""
+def test_sigkill_mid_run_over_a_backlog_spanning_batches_loses_and_doubles_nothing(tmp_path, pagerduty, intake, now):
+    """Kill -9 a stand-in Agent at random moments of runs that read several batches; then let it catch up.
+
+    The stand-in commits a run's metrics only when `run()` returns, as the Agent does: counted is committed.
+    """
     rng = random.Random(20261126)
     journal_path = tmp_path / 'journal.jsonl'
     settings = {
-        'instance': instance_for(pagerduty, intake, send_events=False),
+        'instance': instance_for(pagerduty, intake, send_events=False, max_run_time=120),
         'state_dir': str(tmp_path / 'cache'),
         'journal': str(journal_path),
-        'submit_delay': 0.002,
+        'submit_delay': 0.0003,
     }
     resolved, killed = [], set()
-    for kill_after in [1, 0, 57, 110, 3, 0, rng.randint(1, 110), rng.randint(1, 110)]:
-        for _ in range(120):
-            incident = pagerduty.trigger('PSEARCH', ago(now, hours=5, seconds=len(resolved)))
-            pagerduty.resolve(incident, _now_minus(seconds=1))
+    for round_ in range(8):
+        for _ in range(1_500 if round_ == 0 else 150):  # > 1,000 log entries: a run reads several batches
+            incident = pagerduty.trigger('PSEARCH', ago(now, hours=6, seconds=len(resolved)))
+            pagerduty.resolve(incident, ago(now, hours=5, seconds=-len(resolved) * 5))
             resolved.append(incident)
         agent = _start_agent(settings)
-        _wait_for_emissions_since_last_save(agent, journal_path, kill_after)
+        _wait_for(journal_path, agent.pid, 'run_started')
+        time.sleep(rng.uniform(0.05, 1.2))
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         killed.add(agent.pid)
-    agent = _start_agent({**settings, 'runs': 3, 'submit_delay': 0})
+    agent = _start_agent({**settings, 'runs': 2, 'submit_delay': 0})
     assert agent.wait(timeout=120) == 0
 
     journal = _read_journal(journal_path)
-    emitted = Counter(_incident_id(entry) for entry in journal if entry.get('metric') == 'dora.time_to_restore')
-    assert set(emitted) == set(resolved), f'lost: {sorted(set(resolved) - set(emitted))[:5]}'
+    committed = [metric for entry in journal for metric in entry.get('commit', ())]
+    points = Counter(_incident_id(m) for m in committed if m['metric'] == 'dora.time_to_restore')
+    counted = sum(m['value'] for m in committed if m['metric'] == 'dora.incidents.count')
+    assert set(resolved) - set(points) == set(), 'lost'
+    assert [incident for incident, times in points.items() if times > 1] == [], 'counted twice'
+    assert counted == len(resolved)
     assert {f'pagerduty:{incident}' for incident in resolved} <= set(dora_ids(intake))
-    in_flight = _emitted_after_last_cursor_save(journal, killed)
-    repeated = {incident for incident, times in emitted.items() if times > 1}
-    assert in_flight, 'no kill landed mid-emission: the test proved nothing'
-    assert repeated <= in_flight, f'repeated without being in flight: {sorted(repeated - in_flight)[:5]}'
+    assert _killed_mid_run(journal, killed) >= 3, 'too few kills landed mid-emission: the test proved little'
 
 
-def _wait_for_emissions_since_last_save(agent, journal_path, count, timeout=30):
-    """Returns once the process has emitted `count` restores since its last cursor save (0: just saved)."""
+def _wait_for(journal_path, pid, marker, timeout=30):
     deadline = time.monotonic() + timeout
-    offset, saved, emitted = 0, False, 0
-    while time.monotonic() < deadline and agent.poll() is None:
-        with open(journal_path, 'a+') as journal:
-            journal.seek(offset)
-            chunk = journal.read()
-        complete = chunk[: chunk.rfind('\n') + 1]
-        offset += len(complete)
-        for entry in map(json.loads, complete.splitlines()):
-            if entry['pid'] != agent.pid:
-                continue
-            if '_cursor_' in entry.get('saved', ''):
-                saved, emitted = True, 0
-            elif entry.get('metric') == 'dora.time_to_restore':
-                emitted += 1
-        if (count == 0 and saved and not emitted) or (count and emitted >= count):
+    while time.monotonic() < deadline:
+        if any(entry['pid'] == pid and marker in entry for entry in _read_journal(journal_path)):
             return
-        time.sleep(0.002)
-    raise AssertionError(f'the process never emitted {count} restores since a cursor save')
+        time.sleep(0.01)
+    raise AssertionError(f'process {pid} never journalled {marker}')
+
+
+def _killed_mid_run(journal, killed_pids) -> int:
+    """How many killed processes had submitted metrics that were never committed."""
+    landed = 0
+    for pid in killed_pids:
+        entries = [entry for entry in journal if entry['pid'] == pid]
+        last_commit = max((i for i, entry in enumerate(entries) if 'commit' in entry), default=-1)
+        landed += any('emitting' in entry for entry in entries[last_commit + 1 :])
+    return landed
 
 
 def _read_journal(path):
@@ -151,14 +152,3 @@ def _start_agent(settings):
 
 def _incident_id(entry):
     return next(tag.split(':', 1)[1] for tag in entry['tags'] if tag.startswith('incident_id:'))
-
-
-def _emitted_after_last_cursor_save(journal, killed_pids):
-    """Incidents a killed process emitted after its last cursor save: those were in flight."""
-    in_flight = set()
-    for pid in killed_pids:
-        entries = [entry for entry in journal if entry['pid'] == pid]
-        saves = [i for i, entry in enumerate(entries) if '_cursor_' in entry.get('saved', '')]
-        tail = entries[saves[-1] + 1 :] if saves else entries
-        in_flight |= {_incident_id(e) for e in tail if e.get('metric') == 'dora.time_to_restore'}
-    return in_flight
