@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from .server import LoopbackServer, Request, Response
+from .server import Fault, LoopbackServer, Request, Response
 
 OFFSET_CAP = 10_000
 OVERVIEW_TYPES = {'trigger_log_entry', 'acknowledge_log_entry', 'resolve_log_entry', 'unacknowledge_log_entry'}
@@ -30,6 +30,14 @@ def iso(moment: datetime) -> str:
 
 
 class PagerDutySimulator(LoopbackServer):
+    """Also the conformance driver (loopback/driver.py): a service per name, severity as the priority."""
+
+    source = 'pagerduty'
+    list_path = '/log_entries'
+    max_page_size = 100
+    # PagerDuty has no environments: the suite's instance sets `env: prod`.
+    expected_tags = {'service': 'checkout_api', 'team': 'payments_team', 'env': 'prod', 'severity': 'sev1'}
+
     def __init__(self, token: str = 'sim-pagerduty-token', abilities=('teams',), spec_validator=None):
         super().__init__()
         self.token = token
@@ -43,6 +51,7 @@ class PagerDutySimulator(LoopbackServer):
         self._rate_window: list[float] = []
         self._validator = spec_validator
         self.spec_violations: list[str] = []
+        self._hidden: set[str] = set()  # log entry ids not listed yet (indexing lag)
 
     # -- state -------------------------------------------------------------------------------------
     def add_service(self, service_id: str, name: str, teams=()) -> None:
@@ -80,7 +89,7 @@ class PagerDutySimulator(LoopbackServer):
         self._log(incident_id, 'notify_log_entry', created_at + timedelta(seconds=1))
         return incident_id
 
-    def resolve(self, incident_id, at: datetime, merged_into: str | None = None) -> None:
+    def resolve(self, incident_id, at: datetime, merged_into: str | None = None, hidden: bool = False) -> None:
         incident = self.incidents[incident_id]
         incident.update(status='resolved', resolved_at=iso(at), updated_at=iso(at), last_status_change_at=iso(at))
         if merged_into:
@@ -88,7 +97,9 @@ class PagerDutySimulator(LoopbackServer):
                 'type': 'merge_resolve_reason',
                 'incident': {'id': merged_into, 'type': 'incident_reference'},
             }
-        self._log(incident_id, 'resolve_log_entry', at)
+        entry_id = self._log(incident_id, 'resolve_log_entry', at)
+        if hidden:
+            self._hidden.add(entry_id)
 
     def reopen(self, incident_id, at: datetime) -> None:
         """Resolved is not final (PagerDuty changelog 2025-09-18): back to triggered, `resolved_at` cleared."""
@@ -99,9 +110,32 @@ class PagerDutySimulator(LoopbackServer):
 
     def corrupt(self, incident_id, **fields) -> None:
         """Overwrite incident fields with anything, to feed the check malformed data."""
-        self.incidents[incident_id].update(fields)
+        self.incidents[incident_id].update(fields or {'created_at': 'last tuesday'})
 
-    def _log(self, incident_id, entry_type, at: datetime) -> None:
+    # -- the conformance driver ----------------------------------------------------------------------
+    def instance(self, **options) -> dict:
+        return {'source': self.source, 'api_token': self.token, 'api_url': self.url, **options}
+
+    def open(self, started_at, *, title='Checkout is down', service='Checkout API', team='Payments Team',
+             environment=None, severity='SEV1') -> str:  # fmt: skip
+        service_id = 'P' + ''.join(ch for ch in service.upper() if ch.isalnum())[:12]
+        if service_id not in self._services:
+            self.add_service(service_id, service, teams=[('T' + service_id[1:], team)])
+        return self.trigger(service_id, started_at, title=title, priority=severity)
+
+    def reveal(self, incident_id) -> None:
+        self._hidden -= {e['id'] for _, _, e in self._entries if e['incident_id'] == incident_id}
+
+    def open_non_failures(self, started_at, resolved_at) -> list[str]:
+        survivor = self.open(started_at)
+        merged = self.open(started_at)
+        self.resolve(merged, resolved_at, merged_into=survivor)
+        return [merged]
+
+    def rate_limited(self, seconds: int = 1) -> Fault:
+        return Fault(status=429, headers={'ratelimit-reset': str(seconds)}, path=self.list_path)
+
+    def _log(self, incident_id, entry_type, at: datetime) -> str:
         sequence = next(self._sequence)
         entry = {
             'id': f'R{sequence:013d}',
@@ -111,6 +145,7 @@ class PagerDutySimulator(LoopbackServer):
             'incident_id': incident_id,  # internal; replaced by the `incident` reference when served
         }
         bisect.insort(self._entries, (at.timestamp(), sequence, entry))
+        return entry['id']
 
     # -- HTTP --------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -158,7 +193,7 @@ class PagerDutySimulator(LoopbackServer):
         selected = []
         for _, _, entry in reversed(self._entries[low:high]):  # newest first, as PagerDuty lists them
             incident = self.incidents[entry['incident_id']]
-            if overview and entry['type'] not in OVERVIEW_TYPES:
+            if (overview and entry['type'] not in OVERVIEW_TYPES) or entry['id'] in self._hidden:
                 continue
             if team_ids and not team_ids & {team['id'] for team in incident['teams']}:
                 continue

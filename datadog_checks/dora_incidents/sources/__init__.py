@@ -14,6 +14,9 @@ from .http import CredentialsRejected, SourceError
 
 SOURCES = {
     'pagerduty': ('pagerduty', 'PagerDutySource'),
+    'rootly': ('rootly', 'RootlySource'),
+    'firehydrant': ('firehydrant', 'FireHydrantSource'),
+    'incident_io': ('incident_io', 'IncidentIoSource'),
 }
 
 

@@ -1,0 +1,313 @@
+"""FireHydrant: resolutions read from `GET /v1/incidents`, which FireHydrant filters on the resolve time.
+
+Endpoint and filter: `resolved_at_or_after` / `resolved_at_or_before` select incidents by when they were
+resolved, whenever they were opened, so a window of resolve times is one query (`start_date`/`end_date`
+would select by start instead and miss an incident opened weeks ago and resolved now). Both bounds are
+inclusive and whole seconds: the upper one is rounded up and anything resolved outside [since, until) is
+dropped here. The filter keeps matching an incident that was reopened after its resolution (the API
+description says so), so each record's own state is checked too.
+
+Paging: `page` (from 1) and `per_page` (at most 200); `pagination.next` is the next page number or null,
+`pagination.count` the number of matches. A window (30 days at most) whose count exceeds a batch is halved
+in time until it fits. Page numbers shift when the matches change between two pages, so a window whose
+count changed while it was read is read again.
+
+Not failures, excluded: archived incidents (`discarded_at`: FireHydrant hides them from lists and from its
+own analytics; the list omits them unless `archived=true`, never sent here); incidents back in an active
+milestone (`active: true`, reopened after a resolution: their next resolution is reported instead).
+FireHydrant has no test or drill flag: archive drills, or filter them out with `services`/`severities`.
+
+Times: start = `started_at` (the Started milestone, which responders move back to the real impact start),
+else `created_at`. Resolution = the `resolved` milestone of `lifecycle_phases`, else the first milestone
+reached in the post-incident or closed phase (custom lifecycles, or closed without the `resolved` step),
+else the last `resolved` entry of the deprecated `milestones` history. A re-resolution moves it, so it is a
+new resolution of the same incident id. Mitigation (`restored_at: mitigated`) = the `mitigated` milestone,
+unless missing or after the resolution.
+
+Names: services = `services[]` (id, name), else the impacted `functionalities[]` when no service is named;
+teams = `team_assignments[].team`; environments = `environments[]`; severity = `severity` (SEV1...).
+`number` is shown as `#42`; `incident_url` is the incident's page.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import requests
+
+from ..incident import Batch, Named, Skipped, SourceIncident
+from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc
+from .http import JsonApi, SourceError
+
+LIST_PATH = '/v1/incidents'
+PAGE_SIZE = 200  # FireHydrant's cap on `per_page`
+# Resolutions held in memory before the cursor may advance: bounds memory and checkpoints often.
+MAX_BATCH = 1_000
+MAX_WINDOW = timedelta(days=30)
+MIN_WINDOW = timedelta(seconds=1)
+# A window whose matches keep changing while it is read is read at most this many times.
+MAX_READS = 3
+RESOLVING_PHASES = frozenset({'post_incident', 'closed'})
+_ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
+
+HINTS = {
+    401: 'FireHydrant rejected the API token: set `api_token` to a FireHydrant API key (Settings > API keys) '
+    'or bot token of this organization',
+    403: 'the FireHydrant token may not read incidents: `api_token` needs an API key or bot token whose role '
+    'can view incidents (API keys have Owner permissions by default)',
+    404: 'FireHydrant has no {path} here: check `api_url` (default https://api.firehydrant.io)',
+    429: 'FireHydrant rate limit reached (about 50 requests per 10 seconds, shared by every token of the account)',
+}
+
+
+class FireHydrantSource(Source):
+    name = 'firehydrant'
+    display_name = 'FireHydrant'
+    default_api_url = 'https://api.firehydrant.io'
+
+    def __init__(self, config, http, api_url: str):
+        super().__init__(config, http, api_url.rstrip('/'))
+        self._mitigated = getattr(config, 'restored_at', None) == 'mitigated'
+
+    def make_api(self, http, api_url: str, token: str) -> JsonApi:
+        token = token.strip()
+        token = token[len('Bearer ') :].strip() if token.lower().startswith('bearer ') else token
+        headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
+        return JsonApi(http, api_url, headers, _describer(token))
+
+    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
+        windows = _split(since, until, MAX_WINDOW)
+        while windows:
+            if time.monotonic() > deadline:
+                return
+            start, end = windows.pop(0)
+            batch = self._window(start, end, since, until, deadline)
+            if batch is None:  # too many matches for one batch: halve the window
+                half = timedelta(seconds=(end - start).total_seconds() // 2)
+                windows[:0] = [(start, start + half), (start + half, end)]
+                continue
+            yield batch
+
+    def _window(self, start, end, since, until, deadline) -> Batch | None:
+        for _ in range(MAX_READS):
+            first = self._page(start, end, 1, deadline)
+            count = first['pagination']['count']
+            if count > MAX_BATCH and end - start > MIN_WINDOW:
+                return None
+            batch = self._read(first, count, start, end, since, until, deadline)
+            if batch is not None:
+                return batch
+        raise SourceError(
+            f'FireHydrant {LIST_PATH}: the incidents resolved between {utc(start)} and {utc(end)} kept changing '
+            f'while they were read; will retry next run'
+        )
+
+    def _read(self, page, count, start, end, since, until, deadline) -> Batch | None:
+        """The window's batch, or None when its matches changed between pages (page numbers shifted)."""
+        incidents: dict[str, SourceIncident] = {}
+        skipped: dict[str, Skipped] = {}
+        number = 1
+        while True:
+            if page['pagination']['count'] != count:
+                return None
+            for position, raw in enumerate(page['data']):
+                self._collect(raw, f'page {number} item {position + 1}', since, until, incidents, skipped)
+            following = page['pagination']['next']
+            if following is None:
+                resolutions = sorted(incidents.values(), key=lambda incident: incident.resolved_at)
+                return Batch(resolutions, list(skipped.values()), end)
+            if following != number + 1 or following > count:
+                # Every page holds at least one match: a `next` past the count would never end.
+                raise SourceError(
+                    f'FireHydrant {LIST_PATH} page {number} of {count} matches names page {following!r} next'
+                )
+            number = following
+            page = self._page(start, end, number, deadline)
+
+    def _collect(self, raw, where: str, since, until, incidents: dict, skipped: dict) -> None:
+        try:
+            incident = self._incident(raw)
+        except (ValueError, TypeError, AttributeError, LookupError) as e:
+            # One bad record must never stall the others: it is skipped, by id, and counted.
+            record_id = _id_of(raw, where)
+            skipped[record_id] = Skipped(self.name, record_id, str(e))
+            return
+        if incident is not None and since <= incident.resolved_at < until:
+            incidents[incident.id] = incident
+
+    def _page(self, start: datetime, end: datetime, page: int, deadline: float) -> dict:
+        params = [
+            ('resolved_at_or_after', utc(start)),
+            ('resolved_at_or_before', utc(_ceil_second(end))),
+            ('page', page),
+            ('per_page', PAGE_SIZE),
+        ]
+        try:
+            body = self.api.get(LIST_PATH, params, deadline)
+        except SourceError as e:
+            if type(e) is not SourceError or 'FireHydrant' in str(e):
+                raise
+            raise SourceError(f'FireHydrant {LIST_PATH}: {e}') from None  # name the tool, not only its URL
+        if not isinstance(body.get('data'), list):
+            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {page}) without a `data` list')
+        pagination = body.get('pagination')
+        if not isinstance(pagination, dict) or not _is_int(pagination.get('count')):
+            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {page}) without a `pagination` count')
+        following = pagination.get('next')
+        if following is not None and not _is_int(following):
+            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {page}) with `pagination.next` {following!r}')
+        return body
+
+    def _incident(self, raw) -> SourceIncident | None:
+        """The resolution a record describes, or None when it is not one to report."""
+        if not isinstance(raw, dict):
+            raise TypeError(f'the record is a {type(raw).__name__}, not an object')
+        incident_id = raw.get('id')
+        if not isinstance(incident_id, str) or not _ID.fullmatch(incident_id):
+            raise ValueError(f'`id` is not a FireHydrant id: {str(incident_id)[:64]!r}')
+        if raw.get('discarded_at') is not None:
+            return None  # archived: FireHydrant itself counts it nowhere
+        if _still_active(raw):
+            return None  # reopened since its resolution: the next resolution is reported instead
+        resolved_at = _resolution(raw)
+        started_at = _start(raw)
+        restored_at = self._restored(raw, resolved_at)
+        checked_times(started_at, restored_at, resolved_at)
+        number = raw.get('number')
+        return SourceIncident(
+            source=self.name,
+            id=incident_id,
+            number=f'#{number}' if _is_int(number) else None,
+            title=title(raw.get('name'), f'Incident {incident_id}'),
+            url=text(raw.get('incident_url')),
+            started_at=started_at,
+            restored_at=restored_at,
+            resolved_at=resolved_at,
+            services=_refs(raw, 'services') or _refs(raw, 'functionalities'),
+            teams=_teams(raw),
+            environments=_refs(raw, 'environments'),
+            severity=_severity(raw),
+        )
+
+    def _restored(self, raw: dict, resolved_at: datetime) -> datetime:
+        if not self._mitigated:
+            return resolved_at
+        mitigated = _milestones(raw).get('mitigated')
+        return mitigated if mitigated is not None and mitigated <= resolved_at else resolved_at
+
+
+def _still_active(raw: dict) -> bool:
+    active = raw.get('active')
+    if isinstance(active, bool):
+        return active
+    if active is not None:
+        raise ValueError(f'`active` is {active!r}, not a boolean')
+    # Without `active`, the current milestone's phase tells.
+    current = raw.get('current_milestone')
+    phases = _phases(raw)
+    if not isinstance(current, str) or not phases:
+        raise ValueError('neither `active` nor a `current_milestone` in `lifecycle_phases` says whether it is resolved')
+    return not any(current in slugs for phase_type, slugs in phases if phase_type in RESOLVING_PHASES)
+
+
+def _resolution(raw: dict) -> datetime:
+    reached = _milestones(raw)
+    if 'resolved' in reached:
+        return reached['resolved']
+    resolving = [
+        reached[slug] for phase_type, slugs in _phases(raw) if phase_type in RESOLVING_PHASES for slug in slugs
+        if slug in reached
+    ]
+    if resolving:
+        return min(resolving)
+    history = [entry for entry in objects(raw, 'milestones') if entry.get('type') == 'resolved']
+    if history:
+        return max(parse_time(entry.get('occurred_at'), 'milestones[resolved].occurred_at') for entry in history)
+    raise ValueError('no resolution time: no `resolved` milestone and no milestone of the post-incident phase')
+
+
+def _milestones(raw: dict) -> dict[str, datetime]:
+    """Each milestone of `lifecycle_phases` that was reached -> when."""
+    reached = {}
+    for phase in objects(raw, 'lifecycle_phases'):
+        for milestone in objects(phase, 'milestones'):
+            slug, occurred = milestone.get('slug'), milestone.get('occurred_at')
+            if isinstance(slug, str) and occurred is not None:
+                reached[slug] = parse_time(occurred, f'lifecycle_phases[{slug}].occurred_at')
+    return reached
+
+
+def _phases(raw: dict) -> list[tuple[str, list[str]]]:
+    """(phase type, milestone slugs) of `lifecycle_phases`, types spelled `post_incident`."""
+    phases = []
+    for phase in objects(raw, 'lifecycle_phases'):
+        phase_type = str(phase.get('type') or '').strip().lower().replace('-', '_').replace(' ', '_')
+        slugs = [m['slug'] for m in objects(phase, 'milestones') if isinstance(m.get('slug'), str)]
+        phases.append((phase_type, slugs))
+    return phases
+
+
+def _start(raw: dict) -> datetime:
+    if raw.get('started_at') is not None:
+        return parse_time(raw['started_at'], 'started_at')
+    return parse_time(raw.get('created_at'), 'created_at')
+
+
+def _refs(raw: dict, field: str) -> tuple[Named, ...]:
+    return tuple(dict.fromkeys(ref for ref in map(named, objects(raw, field)) if ref))
+
+
+def _teams(raw: dict) -> tuple[Named, ...]:
+    teams = (named(obj(assignment, 'team')) for assignment in objects(raw, 'team_assignments'))
+    return tuple(dict.fromkeys(team for team in teams if team))
+
+
+def _severity(raw: dict) -> str | None:
+    severity = raw.get('severity')
+    if severity is not None and not isinstance(severity, str):
+        raise TypeError(f'`severity` is {severity!r}, not a string')
+    return text(severity)
+
+
+def _describer(token: str):
+    def describe_error(response: requests.Response) -> str:
+        detail = ''
+        try:
+            body = response.json()
+            parts = [body.get('error'), body.get('detail'), *(body.get('messages') or [])]
+            detail = '; '.join(str(part) for part in parts if part)
+        except (ValueError, AttributeError, TypeError):
+            pass
+        if token:
+            detail = detail.replace(token, '<api_token>')
+        hint = HINTS.get(response.status_code, 'FireHydrant answered HTTP {status} to {path}')
+        hint = hint.format(status=response.status_code, path=LIST_PATH)
+        return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
+
+    return describe_error
+
+
+def _id_of(raw, where: str) -> str:
+    if isinstance(raw, dict) and text(raw.get('id')):
+        return raw['id'][:64]
+    return f'{LIST_PATH} {where}'
+
+
+def _is_int(value) -> bool:
+    return type(value) is int
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    floor = moment.replace(microsecond=0)
+    return floor if floor == moment else floor + timedelta(seconds=1)
+
+
+def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    windows = []
+    while start < end:
+        windows.append((start, min(start + step, end)))
+        start = windows[-1][1]
+    return windows

@@ -1,0 +1,360 @@
+"""incident.io API v2: resolutions read from `GET /v2/incidents`, filtered on the incident's update time.
+
+What is read, and why: the list can filter on `created_at` and `updated_at` only, and an incident has no
+top-level resolve time. Resolving an incident (moving it to a post-incident or closed status) updates it,
+so every incident resolved since `since` was updated since then: the source asks for
+`status_category[one_of]=learning` and `=closed` (post-incident and closed: both are resolved) with
+`updated_at[gte]` a day before `since`, and keeps those whose resolve time is in [since, until). The date
+filter is sent as a date, the only spelling the vendor documents, and a day early, whatever time zone
+the account reads it in; there is no upper bound, because an incident resolved in the window may have
+been edited since. So a long lookback is read in 30-day windows, each re-reading what changed after its
+start, and a window holding more resolutions than a batch may hold is halved until it fits.
+
+Paging: `page_size` (at most 250) and the `after` cursor from `pagination_meta`, until a page comes back
+without one or empty.
+
+Not failures: `test` and `tutorial` incidents (the list leaves them out unless `mode` asks for them, and
+they are dropped here too); the `triage`, `declined`, `canceled` and `merged` status categories (never
+incidents) and `live`/`paused` (active: reopened) are neither asked for nor reported.
+
+Times come from the incident's timestamps, found by name through `GET /v2/incident_timestamps` (exactly,
+else ignoring case and a trailing " at", so `Resolved` finds "Resolved at"): the resolution is
+`resolved_timestamp`, or for a closed incident without one its `updated_at` (any later edit then moves
+it: that incident is reported again as a re-resolution); a post-incident one without it waits until it
+is closed. The resolve time the cursor tracks is never before `created_at`, so a retrospective incident,
+entered after the fact, is reported when it was entered. Impact start: `started_timestamp`, else
+`created_at`. Restore: the resolution, or with `restored_at: mitigated` the `mitigated_timestamp`.
+
+Services, teams and environments are the values of the custom fields named by `service_field`,
+`team_field` and `environment_field` (catalog entries by id and name, options by id and value, text as a
+name); severity is the severity's name; `number` is the reference (INC-42), `url` the permalink.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import requests
+
+from ..incident import Batch, Named, Skipped, SourceIncident
+from .base import Source, checked_times, named, obj, objects, parse_time, text, title
+from .http import JsonApi, SourceError
+
+LIST_PATH = '/v2/incidents'
+TIMESTAMPS_PATH = '/v2/incident_timestamps'
+PAGE_SIZE = 250  # the most the vendor allows
+MAX_PER_BATCH = 1_000
+MAX_WINDOW = timedelta(days=30)
+MIN_WINDOW = timedelta(seconds=1)
+# `updated_at[gte]` takes a date that the account may read in its own time zone: a day early covers any.
+DATE_SLACK = timedelta(days=1)
+MAX_PAGES = 10_000  # a cursor that never ends is a broken API, not a big account
+# Timestamps can be renamed or added in settings: their ids are looked up again after this long.
+TIMESTAMPS_TTL = 3600.0
+RESOLVED_CATEGORIES = ('learning', 'closed')
+FAILURE_MODES = frozenset({'standard', 'retrospective'})
+_ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
+
+HINTS = {
+    401: 'incident.io rejected the API key: check `api_token` (an incident.io API key, created in Settings > '
+    'API keys with the "View data" role)',
+    403: 'the incident.io API key may not read incidents: `api_token` needs the "View data" role (and "View all '
+    'incident data" to include private incidents)',
+    404: 'incident.io answered 404: check `api_url` (default https://api.incident.io)',
+    422: 'incident.io rejected the request',
+    429: 'incident.io rate limit reached',
+}
+
+
+@dataclass(frozen=True)
+class TimestampIds:
+    """The ids of the account's incident timestamps the options name; None when the account has none."""
+
+    started: str | None
+    mitigated: str | None
+    resolved: str
+
+
+class IncidentIoSource(Source):
+    name = 'incident_io'
+    display_name = 'incident.io'
+    default_api_url = 'https://api.incident.io'
+    options = frozenset(
+        {
+            'started_timestamp',
+            'mitigated_timestamp',
+            'resolved_timestamp',
+            'service_field',
+            'team_field',
+            'environment_field',
+        }
+    )
+    page_size = PAGE_SIZE
+
+    def __init__(self, config, http, api_url: str):
+        super().__init__(config, http, api_url)
+        self._names = {
+            'started': _option(config, 'started_timestamp', 'Impact started'),
+            'mitigated': _option(config, 'mitigated_timestamp', 'Fixed'),
+            'resolved': _option(config, 'resolved_timestamp', 'Resolved'),
+        }
+        self._mitigated = _option(config, 'restored_at', 'resolved') == 'mitigated'
+        self._fields = {
+            'services': _option(config, 'service_field', 'Affected services'),
+            'teams': _option(config, 'team_field', None),
+            'environments': _option(config, 'environment_field', None),
+        }
+        self._timestamp_ids: TimestampIds | None = None
+        self._timestamps_read_at = 0.0
+
+    def make_api(self, http, api_url: str, token: str) -> JsonApi:
+        headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
+        return JsonApi(http, api_url.rstrip('/'), headers, lambda response: describe_error(response, token))
+
+    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
+        ids = self._timestamps(deadline)
+        windows = _split(since, until, MAX_WINDOW)
+        named_skips: set[str] = set()  # each malformed record once per call, though every window re-reads it
+        yielded = False
+        while windows:
+            if yielded and time.monotonic() > deadline:
+                return  # at least one batch a run, so that a slow source still makes progress
+            start, end = windows.pop(0)
+            batch = self._window(start, end, ids, deadline)
+            if batch is None:
+                half = timedelta(seconds=(end - start).total_seconds() // 2)
+                windows[:0] = [(start, start + half), (start + half, end)]
+                continue
+            skipped = [skip for skip in batch.skipped if skip.id not in named_skips]
+            named_skips.update(skip.id for skip in skipped)
+            yield Batch(batch.incidents, skipped, batch.through)
+            yielded = True
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _window(self, start: datetime, end: datetime, ids: TimestampIds, deadline: float) -> Batch | None:
+        """The window's resolutions; None when it holds more than a batch may and can still be halved."""
+        incidents: dict[str, SourceIncident] = {}
+        skipped: list[Skipped] = []
+        for raw in self._records(start, deadline):
+            outcome = self._read(raw, start, end, ids)
+            if isinstance(outcome, Skipped):
+                skipped.append(outcome)
+            elif outcome is not None:
+                incidents[outcome.id] = outcome
+                if len(incidents) > MAX_PER_BATCH and end - start > MIN_WINDOW:
+                    return None
+        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, end)
+
+    def _records(self, start: datetime, deadline: float) -> Iterator:
+        params = [
+            ('page_size', self.page_size),
+            ('updated_at[gte]', (start - DATE_SLACK).date().isoformat()),
+            *[('status_category[one_of]', category) for category in RESOLVED_CATEGORIES],
+        ]
+        after, seen = None, set()
+        for _ in range(MAX_PAGES):
+            page = self.api.get(LIST_PATH, params + ([('after', after)] if after else []), deadline)
+            records, after = _page(page)
+            yield from records
+            if not records or after is None:
+                return
+            if after in seen:
+                raise SourceError(f'incident.io {LIST_PATH} handed out the page cursor {after[:40]!r} twice')
+            seen.add(after)
+        raise SourceError(f'incident.io {LIST_PATH} went on for more than {MAX_PAGES} pages')
+
+    def _timestamps(self, deadline: float) -> TimestampIds:
+        if self._timestamp_ids is None or time.monotonic() - self._timestamps_read_at > TIMESTAMPS_TTL:
+            self._timestamp_ids = self._look_up_timestamps(deadline)
+            self._timestamps_read_at = time.monotonic()
+        return self._timestamp_ids
+
+    def _look_up_timestamps(self, deadline: float) -> TimestampIds:
+        page = self.api.get(TIMESTAMPS_PATH, None, deadline)
+        entries = page.get('incident_timestamps')
+        if not isinstance(entries, list):
+            raise SourceError(f'incident.io answered {TIMESTAMPS_PATH} without an `incident_timestamps` list')
+        known = [(text(e.get('id')), text(e.get('name'))) for e in entries if isinstance(e, dict)]
+        known = [(tid, name) for tid, name in known if tid and name]
+        found = {role: _find_timestamp(known, wanted) for role, wanted in self._names.items()}
+        required = ['resolved'] + (['mitigated'] if self._mitigated else [])
+        for role in required:
+            if found[role] is None:
+                have = ', '.join(repr(name) for _, name in known[:20]) or 'none'
+                raise SourceError(
+                    f'incident.io has no incident timestamp named {self._names[role]!r} (`{role}_timestamp`); '
+                    f'this account has: {have}'
+                )
+        return TimestampIds(found['started'], found['mitigated'], found['resolved'])
+
+    # -- one record --------------------------------------------------------------------------------
+    def _read(self, raw, start: datetime, end: datetime, ids: TimestampIds) -> SourceIncident | Skipped | None:
+        """The record's resolution if it is a failure resolved in [start, end), a Skipped if malformed."""
+        incident_id = _id_of(raw)
+        try:
+            category = _resolved_category(raw)
+            if category is None:
+                return None
+            times = _timestamp_values(raw, ids)
+            resolution = times.get(ids.resolved)
+            if resolution is None and category != 'closed':
+                return None  # post-incident without a resolution time: reported once it is closed
+            created_at = parse_time(raw.get('created_at'), 'created_at')
+            resolution = resolution or parse_time(raw.get('updated_at'), 'updated_at')
+            resolved_at = max(resolution, created_at)
+            if not start <= resolved_at < end:
+                return None
+            return self._incident(raw, incident_id, created_at, resolution, resolved_at, times, ids)
+        except (ValueError, TypeError, AttributeError, LookupError) as e:
+            # One bad record must never stall the others: it is skipped, by id, and counted.
+            return Skipped(self.name, incident_id, str(e))
+
+    def _incident(self, raw: dict, incident_id, created_at, resolution, resolved_at, times, ids) -> SourceIncident:
+        started_at = times.get(ids.started) or created_at
+        restored_at = resolution
+        if self._mitigated and times.get(ids.mitigated):
+            restored_at = min(times[ids.mitigated], resolution)
+        try:
+            checked_times(started_at, restored_at, resolved_at)
+        except ValueError as e:
+            start = self._names['started'] if times.get(ids.started) else 'created_at'
+            raise ValueError(f'{e} (start: {start})') from None
+        reference = text(raw.get('reference'))
+        return SourceIncident(
+            source=self.name,
+            id=incident_id,
+            number=reference,
+            title=title(raw.get('name'), f'Incident {reference or incident_id}'),
+            url=text(raw.get('permalink')),
+            started_at=started_at,
+            restored_at=restored_at,
+            resolved_at=resolved_at,
+            services=_field_values(raw, self._fields['services']),
+            teams=_field_values(raw, self._fields['teams']),
+            environments=_field_values(raw, self._fields['environments']),
+            severity=text(obj(raw, 'severity').get('name')),
+        )
+
+
+def _page(page: dict) -> tuple[list, str | None]:
+    records = page.get('incidents')
+    if not isinstance(records, list):
+        raise SourceError(f'incident.io answered {LIST_PATH} without an `incidents` list')
+    meta = page.get('pagination_meta')
+    if meta is None:
+        return records, None
+    if not isinstance(meta, dict):
+        raise SourceError(f'incident.io answered {LIST_PATH} with a `pagination_meta` that is not an object')
+    after = meta.get('after')
+    if after is not None and not isinstance(after, str):
+        raise SourceError(f'incident.io answered {LIST_PATH} with a `pagination_meta.after` that is not a string')
+    return records, after or None
+
+
+def _resolved_category(raw) -> str | None:
+    """The status category of a resolved failure (`learning` or `closed`); None for anything else."""
+    if not isinstance(raw, dict):
+        raise TypeError(f'the record is a {type(raw).__name__}, not an object')
+    mode = raw.get('mode')
+    if not isinstance(mode, str):
+        raise TypeError(f'`mode` is {str(mode)[:32]!r}, not a string')
+    category = obj(raw, 'incident_status').get('category')
+    if not isinstance(category, str):
+        raise TypeError(f'`incident_status.category` is {str(category)[:32]!r}, not a string')
+    if mode not in FAILURE_MODES or category not in RESOLVED_CATEGORIES:
+        return None
+    return category
+
+
+def _timestamp_values(raw: dict, ids: TimestampIds) -> dict[str, datetime]:
+    """The values of the timestamps the options name, by timestamp id; unset ones are absent."""
+    wanted = {ids.started, ids.mitigated, ids.resolved} - {None}
+    values: dict[str, datetime] = {}
+    for entry in objects(raw, 'incident_timestamp_values'):
+        stamp = obj(entry, 'incident_timestamp')
+        if stamp.get('id') not in wanted:
+            continue
+        value = obj(entry, 'value').get('value')
+        if value is not None:
+            values[stamp['id']] = parse_time(value, f'incident timestamp {text(stamp.get("name")) or stamp["id"]!r}')
+    return values
+
+
+def _field_values(raw: dict, wanted: str | None) -> tuple[Named, ...]:
+    """The values of the custom field named (or with the id) `wanted`, as services/teams/environments."""
+    if not wanted:
+        return ()
+    for entry in objects(raw, 'custom_field_entries'):
+        field = obj(entry, 'custom_field')
+        if wanted in (field.get('id'), field.get('name')) or _folded(field.get('name')) == _folded(wanted):
+            refs = (_value_ref(value) for value in objects(entry, 'values'))
+            return tuple(dict.fromkeys(ref for ref in refs if ref))
+    return ()
+
+
+def _value_ref(value: dict) -> Named | None:
+    catalog_entry = obj(value, 'value_catalog_entry')
+    if catalog_entry:
+        return named(catalog_entry)
+    option = obj(value, 'value_option')
+    if option:
+        return named(option, name_field='value')
+    return Named(None, value['value_text'][:200]) if text(value.get('value_text')) else None
+
+
+def _find_timestamp(known: list[tuple[str, str]], wanted: str | None) -> str | None:
+    """The id of the timestamp named `wanted` (or with that id): exactly, else ignoring case and " at"."""
+    if not wanted:
+        return None
+    for tid, name in known:
+        if wanted in (tid, name):
+            return tid
+    loose = _loose(wanted)
+    return next((tid for tid, name in known if _loose(name) == loose), None)
+
+
+def _loose(name: str) -> str:
+    return _folded(name).removesuffix(' at')
+
+
+def _folded(name) -> str | None:
+    return ' '.join(name.split()).casefold() if isinstance(name, str) else None
+
+
+def _id_of(raw) -> str:
+    incident_id = raw.get('id') if isinstance(raw, dict) else None
+    if isinstance(incident_id, str) and _ID.fullmatch(incident_id):
+        return incident_id
+    return f'unidentified record ({str(incident_id)[:40]!r})'
+
+
+def _option(config, name: str, default):
+    return getattr(config, name, None) or default
+
+
+def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    windows = []
+    while start < end:
+        windows.append((start, min(start + step, end)))
+        start = windows[-1][1]
+    return windows
+
+
+def describe_error(response: requests.Response, token: str) -> str:
+    """A user-facing cause: the hint for the status, and what incident.io said (never the token)."""
+    message = ''
+    try:
+        body = response.json()
+        errors = body.get('errors') or []
+        message = '; '.join(str(e.get('message')) for e in errors if isinstance(e, dict) and e.get('message'))
+        message = message or str(body.get('type') or '')
+    except (ValueError, AttributeError):
+        pass
+    if token:
+        message = message.replace(token, '<api_token>')
+    hint = HINTS.get(response.status_code, 'incident.io answered HTTP {status}').format(status=response.status_code)
+    return f'{hint} (HTTP {response.status_code}{": " + message[:200] if message else ""})'

@@ -1,0 +1,274 @@
+"""Rootly REST API (JSON:API): `GET /v1/incidents` filtered on the resolve time.
+
+Endpoint and filter: `filter[resolved_at][gte]` / `filter[resolved_at][lt]` select exactly the incidents
+resolved in a window, whenever they were created; a restarted (reopened) incident loses its `resolved_at`
+and is listed again, same `id`, once resolved again. Windows are at most 30 days long.
+
+Paging: `page[size]=100` (the API's maximum), `page[number]` 1, 2, ... while `links.next` is set, in
+`created_at` order. The next page is asked for with our own parameters rather than by fetching the URL
+the answer names, so the key only ever goes to `api_url`. Rootly rejects deep page numbers, so a window
+holding more than `MAX_PER_BATCH` incidents (by `meta.total_count`, or found by paging) is halved until
+each half fits, which also bounds a batch. Pages are offsets: a window whose total changes while it is
+paged is read again.
+
+Not failures: status `cancelled` (or a `cancelled_at`); kinds `test`, `test_sub`, `example`, `example_sub`
+and scheduled maintenance (`scheduled`, `scheduled_sub`); duplicates (`duplicate_incident_id`). An
+incident restarted since (status not `resolved`/`closed`) is left for its next resolution.
+
+Times: start = `started_at`, else `created_at`; resolution = `resolved_at`; restore = `resolved_at`, or
+with `restored_at: mitigated` `mitigated_at` (falling back to `resolved_at`).
+Identity: services = `services[]`, teams = `groups[]`, environments = `environments[]`, each embedded in
+the attributes as `{data: {id, attributes: {name}}}` (no `include` needed); severity = the name of
+`severity.data` (e.g. `SEV1`); number = `INC-<sequential_id>`, as Rootly's own tools print it; url = `url`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import requests
+
+from ..incident import Batch, Named, Skipped, SourceIncident
+from .base import Source, checked_times, obj, objects, parse_time, text, title, utc
+from .http import JsonApi, SourceError
+
+LIST_PATH = '/v1/incidents'
+PAGE_SIZE = 100
+MAX_PER_BATCH = 1_000
+MAX_PAGES = MAX_PER_BATCH // PAGE_SIZE
+MAX_WINDOW = timedelta(days=30)
+MIN_WINDOW = timedelta(seconds=1)
+MAX_REREADS = 2
+RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
+# Every status Rootly documents: anything else is a record we do not understand.
+KNOWN_STATUSES = frozenset(
+    {'in_triage', 'started', 'detected', 'acknowledged', 'mitigated', 'resolved', 'closed', 'cancelled',
+     'scheduled', 'in_progress', 'completed'}
+)
+NOT_FAILURE_KINDS = frozenset({'test', 'test_sub', 'example', 'example_sub', 'scheduled', 'scheduled_sub'})
+_ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
+
+TOKEN_HELP = (
+    'a Rootly API key (Organization Settings > API Keys): a Global key whose Incident Response role can read '
+    'incidents, such as Observer'
+)
+HINTS = {
+    401: 'Rootly rejected the API key (wrong, revoked or expired): check `api_token`, which must be ' + TOKEN_HELP,
+    403: 'the Rootly API key may not list incidents: `api_token` must be ' + TOKEN_HELP,
+    429: 'Rootly rate limit reached (by default 3,000 GET requests per API key per minute)',
+}
+
+
+class RootlySource(Source):
+    name = 'rootly'
+    display_name = 'Rootly'
+    default_api_url = 'https://api.rootly.com'
+
+    def __init__(self, config, http, api_url: str):
+        super().__init__(config, http, api_url)
+        self._mitigated = getattr(config, 'restored_at', None) == 'mitigated'
+
+    def make_api(self, http, api_url: str, token: str) -> JsonApi:
+        headers = {
+            'Authorization': f'Bearer {token}',
+            'Accept': 'application/vnd.api+json',
+            'Content-Type': 'application/vnd.api+json',
+        }
+        return JsonApi(http, (api_url or self.default_api_url).rstrip('/'), headers, _describer(token))
+
+    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
+        windows = _split(since, until, MAX_WINDOW)
+        while windows:
+            start, end = windows.pop(0)
+            records = self._window(start, end, deadline)
+            if records is None:  # too many for one batch: halve the window
+                half = timedelta(seconds=(end - start).total_seconds() // 2)
+                windows[:0] = [(start, start + half), (start + half, end)]
+                continue
+            yield self._batch(records, start, end)
+            if time.monotonic() > deadline:
+                return
+
+    def _window(self, start: datetime, end: datetime, deadline: float) -> list | None:
+        """Every record of the window, or None when the window holds more than one batch may."""
+        for _ in range(MAX_REREADS + 1):
+            read = self._read(start, end, deadline)
+            if read is None:
+                if end - start > MIN_WINDOW:
+                    return None
+                raise SourceError(f'more than {MAX_PER_BATCH} Rootly incidents resolved at {utc(start)}')
+            records, steady = read
+            if steady:
+                return records
+        raise SourceError(f'Rootly incidents resolved {utc(start)} to {utc(end)} kept changing while being read')
+
+    def _read(self, start: datetime, end: datetime, deadline: float) -> tuple[list, bool] | None:
+        """The window's records and whether its total held still while paging; None past one batch."""
+        records, totals = [], set()
+        for number in range(1, MAX_PAGES + 1):
+            page = self._page(start, end, number, deadline)
+            total = _total(page)
+            if total is not None and total > MAX_PER_BATCH:
+                return None
+            totals.add(total)
+            records += page['data']
+            if not page['links'].get('next'):
+                # Pages are offsets: an incident leaving the window between two pages shifts the next ones.
+                return records, len(totals) == 1
+        return None
+
+    def _page(self, start: datetime, end: datetime, number: int, deadline: float) -> dict:
+        params = [
+            ('filter[resolved_at][gte]', utc(start)),
+            ('filter[resolved_at][lt]', utc(end)),
+            ('sort', 'created_at'),
+            ('page[size]', PAGE_SIZE),
+            ('page[number]', number),
+        ]
+        page = self.api.get(LIST_PATH, params, deadline)
+        if not isinstance(page.get('data'), list):
+            raise SourceError(f'Rootly answered GET {LIST_PATH} without a `data` list')
+        links = page.get('links')
+        if not isinstance(links, dict) or not isinstance(links.get('next'), (str, type(None))):
+            raise SourceError(f'Rootly answered GET {LIST_PATH} without valid `links` (needed to page)')
+        return page
+
+    def _batch(self, records: list, start: datetime, end: datetime) -> Batch:
+        incidents: dict[str, SourceIncident] = {}
+        skipped: list[Skipped] = []
+        for position, record in enumerate(records):
+            try:
+                incident = self._incident(record)
+            except (ValueError, TypeError, AttributeError, LookupError) as e:
+                skipped.append(Skipped(self.name, _id_of(record, position), str(e)))
+                continue
+            # The API filtered already; checking again keeps a lax filter from moving the cursor wrongly.
+            if incident is not None and start <= incident.resolved_at < end:
+                incidents[incident.id] = incident
+        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, end)
+
+    def _incident(self, record) -> SourceIncident | None:
+        """The resolution a record describes, or None when it is not a failure to report."""
+        incident_id, attrs = _identity(record)
+        status, kind = attrs.get('status'), attrs.get('kind')
+        if kind is not None and not isinstance(kind, str):
+            raise ValueError(f'`kind` is {kind!r}, not a string')
+        if kind in NOT_FAILURE_KINDS or text(attrs.get('duplicate_incident_id')) or text(attrs.get('cancelled_at')):
+            return None
+        if status is not None and status not in KNOWN_STATUSES:
+            raise ValueError(f'unknown status {str(status)[:32]!r}')
+        # No `status` at all (the 2025-04 description has none): the filter on `resolved_at` has to do.
+        if status is not None and status not in RESOLVED_STATUSES:
+            return None  # cancelled, or restarted since: a restarted one is reported at its next resolution
+        started_at, restored_at, resolved_at = self._times(attrs)
+        sequential = attrs.get('sequential_id')
+        number = f'INC-{sequential}' if type(sequential) is int else None
+        return SourceIncident(
+            source=self.name,
+            id=incident_id,
+            number=number,
+            title=title(attrs.get('title'), f'Rootly incident {number or incident_id}'),
+            url=_url(attrs.get('url')),
+            started_at=started_at,
+            restored_at=restored_at,
+            resolved_at=resolved_at,
+            services=_refs(attrs, 'services'),
+            teams=_refs(attrs, 'groups'),
+            environments=_refs(attrs, 'environments'),
+            severity=_severity(attrs),
+        )
+
+    def _times(self, attrs: dict) -> tuple[datetime, datetime, datetime]:
+        start_field = 'started_at' if attrs.get('started_at') is not None else 'created_at'
+        started_at = parse_time(attrs.get(start_field), start_field)
+        resolved_at = parse_time(attrs.get('resolved_at'), 'resolved_at')
+        mitigated = attrs.get('mitigated_at') if self._mitigated else None
+        restored_at = parse_time(mitigated, 'mitigated_at') if mitigated is not None else resolved_at
+        checked_times(started_at, restored_at, resolved_at)
+        if resolved_at < started_at:
+            raise ValueError(f'resolved {resolved_at.isoformat()} before it started {started_at.isoformat()}')
+        return started_at, restored_at, resolved_at
+
+
+def _identity(record) -> tuple[str, dict]:
+    if not isinstance(record, dict):
+        raise TypeError(f'the record is a {type(record).__name__}, not an object')
+    incident_id = record.get('id')
+    if not isinstance(incident_id, str) or not _ID.fullmatch(incident_id):
+        raise ValueError(f'`id` is not a Rootly id: {str(incident_id)[:64]!r}')
+    if record.get('type') != 'incidents':
+        raise ValueError(f'`type` is {str(record.get("type"))[:32]!r}, not `incidents`')
+    attrs = obj(record, 'attributes')
+    if not attrs:
+        raise ValueError('the record has no `attributes`')
+    return incident_id, attrs
+
+
+def _refs(attrs: dict, field: str) -> tuple[Named, ...]:
+    """`[{data: {id, type, attributes: {name}}}]`: what JSON:API resources embedded in attributes look like."""
+    refs = []
+    for item in objects(attrs, field):
+        data = obj(item, 'data')
+        ref = Named(text(data.get('id')), text(obj(data, 'attributes').get('name')))
+        if ref.id or ref.name:
+            refs.append(ref)
+    return tuple(refs)
+
+
+def _severity(attrs: dict) -> str | None:
+    data = obj(obj(attrs, 'severity'), 'data')
+    severity = obj(data, 'attributes')
+    return text(severity.get('name')) or text(severity.get('slug'))
+
+
+def _url(value) -> str | None:
+    return value if isinstance(value, str) and value.startswith(('https://', 'http://')) else None
+
+
+def _total(page: dict) -> int | None:
+    meta = page.get('meta')
+    total = meta.get('total_count') if isinstance(meta, dict) else None
+    return total if type(total) is int else None
+
+
+def _id_of(record, position: int) -> str:
+    if isinstance(record, dict) and text(record.get('id')):
+        return record['id'][:64]
+    return f'record {position + 1} of the window'
+
+
+def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    windows = []
+    while start < end:
+        windows.append((start, min(start + step, end)))
+        start = windows[-1][1]
+    return windows
+
+
+def _describer(token: str):
+    def describe_error(response: requests.Response) -> str:
+        hint = HINTS.get(response.status_code, 'Rootly answered HTTP {status}').format(status=response.status_code)
+        detail = _error_detail(response)
+        if token:
+            detail = detail.replace(token, '***')  # an error page that echoes the request must not leak the key
+        return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
+
+    return describe_error
+
+
+def _error_detail(response: requests.Response) -> str:
+    """JSON:API `errors[]` (title, detail), or Rootly's rate-limit `{"error": "..."}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ''
+    if not isinstance(body, dict):
+        return ''
+    if isinstance(body.get('error'), str):
+        return body['error']
+    errors = body.get('errors') if isinstance(body.get('errors'), list) else []
+    parts = [str(part) for e in errors if isinstance(e, dict) for part in (e.get('title'), e.get('detail')) if part]
+    return '; '.join(parts)

@@ -1,0 +1,472 @@
+"""A stateful loopback FireHydrant API: `GET /v1/incidents` and `GET /v1/incidents/{incident_id}`.
+
+Follows FireHydrant's published description (its derived copy, `loopback/specs/firehydrant.json`) and docs:
+
+- Auth: `Authorization: Bearer <token>` (the description's example); anything else is a 401.
+- Paging: `page` from 1, `per_page` 20 by default and at most 200 (`max_page_size`, lower in tests);
+  `pagination` is {count, page, items, pages, last, prev, next}; newest incident first. A page past the
+  last is empty.
+- Filters: `resolved_at_or_after` / `resolved_at_or_before` (inclusive) on the incident's latest
+  resolution, which a reopen does not clear (the description warns that reopened incidents still match);
+  a resolution is listed only once its time has come. Also `created_at_or_after/_or_before`, `archived`,
+  `current_milestones`, `services`, `environments`, `functionalities`, `teams` (ids), `severities`. Any
+  other parameter of the description is answered 400 "not simulated", so no test passes on a filter the
+  simulator would silently ignore; parameters outside the description are ignored, as Grape does.
+- Rate limit (`rate_limit=(requests, seconds)`, off by default): 429 `{"error": "rate limit exceeded"}`
+  with `Retry-After` (seconds) and `RateLimit-Limit`, as the description documents.
+- Lifecycle: FireHydrant's default phases and milestones. Resolving sets the `resolved` milestone;
+  reopening moves back to `investigating` and clears the milestones after it (milestones must stay in
+  order); archiving sets `discarded_at` and hides the incident from the list unless `archived=true`.
+- Late visibility: a hidden resolution leaves the incident served as it was (active, its old milestones,
+  its old resolution time if any) until `reveal`. The incident entity has no updated time to bump.
+
+Every request and every answer is validated against the derived description (`spec_violations`); a
+request it rejects is answered 400 with FireHydrant's ErrorEntity. Answers with a status the description
+does not declare for the operation (401, 404, 429: it declares only 200) cannot be validated and are not.
+The description declares no incident field nullable, so unset values are omitted rather than sent as
+null. Corruption (`corrupt`) is a fault like an injected one: the answer is validated as it would be
+without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import ClassVar
+
+from . import spec
+from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
+from .server import Fault, LoopbackServer, Request, Response
+
+VENDOR = 'firehydrant'
+LIST_PATH = '/v1/incidents'
+APP_URL = 'https://app.firehydrant.io'
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
+RATE_LIMIT_POOL = 50  # requests per 10 seconds per account, as documented
+_NAMESPACE = uuid.UUID('6f1c1e2a-5d0b-4c7e-9a43-0f6c2f7d9b10')
+ORGANIZATION_ID = str(uuid.uuid5(_NAMESPACE, 'organization'))
+
+# FireHydrant's default lifecycle: (phase type, phase name, milestone slugs in order).
+PHASES = (
+    ('started', 'Started', ('started', 'detected')),
+    ('active', 'Active', ('acknowledged', 'investigating', 'identified', 'mitigated')),
+    ('post_incident', 'Post-Incident', ('resolved', 'postmortem_started', 'postmortem_completed')),
+    ('closed', 'Closed', ('closed',)),
+)
+ORDER = [slug for _, _, slugs in PHASES for slug in slugs]
+ACTIVE = frozenset(ORDER[: ORDER.index('resolved')])
+# The description's parameters this simulator applies; the others are refused rather than ignored.
+SIMULATED = frozenset({
+    'page', 'per_page', 'resolved_at_or_after', 'resolved_at_or_before', 'created_at_or_after',
+    'created_at_or_before', 'archived', 'current_milestones', 'services', 'environments', 'functionalities',
+    'teams', 'severities',
+})
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+
+
+@lru_cache(maxsize=65536)
+def ref_id(kind: str, name: str) -> str:
+    """The catalog id FireHydrant would hold for a service/team/environment of that name (stable per name)."""
+    return str(uuid.uuid5(_NAMESPACE, f'{kind}:{name}'))
+
+
+@dataclass
+class _State:
+    """One incident as FireHydrant holds it."""
+
+    id: str
+    number: int
+    title: str
+    created_at: datetime
+    started_at: datetime
+    severity: str
+    services: list[str]
+    functionalities: list[str]
+    environments: list[str]
+    teams: list[str]
+    current: str = 'started'
+    reached: dict[str, datetime] = field(default_factory=dict)  # milestone slug -> when, in lifecycle order
+    history: list[tuple[str, datetime]] = field(default_factory=list)  # every transition (`milestones`)
+    resolved_at: datetime | None = None  # what `resolved_at_or_*` filter on
+    discarded_at: datetime | None = None
+
+    def move(self, slug: str, at: datetime) -> None:
+        # Milestones stay in lifecycle order: moving back clears every later one.
+        for later in ORDER[ORDER.index(slug) + 1 :]:
+            self.reached.pop(later, None)
+        self.reached[slug] = at
+        self.current = slug
+        self.history.append((slug, at))
+
+    @property
+    def active(self) -> bool:
+        return self.current in ACTIVE
+
+
+@dataclass
+class _Incident:
+    truth: _State
+    shown: _State  # what the list serves: lags `truth` while a resolution is hidden
+    corrupt: dict = field(default_factory=dict)  # raw fields served instead of the real ones
+
+
+class FireHydrantSimulator(LoopbackServer):
+    source = VENDOR
+    list_path = LIST_PATH
+    expected_tags: ClassVar[dict[str, str]] = {
+        'service': 'checkout_api', 'team': 'payments_team', 'env': 'production', 'severity': 'sev1'
+    }
+
+    def __init__(self, token: str = 'fhb-sim-firehydrant-token', max_page_size: int = MAX_PAGE_SIZE, validate=True):
+        super().__init__()
+        self.token = token
+        self.max_page_size = max_page_size
+        self.validate = validate
+        self.spec_violations: list[str] = []
+        self.rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
+        self._rate_window: list[float] = []
+        self._incidents: dict[str, _Incident] = {}
+        self._numbers = itertools.count(1)
+
+    # -- the driver interface (loopback/driver.py) -----------------------------------------------------
+    def instance(self, **options) -> dict:
+        return {'source': VENDOR, 'api_token': self.token, 'api_url': self.url, **options}
+
+    def open(
+        self,
+        started_at: datetime,
+        *,
+        title: str = TITLE,
+        service: str = SERVICE,
+        team: str = TEAM,
+        environment: str = ENVIRONMENT,
+        severity: str = SEVERITY,
+        services: list[str] | None = None,
+        functionalities: list[str] | None = None,
+        teams: list[str] | None = None,
+    ) -> str:
+        """Declares an incident whose impact started at `started_at`; `services`/`teams` replace `service`/`team`."""
+        number = next(self._numbers)
+        state = _State(
+            id=str(uuid.uuid5(_NAMESPACE, f'incident:{number}:{time.time_ns()}')),
+            number=number,
+            title=title,
+            created_at=started_at,
+            started_at=started_at,
+            severity=severity or '',
+            services=list(services if services is not None else [service] if service else []),
+            functionalities=list(functionalities or []),
+            environments=[environment] if environment else [],
+            teams=list(teams if teams is not None else [team] if team else []),
+        )
+        state.move('started', started_at)
+        state.reached['detected'] = started_at
+        with self._lock:
+            self._incidents[state.id] = _Incident(state, copy.deepcopy(state))
+        return state.id
+
+    def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
+        self._change(incident_id, at, lambda state: _resolve(state, at), hidden=hidden)
+
+    def reveal(self, incident_id: str) -> None:
+        with self._lock:
+            incident = self._incidents[incident_id]
+            incident.shown = copy.deepcopy(incident.truth)
+
+    def reopen(self, incident_id: str, at: datetime) -> None:
+        self._change(incident_id, at, lambda state: state.move('investigating', at))
+
+    def corrupt(self, incident_id: str, **fields) -> None:
+        """Serves `fields` instead of the real ones (default: a `started_at` that is not a timestamp)."""
+        with self._lock:
+            self._incidents[incident_id].corrupt = fields or {'started_at': 'yesterday, around lunch'}
+
+    def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
+        """An archived incident, and one resolved then reopened (the resolved-time filter still lists it)."""
+        archived = self.open(started_at, title='Declared by mistake')
+        self.resolve(archived, resolved_at)
+        self.archive(archived, resolved_at)
+        reopened = self.open(started_at, title='Resolved too early')
+        self.resolve(reopened, resolved_at)
+        self.reopen(reopened, resolved_at + timedelta(seconds=1))
+        return [archived, reopened]
+
+    def rate_limited(self, seconds: int = 1) -> Fault:
+        body = json.dumps({'error': 'rate limit exceeded'}).encode()
+        headers = {'Retry-After': str(seconds), 'RateLimit-Limit': str(RATE_LIMIT_POOL)}
+        return Fault(status=429, headers=headers, body=body, path=LIST_PATH)
+
+    # -- more of FireHydrant, for tool-specific tests --------------------------------------------------
+    def mitigate(self, incident_id: str, at: datetime) -> None:
+        self._change(incident_id, at, lambda state: state.move('mitigated', at))
+
+    def archive(self, incident_id: str, at: datetime) -> None:
+        self._change(incident_id, at, lambda state: setattr(state, 'discarded_at', at))
+
+    def record(self, incident_id: str) -> dict:
+        """The incident as the API serves it now."""
+        with self._lock:
+            return self._render(self._incidents[incident_id])[0]
+
+    def _change(self, incident_id: str, at: datetime, change, hidden: bool = False) -> None:
+        with self._lock:
+            incident = self._incidents[incident_id]
+            if at < incident.truth.started_at:
+                raise ValueError(f'{at.isoformat()} is before the incident started: FireHydrant answers 422')
+            change(incident.truth)
+            if not hidden:
+                incident.shown = copy.deepcopy(incident.truth)
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        if self.validate:
+            problem = spec.request_problem(VENDOR, request)
+            if problem:
+                self.spec_violations.append(problem)
+                return _error(400, problem)
+        refused = self._refused(request)
+        if refused:
+            return refused
+        if request.method != 'GET':
+            return _error(405, '405 Not Allowed')
+        if request.path == LIST_PATH:
+            return self._checked(request, '/v1/incidents', *self._list(request))
+        prefix = LIST_PATH + '/'
+        if request.path.startswith(prefix) and '/' not in request.path[len(prefix) :]:
+            incident = self._incidents.get(request.path[len(prefix) :])
+            if incident is None:
+                return _error(404, 'Record not found')
+            served, clean = self._render(incident)
+            return self._checked(request, '/v1/incidents/{incident_id}', Response.json(200, served), clean)
+        return _error(404, 'Not Found')
+
+    def _refused(self, request: Request) -> Response | None:
+        if request.headers.get('authorization') != f'Bearer {self.token}':
+            return Response.json(401, {'detail': 'Unauthorized'})
+        if self.rate_limit:
+            budget, per = self.rate_limit
+            now = time.monotonic()
+            self._rate_window = [t for t in self._rate_window if t > now - per]
+            if len(self._rate_window) >= budget:
+                fault = self.rate_limited(max(1, math.ceil(self._rate_window[0] + per - now)))
+                return Response(fault.status, fault.body, {'Content-Type': 'application/json', **fault.headers})
+            self._rate_window.append(now)
+        return None
+
+    def _checked(self, request: Request, template: str, response: Response, clean) -> Response:
+        """Validates the answer (its corruption-free version) when the description declares its status."""
+        if self.validate:
+            declared = spec.document(VENDOR)['paths'][template]['get']['responses']
+            if str(response.status) in declared:
+                unfaulted = Response.json(response.status, clean, response.headers)
+                problem = spec.response_problem(VENDOR, request, unfaulted)
+                if problem:
+                    self.spec_violations.append(problem)
+        return response
+
+    def _list(self, request: Request) -> tuple[Response, dict | None]:
+        try:
+            query = _Query(request)
+            selected = [incident for incident in self._incidents.values() if query.selects(incident.shown)]
+            per_page = min(max(query.int('per_page', DEFAULT_PAGE_SIZE), 1), self.max_page_size)
+            page = query.int('page', 1)
+            if page < 1:
+                raise ValueError('page is invalid')
+        except ValueError as e:
+            return _error(400, str(e)), None
+        selected.sort(key=lambda i: (i.shown.created_at, i.shown.number), reverse=True)
+        rendered = [self._render(i) for i in selected[(page - 1) * per_page : page * per_page]]
+        pages = max(1, math.ceil(len(selected) / per_page))
+        pagination = {
+            'count': len(selected),
+            'page': page,
+            'items': per_page,
+            'pages': pages,
+            'last': pages,
+            'prev': page - 1 if 1 < page <= pages + 1 else None,
+            'next': page + 1 if page < pages else None,
+        }
+        served = {'data': [r[0] for r in rendered], 'pagination': pagination}
+        clean = {'data': [r[1] for r in rendered], 'pagination': pagination}
+        return Response.json(200, served), clean
+
+    def _render(self, incident: _Incident) -> tuple[dict, dict]:
+        """(what is served, the same without corruption)."""
+        clean = _entity(incident.shown)
+        return {**clean, **incident.corrupt}, clean
+
+
+def _resolve(state: _State, at: datetime) -> None:
+    state.move('resolved', at)
+    state.resolved_at = at
+
+
+class _Query:
+    def __init__(self, request: Request):
+        self._values = dict(request.query)
+        unsimulated = sorted(set(self._known()) - SIMULATED)
+        if unsimulated:
+            raise ValueError(f'parameter {unsimulated[0]} is not simulated')
+        self._now = datetime.now(UTC)
+        self.resolved_after = self.time('resolved_at_or_after')
+        self.resolved_before = self.time('resolved_at_or_before')
+        self.created_after = self.time('created_at_or_after')
+        self.created_before = self.time('created_at_or_before')
+        self.archived = (self._values.get('archived') or 'false').lower() == 'true'
+        self.milestones = self.ids('current_milestones')
+        self.services, self.teams = self.ids('services'), self.ids('teams')
+        self.environments, self.functionalities = self.ids('environments'), self.ids('functionalities')
+        self.severities = self.ids('severities')
+
+    def _known(self):
+        operation = spec.document(VENDOR)['paths'][LIST_PATH]['get']
+        names = {parameter['name'] for parameter in operation.get('parameters', [])}
+        return [key for key in self._values if key in names]
+
+    def int(self, name: str, default: int) -> int:
+        value = self._values.get(name)
+        try:
+            return default if value in (None, '') else int(value)
+        except ValueError:
+            raise ValueError(f'{name} is invalid') from None
+
+    def time(self, name: str) -> datetime | None:
+        value = self._values.get(name)
+        if not value:
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f'{name} is invalid') from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # Rails' zone is UTC
+
+    def ids(self, name: str) -> frozenset[str] | None:
+        value = self._values.get(name)
+        return frozenset(part.strip() for part in value.split(',') if part.strip()) if value else None
+
+    def selects(self, state: _State) -> bool:
+        if (state.discarded_at is not None) != self.archived:
+            return False
+        if self.resolved_after or self.resolved_before:
+            if state.resolved_at is None or state.resolved_at > self._now:
+                return False
+            if self.resolved_after and state.resolved_at < self.resolved_after:
+                return False
+            if self.resolved_before and state.resolved_at > self.resolved_before:
+                return False
+        if self.created_after and state.created_at < self.created_after:
+            return False
+        if self.created_before and state.created_at > self.created_before:
+            return False
+        return (
+            _any(self.milestones, [state.current])
+            and _any(self.services, [ref_id('service', name) for name in state.services])
+            and _any(self.teams, [ref_id('team', name) for name in state.teams])
+            and _any(self.environments, [ref_id('environment', name) for name in state.environments])
+            and _any(self.functionalities, [ref_id('functionality', name) for name in state.functionalities])
+            and _any(self.severities, [state.severity])
+        )
+
+
+def _any(wanted: frozenset[str] | None, values: list[str]) -> bool:
+    return wanted is None or any(value in wanted for value in values)
+
+
+def _entity(state: _State) -> dict:
+    """The incident as FireHydrant's IncidentEntity, unset values omitted."""
+    entity = {
+        'id': state.id,
+        'name': state.title,
+        'number': state.number,
+        'created_at': iso(state.created_at),
+        'started_at': iso(state.reached.get('started', state.started_at)),
+        'summary': '',
+        'description': '',
+        'customer_impact_summary': '',
+        'current_milestone': state.current,
+        'priority': '',
+        'severity': state.severity,
+        'tag_list': [],
+        'organization_id': ORGANIZATION_ID,
+        'milestones': _history(state),
+        'lifecycle_phases': _phases(state),
+        'active': state.active,
+        'labels': {},
+        'role_assignments': [],
+        'incident_url': f'{APP_URL}/incidents/{state.id}',
+        'services': [_succinct('service', name) for name in state.services],
+        'environments': [_succinct('environment', name) for name in state.environments],
+        'functionalities': [_succinct('functionality', name) for name in state.functionalities],
+        'impacts': _impacts(state),
+        'team_assignments': [_team_assignment(state, name) for name in state.teams],
+        'custom_fields': [],
+    }
+    if state.discarded_at is not None:
+        entity['discarded_at'] = iso(state.discarded_at)
+    return entity
+
+
+def _succinct(kind: str, name: str) -> dict:
+    return {'id': ref_id(kind, name), 'name': name}
+
+
+def _impacts(state: _State) -> list[dict]:
+    kinds = (('service', state.services), ('functionality', state.functionalities), ('environment', state.environments))
+    return [
+        {'id': ref_id(f'impact:{state.id}:{kind}', name), 'type': kind, 'impact': _succinct(kind, name)}
+        for kind, names in kinds
+        for name in names
+    ]
+
+
+def _team_assignment(state: _State, name: str) -> dict:
+    team = {'id': ref_id('team', name), 'name': name, 'slug': name.lower().replace(' ', '-')}
+    at = iso(state.created_at)
+    assignment_id = ref_id(f'assignment:{state.id}', name)
+    return {'id': assignment_id, 'status': 'active', 'created_at': at, 'updated_at': at, 'team': team}
+
+
+def _history(state: _State) -> list[dict]:
+    entries = []
+    for position, (slug, at) in enumerate(state.history):
+        entry = {'id': ref_id(f'milestone:{state.id}', str(position)), 'type': slug}
+        entry.update(occurred_at=iso(at), created_at=iso(at), updated_at=iso(at))
+        if position + 1 < len(state.history):  # null (omitted) for the current milestone
+            entry['duration'] = _duration(state.history[position + 1][1] - at)
+        entries.append(entry)
+    return entries
+
+
+def _phases(state: _State) -> list[dict]:
+    phases = []
+    for position, (phase_type, name, slugs) in enumerate(PHASES):
+        milestones = []
+        for index, slug in enumerate(slugs):
+            milestone = {'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug}
+            milestone['position'] = index
+            if slug in state.reached:
+                milestone['occurred_at'] = iso(state.reached[slug])
+            milestones.append(milestone)
+        phase_id = ref_id('phase', phase_type)
+        phase = {'id': phase_id, 'name': name, 'type': phase_type, 'position': position, 'milestones': milestones}
+        phases.append(phase)
+    return phases
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    return f'PT{seconds}S'
+
+
+def _error(status: int, detail: str) -> Response:
+    return Response.json(status, {'detail': detail, 'messages': [detail]})

@@ -1,0 +1,510 @@
+"""A stateful loopback incident.io API v2: the endpoints the check uses, with incident.io's shapes and traps.
+
+Faithful to the vendor's published description (derived copy: `loopback/specs/incident_io.json`), every
+request and every answer checked against it (`spec_violations`):
+
+- `GET /v2/incidents`: `page_size` (default 25; more than 250, the documented maximum, is a 422) and the
+  `after` cursor, `pagination_meta.after` being the last id of a full page (so the last page may be
+  empty); newest first by `created_at` unless `sort_by=created_at_oldest_first`; the filters
+  `status_category[one_of|not_in]`, `status[one_of|not_in]`, `severity[one_of|not_in]`, `mode[one_of]`
+  (default standard and retrospective: test and tutorial incidents are left out),
+  `created_at`/`updated_at` `[gte|lte|date_range]` (dates, or RFC 3339 times, read in UTC) and
+  `filter_mode`. Any other parameter or operator is a 422 here: the real API may ignore a misspelt
+  filter, which is exactly the mistake the tests must catch.
+- `GET /v2/incident_timestamps`: the account's timestamp definitions.
+- `Authorization: Bearer <key>`, else 401 (`authentication_error`; the code for a wrong key is a guess,
+  the vendor documents only the missing-key one); a token bucket (off unless `rate_limit` is set)
+  answering 429 with `Retry-After` and the `X-RateLimit-*` headers, which every answer carries.
+  `validate=False` skips the description checks (benchmarks).
+
+The account: statuses Triage, Investigating, Fixing, Monitoring, Paused, Documenting (post-incident),
+Closed, Declined, Canceled, Merged; timestamps spelt as in the vendor's examples ("Impact started",
+"Fixed at", "Resolved at", ...); custom fields "Affected services" and "Team" (catalog) and "Environment"
+(options). No incident has a resolve time of its own: resolving moves it to Documenting and sets
+"Resolved at"; reopening moves it back to Investigating and clears "Resolved at" (the status rule sets it
+again on the next resolution); "Fixed at" keeps its first value.
+
+Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`,
+which shows it with its original "Resolved at" and an `updated_at` of the reveal: what incident.io
+shows when a responder resolves an incident late and backdates its resolution, the common way a
+resolution reaches its API after the fact.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
+from .server import Fault, LoopbackServer, Request, Response
+from .spec import document, request_problem, response_problem
+
+VENDOR = 'incident_io'
+LIST_PATH = '/v2/incidents'
+TIMESTAMPS_PATH = '/v2/incident_timestamps'
+MAX_PAGE_SIZE = 250
+EPOCH = '2024-01-02T09:00:00Z'  # when the account's settings were created
+ORG = 'acme'
+# name: (category, rank)
+STATUSES = {
+    'Triage': ('triage', 0),
+    'Investigating': ('live', 1),
+    'Fixing': ('live', 2),
+    'Monitoring': ('live', 3),
+    'Paused': ('paused', 4),
+    'Documenting': ('learning', 5),
+    'Closed': ('closed', 6),
+    'Declined': ('declined', 7),
+    'Canceled': ('canceled', 8),
+    'Merged': ('merged', 9),
+}
+TIMESTAMPS = [
+    'Reported at', 'Accepted at', 'Impact started', 'Fixed at', 'Resolved at', 'Closed at',
+    'Declined at', 'Canceled at', 'Merged at',
+]  # fmt: skip
+FIELDS = {  # name: (field type, catalog-backed)
+    'Affected services': ('multi_select', True),
+    'Team': ('single_select', True),
+    'Environment': ('single_select', False),
+}
+LIST_FILTERS = {
+    'status_category': {'one_of', 'not_in'},
+    'status': {'one_of', 'not_in'},
+    'severity': {'one_of', 'not_in'},
+    'mode': {'one_of'},
+    'created_at': {'gte', 'lte', 'date_range'},
+    'updated_at': {'gte', 'lte', 'date_range'},
+}
+PLAIN_PARAMETERS = {'page_size', 'after', 'sort_by', 'filter_mode'}
+DEFAULT_MODES = ('standard', 'retrospective')
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec='microseconds').replace('+00:00', 'Z')
+
+
+class IncidentIoSimulator(LoopbackServer):
+    source = 'incident_io'
+    list_path = LIST_PATH
+    max_page_size = MAX_PAGE_SIZE
+    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
+
+    def __init__(self, token: str = 'inc_sim0123456789abcdef0123456789abcdef', validate: bool = True):
+        super().__init__()
+        self.token = token
+        self.validate = validate
+        self.spec_violations: list[str] = []
+        self.rate_limit: tuple[int, float] | None = None  # (bucket size, refill per second)
+        self._bucket: tuple[float, float] | None = None  # (tokens, at monotonic)
+        self._ids = (f'01JDX{n:021d}' for n in itertools.count(1))
+        self._numbers = itertools.count(1)
+        self.incidents: dict[str, dict] = {}
+        self._valid: set[bytes] = set()  # digests of the incident records the description accepts
+        self._shown: dict[str, dict] = {}  # incident id -> what the list shows while a resolution is hidden
+        self._statuses = {name: self._status(name, category, rank) for name, (category, rank) in STATUSES.items()}
+        self._timestamps = {name: {'id': next(self._ids), 'name': name, 'rank': rank} for rank, name in enumerate(TIMESTAMPS)}
+        self._fields = {name: self._field(name, kind) for name, (kind, _) in FIELDS.items()}
+        self._values: dict[tuple[str, str], dict] = {}  # (field, value) -> catalog entry or option
+        self._severities: dict[str, dict] = {}
+        self._lead = {
+            'id': next(self._ids), 'name': 'Incident Lead', 'shortform': 'lead', 'role_type': 'lead',
+            'description': 'The person currently coordinating the incident', 'instructions': 'Take charge',
+            'created_at': EPOCH, 'updated_at': EPOCH,
+        }  # fmt: skip
+        self._incident_type = {
+            'id': next(self._ids), 'name': 'Default', 'description': 'Incidents', 'is_default': True,
+            'private_incidents_only': False, 'create_in_triage': 'optional', 'created_at': EPOCH, 'updated_at': EPOCH,
+        }  # fmt: skip
+
+    # -- the driver interface ------------------------------------------------------------------------
+    def instance(self, **options) -> dict:
+        return {'source': self.source, 'api_token': self.token, 'api_url': self.url, 'team_field': 'Team', **options}
+
+    def open(
+        self,
+        started_at: datetime,
+        *,
+        title: str = TITLE,
+        service: str = SERVICE,
+        team: str = TEAM,
+        environment: str = ENVIRONMENT,
+        severity: str = SEVERITY,
+        mode: str = 'standard',
+    ) -> str:
+        incident_id = next(self._ids)
+        number = next(self._numbers)
+        self.incidents[incident_id] = {
+            'id': incident_id,
+            'reference': f'INC-{number}',
+            'name': title,
+            'summary': f'{title}: customers see errors',
+            'permalink': f'https://app.incident.io/{ORG}/incidents/{number}',
+            'mode': mode,
+            'visibility': 'public',
+            'created_at': iso(started_at),
+            'updated_at': iso(started_at),
+            'creator': {'user': {'id': 'U01RESPONDER', 'name': 'Rae Responder', 'role': 'responder'}},
+            'incident_status': self._statuses['Investigating'],
+            'incident_type': self._incident_type,
+            'incident_role_assignments': [{'role': self._lead}],
+            'incident_timestamp_values': [{'incident_timestamp': stamp} for stamp in self._timestamps.values()],
+            'custom_field_entries': [
+                self._entry('Affected services', [service] if service else []),
+                self._entry('Team', [team] if team else []),
+                self._entry('Environment', [environment] if environment else []),
+            ],
+            'duration_metrics': [],
+            'has_debrief': False,
+            'slack_team_id': 'T02A1FSLE8J',
+            'slack_channel_id': f'C{number:010d}',
+            'slack_channel_name': f'inc-{number}-{title.lower().replace(" ", "-")[:40]}',
+        }
+        if severity:
+            self.incidents[incident_id]['severity'] = self._severity(severity)
+        for name in ('Reported at', 'Accepted at', 'Impact started'):
+            self.set_timestamp(incident_id, name, started_at, touch=False)
+        return incident_id
+
+    def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
+        """To post-incident (Documenting): "Resolved at" set, "Fixed at" too unless the incident has one."""
+        if hidden:  # the list keeps showing the incident as it was before the first hidden change
+            self._shown.setdefault(incident_id, copy.deepcopy(self.incidents[incident_id]))
+        self.move(incident_id, 'Documenting', at)
+        if self.timestamp(incident_id, 'Fixed at') is None:
+            self.set_timestamp(incident_id, 'Fixed at', at, touch=False)
+        self.set_timestamp(incident_id, 'Resolved at', at, touch=False)
+
+    def reveal(self, incident_id: str) -> None:
+        self._shown.pop(incident_id, None)
+        self.incidents[incident_id]['updated_at'] = iso(datetime.now(UTC))
+
+    def reopen(self, incident_id: str, at: datetime) -> None:
+        self.move(incident_id, 'Investigating', at)
+        for name in ('Resolved at', 'Closed at'):
+            self.set_timestamp(incident_id, name, None, touch=False)
+
+    def corrupt(self, incident_id: str) -> None:
+        """Impact started a century after it was declared: a date-time by the description, nonsense by the
+        clock, so the check must skip the record by id. A value that is no date-time at all is `mangle`'s."""
+        created = datetime.fromisoformat(self.incidents[incident_id]['created_at'])
+        self.set_timestamp(incident_id, 'Impact started', created + timedelta(days=36525))
+
+    def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
+        """One incident of each kind that is not a failure: test and tutorial incidents resolved like real
+        ones, declined, canceled and merged incidents, and one still in triage."""
+        ids = []
+        for mode in ('test', 'tutorial'):
+            ids.append(self.open(started_at, title=f'A {mode} incident', mode=mode))
+            self.resolve(ids[-1], resolved_at)
+            self.close(ids[-1], resolved_at)
+        for status in ('Declined', 'Canceled', 'Merged'):
+            ids.append(self.open(started_at, title=f'{status} incident'))
+            self.move(ids[-1], 'Triage', started_at)
+            self.move(ids[-1], status, resolved_at)
+            self.set_timestamp(ids[-1], f'{status} at', resolved_at, touch=False)
+        ids.append(self.open(started_at, title='Still being triaged'))
+        self.move(ids[-1], 'Triage', resolved_at)
+        return ids
+
+    def rate_limited(self, seconds: int = 1) -> Fault:
+        body, headers = _too_many_requests(seconds)
+        return Fault(status=429, headers=headers, body=body, path=LIST_PATH)
+
+    # -- more of the tool's vocabulary ---------------------------------------------------------------
+    def move(self, incident_id: str, status: str, at: datetime) -> None:
+        incident = self.incidents[incident_id]
+        incident['incident_status'] = self._statuses[status]
+        incident['updated_at'] = iso(at)
+
+    def close(self, incident_id: str, at: datetime) -> None:
+        """Post-incident done: Closed, "Closed at" set; "Resolved at" stays the resolution."""
+        self.move(incident_id, 'Closed', at)
+        self.set_timestamp(incident_id, 'Closed at', at, touch=False)
+
+    def set_timestamp(self, incident_id: str, name: str, value: datetime | None, touch: bool = True) -> None:
+        """A responder sets (or with None clears) a timestamp; editing it updates the incident."""
+        for entry in self.incidents[incident_id]['incident_timestamp_values']:
+            if entry['incident_timestamp']['name'] == name:
+                if value is None:
+                    entry.pop('value', None)
+                else:
+                    entry['value'] = {'value': iso(value)}
+        if touch:
+            self.incidents[incident_id]['updated_at'] = iso(datetime.now(UTC))
+
+    def timestamp(self, incident_id: str, name: str) -> str | None:
+        for entry in self.incidents[incident_id]['incident_timestamp_values']:
+            if entry['incident_timestamp']['name'] == name:
+                return (entry.get('value') or {}).get('value')
+        return None
+
+    def mangle(self, incident_id: str, **fields) -> None:
+        """Overwrites fields of the record with anything, description or not (answers then violate it)."""
+        self.incidents[incident_id].update(fields)
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def _serve(self, request: Request):
+        problem = request_problem(VENDOR, request) if self.validate else None
+        if problem is None:
+            return super()._serve(request)
+        with self._lock:
+            self.requests.append(request)
+            self.spec_violations.append(problem)
+        return _error(422, 'validation_error', 'invalid_value', problem), None
+
+    def handle(self, request: Request) -> Response:
+        response = self._answer(request)
+        # Error answers are not in the description (it documents 200 only): there is nothing to check them by.
+        if self.validate and str(response.status) in _documented(request):
+            self._check_answer(request, response)
+        return response
+
+    def _check_answer(self, request: Request, response: Response) -> None:
+        """Checks the answer, leaving out records already checked as they are now: validating a page of
+        250 incidents takes openapi-core about a second, and a record is valid or not on its own."""
+        checked = response
+        document = json.loads(response.body)
+        if isinstance(document.get('incidents'), list):
+            fresh = {_digest(i): i for i in document['incidents']}
+            fresh = {key: i for key, i in fresh.items() if key not in self._valid}
+            checked = Response.json(response.status, {**document, 'incidents': list(fresh.values())}, response.headers)
+        problem = response_problem(VENDOR, request, checked)
+        if problem:
+            self.spec_violations.append(problem)
+        elif checked is not response:
+            self._valid.update(fresh)
+
+    def _answer(self, request: Request) -> Response:
+        authorization = request.headers.get('authorization')
+        if not authorization:
+            return _error(401, 'authentication_error', 'missing_authorization_material', 'No authorization material provided in request')
+        if authorization != f'Bearer {self.token}':
+            return _error(401, 'authentication_error', 'invalid_authorization_material', 'The API key provided is not valid')
+        limited, headers = self._take_token()
+        if limited:
+            return limited
+        if request.method == 'GET' and request.path == LIST_PATH:
+            response = self._list(request)
+        elif request.method == 'GET' and request.path == TIMESTAMPS_PATH:
+            response = Response.json(200, {'incident_timestamps': list(self._timestamps.values())})
+        else:
+            response = _error(404, 'not_found', 'not_found', 'Not found')
+        response.headers.update(headers)
+        return response
+
+    def _take_token(self) -> tuple[Response | None, dict]:
+        size, refill = self.rate_limit or (1200, 20.0)
+        now = time.monotonic()
+        tokens, at = self._bucket or (float(size), now)
+        tokens = min(float(size), tokens + (now - at) * refill)
+        reset = int(time.time() + (size - tokens) / refill) + 1
+        if self.rate_limit and tokens < 1:
+            self._bucket = (tokens, now)
+            body, headers = _too_many_requests(max(1, int((1 - tokens) / refill + 0.999)))
+            return Response(429, body, {'Content-Type': 'application/json', **headers}), {}
+        self._bucket = (tokens - 1, now)
+        return None, _rate_headers(size, int(tokens - 1), reset)
+
+    def _list(self, request: Request) -> Response:
+        try:
+            query = _ListQuery(request.query)
+            # Answers are serialised at once: the page needs no copy of the records.
+            selected = [self._shown.get(i) or incident for i, incident in self.incidents.items()]
+            selected = [i for i in selected if query.matches(i)]
+            selected.sort(key=_key, reverse=query.newest_first)
+            page = query.page(selected, self._key_of)
+        except _Invalid as e:
+            return _error(422, 'validation_error', 'invalid_value', str(e), field=e.field)
+        meta = {'page_size': query.page_size, 'total_record_count': len(selected)}
+        if len(page) == query.page_size:
+            meta['after'] = page[-1]['id']
+        return Response.json(200, {'incidents': page, 'pagination_meta': meta})
+
+    def _key_of(self, incident_id: str) -> tuple[str, str]:
+        # A keyset cursor: it holds however the incident it names has changed or been filtered out since.
+        incident = self.incidents.get(incident_id)
+        if incident is None:
+            raise _Invalid('after', f'no incident with id {incident_id!r}')
+        return _key(incident)
+
+    # -- the account's settings ----------------------------------------------------------------------
+    def _status(self, name: str, category: str, rank: int) -> dict:
+        return {
+            'id': next(self._ids), 'name': name, 'description': f'{name} incidents', 'rank': rank,
+            'category': category, 'created_at': EPOCH, 'updated_at': EPOCH,
+        }  # fmt: skip
+
+    def _field(self, name: str, kind: str) -> dict:
+        return {'id': next(self._ids), 'name': name, 'description': f'{name} of the incident', 'field_type': kind, 'options': []}
+
+    def _severity(self, name: str) -> dict:
+        if name not in self._severities:
+            rank = len(self._severities) + 1
+            self._severities[name] = {
+                'id': next(self._ids), 'name': name, 'description': f'{name} impact', 'rank': rank,
+                'created_at': EPOCH, 'updated_at': EPOCH,
+            }  # fmt: skip
+        return self._severities[name]
+
+    def _entry(self, field_name: str, names: list[str]) -> dict:
+        field = self._fields[field_name]
+        return {'custom_field': field, 'values': [self._value(field, name) for name in names]}
+
+    def _value(self, field: dict, name: str) -> dict:
+        key = (field['name'], name)
+        if key not in self._values:
+            if FIELDS[field['name']][1]:
+                self._values[key] = {'value_catalog_entry': {'id': next(self._ids), 'name': name, 'aliases': []}}
+            else:
+                option = {'id': next(self._ids), 'custom_field_id': field['id'], 'value': name, 'sort_key': len(field['options'])}
+                field['options'].append(option)
+                self._values[key] = {'value_option': option}
+        return self._values[key]
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class _ListQuery:
+    """The list endpoint's query, as incident.io reads it; anything it does not know is an `_Invalid`."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        plain: dict[str, str] = {}
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for key, value in pairs:
+            if key in PLAIN_PARAMETERS:
+                plain[key] = value
+                continue
+            field, _, rest = key.partition('[')
+            operator = rest[:-1] if rest.endswith(']') else None
+            if field not in LIST_FILTERS:
+                raise _Invalid(key, f'unknown query parameter {key!r}')
+            if operator not in LIST_FILTERS[field]:
+                raise _Invalid(key, f'{field} accepts the operators {sorted(LIST_FILTERS[field])}, not {operator!r}')
+            grouped.setdefault((field, operator), []).append(value)
+        # (field, operator, values)
+        self.filters = [(field, operator, values) for (field, operator), values in grouped.items()]
+        if not any(field == 'mode' for field, _, _ in self.filters):
+            self.filters.append(('mode', 'one_of', list(DEFAULT_MODES)))
+        self.page_size = _int(plain.get('page_size') or '25', 'page_size')
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise _Invalid('page_size', f'page_size must be between 1 and {MAX_PAGE_SIZE}')
+        self.after = plain.get('after') or None
+        self.newest_first = (plain.get('sort_by') or 'created_at_newest_first') == 'created_at_newest_first'
+        self.any = plain.get('filter_mode') == 'any'
+        self._bounds = {
+            (f, o): [(_range if o == 'date_range' else _moment)(v, f) for v in vs]
+            for f, o, vs in self.filters
+            if f.endswith('_at')
+        }
+
+    def matches(self, incident: dict) -> bool:
+        # `mode` is not one of the combinable filters: it always applies.
+        mode_ok = all(self._match(incident, *f) for f in self.filters if f[0] == 'mode')
+        others = [self._match(incident, *f) for f in self.filters if f[0] != 'mode']
+        return mode_ok and (not others or (any(others) if self.any else all(others)))
+
+    def _match(self, incident: dict, field: str, operator: str, values: list[str]) -> bool:
+        if field.endswith('_at'):
+            moment = datetime.fromisoformat(incident[field])
+            bounds = self._bounds[(field, operator)]
+            if operator == 'gte':
+                return all(moment >= low for low, _ in bounds)
+            if operator == 'lte':
+                return all(moment <= high for _, high in bounds)
+            return all(low <= moment <= high for low, high in bounds)
+        actual = {
+            'status_category': incident['incident_status']['category'],
+            'status': incident['incident_status']['id'],
+            'severity': (incident.get('severity') or {}).get('id'),
+            'mode': incident['mode'],
+        }[field]
+        return (actual in values) == (operator == 'one_of')
+
+    def page(self, selected: list[dict], key_of) -> list[dict]:
+        if self.after:
+            after = key_of(self.after)
+            later = (lambda key: key < after) if self.newest_first else (lambda key: key > after)
+            selected = [i for i in selected if later(_key(i))]
+        return selected[: self.page_size]
+
+
+def _digest(record: dict) -> bytes:
+    return hashlib.blake2b(json.dumps(record, sort_keys=True).encode(), digest_size=16).digest()
+
+
+def _key(incident: dict) -> tuple[str, str]:
+    return incident['created_at'], incident['id']
+
+
+def _int(value: str, field: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise _Invalid(field, f'{field} must be an integer') from None
+
+
+def _moment(value: str, field: str) -> tuple[datetime, datetime]:
+    """A date covers its whole UTC day: (its first instant, its last); a time is both."""
+    try:
+        if len(value) == 10:
+            day = datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return day, day + timedelta(days=1) - timedelta(microseconds=1)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Invalid(field, f'{field}: {value[:40]!r} is not a date') from None
+    if moment.tzinfo is None:
+        raise _Invalid(field, f'{field}: {value[:40]!r} has no time zone')
+    return moment, moment
+
+
+def _range(value: str, field: str) -> tuple[datetime, datetime]:
+    low, sep, high = value.partition('~')
+    if not sep:
+        raise _Invalid(field, f'{field}[date_range] must be two dates joined by ~')
+    return _moment(low, field)[0], _moment(high, field)[1]
+
+
+def _documented(request: Request) -> set[str]:
+    operation = document(VENDOR).get('paths', {}).get(request.path, {}).get(request.method.lower(), {})
+    return set(operation.get('responses', {}))
+
+
+def _too_many_requests(seconds: int) -> tuple[bytes, dict]:
+    """incident.io's 429: body and headers."""
+    body = {
+        'type': 'too_many_requests',
+        'status': 429,
+        'request_id': str(uuid.uuid4()),
+        'rate_limit': {'name': 'api_key_name', 'limit': 1200, 'remaining': 0, 'retry_after': _in(seconds)},
+        'errors': [{'code': 'too_many_requests', 'message': 'Too many requests hit the API too quickly.'}],
+    }
+    headers = {'Retry-After': str(seconds), **_rate_headers(1200, 0, int(time.time()) + 60)}
+    return json.dumps(body).encode(), headers
+
+
+def _rate_headers(limit: int, remaining: int, reset: int) -> dict:
+    return {
+        'X-RateLimit-Limit': f'{limit}, {limit};window=60',
+        'X-RateLimit-Remaining': str(max(0, remaining)),
+        'X-RateLimit-Used': str(limit - max(0, remaining)),
+        'X-RateLimit-Reset': str(reset),
+    }
+
+
+def _in(seconds: int) -> str:
+    return iso(datetime.now(UTC) + timedelta(seconds=seconds)).split('.')[0] + 'Z'
+
+
+def _error(status: int, kind: str, code: str, message: str, field: str | None = None) -> Response:
+    error = {'code': code, 'message': message, **({'source': {'field': field}} if field else {})}
+    return Response.json(status, {'type': kind, 'status': status, 'request_id': str(uuid.uuid4()), 'errors': [error]})

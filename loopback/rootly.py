@@ -1,0 +1,399 @@
+"""A stateful loopback Rootly REST API (JSON:API): `GET /v1/incidents`, as its published description says.
+
+What it does like Rootly (the derived description `loopback/specs/rootly.json`, from rootlyhq/rootly-go, plus
+Rootly's API overview and its own MCP server where the description is silent):
+
+- `Authorization: Bearer <key>`; a wrong or missing key is a 401 with a JSON:API `errors` list.
+- JSON:API documents: `data[]` of `{id, type: incidents, attributes}`; `links` (`self`, `first`, `prev`,
+  `next`, `last`: absolute URLs keeping the request's query); `meta` (`current_page`, `next_page`,
+  `prev_page`, `total_count`, `total_pages`: in Rootly's current description, not in the 2025-04 one).
+  Services, teams (`groups`), environments and the severity are embedded in the attributes as
+  `{data: {id, type, attributes}}` resources; `status`, `url` and `sequential_id` are served too (in
+  Rootly's current SDKs, absent from the 2025-04 description's response schema).
+- Filters: `filter[<time>_at][gt|gte|lt|lte]` on every timestamp the description lists (an incident
+  without that timestamp never matches), `filter[status]`, `filter[kind]`, the id and slug filters of
+  services, teams, environments and severity (comma-separated values). Other described filters answer
+  400 "not simulated", so that no test relies on a filter the simulator silently ignores.
+- `sort` among `created_at`, `updated_at`, descending with `-` (default `-created_at`, ties by id).
+- Pages: `page[number]` from 1, `page[size]` at most 100 (Rootly's MCP server calls 100 the maximum).
+  Unverified, chosen here: the default size is 10 (the size of Rootly's documented example), a larger size
+  is cut to 100, and a `page[number]` past `MAX_PAGE_NUMBER` is a 400 (Rootly rejects deep pages with a
+  400, per its MCP server's changelog, at a limit it does not document).
+- Rate limit: a sliding window per API key (3,000 GETs a minute by default); every answer carries
+  `X-RateLimit-Limit` ("3000, 3000;window=60"), `-Remaining`, `-Used` and `-Reset` (UTC epoch seconds);
+  past it, 429 with `{"error": "Rate limit exceeded. Try again later."}`.
+- Time: an incident's resolution is listed from its resolve time on. A `hidden` resolution (a lagging
+  index) is listed as the incident was before it, until `reveal`; then it is listed with its original
+  `resolved_at` and an `updated_at` of the reveal, as the record was written late.
+- Restart (`reopen`): back to `started` with `resolved_at`, `mitigated_at` and `closed_at` cleared.
+- Not failures (`open_non_failures`): cancelled, test/test_sub, example/example_sub, scheduled maintenance,
+  and a duplicate of another incident, each with a `resolved_at` so that only the check can tell.
+
+Every request and every 200 answer is checked against the derived description (which declares no other
+status: a 401 or 429 would always be "undocumented"); violations are kept in `spec_violations`, and a
+request violation is answered with a 400.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import time
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import ClassVar
+from urllib.parse import urlencode
+
+from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
+from .server import Fault, LoopbackServer, Request, Response
+from .spec import request_problem, response_problem
+
+LIST_PATH = '/v1/incidents'
+DEFAULT_PAGE_SIZE = 10
+MAX_PAGE_SIZE = 100
+MAX_PAGE_NUMBER = 200
+RATE_LIMIT = (3000, 60)  # GET requests per API key per sliding window of seconds
+RATE_LIMITED = {'error': 'Rate limit exceeded. Try again later.'}
+JSON_API = 'application/vnd.api+json; charset=utf-8'
+TIMES = ('created_at', 'updated_at', 'started_at', 'detected_at', 'acknowledged_at', 'mitigated_at',
+         'resolved_at', 'closed_at', 'in_triage_at', 'cancelled_at')
+_TIME_FILTER = re.compile(r'filter\[(\w+)\]\[(gt|gte|lt|lte)\]')
+_COMPARE = {'gt': lambda a, b: a > b, 'gte': lambda a, b: a >= b, 'lt': lambda a, b: a < b, 'lte': lambda a, b: a <= b}
+# filter name -> (incident attribute holding resources, the resource field compared)
+_RESOURCE_FILTERS = {
+    'filter[services]': ('services', 'slug'),
+    'filter[service_ids]': ('services', 'id'),
+    'filter[teams]': ('groups', 'slug'),
+    'filter[team_ids]': ('groups', 'id'),
+    'filter[environments]': ('environments', 'slug'),
+    'filter[environment_ids]': ('environments', 'id'),
+    'filter[severity]': ('severity', 'slug'),
+    'filter[severity_id]': ('severity', 'id'),
+}
+_SIMULATED = {'filter[status]', 'filter[kind]', 'sort', 'page[number]', 'page[size]', *_RESOURCE_FILTERS}
+_SEVERITY_LEVEL = {'SEV0': 'critical', 'SEV1': 'critical', 'SEV2': 'high', 'SEV3': 'medium'}
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def slug(name: str) -> str:
+    return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
+
+
+class RootlySimulator(LoopbackServer):
+    source = 'rootly'
+    list_path = LIST_PATH
+    max_page_size = MAX_PAGE_SIZE
+    # The driver's defaults as Datadog spells them: `Checkout API`, `Payments Team`, `Production`, `SEV1`.
+    expected_tags: ClassVar[dict[str, str]] = {
+        'service': 'checkout_api',
+        'team': 'payments_team',
+        'env': 'production',
+        'severity': 'sev1',
+    }
+
+    def __init__(self, token: str = 'sim-rootly-token', utc_offset: timedelta = timedelta(0), rate_limit=RATE_LIMIT):
+        super().__init__()
+        self.token = token
+        self.rate_limit = rate_limit
+        self.spec_violations: list[str] = []
+        self._zone = timezone(utc_offset)  # the zone timestamps are written in: any offset is the same moment
+        self.incidents: dict[str, dict] = {}  # id -> attributes, timestamps as datetimes
+        self._before: dict[str, tuple[datetime, dict]] = {}  # id -> (listed from, what was listed until then)
+        self._served_as: dict[str, dict] = {}  # id -> attributes served in place of the real ones (corrupt)
+        self._resources: dict[tuple[str, str], dict] = {}
+        self._sequence = itertools.count(1)
+        self._calls: list[float] = []
+
+    # -- the driver interface ------------------------------------------------------------------------
+    def instance(self, **options) -> dict:
+        return {'source': self.source, 'api_token': self.token, 'api_url': self.url, **options}
+
+    def open(
+        self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT, severity=SEVERITY
+    ) -> str:
+        with self._lock:
+            incident_id, number = str(uuid.uuid4()), next(self._sequence)
+            self.incidents[incident_id] = {
+                'title': title,
+                'kind': 'normal',
+                'slug': slug(title),
+                'sequential_id': number,
+                'parent_incident_id': None,
+                'duplicate_incident_id': None,
+                'summary': None,
+                'private': False,
+                'source': 'web',
+                'status': 'started',
+                'url': f'https://rootly.com/account/incidents/{number}-{slug(title)}',
+                # No severity: the key is left out. The description says `nullable`, but beside `allOf` a
+                # validator reads that as not nullable (OpenAPI 3.0), and Rootly's SDKs say "unset".
+                **({'severity': self._resource('severities', severity)} if severity else {}),
+                'environments': [self._resource('environments', environment)] if environment else [],
+                'incident_types': [],
+                'services': [self._resource('services', service)] if service else [],
+                'functionalities': [],
+                'groups': [self._resource('groups', team)] if team else [],
+                'labels': {},
+                'mitigation_message': None,
+                'resolution_message': None,
+                'cancellation_message': None,
+                'retrospective_progress_status': 'not_started',
+                **{field: None for field in TIMES},
+                'created_at': started_at,
+                'updated_at': started_at,
+                'started_at': started_at,
+                'detected_at': started_at,
+            }
+            return incident_id
+
+    def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
+        with self._lock:
+            incident = self.incidents[incident_id]
+            self._before.pop(incident_id, None)
+            if hidden or at > datetime.now(UTC):
+                self._before[incident_id] = (NEVER if hidden else at, copy.deepcopy(incident))
+            incident.update(status='resolved', resolved_at=at, updated_at=at)
+
+    def reveal(self, incident_id: str) -> None:
+        with self._lock:
+            self._before.pop(incident_id, None)
+            self.incidents[incident_id]['updated_at'] = datetime.now(UTC)
+
+    def reopen(self, incident_id: str, at: datetime) -> None:
+        with self._lock:
+            self._before.pop(incident_id, None)
+            incident = self.incidents[incident_id]
+            incident.update(status='started', resolved_at=None, mitigated_at=None, closed_at=None, updated_at=at)
+
+    def corrupt(self, incident_id: str) -> None:
+        """Its `started_at` is served as a string that is no timestamp; the filters still see the real one."""
+        with self._lock:
+            self._served_as[incident_id] = {'started_at': 'sometime last week'}
+
+    def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
+        with self._lock:
+            kinds = ('test', 'test_sub', 'example', 'example_sub', 'scheduled')
+            reasons = (*kinds, 'cancelled', 'duplicate')
+            ids = {reason: self.open(started_at, title=f'Not a failure: {reason}') for reason in reasons}
+            for reason, incident_id in ids.items():
+                self.resolve(incident_id, resolved_at)
+                if reason in kinds:
+                    self.update(incident_id, kind=reason)
+            self.update(ids['scheduled'], status='completed')  # scheduled maintenance ends `completed`
+            self.update(ids['cancelled'], status='cancelled', cancelled_at=resolved_at, cancellation_message='Not one')
+            self.update(ids['duplicate'], duplicate_incident_id=str(uuid.uuid4()))  # of an incident not listed here
+            return list(ids.values())
+
+    def rate_limited(self, seconds: int = 1) -> Fault:
+        headers = {**self._limit_headers(0, time.time() + seconds), 'Content-Type': 'application/json'}
+        return Fault(status=429, headers=headers, body=json.dumps(RATE_LIMITED).encode(), path=LIST_PATH)
+
+    # -- more of Rootly, for tool-specific tests -----------------------------------------------------
+    def mitigate(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, status='mitigated', mitigated_at=at, updated_at=at)
+
+    def update(self, incident_id: str, **attributes) -> None:
+        """Sets attributes as stored (timestamps as datetimes, `services` etc. as names)."""
+        with self._lock:
+            for field in ('services', 'groups', 'environments'):
+                if field in attributes:
+                    attributes[field] = [self._resource(field, name) for name in attributes[field]]
+            if isinstance(attributes.get('severity'), str):
+                attributes['severity'] = self._resource('severities', attributes['severity'])
+            self.incidents[incident_id].update(attributes)
+
+    def serve_as(self, incident_id: str, **attributes) -> None:
+        """Serves these attribute values (anything JSON) in place of the stored ones: a malformed record."""
+        with self._lock:
+            self._served_as.setdefault(incident_id, {}).update(attributes)
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        problem = request_problem('rootly', request)
+        if problem:
+            self.spec_violations.append(problem)
+            return _errors(400, 'Bad Request', problem)
+        response = self._answer(request)
+        if response.status == 200:
+            problem = response_problem('rootly', request, response)
+            if problem:
+                self.spec_violations.append(problem)
+        return response
+
+    def _answer(self, request: Request) -> Response:
+        if request.headers.get('authorization') != f'Bearer {self.token}':
+            return _errors(401, 'Unauthorized', 'Invalid or missing API key')
+        limited = self._count_call()
+        if limited:
+            return limited
+        if request.method == 'GET' and request.path == LIST_PATH:
+            try:
+                response = self._list(request)
+            except ValueError as e:
+                response = _errors(400, 'Bad Request', str(e))
+        else:
+            response = _errors(404, 'Not Found', f'{request.method} {request.path}')
+        response.headers.update(self._limit_headers(self.rate_limit[0] - len(self._calls), self._reset()))
+        return response
+
+    def _count_call(self) -> Response | None:
+        budget, per = self.rate_limit
+        now = time.time()
+        self._calls = [t for t in self._calls if t > now - per]
+        if len(self._calls) >= budget:
+            return Response.json(429, RATE_LIMITED, self._limit_headers(0, self._reset()))
+        self._calls.append(now)
+        return None
+
+    def _reset(self) -> float:
+        return (self._calls[0] if self._calls else time.time()) + self.rate_limit[1]
+
+    def _limit_headers(self, remaining: int, reset: float) -> dict:
+        budget, per = self.rate_limit
+        return {
+            'X-RateLimit-Limit': f'{budget}, {budget};window={per}',
+            'X-RateLimit-Remaining': str(max(0, remaining)),
+            'X-RateLimit-Used': str(budget - max(0, remaining)),
+            'X-RateLimit-Reset': str(int(reset + 0.999)),
+        }
+
+    def _list(self, request: Request) -> Response:
+        query = request.query
+        now = datetime.now(UTC)
+        listed = [(incident_id, self._listed(incident_id, now)) for incident_id in self.incidents]
+        predicates = _filters(query)
+        selected = [(i, attrs) for i, attrs in listed if all(matches(attrs) for matches in predicates)]
+        selected.sort(key=lambda item: item[0])
+        field, descending = _sort(_one(query, 'sort') or '-created_at')
+        selected.sort(key=lambda item: item[1][field], reverse=descending)
+        size = min(_positive(_one(query, 'page[size]'), DEFAULT_PAGE_SIZE, 'page[size]'), MAX_PAGE_SIZE)
+        number = _positive(_one(query, 'page[number]'), 1, 'page[number]')
+        if number > MAX_PAGE_NUMBER:
+            raise ValueError(f'page[number] must be at most {MAX_PAGE_NUMBER}')
+        pages = max(1, -(-len(selected) // size))
+        page = selected[(number - 1) * size : number * size]
+        document = {
+            'data': [self._served(incident_id, attrs) for incident_id, attrs in page],
+            'links': self._links(request, number, pages),
+            'meta': {
+                'current_page': number,
+                'next_page': number + 1 if number < pages else None,
+                'prev_page': number - 1 if number > 1 else None,
+                'total_count': len(selected),
+                'total_pages': pages,
+            },
+        }
+        return Response(200, json.dumps(document).encode(), {'Content-Type': JSON_API})
+
+    def _listed(self, incident_id: str, now: datetime) -> dict:
+        """The incident as the list shows it now: as it was before a resolution not yet visible."""
+        before = self._before.get(incident_id)
+        if before is not None and now < before[0]:
+            return before[1]
+        return self.incidents[incident_id]
+
+    def _served(self, incident_id: str, attrs: dict) -> dict:
+        served = {key: self._iso(value) if isinstance(value, datetime) else value for key, value in attrs.items()}
+        served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
+        return {'id': incident_id, 'type': 'incidents', 'attributes': served}
+
+    def _links(self, request: Request, number: int, pages: int) -> dict:
+        def link(page: int) -> str:
+            query = [(k, v) for k, v in request.query if k != 'page[number]'] + [('page[number]', str(page))]
+            return f'{self.url}{request.path}?{urlencode(query)}'
+
+        return {
+            'self': link(number),
+            'first': link(1),
+            'prev': link(number - 1) if number > 1 else None,
+            'next': link(number + 1) if number < pages else None,
+            'last': link(pages),
+        }
+
+    def _resource(self, collection: str, name: str) -> dict:
+        """The catalog entry (service, team, environment, severity) of that name, as incidents embed it."""
+        key = (collection, name)
+        if key not in self._resources:
+            created = datetime(2024, 1, 1, tzinfo=UTC)
+            attributes = {'name': name, 'slug': slug(name), 'description': None, 'color': '#047BF8', 'position': 1,
+                          'notify_emails': [], 'slack_channels': [], 'slack_aliases': [],
+                          'created_at': self._iso(created), 'updated_at': self._iso(created)}
+            if collection == 'severities':
+                attributes['severity'] = _SEVERITY_LEVEL.get(name.upper(), 'low')
+            self._resources[key] = {'data': {'id': str(uuid.uuid4()), 'type': collection, 'attributes': attributes}}
+        return copy.deepcopy(self._resources[key])
+
+    def _iso(self, moment: datetime) -> str:
+        text = moment.astimezone(self._zone).isoformat(timespec='milliseconds')
+        return text.replace('+00:00', 'Z')
+
+
+def _filters(query: list[tuple[str, str]]) -> list:
+    """One predicate over an incident's attributes per filter of the query (other parameters select nothing)."""
+    predicates = []
+    for name, value in query:
+        time_filter = _TIME_FILTER.fullmatch(name)
+        if time_filter:
+            field, op = time_filter.groups()
+            if field not in TIMES:
+                raise ValueError(f'{name} is not simulated by the loopback Rootly')
+            predicates.append(_time_filter(field, _COMPARE[op], _parse(value, name)))
+        elif name in _RESOURCE_FILTERS:
+            predicates.append(_resource_filter(*_RESOURCE_FILTERS[name], set(value.split(','))))
+        elif name in ('filter[status]', 'filter[kind]'):
+            predicates.append(_value_filter(name[len('filter[') : -1], set(value.split(','))))
+        elif name.startswith('filter[') and name not in _SIMULATED:
+            raise ValueError(f'{name} is not simulated by the loopback Rootly')
+    return predicates
+
+
+def _time_filter(field, compare, bound):
+    # Like SQL: an incident without that timestamp matches no comparison.
+    return lambda attrs: attrs.get(field) is not None and compare(attrs[field], bound)
+
+
+def _resource_filter(field, key, wanted):
+    def matches(attrs):
+        refs = attrs.get(field)
+        refs = refs if isinstance(refs, list) else [refs] if refs else []
+        return any((ref['data']['id'] if key == 'id' else ref['data']['attributes']['slug']) in wanted for ref in refs)
+
+    return matches
+
+
+def _value_filter(field, wanted):
+    return lambda attrs: attrs.get(field) in wanted
+
+
+def _parse(value: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f'{name}: {value!r} is not a time') from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _sort(value: str) -> tuple[str, bool]:
+    field = value.lstrip('-')
+    if field not in ('created_at', 'updated_at'):
+        raise ValueError(f'sort by {value!r} is not supported')
+    return field, value.startswith('-')
+
+
+def _one(query: list[tuple[str, str]], name: str) -> str | None:
+    return next((value for key, value in query if key == name), None)
+
+
+def _positive(value: str | None, default: int, name: str) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f'{name} must be a positive integer')
+    return int(value)
+
+
+def _errors(status: int, title: str, detail: str) -> Response:
+    document = {'errors': [{'title': title, 'status': str(status), 'code': None, 'detail': detail}]}
+    return Response(status, json.dumps(document).encode(), {'Content-Type': JSON_API})

@@ -1,0 +1,20 @@
+"""Every source's simulator by `source:` value, each checking what it serves against the derived description."""
+
+from __future__ import annotations
+
+from .firehydrant import FireHydrantSimulator
+from .incident_io import IncidentIoSimulator
+from .pagerduty import PagerDutySimulator
+from .rootly import RootlySimulator
+from .spec import pagerduty_request_problem
+
+SIMULATORS = {
+    'pagerduty': lambda: PagerDutySimulator(spec_validator=pagerduty_request_problem),
+    'rootly': RootlySimulator,
+    'firehydrant': FireHydrantSimulator,
+    'incident_io': IncidentIoSimulator,
+}
+
+
+def make_simulator(source: str):
+    return SIMULATORS[source]()

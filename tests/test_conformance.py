@@ -1,0 +1,179 @@
+"""What every source must do, proven over HTTP against each tool's simulator (loopback/driver.py).
+
+Adding a tool adds a line to loopback/simulators.py; these scenarios then run against it unchanged.
+"""
+
+import logging
+import pytest
+
+from loopback.server import Fault
+from loopback.simulators import SIMULATORS, make_simulator
+
+from .common import INCIDENTS_COUNT, TIME_TO_RESTORE, ago, counted, dora_ids, restores
+
+
+@pytest.fixture(params=sorted(SIMULATORS))
+def tool(request):
+    simulator = make_simulator(request.param)
+    with simulator:
+        yield simulator
+    assert simulator.spec_violations == [], 'the check sent requests (or got answers) the API description rejects'
+
+
+@pytest.fixture
+def settings(tool, intake):
+    return tool.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+
+
+def expected_tags(tool):
+    tags = {'env': 'prod', **tool.expected_tags, 'source': tool.source}
+    return sorted(f'{name}:{value}' for name, value in tags.items())
+
+
+def resolved_incidents(tool, now, count, **open_options):
+    incidents = []
+    for n in range(count):
+        incident = tool.open(ago(now, hours=3, seconds=n), **open_options)
+        tool.resolve(incident, ago(now, hours=1, seconds=n))
+        incidents.append(incident)
+    return incidents
+
+
+def test_first_run_reads_the_lookback_including_an_incident_created_40_days_ago(
+    aggregator, make_check, run, tool, settings, intake, now
+):
+    old = tool.open(ago(now, days=40))
+    tool.resolve(old, ago(now, seconds=1))
+    outside = tool.open(ago(now, days=3))
+    tool.resolve(outside, ago(now, days=2))  # before the 1-day initial lookback
+    tool.open(ago(now, hours=2))  # still open
+
+    assert run(make_check(settings)) == []
+
+    assert restores(aggregator) == {old: [40 * 86400 - 1]}
+    [point] = aggregator.metrics(TIME_TO_RESTORE)
+    assert sorted(tag for tag in point.tags if not tag.startswith('incident_id:')) == expected_tags(tool)
+    aggregator.assert_metric(INCIDENTS_COUNT, value=1, count=1)
+    assert dora_ids(intake) == [f'{tool.source}:{old}']
+    attributes = intake.failures[0]['data']['attributes']
+    assert attributes['services'] == [tool.expected_tags['service']] and attributes['severity'] == 'sev1'
+
+
+def test_each_resolution_counts_once_across_runs_and_restarts(aggregator, make_check, run, tool, settings, intake, now):
+    incidents = resolved_incidents(tool, now, 3)
+    check = make_check(settings)
+    run(check)
+    run(check)
+    later = tool.open(ago(now, hours=2))
+    tool.resolve(later, ago(now, minutes=1))  # behind the watermark, within the overlap
+    run(make_check(settings))  # the Agent restarted
+
+    assert counted(aggregator) == 4
+    assert {incident: len(values) for incident, values in restores(aggregator).items()} == dict.fromkeys([*incidents, later], 1)
+    assert sorted(dora_ids(intake)) == sorted(f'{tool.source}:{i}' for i in [*incidents, later])
+
+
+def test_a_resolution_that_shows_up_late_is_still_reported_once(aggregator, make_check, run, tool, settings, now):
+    incident = tool.open(ago(now, hours=1))
+    tool.resolve(incident, ago(now, minutes=2), hidden=True)
+    check = make_check(settings)
+    run(check)
+    assert restores(aggregator) == {}
+
+    tool.reveal(incident)
+    run(check)
+    run(check)
+
+    assert set(restores(aggregator)) == {incident} and counted(aggregator) == 1
+
+
+def test_a_reopened_incident_updates_its_failure_and_is_not_counted_again(
+    aggregator, make_check, run, tool, settings, intake, now
+):
+    incident = tool.open(ago(now, hours=3))
+    tool.resolve(incident, ago(now, hours=2))
+    check = make_check(settings)
+    run(check)
+    tool.reopen(incident, ago(now, minutes=3))
+    tool.resolve(incident, ago(now, minutes=1))  # within the overlap behind the watermark
+
+    run(check)
+
+    assert counted(aggregator) == 1
+    assert len(restores(aggregator)[incident]) == 2
+    [latest] = intake.latest_by_id().values()
+    assert latest['finished_at'] == int(ago(now, minutes=1).timestamp()) * 10**9
+
+
+def test_incidents_that_are_not_failures_are_not_reported(aggregator, make_check, run, tool, settings, intake, now):
+    tool.open_non_failures(ago(now, hours=3), ago(now, hours=1))
+
+    run(make_check(settings))
+
+    assert restores(aggregator) == {} and intake.failures == []
+
+
+def test_reading_past_one_page_with_a_rate_limit_in_the_middle(aggregator, make_check, run, tool, settings, intake, now):
+    incidents = resolved_incidents(tool, now, tool.max_page_size + 5)
+    rate_limit = tool.rate_limited(seconds=1)
+    rate_limit.skip = 1
+    tool.inject(rate_limit)
+
+    assert run(make_check(settings)) == []
+
+    assert sorted(restores(aggregator)) == sorted(incidents) and counted(aggregator) == len(incidents)
+    assert len([r for r in tool.requests if r.path == tool.list_path]) >= 3  # two pages and the retried one
+
+
+@pytest.mark.parametrize(
+    'fault',
+    [
+        {'status': 500, 'times': 3},
+        {'status': 503, 'times': 3},
+        {'truncate': True},
+        {'reset': True},
+        {'status': 200, 'body': b'<html>proxy error</html>', 'headers': {'Content-Type': 'text/html'}},
+    ],
+    ids=['500', '503', 'truncated', 'reset', 'html'],
+)
+def test_a_broken_answer_warns_loses_nothing_and_leaks_no_secret(
+    aggregator, make_check, run, tool, settings, intake, now, caplog, fault
+):
+    caplog.set_level(logging.DEBUG)
+    incidents = resolved_incidents(tool, now, 2)
+    tool.inject(Fault(**fault, path=tool.list_path))
+    check = make_check({**settings, 'log_requests': True})
+
+    warnings = run(check)
+    assert len(warnings) == 1 and 'Could not read' in warnings[0]
+    aggregator.assert_metric('dora.check.source.can_connect', value=0)
+    run(check)
+
+    assert sorted(restores(aggregator)) == sorted(incidents) and counted(aggregator) == 2
+    output = caplog.text + ''.join(warnings)
+    assert tool.token not in output and intake.api_key not in output
+
+
+def test_a_malformed_record_is_skipped_by_name_once(aggregator, make_check, run, tool, settings, now):
+    bad, good = resolved_incidents(tool, now, 2)
+    tool.corrupt(bad)
+    check = make_check(settings)
+
+    warnings = run(check)
+    assert len(warnings) == 1 and bad in warnings[0]
+    assert set(restores(aggregator)) == {good}
+    aggregator.assert_metric('dora.check.incidents.skipped', value=1)
+    aggregator.reset()
+
+    assert run(check) == []  # re-read in the overlap: not warned about or counted again
+    aggregator.assert_metric('dora.check.incidents.skipped', value=0)
+
+
+def test_a_rejected_token_is_an_error_naming_the_option_not_the_token(aggregator, make_check, tool, settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = 'wrong-token-0123456789'
+
+    error = make_check({**settings, 'api_token': wrong}).run()
+
+    assert 'api_token' in error and wrong not in error + caplog.text
+    aggregator.assert_metric('dora.check.source.can_connect', value=0)
