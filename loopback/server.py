@@ -55,6 +55,7 @@ class LoopbackServer:
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
+        self.clock_offset = 0.0  # seconds the server's clock (its `Date` header) is off from this host's
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self):
@@ -168,6 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.reset:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
             self.close_connection = True
+
+    def date_time_string(self, timestamp=None):
+        return super().date_time_string(time.time() + self.server_impl.clock_offset if timestamp is None else timestamp)
 
     def log_message(self, format, *args):  # keep test output clean
         pass

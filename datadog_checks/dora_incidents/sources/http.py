@@ -81,7 +81,7 @@ class JsonApi:
 
     def _send(self, url: str, params) -> requests.Response:
         try:
-            return self._http.get(url, params=params, extra_headers=self._headers)
+            return self._http.get(url, params=params, extra_headers=self._headers, persist=True)  # keep-alive
         except requests.Timeout:
             raise SourceError(f'{self._base_url} did not answer in time (see the `timeout` option)') from None
         except requests.exceptions.ChunkedEncodingError:
