@@ -1,4 +1,7 @@
-"""The quick-start demo: the real check, run twice against the loopback PagerDuty simulator and intake.
+"""The quick-start demo: the real check, run twice against a loopback incident tool and Datadog intake.
+
+`dora-incidents demo --source rootly` picks the tool (default pagerduty); every simulator is seeded the
+same way through the driver interface (loopback/driver.py).
 
 Run it with `bash scripts/demo.sh` (which runs `dora-incidents demo` in the project's environment).
 Outside the Agent, datadog-checks-base routes metrics, events and the persistent cache to its stubs;
@@ -12,26 +15,23 @@ from datetime import datetime, timedelta, timezone
 
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
-from .harness import instance_for, new_check
+from .harness import new_check
 from .intake import DatadogIntake
-from .pagerduty import PagerDutySimulator
+from .simulators import make_simulator
 
-HEALTH_PREFIX = 'dora_incidents.'
+HEALTH_PREFIX = 'dora.check.'
 
 
-def seed(pagerduty: PagerDutySimulator, now: datetime) -> None:
-    pagerduty.add_service('PCHKOUT', 'Checkout API', teams=[('PTEAM01', 'Payments')])
-    pagerduty.add_service('PSEARCH', 'Search', teams=[('PTEAM02', 'Discovery')])
-    pagerduty.add_service('PLEGACY', 'Legacy Billing')
-    outage = pagerduty.trigger('PCHKOUT', now - timedelta(hours=3), 'Checkout returns 500s', priority='P1')
-    pagerduty.resolve(outage, now - timedelta(hours=2))
-    duplicate = pagerduty.trigger('PCHKOUT', now - timedelta(hours=3), 'Checkout latency high')
-    pagerduty.resolve(duplicate, now - timedelta(hours=2, minutes=30), merged_into=outage)
-    slow_burn = pagerduty.trigger('PSEARCH', now - timedelta(days=40), 'Search index drifting', urgency='low')
-    pagerduty.resolve(slow_burn, now - timedelta(minutes=30))
-    billing = pagerduty.trigger('PLEGACY', now - timedelta(minutes=50), 'Invoices stuck', priority='P2')
-    pagerduty.resolve(billing, now - timedelta(minutes=5))
-    pagerduty.trigger('PSEARCH', now - timedelta(minutes=20), 'Search slow (still open)')
+def seed(tool, now: datetime) -> None:
+    outage = tool.open(now - timedelta(hours=3), title='Checkout returns 500s', severity='SEV1')
+    tool.resolve(outage, now - timedelta(hours=2))
+    tool.open_non_failures(now - timedelta(hours=3), now - timedelta(hours=2, minutes=30))
+    slow_burn = tool.open(now - timedelta(days=40), title='Search index drifting', service='Search', team='Discovery',
+                          severity='SEV3')  # fmt: skip
+    tool.resolve(slow_burn, now - timedelta(minutes=30))
+    billing = tool.open(now - timedelta(minutes=50), title='Invoices stuck', service='Legacy Billing', severity='SEV2')
+    tool.resolve(billing, now - timedelta(minutes=5))
+    tool.open(now - timedelta(minutes=20), title='Search slow (still open)', service='Search')
 
 
 def run_check(instance: dict, label: str, intake: DatadogIntake) -> None:
@@ -78,21 +78,21 @@ def print_failures(failures: list[dict]) -> None:
         print('  ' + json.dumps(body['data']['attributes']))
 
 
-def main() -> None:
+def main(source: str = 'pagerduty') -> None:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     datadog_agent.reset()
-    with PagerDutySimulator() as pagerduty, DatadogIntake() as intake:
-        seed(pagerduty, now)
-        instance = instance_for(
-            pagerduty,
-            intake,
+    with make_simulator(source) as tool, DatadogIntake() as intake:
+        seed(tool, now)
+        instance = tool.instance(
+            datadog_api_url=intake.url,
+            datadog_api_key=intake.api_key,
             env='prod',
             service_mapping={'Legacy Billing': {'service': 'billing', 'team': 'finance'}},
             tags=['owner:sre'],
         )
-        print('PagerDuty simulator:', pagerduty.url, '| Datadog intake:', intake.url)
-        print('Simulated incidents: 1 P1 outage (resolved 2h ago), 1 merged into it, 1 opened 40 days ago and')
-        print('resolved 30 min ago, 1 mapped by service name to `billing`, 1 still open.')
+        print(f'{source} simulator:', tool.url, '| Datadog intake:', intake.url)
+        print('Simulated incidents: 1 SEV1 outage (resolved 2h ago), the tool\'s kinds that are not failures,')
+        print('1 opened 40 days ago and resolved 30 min ago, 1 mapped by service name to `billing`, 1 still open.')
         run_check(instance, 'First run (no cursor yet: looks back `initial_lookback` = 1 day)', intake)
         run_check(instance, 'Second run (after an Agent restart): nothing is re-sent', intake)
         if intake.problems:
@@ -100,4 +100,6 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    import sys
+
+    main(*sys.argv[1:2])

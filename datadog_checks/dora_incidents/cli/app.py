@@ -48,13 +48,15 @@ def main(ctx, state_path):
 
 
 @main.command()
-def demo():
-    """Run the real check twice against the built-in PagerDuty simulator (needs a source checkout)."""
+@click.option('--source', default='pagerduty', show_default=True,
+              type=click.Choice(['pagerduty', 'rootly', 'firehydrant', 'incident_io']), help='Which tool to simulate.')  # fmt: skip
+def demo(source):
+    """Run the real check twice against a built-in incident tool simulator (needs a source checkout)."""
     try:
         from loopback.demo import main as run_demo
     except ImportError:
         raise CliError('the demo runs from a source checkout: `bash scripts/demo.sh`') from None
-    run_demo()
+    run_demo(source)
 
 
 @main.command('check')
