@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from datadog_api_client import Configuration
+
+from datadog_checks.dora_incidents.sources import SOURCES
 from datadog_api_client.model_utils import validate_and_convert_types
 from datadog_api_client.v1.model.dashboard import Dashboard
 from datadog_api_client.v1.model.monitor import Monitor
@@ -61,7 +63,9 @@ def test_dashboard_is_a_valid_datadog_dashboard_over_documented_metrics():
     dashboard = validate_and_convert_types(document, (Dashboard,), ['dashboard'], True, True, Configuration())
 
     assert dashboard.title == 'DORA incidents overview'
-    assert {variable.name for variable in dashboard.template_variables} == {'service', 'team', 'env'}
+    assert {variable.name for variable in dashboard.template_variables} == {'service', 'team', 'env', 'source'}
+    [source] = [variable for variable in dashboard.template_variables if variable.name == 'source']
+    assert set(source.available_values) == set(SOURCES), 'the `source` variable must offer every source'
     metrics = queried_metrics(document)
     assert metrics - EXTERNAL_METRICS <= set(METADATA), metrics - EXTERNAL_METRICS - set(METADATA)
     assert set(METADATA) <= metrics, f'not on the dashboard: {set(METADATA) - metrics}'
