@@ -37,8 +37,9 @@ def reference() -> str:
         rows.append(f'| `{option["name"]}` | {kind} | {default} | {description} |')
     rows.append(
         '\nPlus the options every Agent check has (`tags`, `min_collection_interval`, `service`, '
-        '`disable_generic_tags`, …) and the standard HTTP options (`timeout`, `proxy`, `skip_proxy`, `tls_verify`, '
-        '`tls_ca_cert`, `headers`, …): see [`conf.yaml.example`](datadog_checks/dora_incidents/data/conf.yaml.example).'
+        '`disable_generic_tags`, ...) and the standard HTTP options (`timeout`, `proxy`, `skip_proxy`, '
+        '`tls_verify`, `tls_ca_cert`, `headers`, ...): see '
+        '[`conf.yaml.example`](datadog_checks/dora_incidents/data/conf.yaml.example).'
     )
     return '\n'.join(rows)
 

@@ -21,7 +21,7 @@ def cli(tmp_path, instance, monkeypatch):
     """Runs `dora-incidents ARGS` in-process with a conf.yaml for `instance` and a state file in tmp_path."""
     for method in ('read_persistent_cache', 'write_persistent_cache'):
         monkeypatch.setattr(agent_stub, method, getattr(agent_stub, method))  # the CLI rebinds them
-    monkeypatch.setattr(cli_module, 'console', Console(width=250))  # no wrapping inside table cells
+    monkeypatch.setattr(cli_module, 'console', Console(width=250, color_system=None))  # plain text, no wrapping
     config = tmp_path / 'conf.yaml'
     config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [instance]}))
     state = tmp_path / 'state.json'
