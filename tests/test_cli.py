@@ -175,3 +175,19 @@ def test_the_check_does_not_import_the_cli():
     code = 'import sys, datadog_checks.dora_incidents; print(json.dumps(sorted(m for m in sys.modules if m in ("click", "rich"))))'
     out = subprocess.run([sys.executable, '-c', 'import json; ' + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_a_corrupt_backfill_state_starts_over_with_a_warning(cli, pagerduty, intake, now):
+    incident = pagerduty.trigger('PSEARCH', ago(now, days=3))
+    pagerduty.resolve(incident, ago(now, days=2))
+    cli('backfill', '-c', cli.config, '--since', '7d')
+    _, state = cli('cursor', 'show', '-c', cli.config)
+    values = json.loads(state.read_text())
+    for key in [key for key in values if '_backfill_' in key]:
+        values[key] = 'garbage{'
+    state.write_text(json.dumps(values))
+
+    result, _ = cli('backfill', '-c', cli.config, '--since', '7d')
+
+    assert result.exception is None, result.output
+    assert 'Starting over' in result.output and dora_ids(intake) == [f'pagerduty:{incident}'] * 2

@@ -67,6 +67,7 @@ class FireHydrantSource(Source):
     name = 'firehydrant'
     display_name = 'FireHydrant'
     default_api_url = 'https://api.firehydrant.io'
+    options = frozenset({'restored_at'})
 
     def __init__(self, config, http, api_url: str):
         super().__init__(config, http, api_url.rstrip('/'))

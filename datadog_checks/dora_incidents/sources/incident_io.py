@@ -85,6 +85,7 @@ class IncidentIoSource(Source):
     default_api_url = 'https://api.incident.io'
     options = frozenset(
         {
+            'restored_at',
             'started_timestamp',
             'mitigated_timestamp',
             'resolved_timestamp',

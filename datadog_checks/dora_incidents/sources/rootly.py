@@ -66,6 +66,7 @@ class RootlySource(Source):
     name = 'rootly'
     display_name = 'Rootly'
     default_api_url = 'https://api.rootly.com'
+    options = frozenset({'restored_at'})
 
     def __init__(self, config, http, api_url: str):
         super().__init__(config, http, api_url)
