@@ -162,6 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header('Content-Length', str(len(response.body) if fault and fault.reset else len(body)))
+        if fault and fault.truncate:
+            self.send_header('Connection', 'close')
         self.end_headers()
         self.wfile.write(body)
         if fault and (fault.truncate or fault.reset):

@@ -52,7 +52,9 @@ class JsonApi:
         """`path` is relative to the base URL, or an absolute URL the source handed out (a `next` link)."""
         url = path if path.startswith(('http://', 'https://')) else self._base_url + path
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            response = self._send(url, params)
+            response = self._send(url, params, last_attempt=attempt == MAX_ATTEMPTS)
+            if response is None:
+                continue  # a kept-alive connection the server had closed: once more, on a new one
             self._note_clock(response)
             if response.status_code not in RETRIED_STATUSES:
                 return self._decode(response, path)
@@ -79,9 +81,13 @@ class JsonApi:
         ahead = time.time() - server - 1.0
         self._skew = ahead if ahead > 0 else 0.0
 
-    def _send(self, url: str, params) -> requests.Response:
+    def _send(self, url: str, params, last_attempt: bool) -> requests.Response | None:
         try:
             return self._http.get(url, params=params, extra_headers=self._headers, persist=True)  # keep-alive
+        except requests.ConnectionError as e:
+            if last_attempt or isinstance(e, requests.exceptions.ConnectTimeout):
+                raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
+            return None
         except requests.Timeout:
             raise SourceError(f'{self._base_url} did not answer in time (see the `timeout` option)') from None
         except requests.exceptions.ChunkedEncodingError:
