@@ -2,7 +2,7 @@
 
 import pytest
 
-from datadog_checks.dora_incidents import outputs
+from datadog_checks.dora_incidents import datadog_api
 from loopback.server import Fault
 
 from .common import ago, counted, dora_ids, restores
@@ -20,7 +20,7 @@ def resolved(pagerduty, now):
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(outputs, 'MIN_BACKOFF', 0)
+    monkeypatch.setattr(datadog_api, 'MIN_BACKOFF', 0)
 
 
 def test_bad_payload_is_dropped_naming_the_incident(aggregator, make_check, run, instance, intake, resolved):
@@ -84,7 +84,7 @@ def test_rejected_api_key_keeps_failures_queued_and_says_so(aggregator, make_che
 
 
 def test_full_outbox_drops_the_oldest_and_counts_them(aggregator, make_check, run, instance, intake, resolved, monkeypatch):
-    monkeypatch.setattr(outputs, 'MAX_OUTBOX', 2)
+    monkeypatch.setattr(datadog_api, 'MAX_OUTBOX', 2)
     intake.inject(Fault(status=500, path=PATH))
 
     warnings = run(make_check(instance))
@@ -92,3 +92,19 @@ def test_full_outbox_drops_the_oldest_and_counts_them(aggregator, make_check, ru
     aggregator.assert_metric('dora.check.outbox.pending', value=2)
     aggregator.assert_metric('dora.check.outbox.dropped', value=1)
     assert any('outbox full' in warning for warning in warnings)
+
+
+def test_an_outbox_written_by_0_1_0_is_still_sent(datadog_agent, make_check, run, instance, intake, resolved, no_backoff):
+    import json
+
+    intake.inject(Fault(status=500, path=PATH))
+    run(make_check(instance))
+    for key in [key for key in datadog_agent._cache if '_dora_outbox_' in key]:
+        slot = json.loads(datadog_agent._cache[key])
+        for item in slot['document']['items']:
+            item['payload'] = item.pop('write')['body']  # the 0.1.0 shape: DORA failures only
+        datadog_agent._cache[key] = json.dumps(slot)
+
+    run(make_check(instance))  # the upgraded Agent restarts
+
+    assert sorted(set(dora_ids(intake))) == sorted(f'pagerduty:{i}' for i in resolved)

@@ -12,7 +12,8 @@ from datadog_checks.base import AgentCheck, ConfigurationError
 from .config_models import ConfigMixin
 from .cursor import CursorStore
 from .mapping import Mapper
-from .outputs import DoraApi, Health, Outputs, datadog_api_key, datadog_api_url, dora_api
+from .datadog_api import DatadogApi
+from .outputs import Health, Outputs, datadog_api_key, datadog_api_url, dora_api
 from .reporting import Progress, Reporter
 from .sources import make_source, source_class
 
@@ -49,7 +50,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         outputs = Outputs(self, self._dora_api())
         self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning)
 
-    def _dora_api(self) -> DoraApi | None:
+    def _dora_api(self) -> DatadogApi | None:
         return dora_api(self) if self.config.send_dora_failures else None
 
     def check(self, _):

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-import requests
-
 from datadog_checks.base import ConfigurationError
 from datadog_checks.base.agent import datadog_agent
-from datadog_checks.base.utils.http import RequestsWrapper
 
 from .cursor import Resolution
-from .durable import DurableJson, LostWrite
+from .datadog_api import DORA_PATH, DatadogApi, Write, datadog_http
 from .incident import Incident
 
 TIME_TO_RESTORE = 'dora.time_to_restore'
@@ -29,13 +24,7 @@ DORA_DROPPED = 'dora.check.outbox.dropped'
 INCIDENTS_SKIPPED = 'dora.check.incidents.skipped'
 CURSOR_SAVE_FAILED = 'dora.check.cursor.save_failed'
 
-DORA_PATH = '/api/v2/dora/failure'
-OUTBOX_KEY = 'dora_outbox'
-MAX_OUTBOX = 1_000
-MIN_BACKOFF = 30
-MAX_BACKOFF = 3_600
 MAX_CUSTOM_TAGS = 100
-DEFAULT_TIMEOUT = 10
 # Datadog keeps no event dated more than 18 hours ago; a margin covers clock and flush delays.
 EVENT_MAX_AGE = timedelta(hours=17)
 GOV_SITES = ('ddog-gov.com',)  # DORA Metrics does not exist there
@@ -76,7 +65,7 @@ def failure_payload(incident: Incident, tags: list[str]) -> dict:
 class Outputs:
     """Turns one resolution into the metrics, event and DORA failure the issue names."""
 
-    def __init__(self, check, dora: DoraApi | None, send_metrics: bool = True):
+    def __init__(self, check, dora: DatadogApi | None, send_metrics: bool = True):
         self._check = check
         self._dora = dora
         self._tags = list(check.config.tags or ())
@@ -96,7 +85,7 @@ class Outputs:
         if self._send_events:
             self._check.event(_event(incident, resolution, tags, now))
         if self._dora is not None:
-            self._dora.send(failure_payload(incident, self._tags))
+            self._dora.send(failure_write(failure_payload(incident, self._tags)))
 
     def begin(self, deadline: float) -> None:
         """Before a run reads anything: DORA failures queued earlier go out first."""
@@ -174,8 +163,8 @@ def _event(incident: Incident, resolution: Resolution, tags: list[str], now: dat
     }
 
 
-def dora_api(check) -> DoraApi:
-    """The DORA API client for a check's configuration: its URL and key, or the Agent's site and key."""
+def dora_api(check) -> DatadogApi:
+    """The Datadog API client for a check's configuration: its URL and key, or the Agent's site and key."""
     url = datadog_api_url(check)
     host = urlsplit(url).hostname
     if host.endswith(GOV_SITES):
@@ -187,7 +176,7 @@ def dora_api(check) -> DoraApi:
     if not api_key:
         raise ConfigurationError('`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`')
     check.register_secret(api_key)
-    return DoraApi(check, url, api_key, datadog_http(check))
+    return DatadogApi(check, url, api_key, datadog_http(check))
 
 
 def datadog_api_url(check) -> str:
@@ -198,138 +187,9 @@ def datadog_api_key(check) -> str | None:
     return check.config.datadog_api_key or datadog_agent.get_config('api_key')
 
 
-def datadog_http(check) -> RequestsWrapper:
-    """HTTP to Datadog, apart from `self.http`: an instance's `headers`, auth, proxy and TLS options are for the
-    incident tool. Datadog gets the Agent's own proxy settings, the instance's timeout and kept-alive connections."""
-    options = {'persist_connections': True, 'timeout': check.config.timeout or DEFAULT_TIMEOUT}
-    return RequestsWrapper(options, {}, logger=check.log)
-
-
-class DoraApi:
-    """POSTs DORA failures. What cannot be sent now waits in a bounded, durable outbox for later runs."""
-
-    def __init__(self, check, base_url: str, api_key: str, http=None):
-        self._check = check
-        self._http = http
-        self._url = base_url + DORA_PATH
-        self._headers = {'DD-API-KEY': api_key, 'Content-Type': 'application/json'}
-        self._store = DurableJson(check, OUTBOX_KEY, _outbox_from_document, _outbox_to_document)
-        self._outbox: dict[str, dict] | None = None  # DORA id -> {payload, attempts, next_at}; oldest first
-        self._dropped = 0
-        self._deadline = math.inf
-        # Once a post fails for a reason that will not pass within the run, the rest of the run queues
-        # without trying: an unreachable Datadog must not cost a timeout per incident.
-        self._held_back: str | None = None
-        self._deferred_for_time = False
-        self.rejected: str | None = None  # Datadog refused the API key this run: a configuration problem
-
-    @property
-    def pending(self) -> int:
-        return len(self._outbox or ())
-
-    def take_dropped(self) -> int:
-        dropped, self._dropped = self._dropped, 0
-        return dropped
-
-    def begin(self, deadline: float) -> None:
-        """Start a run: send what is due from the outbox (read from the cache on the first run), before anything new."""
-        self._deadline, self._held_back, self._deferred_for_time, self.rejected = deadline, None, False, None
-        if self._outbox is None:
-            self._outbox = self._load()
-        now = time.time()
-        for item in [item for item in self._outbox.values() if item['next_at'] <= now]:
-            self._deliver(item['payload'], item['attempts'], queued=True)
-
-    def _load(self) -> dict[str, dict]:
-        try:
-            return self._store.load() or {}
-        except (RuntimeError, ValueError) as e:
-            self._check.warning('The DORA outbox could not be read, starting it empty: %s', e)
-            return {}
-
-    def send(self, payload: dict) -> None:
-        self._deliver(payload, attempts=0, queued=False)
-
-    def save(self) -> None:
-        try:
-            self._store.save(self._outbox)
-        except LostWrite as e:
-            # Kept in memory until the Agent restarts; the cursor's own warning says what to fix.
-            self._check.log.warning('The DORA outbox could not be saved in the persistent cache: %s', e)
-
-    def finish(self) -> None:
-        self.save()
-        if self._held_back and self._outbox:
-            self._check.warning('%d DORA failures wait to be sent: %s', len(self._outbox), self._held_back)
-
-    def _deliver(self, payload: dict, attempts: int, queued: bool) -> None:
-        failure_id = payload['data']['attributes']['id']
-        if not self._held_back and time.monotonic() > self._deadline:
-            self._held_back = 'the run reached `max_run_time`; they go out first next run'
-            self._deferred_for_time = True
-        if self._held_back:
-            if not queued:  # queued ones keep their place and their backoff
-                self._enqueue(payload, attempts, backoff=0 if self._deferred_for_time else _backoff(1))
-            return
-        status, detail, retry_in = self._post(payload)
-        if status in (200, 202):
-            self._outbox.pop(failure_id, None)
-        elif status == 400:
-            self._outbox.pop(failure_id, None)
-            self._check.warning('Datadog rejected the DORA failure for incident %s, dropping it: %s', failure_id, detail)
-        else:
-            if status in (401, 403):
-                self.rejected = f'Datadog refused the API key (check `datadog_api_key` or the Agent api_key): {detail}'
-            self._held_back = self.rejected or f'the DORA API is unavailable ({detail}); retrying with backoff'
-            backoff = retry_in if retry_in is not None else _backoff(attempts + 1)
-            self._enqueue(payload, attempts + 1, backoff=backoff)
-
-    def _post(self, payload: dict) -> tuple[int | None, str, float | None]:
-        """(status, what to tell users, the wait Datadog asked for)."""
-        try:
-            response = self._http.post(self._url, json=payload, extra_headers=self._headers)
-        except requests.Timeout:
-            return None, f'{self._url} did not answer in time', None
-        except requests.RequestException as e:
-            return None, f'cannot reach {self._url}: {type(e).__name__}', None
-        return response.status_code, f'HTTP {response.status_code}: {response.text[:300]}', _rate_limit_reset(response)
-
-    def _enqueue(self, payload: dict, attempts: int, backoff: float) -> None:
-        failure_id = payload['data']['attributes']['id']
-        self._outbox.pop(failure_id, None)  # a newer payload for the same incident replaces the older one
-        self._outbox[failure_id] = {'payload': payload, 'attempts': attempts, 'next_at': time.time() + backoff}
-        while len(self._outbox) > MAX_OUTBOX:
-            oldest = next(iter(self._outbox))
-            del self._outbox[oldest]
-            self._dropped += 1
-            self._check.warning('DORA outbox full (%d): dropped the failure for incident %s', MAX_OUTBOX, oldest)
-
-
-def _rate_limit_reset(response) -> float | None:
-    """Seconds until Datadog's rate limit resets, when it answered 429 with `X-RateLimit-Reset`."""
-    if response.status_code != 429:
-        return None
-    try:
-        return max(1.0, float(response.headers.get('x-ratelimit-reset', '')))
-    except ValueError:
-        return None
-
-
-def _backoff(attempts: int) -> float:
-    return min(MAX_BACKOFF, MIN_BACKOFF * 2 ** max(0, attempts - 1))
-
-
-def _outbox_to_document(outbox: dict) -> dict:
-    return {'items': list(outbox.values())}
-
-
-def _outbox_from_document(document: dict) -> dict:
-    outbox = {}
-    for item in document['items']:
-        if not isinstance(item.get('attempts'), int) or not isinstance(item.get('next_at'), (int, float)):
-            raise ValueError('an outbox item lacks `attempts` or `next_at`')
-        outbox[item['payload']['data']['attributes']['id']] = item
-    return outbox
+def failure_write(payload: dict) -> Write:
+    failure_id = payload['data']['attributes']['id']
+    return Write(failure_id, 'POST', DORA_PATH, payload, f'the DORA failure for incident {failure_id}')
 
 
 def _ns(moment) -> int:

@@ -17,7 +17,7 @@ import yaml
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..check import DoraIncidentsCheck
-from ..outputs import DoraApi
+from ..datadog_api import DatadogApi
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
 # refuses such tags unless told otherwise (the Agent accepts them).
@@ -125,16 +125,16 @@ class AgentCache:
         return sorted(found)
 
 
-class RecordingDoraApi(DoraApi):
-    """A DORA API that records payloads instead of sending them: the dry run of `check`."""
+class RecordingDatadogApi(DatadogApi):
+    """A Datadog API that records writes instead of sending them: the dry run of `check`."""
 
     def __init__(self, check):
-        super().__init__(check, 'dry-run:', '')
+        super().__init__(check, 'dry-run:', '', http=None)
         self.recorded: list[dict] = []
 
-    def _post(self, payload: dict):
-        self.recorded.append(payload)
-        return 202, 'dry run: not sent', None
+    def _request(self, method, path, body, app_key):
+        self.recorded.append(body)
+        return 202, 'dry run: not sent', None, None
 
 
 class DryRunCheck(DoraIncidentsCheck):
@@ -145,7 +145,7 @@ class DryRunCheck(DoraIncidentsCheck):
     def _dora_api(self):
         if not self.config.send_dora_failures:
             return None
-        recording = RecordingDoraApi(self)
+        recording = RecordingDatadogApi(self)
         self.dry_run_failures = recording.recorded
         return recording
 
