@@ -20,8 +20,16 @@ def instance_auth_type():
     return 'basic'
 
 
+def instance_change_failure_window():
+    return 86400
+
+
 def instance_disable_generic_tags():
     return False
+
+
+def instance_dora_concurrency():
+    return 8
 
 
 def instance_empty_default_hostname():
@@ -52,8 +60,16 @@ def instance_log_requests():
     return False
 
 
+def instance_mark_change_failures():
+    return False
+
+
 def instance_max_run_time():
     return 10
+
+
+def instance_metric_namespace():
+    return 'dora'
 
 
 def instance_min_collection_interval():

@@ -74,13 +74,17 @@ class InstanceConfig(BaseModel):
     aws_host: Optional[str] = None
     aws_region: Optional[str] = None
     aws_service: Optional[str] = None
+    change_failure_window: Optional[int] = Field(None, ge=60)
     connect_timeout: Optional[float] = None
     datadog_api_key: Optional[str] = None
     datadog_api_url: Optional[str] = None
+    datadog_app_key: Optional[str] = None
     disable_generic_tags: Optional[bool] = None
+    dora_concurrency: Optional[int] = Field(None, ge=1, le=32)
     empty_default_hostname: Optional[bool] = None
     enable_legacy_tags_normalization: Optional[bool] = None
     env: Optional[str] = None
+    environment_field: Optional[str] = None
     extra_headers: Optional[MappingProxyType[str, Any]] = None
     headers: Optional[MappingProxyType[str, Any]] = None
     initial_lookback: Optional[int] = Field(None, ge=1)
@@ -92,7 +96,9 @@ class InstanceConfig(BaseModel):
     kerberos_keytab: Optional[str] = None
     kerberos_principal: Optional[str] = None
     log_requests: Optional[bool] = None
+    mark_change_failures: Optional[bool] = None
     max_run_time: Optional[int] = Field(None, ge=1)
+    metric_namespace: Optional[str] = None
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
     mitigated_timestamp: Optional[str] = None
