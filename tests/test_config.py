@@ -77,7 +77,7 @@ def test_datadog_api_url_and_key_default_to_the_agents(make_check, datadog_agent
 
     dora = check._dora_api()
 
-    assert dora._url == 'https://api.datadoghq.eu/api/v2/dora/failure'
+    assert dora._base_url == 'https://api.datadoghq.eu'
     assert dora._headers['DD-API-KEY'] == 'agent-key-789'
 
 
