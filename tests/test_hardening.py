@@ -104,3 +104,17 @@ def test_a_host_clock_ahead_of_the_source_delays_but_never_loses(
     run(check)
 
     assert set(restores(aggregator)) == set(later)
+
+
+def test_metric_namespace_keeps_the_checks_points_apart_from_datadogs_own(
+    aggregator, make_check, run, instance, pagerduty, now
+):
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
+    pagerduty.resolve(incident, ago(now, hours=1))
+
+    run(make_check({**instance, 'metric_namespace': 'dora_incidents'}))
+
+    aggregator.assert_metric('dora_incidents.time_to_restore', value=3600, count=1)
+    aggregator.assert_metric('dora_incidents.incidents.count', value=1, count=1)
+    assert not aggregator.metrics('dora.time_to_restore') and not aggregator.metrics('dora.incidents.count')
+    assert make_check({**instance, 'metric_namespace': 'Not A Prefix!'}).run()  # a ConfigurationError

@@ -15,8 +15,9 @@ from .cursor import Resolution
 from .datadog_api import DORA_PATH, DatadogApi, Write, datadog_http
 from .incident import Incident
 
-TIME_TO_RESTORE = 'dora.time_to_restore'
-INCIDENTS_COUNT = 'dora.incidents.count'
+# `<metric_namespace>.` + these; `dora` by default, like Datadog's own DORA metrics.
+TIME_TO_RESTORE = 'time_to_restore'
+INCIDENTS_COUNT = 'incidents.count'
 SOURCE_CAN_CONNECT = 'dora.check.source.can_connect'
 CURSOR_LAG = 'dora.check.cursor.lag'
 DORA_PENDING = 'dora.check.outbox.pending'
@@ -71,6 +72,8 @@ class Outputs:
         self._tags = list(check.config.tags or ())
         self._send_metrics = send_metrics
         self._send_events = send_metrics and check.config.send_events
+        namespace = check.config.metric_namespace or 'dora'
+        self._time_to_restore, self._incidents_count = f'{namespace}.{TIME_TO_RESTORE}', f'{namespace}.{INCIDENTS_COUNT}'
 
     def emit(self, incident: Incident, resolution: Resolution, now: datetime) -> None:
         tags = dora_tags(incident) + self._tags
@@ -79,9 +82,9 @@ class Outputs:
             # incident once per service it hit. The gauge carries `incident_id`: the Agent keeps only
             # the last gauge value per context per flush.
             for service_tags in _per_service(incident, tags):
-                self._check.gauge(TIME_TO_RESTORE, incident.time_to_restore, tags=service_tags + [_id_tag(incident)])
+                self._check.gauge(self._time_to_restore, incident.time_to_restore, tags=service_tags + [_id_tag(incident)])
                 if resolution is Resolution.NEW:
-                    self._check.count(INCIDENTS_COUNT, 1, tags=service_tags)
+                    self._check.count(self._incidents_count, 1, tags=service_tags)
         if self._send_events:
             self._check.event(_event(incident, resolution, tags, now))
         if self._dora is not None:

@@ -1,6 +1,7 @@
 # Hand-written: ddev generates this file only once and never overwrites it.
 # Each `instance_<option>` runs on a configured value before pydantic checks its type; a ValueError
 # becomes a ConfigurationError naming the option.
+import re
 from urllib.parse import urlsplit
 
 
@@ -41,4 +42,10 @@ def instance_service_mapping(value, **kwargs):
             raise ValueError(
                 f'`service_mapping.{key}` has unknown keys {sorted(unknown)}: use `service`, `team`, `env`'
             )
+    return value
+
+
+def instance_metric_namespace(value, **kwargs):
+    if isinstance(value, str) and not re.fullmatch(r'[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*', value):
+        raise ValueError(f'`metric_namespace` must be a Datadog metric prefix such as dora_incidents, got {value!r}')
     return value
