@@ -16,6 +16,9 @@ from .http import JsonApi
 # A resolve time this far past our clock is a broken record, not a clock difference.
 CLOCK_SKEW = timedelta(hours=1)
 MAX_TITLE = 500
+# The longest time range one read covers: a long lookback or backfill is read a window at a time, and
+# every tool's API accepts it (PagerDuty refuses more than 6 months between `since` and `until`).
+MAX_WINDOW = timedelta(days=30)
 
 
 class Source:
@@ -41,6 +44,15 @@ class Source:
     def clock(self) -> datetime:
         """Now by the source's clock: the cursor never moves past it."""
         return self.api.clock()
+
+
+def windows(start: datetime, end: datetime, step: timedelta = MAX_WINDOW) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive windows of at most `step`, oldest first."""
+    cuts = []
+    while start < end:
+        cuts.append((start, min(start + step, end)))
+        start = cuts[-1][1]
+    return cuts
 
 
 def parse_time(value: Any, field: str) -> datetime:

@@ -39,14 +39,13 @@ from datetime import datetime, timedelta
 import requests
 
 from ..incident import Batch, Named, Skipped, SourceIncident
-from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc
+from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc, windows
 from .http import JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 200  # FireHydrant's cap on `per_page`
 # Resolutions held in memory before the cursor may advance: bounds memory and checkpoints often.
 MAX_BATCH = 1_000
-MAX_WINDOW = timedelta(days=30)
 MIN_WINDOW = timedelta(seconds=1)
 # A window whose matches keep changing while it is read is read at most this many times.
 MAX_READS = 3
@@ -80,15 +79,15 @@ class FireHydrantSource(Source):
         return JsonApi(http, api_url, headers, _describer(token))
 
     def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        windows = _split(since, until, MAX_WINDOW)
-        while windows:
+        pending = windows(since, until)
+        while pending:
             if time.monotonic() > deadline:
                 return
-            start, end = windows.pop(0)
+            start, end = pending.pop(0)
             batch = self._window(start, end, since, until, deadline)
             if batch is None:  # too many matches for one batch: halve the window
                 half = timedelta(seconds=(end - start).total_seconds() // 2)
-                windows[:0] = [(start, start + half), (start + half, end)]
+                pending[:0] = [(start, start + half), (start + half, end)]
                 continue
             yield batch
 
@@ -305,10 +304,3 @@ def _ceil_second(moment: datetime) -> datetime:
     floor = moment.replace(microsecond=0)
     return floor if floor == moment else floor + timedelta(seconds=1)
 
-
-def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
-    windows = []
-    while start < end:
-        windows.append((start, min(start + step, end)))
-        start = windows[-1][1]
-    return windows

@@ -41,14 +41,13 @@ from datetime import datetime, timedelta
 import requests
 
 from ..incident import Batch, Named, Skipped, SourceIncident
-from .base import Source, checked_times, named, obj, objects, parse_time, text, title
+from .base import Source, checked_times, named, obj, objects, parse_time, text, title, windows
 from .http import JsonApi, SourceError
 
 LIST_PATH = '/v2/incidents'
 TIMESTAMPS_PATH = '/v2/incident_timestamps'
 PAGE_SIZE = 250  # the most the vendor allows
 MAX_PER_BATCH = 1_000
-MAX_WINDOW = timedelta(days=30)
 MIN_WINDOW = timedelta(seconds=1)
 # `updated_at[gte]` takes a date that the account may read in its own time zone: a day early covers any.
 DATE_SLACK = timedelta(days=1)
@@ -118,17 +117,17 @@ class IncidentIoSource(Source):
 
     def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
         ids = self._timestamps(deadline)
-        windows = _split(since, until, MAX_WINDOW)
+        pending = windows(since, until)
         named_skips: set[str] = set()  # each malformed record once per call, though every window re-reads it
         yielded = False
-        while windows:
+        while pending:
             if yielded and time.monotonic() > deadline:
                 return  # at least one batch a run, so that a slow source still makes progress
-            start, end = windows.pop(0)
+            start, end = pending.pop(0)
             batch = self._window(start, end, ids, deadline)
             if batch is None:
                 half = timedelta(seconds=(end - start).total_seconds() // 2)
-                windows[:0] = [(start, start + half), (start + half, end)]
+                pending[:0] = [(start, start + half), (start + half, end)]
                 continue
             skipped = [skip for skip in batch.skipped if skip.id not in named_skips]
             named_skips.update(skip.id for skip in skipped)
@@ -336,13 +335,6 @@ def _id_of(raw) -> str:
 def _option(config, name: str, default):
     return getattr(config, name, None) or default
 
-
-def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
-    windows = []
-    while start < end:
-        windows.append((start, min(start + step, end)))
-        start = windows[-1][1]
-    return windows
 
 
 def describe_error(response: requests.Response, token: str) -> str:

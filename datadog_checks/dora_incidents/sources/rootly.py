@@ -32,14 +32,13 @@ from datetime import datetime, timedelta
 import requests
 
 from ..incident import Batch, Named, Skipped, SourceIncident
-from .base import Source, checked_times, obj, objects, parse_time, text, title, utc
+from .base import Source, checked_times, obj, objects, parse_time, text, title, utc, windows
 from .http import JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 100
 MAX_PER_BATCH = 1_000
 MAX_PAGES = MAX_PER_BATCH // PAGE_SIZE
-MAX_WINDOW = timedelta(days=30)
 MIN_WINDOW = timedelta(seconds=1)
 MAX_REREADS = 2
 RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
@@ -81,13 +80,13 @@ class RootlySource(Source):
         return JsonApi(http, (api_url or self.default_api_url).rstrip('/'), headers, _describer(token))
 
     def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        windows = _split(since, until, MAX_WINDOW)
-        while windows:
-            start, end = windows.pop(0)
+        pending = windows(since, until)
+        while pending:
+            start, end = pending.pop(0)
             records = self._window(start, end, deadline)
             if records is None:  # too many for one batch: halve the window
                 half = timedelta(seconds=(end - start).total_seconds() // 2)
-                windows[:0] = [(start, start + half), (start + half, end)]
+                pending[:0] = [(start, start + half), (start + half, end)]
                 continue
             yield self._batch(records, start, end)
             if time.monotonic() > deadline:
@@ -240,13 +239,6 @@ def _id_of(record, position: int) -> str:
         return record['id'][:64]
     return f'record {position + 1} of the window'
 
-
-def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
-    windows = []
-    while start < end:
-        windows.append((start, min(start + step, end)))
-        start = windows[-1][1]
-    return windows
 
 
 def _describer(token: str):
