@@ -73,10 +73,11 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
                 'Stopped after `max_run_time` (%ss) with incidents still to read; the next run continues from there',
                 self.config.max_run_time,
             )
-        rejected = (progress.source_error if progress.credentials_rejected else None) or outputs.rejected
-        if rejected:
-            # A refused credential will not pass by itself: an error in `datadog-agent status`, not a warning.
-            raise ConfigurationError(f'{self._reporter.source.display_name if progress.credentials_rejected else "Datadog"}: {rejected}')
+        # A refused credential will not pass by itself: an error in `datadog-agent status`, not a warning.
+        if progress.credentials_rejected:
+            raise ConfigurationError(f'{self._reporter.source.display_name}: {progress.source_error}')
+        if outputs.rejected:
+            raise ConfigurationError(outputs.rejected)
         if progress.source_error:
             self.warning('Could not read %s: %s', self._reporter.source.display_name, progress.source_error)
 
