@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 
 from datadog_checks.base import AgentCheck, ConfigurationError
 
+from .change_failures import change_failures, datadog_app_key, recover_reported
 from .config_models import ConfigMixin
-from .cursor import CursorStore
+from .cursor import Cursor, CursorStore
 from .mapping import Mapper
-from .datadog_api import DatadogApi
+from .datadog_api import DatadogApi, DatadogError
 from .outputs import Health, Outputs, datadog_api_key, datadog_api_url, dora_api
 from .reporting import Progress, Reporter
 from .sources import make_source, source_class
@@ -47,11 +48,14 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
     def _set_up(self) -> None:
         self.register_secret(self.config.api_token)
         source = make_source(self.config, set(self.instance), self.http)
-        outputs = Outputs(self, self._dora_api())
+        dora = self._dora_api()
+        outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)
         self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning)
 
     def _dora_api(self) -> DatadogApi | None:
-        return dora_api(self) if self.config.send_dora_failures else None
+        # Marking change failures needs the Datadog API even when failure events are not sent.
+        wanted = self.config.send_dora_failures or self.config.mark_change_failures
+        return dora_api(self) if wanted else None
 
     def check(self, _):
         deadline = time.monotonic() + self.config.max_run_time
@@ -59,10 +63,23 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         cursor = reporter.store.load()
         reporter.outputs.begin(deadline)
         since, until = cursor.window(datetime.now(timezone.utc), self.config.initial_lookback)
+        if cursor.watermark is None:
+            self._recover(cursor, since, until)
         progress = reporter.catch_up(cursor, since, until, deadline)
         # Once, now that the run's emission is complete: the Agent commits this run's metrics when it returns.
         reporter.commit(cursor)
         self._report(progress, cursor.lag(reporter.source.clock()))
+
+    def _recover(self, cursor: Cursor, since: datetime, until: datetime) -> None:
+        """No cursor (first run, a cluster check re-dispatched to another node): what Datadog already holds from
+        this instance counts as reported. Needs the application key; without one the lookback is re-counted."""
+        api = self._reporter.outputs.dora
+        if api is None or not datadog_app_key(self):
+            return
+        try:
+            cursor.adopt(recover_reported(api, self.config.source, None, since, until))
+        except DatadogError as e:
+            self.warning('Could not list the DORA failures already sent (%s): the lookback may be counted again', e)
 
     def _report(self, progress: Progress, lag: float | None) -> None:
         outputs = self._reporter.outputs

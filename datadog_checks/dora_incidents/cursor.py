@@ -51,7 +51,14 @@ class Cursor:
         reported = self.reported.get(incident.key)
         if reported is None:
             return Resolution.NEW
-        return Resolution.SEEN if reported == _ms(incident.resolved_at) else Resolution.AGAIN
+        # Recovered from Datadog (`adopt`), a resolution is known by its DORA `finished_at`: the restore time.
+        seen = reported in (_ms(incident.resolved_at), _ms(incident.restored_at))
+        return Resolution.SEEN if seen else Resolution.AGAIN
+
+    def adopt(self, reported: dict[str, int]) -> None:
+        """Resolutions reported before this cursor existed (listed from Datadog): not to be counted again."""
+        for key, ms in reported.items():
+            self.reported.setdefault(key, ms)
 
     def record(self, incident: SourceIncident) -> None:
         self.reported.pop(incident.key, None)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from datadog_checks.base import ConfigurationError
 from datadog_checks.base.agent import datadog_agent
 
+from .change_failures import ChangeFailures, Deployment, datadog_app_key, deployment_link
 from .cursor import Resolution
 from .datadog_api import DORA_PATH, DatadogApi, Write, datadog_http
 from .incident import Incident
@@ -46,7 +47,7 @@ def dora_id(incident: Incident) -> str:
     return f'{origin.source}:sha256:{hashlib.sha256(origin.id.encode()).hexdigest()[:48]}'
 
 
-def failure_payload(incident: Incident, tags: list[str]) -> dict:
+def failure_payload(incident: Incident, tags: list[str], causing: Deployment | None = None) -> dict:
     """The DORA failure body; service(s), team, env and severity are attributes, `tags` go to custom_tags."""
     origin = incident.origin
     custom_tags = [f'source:{origin.source}', *tags]
@@ -60,15 +61,21 @@ def failure_payload(incident: Incident, tags: list[str]) -> dict:
     optional = {'services': list(incident.services), 'team': incident.team, 'env': incident.env}
     optional['severity'] = incident.severity
     attributes.update({name: value for name, value in optional.items() if value})
+    attributes.update(deployment_link(causing))  # the causing deployment's version and git, when known
     return {'data': {'attributes': attributes}}
 
 
 class Outputs:
     """Turns one resolution into the metrics, event and DORA failure the issue names."""
 
-    def __init__(self, check, dora: DatadogApi | None, send_metrics: bool = True):
+    def __init__(
+        self, check, dora: DatadogApi | None, send_metrics: bool = True,
+        changes: ChangeFailures | None = None, send_failures: bool = True,
+    ):
         self._check = check
         self._dora = dora
+        self._changes = changes  # marks causing deployments (`mark_change_failures`)
+        self._send_failures = send_failures  # False: `dora` is there for the markings only
         self._tags = list(check.config.tags or ())
         self._send_metrics = send_metrics
         self._send_events = send_metrics and check.config.send_events
@@ -87,13 +94,18 @@ class Outputs:
                     self._check.count(self._incidents_count, 1, tags=service_tags)
         if self._send_events:
             self._check.event(_event(incident, resolution, tags, now))
-        if self._dora is not None:
-            self._dora.send(failure_write(failure_payload(incident, self._tags)))
+        causing = self._changes.causing(incident) if self._changes is not None else None
+        if self._dora is not None and self._send_failures:
+            self._dora.send(failure_write(failure_payload(incident, self._tags, causing)))
+        if self._changes is not None:
+            self._changes.mark(incident)  # after the failure: a marking that fails must not hold it back
 
     def begin(self, deadline: float) -> None:
         """Before a run reads anything: DORA failures queued earlier go out first."""
         if self._dora is not None:
             self._dora.begin(deadline)
+        if self._changes is not None:
+            self._changes.begin()
 
     def save(self) -> None:
         """Make what could not be sent durable; called before the cursor moves past it."""
@@ -111,6 +123,12 @@ class Outputs:
             self._dora.finish()
             self._check.gauge(DORA_PENDING, self._dora.pending, tags=self._tags)
             self._check.count(DORA_DROPPED, self._dora.take_dropped(), tags=self._tags)
+        if self._changes is not None:
+            self._changes.finish(self._check.count, self._tags)
+
+    @property
+    def dora(self) -> DatadogApi | None:
+        return self._dora
 
     @property
     def pending(self) -> int:
@@ -179,7 +197,10 @@ def dora_api(check) -> DatadogApi:
     if not api_key:
         raise ConfigurationError('`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`')
     check.register_secret(api_key)
-    return DatadogApi(check, url, api_key, datadog_http(check))
+    app_key = datadog_app_key(check)  # for reads and deployment markings; optional
+    if app_key:
+        check.register_secret(app_key)
+    return DatadogApi(check, url, api_key, datadog_http(check), app_key=app_key)
 
 
 def datadog_api_url(check) -> str:
