@@ -22,7 +22,12 @@ from .simulators import make_simulator
 HEALTH_PREFIX = 'dora.check.'
 
 
-def seed(tool, now: datetime) -> None:
+def seed(tool, intake: DatadogIntake, now: datetime) -> None:
+    # Deployments Datadog DORA knows of: v41 ran for days, v42 went out before the outage, v41 came back.
+    deployments = [('v41', timedelta(days=2)), ('v42', timedelta(hours=4)), ('v41', timedelta(hours=2, minutes=20))]
+    env = {'env': 'prod', **tool.expected_tags}['env']  # the tool's environment, else the instance's
+    for version, age in deployments:
+        intake.deploy('checkout_api', env, version, now - age - timedelta(minutes=5), now - age)
     outage = tool.open(now - timedelta(hours=3), title='Checkout returns 500s', severity='SEV1')
     tool.resolve(outage, now - timedelta(hours=2))
     tool.open_non_failures(now - timedelta(hours=3), now - timedelta(hours=2, minutes=30))
@@ -78,14 +83,23 @@ def print_failures(failures: list[dict]) -> None:
         print('  ' + json.dumps(body['data']['attributes']))
 
 
+def print_markings(intake: DatadogIntake) -> None:
+    markings = intake.markings()
+    print(f'\nDeployments marked as change failures ({len(markings)}):' if markings else '\nNo deployment marked')
+    for deployment, attributes in markings.items():
+        print(f'  {deployment}: {json.dumps(attributes)}')
+
+
 def main(source: str = 'pagerduty') -> None:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     datadog_agent.reset()
     with make_simulator(source) as tool, DatadogIntake() as intake:
-        seed(tool, now)
+        seed(tool, intake, now)
         instance = tool.instance(
             datadog_api_url=intake.url,
             datadog_api_key=intake.api_key,
+            mark_change_failures=True,
+            datadog_app_key=intake.app_key,
             env='prod',
             service_mapping={'Legacy Billing': {'service': 'billing', 'team': 'finance'}},
             tags=['owner:sre'],
@@ -94,6 +108,7 @@ def main(source: str = 'pagerduty') -> None:
         print('Simulated incidents: 1 SEV1 outage (resolved 2h ago), the tool\'s kinds that are not failures,')
         print('1 opened 40 days ago and resolved 30 min ago, 1 mapped by service name to `billing`, 1 still open.')
         run_check(instance, 'First run (no cursor yet: looks back `initial_lookback` = 1 day)', intake)
+        print_markings(intake)
         run_check(instance, 'Second run (after an Agent restart): nothing is re-sent', intake)
         if intake.problems:
             raise SystemExit(f'the intake rejected payloads: {intake.problems}')
