@@ -177,3 +177,20 @@ def test_a_rejected_token_is_an_error_naming_the_option_not_the_token(aggregator
 
     assert 'api_token' in error and wrong not in error + caplog.text
     aggregator.assert_metric('dora.check.source.can_connect', value=0)
+
+
+def test_a_run_out_of_time_stops_after_a_batch_and_the_next_run_goes_on(
+    aggregator, make_check, run, tool, settings, now
+):
+    old = tool.open(ago(now, days=70))
+    tool.resolve(old, ago(now, days=65))  # the first 30-day window of a 70-day lookback
+    recent = resolved_incidents(tool, now, 1)
+    tool.inject(Fault(delay=1.2, path=tool.list_path))  # the first read outlasts `max_run_time`
+    check = make_check({**settings, 'initial_lookback': 70 * 86400, 'max_run_time': 1})
+
+    warnings = run(check)
+
+    assert any('Stopped after `max_run_time`' in warning for warning in warnings)
+    assert set(restores(aggregator)) == {old}
+    run(check)
+    assert sorted(restores(aggregator)) == sorted([old, *recent]) and counted(aggregator) == 2

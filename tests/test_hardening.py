@@ -117,4 +117,26 @@ def test_metric_namespace_keeps_the_checks_points_apart_from_datadogs_own(
     aggregator.assert_metric('dora_incidents.time_to_restore', value=3600, count=1)
     aggregator.assert_metric('dora_incidents.incidents.count', value=1, count=1)
     assert not aggregator.metrics('dora.time_to_restore') and not aggregator.metrics('dora.incidents.count')
-    assert make_check({**instance, 'metric_namespace': 'Not A Prefix!'}).run()  # a ConfigurationError
+    assert '`metric_namespace`' in make_check({**instance, 'metric_namespace': 'Not A Prefix!'}).run()
+
+
+def test_an_error_body_echoing_the_token_never_reaches_a_warning(make_check, run, instance, pagerduty, now):
+    from loopback.server import Fault
+
+    echo = ('{"error": {"message": "bad request for token %s"}}' % pagerduty.token).encode()
+    pagerduty.inject(Fault(status=400, body=echo, path='/log_entries'))
+
+    warnings = run(make_check(instance))
+
+    assert warnings and 'bad request for token' in warnings[0] and pagerduty.token not in ''.join(warnings)
+
+
+def test_rotating_the_agents_api_key_keeps_the_cursor(make_check, datadog_agent, instance, monkeypatch):
+    without_key = {key: value for key, value in instance.items() if key != 'datadog_api_key'}
+    ids = []
+    for agent_key in ('agent-key-before-rotation', 'agent-key-after-rotation'):
+        monkeypatch.setitem(datadog_agent._config, 'api_key', agent_key)
+        check = make_check(without_key)
+        check.load_configuration_models()
+        ids.append(check.persistent_cache_id())
+    assert ids[0] == ids[1]

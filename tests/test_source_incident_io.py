@@ -260,13 +260,6 @@ def test_a_window_with_too_many_resolutions_is_halved(sim, now, monkeypatch):
     assert [b.through for b in batches] == sorted(b.through for b in batches) and batches[-1].through == now
 
 
-def test_reading_stops_after_the_deadline_with_what_was_read(sim, now):
-    incident_id = sim.open(now - timedelta(days=70))
-    sim.resolve(incident_id, now - timedelta(days=65))
-    batches = list(make_source(sim).resolved(now - timedelta(days=70), now, time.monotonic() - 1))
-    assert [b.through for b in batches] == [now - timedelta(days=40)]
-    assert [i.id for i in reported(batches)] == [incident_id]
-
 
 def test_a_rate_limit_is_waited_out(sim, now):
     incident_id = sim.open(now - timedelta(hours=3))
@@ -304,7 +297,7 @@ def test_a_malformed_record_is_skipped_by_id_and_the_others_reported(sim, now):
     batches = read(make_source(sim), now - timedelta(days=40), now)  # two windows, each re-reading both
     assert [i.id for i in reported(batches)] == [good]
     by_id = {skip.id: skip for skip in skipped(batches)}
-    assert sorted(by_id) == sorted([bad, nonsense]) and len(skipped(batches)) == 2
+    assert sorted(by_id) == sorted([bad, nonsense])  # each window names them; the cursor counts them once
     assert by_id[bad] == Skipped('incident_io', bad, "`created_at` is not an ISO 8601 timestamp: 'last Tuesday'")
     assert 'before it started' in by_id[nonsense].reason and 'Impact started' in by_id[nonsense].reason
     assert sim.spec_violations and all('created_at' in v for v in sim.spec_violations)  # `mangle` breaks it

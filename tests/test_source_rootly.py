@@ -353,11 +353,6 @@ def test_a_hidden_resolution_shows_up_with_its_own_time_once_revealed(sim):
     assert sim.incidents[incident_id]['updated_at'] > NOW - timedelta(minutes=1)
 
 
-def test_reading_stops_after_the_deadline_once_a_batch_is_out(sim):
-    resolved_incident(sim, started_at=NOW - 71 * 24 * HOUR, resolved_at=NOW - 70 * 24 * HOUR)
-    batches = read(sim, NOW - 75 * 24 * HOUR, NOW, deadline=time.monotonic() - 1)
-    assert len(batches) == 1 and batches[0].through == NOW - 45 * 24 * HOUR
-
 
 def test_the_simulator_rejects_what_its_description_does_not_allow(sim):
     import requests

@@ -68,20 +68,19 @@ class Deployment:
     def from_listed(cls, item) -> Deployment | None:
         """None for an entry that cannot be used: no id or service, not finished, unreadable times."""
         attributes = item.get('attributes') if isinstance(item, dict) else None
-        if not isinstance(attributes, dict) or not item.get('id') or not attributes.get('service'):
+        if not isinstance(attributes, dict) or not _text(item.get('id')) or not _text(attributes.get('service')):
             return None
         started, finished = _time(attributes.get('started_at')), _time(attributes.get('finished_at'))
         if started is None or finished is None:
             return None
         git = attributes.get('git') if isinstance(attributes.get('git'), dict) else {}
-        repository = git.get('repository_url') or git.get('repository_id')
         return cls(
-            str(item['id']),
+            item['id'],
             attributes['service'],
-            attributes.get('env') or None,
-            attributes.get('version') or None,
-            git.get('commit_sha') or None,
-            repository or None,
+            _text(attributes.get('env')),
+            _text(attributes.get('version')),
+            _text(git.get('commit_sha')),
+            _text(git.get('repository_url')) or _text(git.get('repository_id')),
             started,
             finished,
         )
@@ -370,12 +369,12 @@ def list_events(
         page = api.query(path, body).get('data') or []
         if not isinstance(page, list):
             raise DatadogError(f'{path} did not answer a list')
-        fresh = [item for item in page if isinstance(item, dict) and item.get('id') and item['id'] not in events]
+        fresh = [item for item in page if _listed(item) and item['id'] not in events]
         events.update((item['id'], item) for item in fresh)
         if len(page) < LIST_LIMIT:
             return list(events.values()), True
         oldest = min(
-            (_time((item.get('attributes') or {}).get('started_at')) for item in fresh), default=None, key=_sortable
+            (_time(item['attributes'].get('started_at')) for item in fresh), default=None, key=_sortable
         )
         if not fresh or oldest is None or oldest >= to:  # a full page at one instant: no way further back
             return list(events.values()), False
@@ -416,6 +415,16 @@ def _repository_url(repository: str | None) -> str | None:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3] + 'Z'
+
+
+def _listed(item) -> bool:
+    """An entry of a list answer with a string id and an attributes object; others are ignored."""
+    return isinstance(item, dict) and _text(item.get('id')) is not None and isinstance(item.get('attributes'), dict)
+
+
+def _text(value) -> str | None:
+    """A non-empty string; anything else (a number where Datadog promises text) counts as absent."""
+    return value if isinstance(value, str) and value else None
 
 
 def _time(value) -> datetime | None:

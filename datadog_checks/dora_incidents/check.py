@@ -14,7 +14,7 @@ from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore
 from .mapping import Mapper
 from .datadog_api import DatadogApi, DatadogError
-from .outputs import Health, Outputs, datadog_api_key, datadog_api_url, dora_api
+from .outputs import Health, Outputs, datadog_api_url, dora_api
 from .reporting import Progress, Reporter
 from .sources import make_source, source_class
 
@@ -26,6 +26,10 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
     def __init__(self, name, init_config, instances):
         super().__init__(name, init_config, instances)
         self.check_initializations.append(self._set_up)
+
+    def warning(self, warning_message, *args, **kwargs):
+        # The base class keeps warnings as given, and an API's error body may echo a token or key back.
+        super().warning(self.sanitize(warning_message % args if args else warning_message), **kwargs)
 
     def persistent_cache_id(self) -> str:
         """The cursor's scope: which incidents are read, and which Datadog organisation they are reported to.
@@ -41,7 +45,9 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
                 name: sorted(set(getattr(config, name) or ()))
                 for name in ('services', 'service_ids', 'teams', 'team_ids', 'severities', 'urgencies')
             },
-            'datadog': [datadog_api_url(self).rstrip('/').lower(), _fingerprint(datadog_api_key(self))],
+            # The instance's own key tells two organisations apart; the Agent's key (rotated with the Agent)
+            # is the Agent's organisation, so rotating it keeps the cursor.
+            'datadog': [datadog_api_url(self).rstrip('/').lower(), _fingerprint(self.config.datadog_api_key)],
         }
         return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 

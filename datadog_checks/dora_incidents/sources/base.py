@@ -19,6 +19,8 @@ MAX_TITLE = 500
 # The longest time range one read covers: a long lookback or backfill is read a window at a time, and
 # every tool's API accepts it (PagerDuty refuses more than 6 months between `since` and `until`).
 MAX_WINDOW = timedelta(days=30)
+# A window holding more than one batch is halved, down to this: APIs filter on whole seconds.
+MIN_WINDOW = timedelta(seconds=1)
 
 
 class Source:
@@ -55,6 +57,12 @@ def windows(start: datetime, end: datetime, step: timedelta = MAX_WINDOW) -> lis
     return cuts
 
 
+def halves(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut in two at a whole second; only for windows longer than MIN_WINDOW."""
+    middle = start + timedelta(seconds=max(1, int((end - start).total_seconds()) // 2))
+    return [(start, middle), (middle, end)]
+
+
 def parse_time(value: Any, field: str) -> datetime:
     """An ISO 8601 timestamp with an explicit zone; anything else is malformed."""
     if not isinstance(value, str):
@@ -74,6 +82,12 @@ def checked_times(started_at: datetime, restored_at: datetime, resolved_at: date
         raise ValueError(f'restored {restored_at.isoformat()} before it started {started_at.isoformat()}')
     if resolved_at > datetime.now(timezone.utc) + CLOCK_SKEW:
         raise ValueError(f'resolved {resolved_at.isoformat()}, in the future')
+
+
+def restore_time(resolved_at: datetime, mitigated_at: datetime | None) -> datetime:
+    """What ends the time to restore with `restored_at: mitigated`: the mitigation, unless it is missing or
+    after the resolution (a tool that lets it be edited), then the resolution."""
+    return mitigated_at if mitigated_at is not None and mitigated_at <= resolved_at else resolved_at
 
 
 def obj(raw: dict, field: str) -> dict:

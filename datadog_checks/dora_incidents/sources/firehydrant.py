@@ -32,21 +32,33 @@ teams = `team_assignments[].team`; environments = `environments[]`; severity = `
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import requests
 
 from ..incident import Batch, Named, Skipped, SourceIncident
-from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc, windows
+from .base import (
+    MIN_WINDOW,
+    Source,
+    checked_times,
+    halves,
+    named,
+    obj,
+    objects,
+    parse_time,
+    restore_time,
+    text,
+    title,
+    utc,
+    windows,
+)
 from .http import JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 200  # FireHydrant's cap on `per_page`
 # Resolutions held in memory before the cursor may advance: bounds memory and checkpoints often.
 MAX_BATCH = 1_000
-MIN_WINDOW = timedelta(seconds=1)
 # A window whose matches keep changing while it is read is read at most this many times.
 MAX_READS = 3
 RESOLVING_PHASES = frozenset({'post_incident', 'closed'})
@@ -81,13 +93,10 @@ class FireHydrantSource(Source):
     def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
         pending = windows(since, until)
         while pending:
-            if time.monotonic() > deadline:
-                return
             start, end = pending.pop(0)
             batch = self._window(start, end, since, until, deadline)
             if batch is None:  # too many matches for one batch: halve the window
-                half = timedelta(seconds=(end - start).total_seconds() // 2)
-                pending[:0] = [(start, start + half), (start + half, end)]
+                pending[:0] = halves(start, end)
                 continue
             yield batch
 
@@ -195,8 +204,7 @@ class FireHydrantSource(Source):
     def _restored(self, raw: dict, resolved_at: datetime) -> datetime:
         if not self._mitigated:
             return resolved_at
-        mitigated = _milestones(raw).get('mitigated')
-        return mitigated if mitigated is not None and mitigated <= resolved_at else resolved_at
+        return restore_time(resolved_at, _milestones(raw).get('mitigated'))
 
 
 def _still_active(raw: dict) -> bool:
@@ -218,7 +226,10 @@ def _resolution(raw: dict) -> datetime:
     if 'resolved' in reached:
         return reached['resolved']
     resolving = [
-        reached[slug] for phase_type, slugs in _phases(raw) if phase_type in RESOLVING_PHASES for slug in slugs
+        reached[slug]
+        for phase_type, slugs in _phases(raw)
+        if phase_type in RESOLVING_PHASES
+        for slug in slugs
         if slug in reached
     ]
     if resolving:
@@ -303,4 +314,3 @@ def _is_int(value) -> bool:
 def _ceil_second(moment: datetime) -> datetime:
     floor = moment.replace(microsecond=0)
     return floor if floor == moment else floor + timedelta(seconds=1)
-

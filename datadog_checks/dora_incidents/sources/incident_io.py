@@ -41,14 +41,26 @@ from datetime import datetime, timedelta
 import requests
 
 from ..incident import Batch, Named, Skipped, SourceIncident
-from .base import Source, checked_times, named, obj, objects, parse_time, text, title, windows
+from .base import (
+    MIN_WINDOW,
+    Source,
+    checked_times,
+    halves,
+    named,
+    obj,
+    objects,
+    parse_time,
+    restore_time,
+    text,
+    title,
+    windows,
+)
 from .http import JsonApi, SourceError
 
 LIST_PATH = '/v2/incidents'
 TIMESTAMPS_PATH = '/v2/incident_timestamps'
 PAGE_SIZE = 250  # the most the vendor allows
 MAX_PER_BATCH = 1_000
-MIN_WINDOW = timedelta(seconds=1)
 # `updated_at[gte]` takes a date that the account may read in its own time zone: a day early covers any.
 DATE_SLACK = timedelta(days=1)
 MAX_PAGES = 10_000  # a cursor that never ends is a broken API, not a big account
@@ -118,21 +130,13 @@ class IncidentIoSource(Source):
     def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
         ids = self._timestamps(deadline)
         pending = windows(since, until)
-        named_skips: set[str] = set()  # each malformed record once per call, though every window re-reads it
-        yielded = False
         while pending:
-            if yielded and time.monotonic() > deadline:
-                return  # at least one batch a run, so that a slow source still makes progress
             start, end = pending.pop(0)
             batch = self._window(start, end, ids, deadline)
             if batch is None:
-                half = timedelta(seconds=(end - start).total_seconds() // 2)
-                pending[:0] = [(start, start + half), (start + half, end)]
+                pending[:0] = halves(start, end)
                 continue
-            skipped = [skip for skip in batch.skipped if skip.id not in named_skips]
-            named_skips.update(skip.id for skip in skipped)
-            yield Batch(batch.incidents, skipped, batch.through)
-            yielded = True
+            yield batch  # a record re-read by every window is skipped (and named) once: the cursor knows
 
     # -- reading -----------------------------------------------------------------------------------
     def _window(self, start: datetime, end: datetime, ids: TimestampIds, deadline: float) -> Batch | None:
@@ -196,6 +200,8 @@ class IncidentIoSource(Source):
         """The record's resolution if it is a failure resolved in [start, end), a Skipped if malformed."""
         incident_id = _id_of(raw)
         try:
+            if incident_id.startswith('unidentified'):
+                raise ValueError('the record has no incident.io id')
             category = _resolved_category(raw)
             if category is None:
                 return None
@@ -217,7 +223,7 @@ class IncidentIoSource(Source):
         started_at = times.get(ids.started) or created_at
         restored_at = resolution
         if self._mitigated and times.get(ids.mitigated):
-            restored_at = min(times[ids.mitigated], resolution)
+            restored_at = restore_time(resolution, times[ids.mitigated])
         try:
             checked_times(started_at, restored_at, resolved_at)
         except ValueError as e:
@@ -334,7 +340,6 @@ def _id_of(raw) -> str:
 
 def _option(config, name: str, default):
     return getattr(config, name, None) or default
-
 
 
 def describe_error(response: requests.Response, token: str) -> str:

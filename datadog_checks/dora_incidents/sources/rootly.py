@@ -25,27 +25,49 @@ the attributes as `{data: {id, attributes: {name}}}` (no `include` needed); seve
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import requests
 
 from ..incident import Batch, Named, Skipped, SourceIncident
-from .base import Source, checked_times, obj, objects, parse_time, text, title, utc, windows
+from .base import (
+    MIN_WINDOW,
+    Source,
+    checked_times,
+    halves,
+    obj,
+    objects,
+    parse_time,
+    restore_time,
+    text,
+    title,
+    utc,
+    windows,
+)
 from .http import JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 100
 MAX_PER_BATCH = 1_000
 MAX_PAGES = MAX_PER_BATCH // PAGE_SIZE
-MIN_WINDOW = timedelta(seconds=1)
 MAX_REREADS = 2
 RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
 # Every status Rootly documents: anything else is a record we do not understand.
 KNOWN_STATUSES = frozenset(
-    {'in_triage', 'started', 'detected', 'acknowledged', 'mitigated', 'resolved', 'closed', 'cancelled',
-     'scheduled', 'in_progress', 'completed'}
+    {
+        'in_triage',
+        'started',
+        'detected',
+        'acknowledged',
+        'mitigated',
+        'resolved',
+        'closed',
+        'cancelled',
+        'scheduled',
+        'in_progress',
+        'completed',
+    }
 )
 NOT_FAILURE_KINDS = frozenset({'test', 'test_sub', 'example', 'example_sub', 'scheduled', 'scheduled_sub'})
 _ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
@@ -85,12 +107,9 @@ class RootlySource(Source):
             start, end = pending.pop(0)
             records = self._window(start, end, deadline)
             if records is None:  # too many for one batch: halve the window
-                half = timedelta(seconds=(end - start).total_seconds() // 2)
-                pending[:0] = [(start, start + half), (start + half, end)]
+                pending[:0] = halves(start, end)
                 continue
             yield self._batch(records, start, end)
-            if time.monotonic() > deadline:
-                return
 
     def _window(self, start: datetime, end: datetime, deadline: float) -> list | None:
         """Every record of the window, or None when the window holds more than one batch may."""
@@ -186,7 +205,9 @@ class RootlySource(Source):
         started_at = parse_time(attrs.get(start_field), start_field)
         resolved_at = parse_time(attrs.get('resolved_at'), 'resolved_at')
         mitigated = attrs.get('mitigated_at') if self._mitigated else None
-        restored_at = parse_time(mitigated, 'mitigated_at') if mitigated is not None else resolved_at
+        restored_at = restore_time(
+            resolved_at, parse_time(mitigated, 'mitigated_at') if mitigated is not None else None
+        )
         checked_times(started_at, restored_at, resolved_at)
         if resolved_at < started_at:
             raise ValueError(f'resolved {resolved_at.isoformat()} before it started {started_at.isoformat()}')
@@ -238,7 +259,6 @@ def _id_of(record, position: int) -> str:
     if isinstance(record, dict) and text(record.get('id')):
         return record['id'][:64]
     return f'record {position + 1} of the window'
-
 
 
 def _describer(token: str):
