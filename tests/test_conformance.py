@@ -4,6 +4,7 @@ Adding a tool adds a line to loopback/simulators.py; these scenarios then run ag
 """
 
 import logging
+from datetime import timedelta
 import pytest
 
 from loopback.server import Fault
@@ -194,3 +195,19 @@ def test_a_run_out_of_time_stops_after_a_batch_and_the_next_run_goes_on(
     assert set(restores(aggregator)) == {old}
     run(check)
     assert sorted(restores(aggregator)) == sorted([old, *recent]) and counted(aggregator) == 2
+
+
+def test_resolutions_around_a_window_cut_are_each_reported_once(aggregator, make_check, run, tool, settings):
+    from datetime import datetime, timezone
+
+    moment = datetime.now(timezone.utc)  # with its microseconds: the cursor must still cut on whole seconds
+    cut = moment - timedelta(days=10)  # where a 40-day lookback's first 30-day window ends
+    incidents = []
+    for offset in (-1.7, -0.3, 0.3, 1.7):
+        incident = tool.open(cut - timedelta(hours=1))
+        tool.resolve(incident, cut + timedelta(seconds=offset))
+        incidents.append(incident)
+
+    run(make_check({**settings, 'initial_lookback': 40 * 86400}))
+
+    assert sorted(restores(aggregator)) == sorted(incidents) and counted(aggregator) == 4

@@ -68,7 +68,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         reporter = self._reporter
         cursor = reporter.store.load()
         reporter.outputs.begin(deadline)
-        since, until = cursor.window(datetime.now(timezone.utc), self.config.initial_lookback)
+        since, until = cursor.window(datetime.now(timezone.utc).replace(microsecond=0), self.config.initial_lookback)
         if cursor.watermark is None:
             self._recover(cursor, since, until)
         progress = reporter.catch_up(cursor, since, until, deadline)

@@ -73,6 +73,8 @@ class Cursor:
         return True
 
     def advance(self, through: datetime) -> None:
+        # Whole seconds: APIs filter on whole seconds, so every window starts and ends on one.
+        through = through.replace(microsecond=0)
         self.watermark = max(through, self.watermark) if self.watermark else through
         self._forget_old()
 
