@@ -66,7 +66,7 @@ def failure_payload(incident: Incident, tags: list[str], causing: Deployment | N
 
 
 class Outputs:
-    """Turns one resolution into the metrics, event and DORA failure the issue names."""
+    """Turns one resolution into its metrics, event, DORA failure and deployment marking."""
 
     def __init__(
         self, check, dora: DatadogApi | None, send_metrics: bool = True,
