@@ -346,7 +346,10 @@ def test_the_cause_is_the_latest_deployment_of_the_service_and_env_in_the_window
         _deployment('during', 1),
     ]
     assert causing_deployment(deployments, 'checkout', 'prod', T0, WINDOW).id == 'cause'
-    assert causing_deployment(deployments, 'checkout', None, T0, WINDOW).id == 'staging'  # no env: any env
+    # No env: one environment's deployments are unambiguous, several are not (never a staging one by chance).
+    assert causing_deployment(deployments, 'checkout', None, T0, WINDOW) is None
+    prod_only = [d for d in deployments if d.env == 'prod']
+    assert causing_deployment(prod_only, 'checkout', None, T0, WINDOW).id == 'cause'
     assert causing_deployment(deployments, 'checkout', 'prod', T0, timedelta(hours=2)) is None
 
 

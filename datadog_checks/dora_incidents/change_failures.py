@@ -91,12 +91,15 @@ def causing_deployment(
     deployments: Iterable[Deployment], service: str, env: str | None, started_at: datetime, window: timedelta
 ) -> Deployment | None:
     """The latest deployment of `service` (and `env`, when the incident has one) that finished within
-    `window` before `started_at`."""
+    `window` before `started_at`. Without an env, deployments to several environments are ambiguous:
+    none is chosen rather than, say, a staging one."""
     candidates = [
         d
         for d in deployments
         if d.service == service and (env is None or d.env == env) and started_at - window <= d.finished_at <= started_at
     ]
+    if env is None and len({d.env for d in candidates}) > 1:
+        return None
     return max(candidates, key=_order, default=None)
 
 
