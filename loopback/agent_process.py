@@ -50,7 +50,8 @@ def main(settings: dict) -> None:
         if not pending['metrics'] and not pending['events']:
             record(emitting=True)
         pending['metrics'].append({'metric': name, 'value': value, 'tags': tags})
-        time.sleep(settings.get('submit_delay', 0))  # widens the window in which a kill lands mid-emission
+        if settings.get('submit_delay'):  # widens the window in which a kill lands mid-emission
+            time.sleep(settings['submit_delay'])
 
     def submit_event(check, check_id, event):
         pending['events'].append(event.get('aggregation_key'))

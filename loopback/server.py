@@ -56,6 +56,9 @@ class LoopbackServer:
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
         self.clock_offset = 0.0  # seconds the server's clock (its `Date` header) is off from this host's
+        # Added to every response, outside the lock: a network round trip (requests overlap as on a network).
+        self.latency = 0.0
+        self.connections = 0  # TCP connections accepted since start (a kept-alive connection counts once)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self):
@@ -130,9 +133,17 @@ class _QuietServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
-    # Unbuffered writes split headers and body, and the client's delayed ACK then costs ~40 ms a request.
+    # Unbuffered writes split headers and body, and the client's delayed ACK then costs ~40 ms a request:
+    # each response goes out in ONE write (headers and body joined, see `_dispatch`), with Nagle off.
     wbufsize = 1 << 16
     server_impl: LoopbackServer
+
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        impl = self.server_impl
+        with impl._lock:
+            impl.connections += 1
 
     def do_GET(self):
         self._dispatch()
@@ -155,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
             body,
         )
         response, fault = self.server_impl._serve(request)
+        if self.server_impl.latency:
+            time.sleep(self.server_impl.latency)
         body = response.body
         if fault and (fault.truncate or fault.reset):
             body = body[: max(1, len(body) // 2)]
@@ -164,8 +177,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(len(response.body) if fault and fault.reset else len(body)))
         if fault and fault.truncate:
             self.send_header('Connection', 'close')
-        self.end_headers()
-        self.wfile.write(body)
+        # end_headers() would write the headers on their own: one write for the whole response instead.
+        self._headers_buffer.append(b'\r\n')
+        self.wfile.write(b''.join(self._headers_buffer) + body)
+        self._headers_buffer = []
         if fault and (fault.truncate or fault.reset):
             self.wfile.flush()
             if fault.reset:

@@ -28,7 +28,7 @@ from datadog_checks.dora_incidents.outputs import dora_api
 from loopback.intake import DEPLOYMENTS_PATH, FAILURES_PATH
 from loopback.server import Fault
 
-from .common import ago, counted, restores
+from .common import ago, counted, dora_ids, restores
 
 MARKED = 'dora.check.change_failures.marked'
 UNMATCHED = 'dora.check.change_failures.unmatched'
@@ -417,3 +417,31 @@ def _send_foreign_failures(intake, now):
             }
         }
         assert requests.post(f'{intake.url}/api/v2/dora/failure', json=body, headers={'DD-API-KEY': intake.api_key}).ok
+
+
+def test_a_refused_application_key_holds_back_markings_only(
+    aggregator, make_check, run, marking, intake, pagerduty, now, no_backoff
+):
+    incidents = [pagerduty.trigger('PCHKOUT', ago(now, hours=3, minutes=n)) for n in range(3)]
+    for incident in incidents:
+        pagerduty.resolve(incident, ago(now, hours=1))
+    failed = deploy(intake, now, 'v2', 4)
+    intake.inject(Fault(status=403, path=f'{DEPLOYMENTS_PATH}/{failed}', times=10))  # the PATCH, not the list
+
+    error = make_check({**marking, 'dora_concurrency': 1}).run()  # one at a time: the PATCH goes first
+
+    assert 'datadog_app_key' in error
+    assert sorted(dora_ids(intake)) == sorted(f'pagerduty:{i}' for i in incidents)  # failures were not held back
+    aggregator.assert_metric('dora.check.outbox.pending', value=1)  # the marking waits for a fixed key
+
+
+def test_a_marking_of_a_deployment_that_is_gone_is_dropped_not_retried(
+    aggregator, make_check, run, marking, intake, incident, now
+):
+    failed = deploy(intake, now, 'v2', 3)
+    intake.inject(Fault(status=404, path=f'{DEPLOYMENTS_PATH}/{failed}', times=5))
+
+    warnings = run(make_check(marking))
+
+    assert any(failed in warning and 'dropping' in warning for warning in warnings)
+    aggregator.assert_metric('dora.check.outbox.pending', value=0)

@@ -191,3 +191,16 @@ def test_a_corrupt_backfill_state_starts_over_with_a_warning(cli, pagerduty, int
 
     assert result.exception is None, result.output
     assert 'Starting over' in result.output and dora_ids(intake) == [f'pagerduty:{incident}'] * 2
+
+
+def test_a_dry_run_with_change_failures_on_prints_the_failures_only(cli, tmp_path, instance, pagerduty, now):
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    config = tmp_path / 'marking.yaml'
+    marking = {**instance, 'mark_change_failures': True, 'datadog_app_key': 'some-app-key-123'}
+    config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [marking]}))
+
+    result, _ = cli('check', '-c', str(config))
+
+    assert result.exception is None, result.output
+    assert f'pagerduty:{incident}' in result.output and 'warning' not in result.output

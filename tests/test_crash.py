@@ -1,5 +1,6 @@
 """A run killed at any step: afterwards nothing is missing, and only what was in flight repeats."""
 
+import itertools
 import json
 import os
 import random
@@ -29,14 +30,14 @@ class Crash(Exception):
 def crash_on_call(monkeypatch, owner, name, call=1, after=False):
     """Make `owner.name` raise on its `call`-th call, before doing its work or (`after`) once it is done."""
     original = getattr(owner, name)
-    calls = []
+    calls = itertools.count(1)
 
     def crashing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call and not after:
+        number = next(calls)  # atomic: DORA posts run on several threads at once
+        if number == call and not after:
             raise Crash(name)
         result = original(*args, **kwargs)
-        if len(calls) == call:
+        if number == call:
             raise Crash(name)
         return result
 

@@ -53,6 +53,10 @@ class Reporter:
     ) -> Progress:
         """Reads [since, until) batch by batch until caught up or out of time."""
         progress = Progress()
+        if time.monotonic() >= deadline:
+            # The budget went on the outbox: reading more would only queue more behind it.
+            progress.out_of_time = True
+            return progress
         try:
             for batch in self.source.resolved(since, until, deadline):
                 self._emit(batch, cursor, progress)

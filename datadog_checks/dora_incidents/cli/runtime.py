@@ -17,7 +17,7 @@ import yaml
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..check import DoraIncidentsCheck
-from ..datadog_api import DatadogApi
+from ..datadog_api import DORA_PATH, DatadogApi
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
 # refuses such tags unless told otherwise (the Agent accepts them).
@@ -133,8 +133,10 @@ class RecordingDatadogApi(DatadogApi):
         self.recorded: list[dict] = []
 
     def _request(self, method, path, body, app_key):
-        self.recorded.append(body)
-        return 202, 'dry run: not sent', None, None
+        if method == 'POST' and path == DORA_PATH:
+            self.recorded.append(body)
+        # Lists (deployments, failures) answer empty: a dry run marks nothing and recovers nothing.
+        return 200, 'dry run: not sent', None, {'data': []}
 
 
 class DryRunCheck(DoraIncidentsCheck):

@@ -6,20 +6,26 @@ incident created weeks ago and resolved now is invisible to a time-windowed inci
 "resolve log entries created in [since, until)" — whenever the incident was created, and once more
 each time a reopened incident is resolved again. `include[]=incidents` embeds the incident itself.
 
-Offset pagination stops at 10,000 results, so a window holding more entries than a batch may hold is
-bisected in time until each half fits (PagerDuty's own client bisects the same way).
+Offset pagination stops at 10,000 results, so a window holding more entries than a batch may hold is cut
+in time. Where is estimated from the window's `total` (its first page asks `total=true`): the next window
+ends where SPLIT_TARGET of the entries still expected would be, were they spread evenly, and each window
+read corrects what is expected of the rest. A window whose own `total` is still too large (entries
+bunched) is cut the same way. Reading N entries spread over a window costs about ceil(N/100) pages, plus
+one probe and a partial page per window.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import requests
 
 from ..incident import Batch, SourceIncident, Skipped
-from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc
+from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc, windows
 from .http import JsonApi, SourceError
 
 PAGE_SIZE = 100
@@ -27,6 +33,9 @@ OFFSET_CAP = 10_000
 # Entries read before the cursor may advance. Smaller than the offset cap so that a run with a time
 # budget checkpoints often, and memory stays bounded however large the backlog.
 MAX_ENTRIES_PER_BATCH = 1_000
+# What a cut window is sized for: 9 full pages, below the batch limit, so that unevenly spread entries
+# seldom need a second cut.
+SPLIT_TARGET = 900
 # PagerDuty accepts at most 6 months between `since` and `until`; a month keeps each window's first
 # (`total=true`) request cheap, and a long `initial_lookback` or backfill is read a month at a time.
 MAX_WINDOW = timedelta(days=30)
@@ -64,16 +73,35 @@ class PagerDutySource(Source):
         return JsonApi(http, api_url, headers, describe_error)
 
     def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        windows = _split(since, until, MAX_WINDOW)
-        while windows:
-            start, end = windows.pop(0)
-            first = self._page(start, end, offset=0, deadline=deadline, total=True)
-            total = first.get('total')
-            if isinstance(total, int) and total > MAX_ENTRIES_PER_BATCH and end - start > MIN_WINDOW:
-                half = timedelta(seconds=(end - start).total_seconds() // 2)
-                windows[:0] = [(start, start + half), (start + half, end)]
+        # Ranges still to read, innermost last: (end, entries expected between `start` and it, None: unknown).
+        ranges: list[tuple[datetime, int | None]] = [
+            (end, None) for _, end in reversed(windows(since, until, MAX_WINDOW))
+        ]
+        start = since
+        while ranges:
+            end, expected = ranges[-1]
+            if start >= end:
+                ranges.pop()
                 continue
-            yield self._batch(self._entries(first, start, end, deadline), end)
+            stop = _stop(start, end, expected)
+            try:
+                _in_time(deadline)  # e.g. the run's budget went to sending the DORA outbox: nothing new is read
+                first = self._page(start, stop, offset=0, deadline=deadline, total=True)
+                total = first.get('total')
+                found = total if isinstance(total, int) else 0
+                if found > MAX_ENTRIES_PER_BATCH and stop - start > MIN_WINDOW:
+                    # Too many for one batch: [start, stop) is cut by its own total, the rest by what remains.
+                    ranges[-1:] = [(end, None if expected is None else expected - found), (stop, found)]
+                    continue
+                batch = self._batch(self._entries(first, start, stop, deadline), stop)
+            except _OutOfTime:
+                # Past `max_run_time` in the middle of a window: none of it is reported, the cursor stays
+                # before it, and the next run reads it again.
+                yield Batch([], [], start)
+                return
+            ranges[-1] = (end, None if expected is None else expected - found)
+            start = stop
+            yield batch
 
     def _page(self, start, end, offset, deadline, total=False) -> dict:
         params = [
@@ -102,6 +130,7 @@ class PagerDutySource(Source):
             if offset + PAGE_SIZE > OFFSET_CAP:
                 # Only reachable when one second holds more entries than the cap: refuse rather than skip.
                 raise SourceError(f'more than {OFFSET_CAP} log entries between {utc(start)} and {utc(end)}')
+            _in_time(deadline)
             page = self._page(start, end, offset, deadline)
 
     def _batch(self, entries: Iterator[dict], through: datetime) -> Batch:
@@ -196,9 +225,19 @@ def _id_of(raw, entry) -> str:
     return f'log entry {entry.get("id", "?")}'
 
 
-def _split(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
-    windows = []
-    while start < end:
-        windows.append((start, min(start + step, end)))
-        start = windows[-1][1]
-    return windows
+def _stop(start: datetime, end: datetime, expected: int | None) -> datetime:
+    """Where the next window ends: where SPLIT_TARGET of the `expected` entries in [start, end), spread evenly,
+    would be. In whole seconds, as `since`/`until` are sent; shorter than [start, end) when cut at all."""
+    if expected is None or expected <= SPLIT_TARGET:
+        return end
+    seconds = max(MIN_WINDOW.total_seconds(), math.floor((end - start).total_seconds() * SPLIT_TARGET / expected))
+    return min(end, start + timedelta(seconds=seconds))
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _in_time(deadline: float) -> None:
+    if time.monotonic() >= deadline:
+        raise _OutOfTime

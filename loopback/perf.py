@@ -1,0 +1,230 @@
+"""Performance: the check against the script a new user would write, over a backlog, with network latency.
+
+    python -m loopback.perf [--backlog 2000 10000] [--latency 0 20] [--budget 10]
+
+For each backlog size N and added latency (milliseconds per response, on both the loopback PagerDuty and
+the loopback Datadog API), it seeds the loopback PagerDuty with N incidents resolved within the last 20
+hours, opened before `initial_lookback` (a day), so the window holds exactly N log entries: the floor
+is ceil(N / 100) pages for anyone reading them. Then, each on fresh servers, in its own process:
+
+- the check, in the stand-in Agent (`loopback.agent_process`, the cache in files), run after run
+  until it has caught up (default options: `max_run_time: 10`, `dora_concurrency: 8`, events on);
+- `loopback.naive`: the official `pagerduty` client's `iter_all` and `datadog-api-client`'s
+  `create_dora_failure`, one post after the other.
+
+It prints, side by side: wall time (process start to drained), the speed-up, PagerDuty requests (and
+the floor), TCP connections opened to both servers, CPU seconds and peak RSS of the process, then for
+the check its runs, its longest run and its stored cursor. Every row checks that each incident reached
+the DORA API. Last, the size of a stored cursor remembering 20,000 incidents (its cap).
+
+Each is run as `python -m loopback.perf --child check|naive ...`, which notes the child's own peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from .harness import instance_for
+from .intake import DatadogIntake
+from .pagerduty import PagerDutySimulator
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = [sys.executable, '-m', 'loopback.perf', '--child']
+PEAK_RSS_FILE = 'DORA_INCIDENTS_PEAK_RSS_FILE'
+PAGE = 100
+LOOKBACK = 86_400
+
+
+@dataclass
+class Measure:
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+    requests: int
+    connections: int
+    posted: int  # distinct DORA failure ids the intake holds
+    runs: int = 1
+    longest_run: float = 0.0
+    cursor_bytes: int = 0
+
+
+def seeded(backlog: int, latency_ms: float) -> tuple[PagerDutySimulator, DatadogIntake, list[str]]:
+    pagerduty, intake = PagerDutySimulator(), DatadogIntake()
+    pagerduty.add_service('PSVC', 'Checkout', teams=[('PTEAM', 'Payments')])
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    spacing = timedelta(hours=20) / backlog
+    incidents = []
+    for n in range(backlog):
+        incident = pagerduty.trigger('PSVC', now - timedelta(hours=25, seconds=n))
+        pagerduty.resolve(incident, now - timedelta(hours=20) + n * spacing)
+        incidents.append(incident)
+    for server in (pagerduty, intake):
+        server.latency = latency_ms / 1000
+        server.start()
+    return pagerduty, intake, incidents
+
+
+def run_process(args: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS MB) of a child process (`python -m loopback.perf --child ...`), which
+    must succeed. The peak is the child's own high-water mark after `exec`: `ru_maxrss` would count the
+    pages it shared with this process, which holds the simulators, between `fork` and `exec`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak = Path(scratch) / 'peak_rss_kb'
+        started = time.monotonic()
+        child = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, PEAK_RSS_FILE: str(peak)}
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.monotonic() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            raise SystemExit(f'{" ".join(args[2:5])} failed with exit code {child.returncode}')
+        return wall, usage.ru_utime + usage.ru_stime, int(peak.read_text()) / 1024
+
+
+def child(kind: str, args: list[str]) -> None:
+    """Run the check (in the stand-in Agent) or the naive script, and note the peak RSS when it ends."""
+    atexit.register(lambda: Path(os.environ[PEAK_RSS_FILE]).write_text(str(_peak_rss_kb())))
+    if kind == 'check':
+        stand_in(json.loads(args[0]))
+    else:
+        from . import naive
+
+        sys.argv = ['loopback.naive', *args]
+        naive.main()
+
+
+def measure_check(backlog: int, latency_ms: float, budget: int) -> Measure:
+    pagerduty, intake, incidents = seeded(backlog, latency_ms)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            journal = Path(scratch) / 'journal.jsonl'
+            settings = {
+                'instance': instance_for(pagerduty, intake, max_run_time=budget),
+                'state_dir': str(Path(scratch) / 'cache'),
+                'journal': str(journal),
+                'until_caught_up': True,
+                'runs': 200,
+                'pause': 0,
+            }
+            wall, cpu, rss = run_process([*CHILD, 'check', json.dumps(settings)])
+            runs = [json.loads(line) for line in journal.read_text().splitlines() if '"run_done"' in line]
+            cursor = max((path.stat().st_size for path in Path(scratch, 'cache').glob('*_cursor_*')), default=0)
+        return Measure(
+            wall, cpu, rss, len(pagerduty.requests), pagerduty.connections + intake.connections,
+            _posted(intake, incidents), len(runs), max(run['seconds'] for run in runs), cursor,
+        )  # fmt: skip
+    finally:
+        pagerduty.stop()
+        intake.stop()
+
+
+def measure_naive(backlog: int, latency_ms: float) -> Measure:
+    pagerduty, intake, incidents = seeded(backlog, latency_ms)
+    try:
+        args = [*CHILD, 'naive', pagerduty.url, pagerduty.token, intake.url, intake.api_key]
+        wall, cpu, rss = run_process([*args, '--lookback', str(LOOKBACK)])
+        return Measure(
+            wall, cpu, rss, len(pagerduty.requests), pagerduty.connections + intake.connections,
+            _posted(intake, incidents), longest_run=wall,
+        )  # fmt: skip
+    finally:
+        pagerduty.stop()
+        intake.stop()
+
+
+def _posted(intake: DatadogIntake, incidents: list[str]) -> int:
+    posted = {body['data']['attributes']['id'] for body in intake.failures}
+    missing = {f'pagerduty:{incident}' for incident in incidents} - posted
+    if missing:
+        raise SystemExit(f'{len(missing)} incidents never reached the DORA API')
+    return len(posted)
+
+
+def cursor_bytes(remembered: int = 20_000) -> int:
+    """A stored cursor slot remembering `remembered` PagerDuty incidents, as DurableJson writes it."""
+    from datadog_checks.dora_incidents.cursor import Cursor
+
+    now = datetime.now(timezone.utc)
+    start = int(now.timestamp() * 1000) - remembered * 1000
+    cursor = Cursor(now, {f'pagerduty:Q{n:013d}': start + n * 1000 for n in range(remembered)})
+    return len(json.dumps({'sequence': 1, 'document': cursor.to_document()}, separators=(',', ':')))
+
+
+def stand_in(settings: dict) -> None:
+    """`loopback.agent_process`, without its `time.sleep(submit_delay)` per metric when the delay is 0 (a hook
+    of the crash tests): with worker threads running, each such sleep hands the GIL over and waits up to
+    the 5 ms switch interval to get it back, which the Agent's own metric submission never does."""
+    import types
+
+    from . import agent_process
+
+    agent_process.time = types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: s and time.sleep(s))
+    agent_process.main(settings)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ['--child']:
+        return child(sys.argv[2], sys.argv[3:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--backlog', type=int, nargs='+', default=[2_000, 10_000])
+    parser.add_argument('--latency', type=float, nargs='+', default=[0, 20], help='milliseconds added per response')
+    parser.add_argument('--budget', type=int, default=10, help='max_run_time, seconds')
+    args = parser.parse_args()
+    print(
+        f'Measured on {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}'
+    )
+    print()
+    print(
+        '| backlog | latency | wall: check / naive | speed-up | PagerDuty requests: check / naive (floor) '
+        '| connections: check / naive | CPU: check / naive | peak RSS: check / naive | runs | longest run | cursor |'
+    )
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    for backlog in args.backlog:
+        for latency in args.latency:
+            check, naive = measure_check(backlog, latency, args.budget), measure_naive(backlog, latency)
+            floor = math.ceil(backlog / PAGE)
+            print(
+                f'| {backlog:,} | {latency:g} ms | {check.wall:.1f} s / {naive.wall:.1f} s | {naive.wall / check.wall:.1f}x '
+                f'| {check.requests} / {naive.requests} ({floor}) | {check.connections} / {naive.connections} '
+                f'| {check.cpu:.1f} s / {naive.cpu:.1f} s | {check.peak_rss_mb:.0f} MB / {naive.peak_rss_mb:.0f} MB '
+                f'| {check.runs} | {check.longest_run:.1f} s | {check.cursor_bytes / 1024:.0f} KB |',
+                flush=True,
+            )
+    print()
+    print(
+        f'A stored cursor remembering 20,000 incidents (the cap): {cursor_bytes() / 1024:.0f} KB per slot, two slots.'
+    )
+
+
+def _peak_rss_kb() -> int:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1])
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
+
+
+if __name__ == '__main__':
+    main()
