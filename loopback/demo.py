@@ -78,7 +78,11 @@ def print_events() -> None:
 
 
 def print_failures(failures: list[dict]) -> None:
-    print(f'\nDORA failures POSTed to /api/v2/dora/failure ({len(failures)}):' if failures else '\nDORA failures: none sent')
+    print(
+        f'\nDORA failures POSTed to /api/v2/dora/failure ({len(failures)}):'
+        if failures
+        else '\nDORA failures: none sent'
+    )
     for body in failures:
         print('  ' + json.dumps(body['data']['attributes']))
 

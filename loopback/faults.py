@@ -44,12 +44,25 @@ class Case:
 
 CASES = [
     Case('429 with ratelimit-reset 1s', 'pagerduty', Fault(status=429, headers={'ratelimit-reset': '1'}), None),
-    Case('429 with ratelimit-reset 600s', 'pagerduty', Fault(status=429, headers={'ratelimit-reset': '600'}), 'rate limit'),
-    *[Case(f'{status}', 'pagerduty', Fault(status=status, times=3), f'HTTP {status}') for status in (500, 502, 503, 504)],
+    Case(
+        '429 with ratelimit-reset 600s',
+        'pagerduty',
+        Fault(status=429, headers={'ratelimit-reset': '600'}),
+        'rate limit',
+    ),
+    *[
+        Case(f'{status}', 'pagerduty', Fault(status=status, times=3), f'HTTP {status}')
+        for status in (500, 502, 503, 504)
+    ],
     Case('read timeout', 'pagerduty', Fault(delay=2), 'did not answer in time'),
     Case('connection reset mid-body', 'pagerduty', Fault(reset=True), 'broke in the middle'),
     Case('truncated JSON body', 'pagerduty', Fault(truncate=True), 'not JSON'),
-    Case('HTML page from a proxy', 'pagerduty', Fault(status=200, body=HTML, headers={'Content-Type': 'text/html'}), 'not JSON'),
+    Case(
+        'HTML page from a proxy',
+        'pagerduty',
+        Fault(status=200, body=HTML, headers={'Content-Type': 'text/html'}),
+        'not JSON',
+    ),
     Case('401 bad token / wrong region', 'pagerduty', Fault(status=401), 'api.eu.pagerduty.com'),
     Case('403 token lacks access', 'pagerduty', Fault(status=403), 'read access'),
     Case('402 ability missing', 'pagerduty', Fault(status=402), 'team_ids'),
@@ -83,7 +96,9 @@ def run_case(case: Case, position: str) -> Row:
         pagerduty.add_service('PSVC', 'Checkout', teams=[('PTEAM', 'Payments')])
         resolved = _resolve(pagerduty, INCIDENTS, now - timedelta(hours=6), now - timedelta(hours=1))
         server, path = (pagerduty, LOG_ENTRIES) if case.target == 'pagerduty' else (intake, DORA_FAILURE_PATH)
-        skip = {'first': 0, 'middle': 4 if case.target == 'pagerduty' else INCIDENTS // 2, 'last': _last(case)}[position]
+        skip = {'first': 0, 'middle': 4 if case.target == 'pagerduty' else INCIDENTS // 2, 'last': _last(case)}[
+            position
+        ]
         server.inject(Fault(**{**vars(case.fault), 'path': path, 'skip': skip}))
         instance = instance_for(pagerduty, intake, timeout=1, send_events=False, log_requests=True)
         warnings, runs = [], 0
@@ -162,7 +177,9 @@ def main() -> None:
     rows = run_matrix()
     print(table(rows))
     failed = [row for row in rows if not row.ok]
-    print(f'\n{len(rows) - len(failed)} of {len(rows)} cells: nothing lost, nothing duplicated, cause named, no secret.')
+    print(
+        f'\n{len(rows) - len(failed)} of {len(rows)} cells: nothing lost, nothing duplicated, cause named, no secret.'
+    )
     if failed:
         raise SystemExit(1)
 

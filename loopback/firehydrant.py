@@ -63,11 +63,23 @@ PHASES = (
 ORDER = [slug for _, _, slugs in PHASES for slug in slugs]
 ACTIVE = frozenset(ORDER[: ORDER.index('resolved')])
 # The description's parameters this simulator applies; the others are refused rather than ignored.
-SIMULATED = frozenset({
-    'page', 'per_page', 'resolved_at_or_after', 'resolved_at_or_before', 'created_at_or_after',
-    'created_at_or_before', 'archived', 'current_milestones', 'services', 'environments', 'functionalities',
-    'teams', 'severities',
-})
+SIMULATED = frozenset(
+    {
+        'page',
+        'per_page',
+        'resolved_at_or_after',
+        'resolved_at_or_before',
+        'created_at_or_after',
+        'created_at_or_before',
+        'archived',
+        'current_milestones',
+        'services',
+        'environments',
+        'functionalities',
+        'teams',
+        'severities',
+    }
+)
 
 
 def iso(moment: datetime) -> str:
@@ -124,7 +136,10 @@ class FireHydrantSimulator(LoopbackServer):
     source = VENDOR
     list_path = LIST_PATH
     expected_tags: ClassVar[dict[str, str]] = {
-        'service': 'checkout_api', 'team': 'payments_team', 'env': 'production', 'severity': 'sev1'
+        'service': 'checkout_api',
+        'team': 'payments_team',
+        'env': 'production',
+        'severity': 'sev1',
     }
 
     def __init__(self, token: str = 'fhb-sim-firehydrant-token', max_page_size: int = MAX_PAGE_SIZE, validate=True):

@@ -108,7 +108,9 @@ class IncidentIoSimulator(LoopbackServer):
         self._valid: set[bytes] = set()  # digests of the incident records the description accepts
         self._shown: dict[str, dict] = {}  # incident id -> what the list shows while a resolution is hidden
         self._statuses = {name: self._status(name, category, rank) for name, (category, rank) in STATUSES.items()}
-        self._timestamps = {name: {'id': next(self._ids), 'name': name, 'rank': rank} for rank, name in enumerate(TIMESTAMPS)}
+        self._timestamps = {
+            name: {'id': next(self._ids), 'name': name, 'rank': rank} for rank, name in enumerate(TIMESTAMPS)
+        }
         self._fields = {name: self._field(name, kind) for name, (kind, _) in FIELDS.items()}
         self._values: dict[tuple[str, str], dict] = {}  # (field, value) -> catalog entry or option
         self._severities: dict[str, dict] = {}
@@ -283,9 +285,16 @@ class IncidentIoSimulator(LoopbackServer):
     def _answer(self, request: Request) -> Response:
         authorization = request.headers.get('authorization')
         if not authorization:
-            return _error(401, 'authentication_error', 'missing_authorization_material', 'No authorization material provided in request')
+            return _error(
+                401,
+                'authentication_error',
+                'missing_authorization_material',
+                'No authorization material provided in request',
+            )
         if authorization != f'Bearer {self.token}':
-            return _error(401, 'authentication_error', 'invalid_authorization_material', 'The API key provided is not valid')
+            return _error(
+                401, 'authentication_error', 'invalid_authorization_material', 'The API key provided is not valid'
+            )
         limited, headers = self._take_token()
         if limited:
             return limited
@@ -341,7 +350,13 @@ class IncidentIoSimulator(LoopbackServer):
         }  # fmt: skip
 
     def _field(self, name: str, kind: str) -> dict:
-        return {'id': next(self._ids), 'name': name, 'description': f'{name} of the incident', 'field_type': kind, 'options': []}
+        return {
+            'id': next(self._ids),
+            'name': name,
+            'description': f'{name} of the incident',
+            'field_type': kind,
+            'options': [],
+        }
 
     def _severity(self, name: str) -> dict:
         if name not in self._severities:
@@ -362,7 +377,12 @@ class IncidentIoSimulator(LoopbackServer):
             if FIELDS[field['name']][1]:
                 self._values[key] = {'value_catalog_entry': {'id': next(self._ids), 'name': name, 'aliases': []}}
             else:
-                option = {'id': next(self._ids), 'custom_field_id': field['id'], 'value': name, 'sort_key': len(field['options'])}
+                option = {
+                    'id': next(self._ids),
+                    'custom_field_id': field['id'],
+                    'value': name,
+                    'sort_key': len(field['options']),
+                }
                 field['options'].append(option)
                 self._values[key] = {'value_option': option}
         return self._values[key]

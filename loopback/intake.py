@@ -38,7 +38,9 @@ def dora_failure_problems(body) -> list[str]:
     except (OpenApiException, TypeError, ValueError) as e:
         return [str(e)]
     attributes = body['data']['attributes']
-    problems = [f'unknown attribute {name!r}' for name in attributes if name not in DORAFailureRequestAttributes.attribute_map]
+    problems = [
+        f'unknown attribute {name!r}' for name in attributes if name not in DORAFailureRequestAttributes.attribute_map
+    ]
     if 'id' in attributes and not _ID.fullmatch(attributes['id']):
         problems.append(f'id {attributes["id"]!r} is not 16-128 characters of [A-Za-z0-9-_.:]')
     if not attributes.get('services') and not attributes.get('team'):
@@ -69,8 +71,15 @@ class DatadogIntake(LoopbackServer):
         handler.do_PATCH = handler.do_POST
         return self
 
-    def deploy(self, service: str, env: str | None, version: str | None, started_at: datetime, finished_at: datetime,
-               git: dict | None = None) -> str:
+    def deploy(
+        self,
+        service: str,
+        env: str | None,
+        version: str | None,
+        started_at: datetime,
+        finished_at: datetime,
+        git: dict | None = None,
+    ) -> str:
         """A deployment as Datadog holds it (`POST /api/v2/dora/deployment` had sent it); returns its id.
 
         `git` is what a deployment is sent with, `{commit_sha, repository_url}`; it is listed the way
@@ -79,8 +88,12 @@ class DatadogIntake(LoopbackServer):
         with self._lock:
             deployment_id = f'sim-deployment-{len(self.deployments) + 1:04d}'
             self.deployments[deployment_id] = {
-                'service': service, 'env': env, 'version': version, 'started_at': started_at,
-                'finished_at': finished_at, 'git': git,
+                'service': service,
+                'env': env,
+                'version': version,
+                'started_at': started_at,
+                'finished_at': finished_at,
+                'git': git,
             }
         return deployment_id
 
@@ -108,7 +121,9 @@ class DatadogIntake(LoopbackServer):
             self.problems.extend(problems)
             return Response.json(400, {'errors': problems})
         self.failures.append(body)
-        return Response.json(self.status, {'data': {'id': body['data']['attributes'].get('id'), 'type': 'dora_failure'}})
+        return Response.json(
+            self.status, {'data': {'id': body['data']['attributes'].get('id'), 'type': 'dora_failure'}}
+        )
 
     def latest_by_id(self) -> dict[str, dict]:
         """The last failure sent for each DORA id: what Datadog ends up holding."""
@@ -144,7 +159,8 @@ class DatadogIntake(LoopbackServer):
         since, until = _time(query.get('from')), _time(query.get('to'))
         terms = _terms(query.get('query') or '')
         found = [
-            item for item in listed
+            item
+            for item in listed
             if (since is None or _time(item['attributes']['started_at']) >= since)
             and (until is None or _time(item['attributes']['started_at']) <= until)
             and all(_matches(item['attributes'], name, value) for name, value in terms)
@@ -161,7 +177,7 @@ class DatadogIntake(LoopbackServer):
         return Response.json(200, document)
 
     def _mark(self, request: Request, body) -> Response:
-        deployment_id = unquote(request.path[len(DEPLOYMENTS_PATH) + 1:])
+        deployment_id = unquote(request.path[len(DEPLOYMENTS_PATH) + 1 :])
         failed = self.deployments.get(deployment_id)
         if failed is None:
             self.problems.append(f'marked deployment {deployment_id}, which does not exist')
@@ -284,8 +300,10 @@ def _listed_failure(sent: dict) -> dict:
 
 def _terms(query: str) -> list[tuple[str, str]]:
     """`service:checkout env:"prod-eu"` -> [('service', 'checkout'), ('env', 'prod-eu')]; terms are ANDed."""
-    return [(name, quoted.replace('\\"', '"') if quoted else bare)
-            for name, quoted, bare in re.findall(r'([\w.@-]+):(?:"((?:[^"\\]|\\.)*)"|(\S+))', query)]
+    return [
+        (name, quoted.replace('\\"', '"') if quoted else bare)
+        for name, quoted, bare in re.findall(r'([\w.@-]+):(?:"((?:[^"\\]|\\.)*)"|(\S+))', query)
+    ]
 
 
 def _matches(attributes: dict, name: str, value: str) -> bool:

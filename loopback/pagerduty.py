@@ -79,7 +79,9 @@ class PagerDutySimulator(LoopbackServer):
             'urgency': urgency,
             'service': dict(service['service']),
             'teams': [dict(team) for team in service['teams']],
-            'priority': {'id': f'PRI{priority}', 'type': 'priority_reference', 'summary': priority} if priority else None,
+            'priority': {'id': f'PRI{priority}', 'type': 'priority_reference', 'summary': priority}
+            if priority
+            else None,
             'assignments': [],
             'last_status_change_at': iso(created_at),
             'resolved_at': None,

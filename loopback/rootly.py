@@ -57,8 +57,18 @@ MAX_PAGE_NUMBER = 200
 RATE_LIMIT = (3000, 60)  # GET requests per API key per sliding window of seconds
 RATE_LIMITED = {'error': 'Rate limit exceeded. Try again later.'}
 JSON_API = 'application/vnd.api+json; charset=utf-8'
-TIMES = ('created_at', 'updated_at', 'started_at', 'detected_at', 'acknowledged_at', 'mitigated_at',
-         'resolved_at', 'closed_at', 'in_triage_at', 'cancelled_at')
+TIMES = (
+    'created_at',
+    'updated_at',
+    'started_at',
+    'detected_at',
+    'acknowledged_at',
+    'mitigated_at',
+    'resolved_at',
+    'closed_at',
+    'in_triage_at',
+    'cancelled_at',
+)
 _TIME_FILTER = re.compile(r'filter\[(\w+)\]\[(gt|gte|lt|lte)\]')
 _COMPARE = {'gt': lambda a, b: a > b, 'gte': lambda a, b: a >= b, 'lt': lambda a, b: a < b, 'lte': lambda a, b: a <= b}
 # filter name -> (incident attribute holding resources, the resource field compared)
@@ -317,9 +327,18 @@ class RootlySimulator(LoopbackServer):
         key = (collection, name)
         if key not in self._resources:
             created = datetime(2024, 1, 1, tzinfo=UTC)
-            attributes = {'name': name, 'slug': slug(name), 'description': None, 'color': '#047BF8', 'position': 1,
-                          'notify_emails': [], 'slack_channels': [], 'slack_aliases': [],
-                          'created_at': self._iso(created), 'updated_at': self._iso(created)}
+            attributes = {
+                'name': name,
+                'slug': slug(name),
+                'description': None,
+                'color': '#047BF8',
+                'position': 1,
+                'notify_emails': [],
+                'slack_channels': [],
+                'slack_aliases': [],
+                'created_at': self._iso(created),
+                'updated_at': self._iso(created),
+            }
             if collection == 'severities':
                 attributes['severity'] = _SEVERITY_LEVEL.get(name.upper(), 'low')
             self._resources[key] = {'data': {'id': str(uuid.uuid4()), 'type': collection, 'attributes': attributes}}

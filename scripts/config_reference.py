@@ -1,7 +1,7 @@
 """Generates the README's configuration reference from assets/configuration/spec.yaml.
 
-    python scripts/config_reference.py          # print it
-    python scripts/config_reference.py --write  # replace the README section between the markers
+python scripts/config_reference.py          # print it
+python scripts/config_reference.py --write  # replace the README section between the markers
 """
 
 import re

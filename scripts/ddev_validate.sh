@@ -26,8 +26,9 @@ CODEOWNER=${DDEV_CODEOWNER:-@DataDog/agent-integrations}
 # ddev 20 has no `validate manifest` command any more (Datadog checks manifests server-side, through an API that
 # needs keys): `manifest` here runs datadog-checks-dev's offline manifest validators, as the old command did without
 # the API call, plus the server-side rules known to us (see check_manifest below).
+# `lint` is what `ddev test --lint` checks, with ddev's own ruff and the tree's root settings, without a hatch env.
 ALL_VALIDATORS=(ci config imports integration-style jmx-metrics legacy-signature metadata models package readmes
-  codeowners dashboards service-checks manifest)
+  codeowners dashboards service-checks manifest lint)
 
 SYNC=0 TEST=0 KEEP=0 VALIDATORS=()
 for arg in "$@"; do
@@ -262,6 +263,15 @@ for validator in "${VALIDATORS[@]}"; do
     ci|codeowners) args=() ;;  # whole-repository validators
     *) args=("$CHECK") ;;
   esac
+  if [ "$validator" = lint ]; then
+    echo "== lint (ruff check and ruff format --check, as ddev test --lint)"
+    if "$VENV/bin/ruff" check "$CHECK" && "$VENV/bin/ruff" format --check "$CHECK"; then
+      PASSED+=("$validator")
+    else
+      FAILED+=("$validator")
+    fi
+    continue
+  fi
   if [ "$validator" = manifest ]; then
     echo "== manifest (offline validators of datadog-checks-dev, and the server-side rules known to us)"
     if check_manifest; then PASSED+=("$validator"); else FAILED+=("$validator"); fi

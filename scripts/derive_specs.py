@@ -65,8 +65,21 @@ TARGET = REPOSITORY / 'loopback' / 'specs'
 PROSE = {'description', 'summary', 'example', 'examples', 'tags', 'externalDocs', 'title'}
 # Keys whose value maps names (of properties, media types, status codes, ...) to objects: the names stay,
 # even a property called `description` or `summary`.
-NAME_MAPS = {'properties', 'patternProperties', 'content', 'responses', 'headers', 'encoding', 'variables',
-             'schemas', 'parameters', 'requestBodies', 'securitySchemes', 'links', 'callbacks'}
+NAME_MAPS = {
+    'properties',
+    'patternProperties',
+    'content',
+    'responses',
+    'headers',
+    'encoding',
+    'variables',
+    'schemas',
+    'parameters',
+    'requestBodies',
+    'securitySchemes',
+    'links',
+    'callbacks',
+}
 # Keys whose value is data (enumerated values, defaults, required names), copied as is.
 VERBATIM = {'enum', 'default', 'required', 'mapping', 'const', 'scopes'}
 COMPONENT_REF = re.compile(r'^#/components/([^/]+)/([^/]+)')

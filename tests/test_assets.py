@@ -35,7 +35,9 @@ def generated(consumer_name):
 def test_conf_yaml_example_is_generated_from_the_spec():
     [(contents, errors)] = generated('ExampleConsumer').values()
     assert errors == []
-    assert contents == (PACKAGE / 'data' / 'conf.yaml.example').read_text(), 'run `ddev -x validate config -s dora_incidents`'
+    assert contents == (PACKAGE / 'data' / 'conf.yaml.example').read_text(), (
+        'run `ddev -x validate config -s dora_incidents`'
+    )
 
 
 def test_root_conf_yaml_example_is_the_packaged_one():

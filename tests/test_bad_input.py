@@ -24,7 +24,9 @@ from .common import ago, dora_ids, restores, stored_cursor
         ({'resolved_at': '2099-01-01T00:00:00Z'}, 'in the future'),
     ],
 )
-def test_malformed_incident_is_skipped_by_name(aggregator, datadog_agent, make_check, run, instance, pagerduty, now, fields, reason):
+def test_malformed_incident_is_skipped_by_name(
+    aggregator, datadog_agent, make_check, run, instance, pagerduty, now, fields, reason
+):
     bad = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
     good = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
     for incident in (bad, good):
@@ -80,9 +82,7 @@ def test_source_faults_warn_with_the_cause_and_never_leak_secrets(
     assert pagerduty.token not in output and intake.api_key not in output
 
 
-@pytest.mark.parametrize(
-    'status, cause', [(401, 'api_url'), (403, 'read access')]
-)
+@pytest.mark.parametrize('status, cause', [(401, 'api_url'), (403, 'read access')])
 def test_a_rejected_token_ends_the_run_with_an_error_after_the_health_metrics(
     aggregator, make_check, instance, pagerduty, intake, now, caplog, status, cause
 ):

@@ -18,7 +18,14 @@ def test_first_run_reports_what_was_resolved_within_the_lookback(
 
     assert run(make_check(instance)) == []
 
-    tags = ['service:checkout_api', 'team:payments_team', 'env:prod', 'severity:p1', 'source:pagerduty', 'team_owner:sre']
+    tags = [
+        'service:checkout_api',
+        'team:payments_team',
+        'env:prod',
+        'severity:p1',
+        'source:pagerduty',
+        'team_owner:sre',
+    ]
     restore = (3 * 24 - 1) * 3600
     aggregator.assert_metric(TIME_TO_RESTORE, value=restore, tags=tags + [f'incident_id:{old_open}'], count=1)
     aggregator.assert_metric(INCIDENTS_COUNT, value=1, tags=tags, count=1)
@@ -60,7 +67,11 @@ def test_a_run_with_nothing_new_emits_nothing_and_remembers_the_same_incidents(
     assert aggregator.metrics(TIME_TO_RESTORE) == [] and aggregator.metrics(INCIDENTS_COUNT) == []
     assert aggregator.events == []
     assert len(intake.failures) == 1
-    assert stored_cursor(datadog_agent)['reported'] == reported == {f'pagerduty:{incident}': int(ago(now, hours=4).timestamp()) * 1000}
+    assert (
+        stored_cursor(datadog_agent)['reported']
+        == reported
+        == {f'pagerduty:{incident}': int(ago(now, hours=4).timestamp()) * 1000}
+    )
 
 
 def test_incident_created_40_days_ago_resolved_while_the_agent_was_stopped(
@@ -78,7 +89,9 @@ def test_incident_created_40_days_ago_resolved_while_the_agent_was_stopped(
     assert dora_ids(intake) == [f'pagerduty:{incident}']
 
 
-def test_restart_between_runs_reports_each_resolution_once(aggregator, make_check, run, instance, pagerduty, intake, now):
+def test_restart_between_runs_reports_each_resolution_once(
+    aggregator, make_check, run, instance, pagerduty, intake, now
+):
     first = pagerduty.trigger('PCHKOUT', ago(now, hours=3))
     pagerduty.resolve(first, ago(now, hours=2))
     run(make_check(instance))
@@ -93,7 +106,9 @@ def test_restart_between_runs_reports_each_resolution_once(aggregator, make_chec
     assert sorted(dora_ids(intake)) == sorted([f'pagerduty:{first}', f'pagerduty:{second}'])
 
 
-def test_more_than_the_offset_cap_of_resolutions_are_all_read(aggregator, make_check, run, instance, pagerduty, intake, now):
+def test_more_than_the_offset_cap_of_resolutions_are_all_read(
+    aggregator, make_check, run, instance, pagerduty, intake, now
+):
     # 12,000 resolutions plus their trigger entries: 24,000 log entries, far past PagerDuty's 10,000 offset cap.
     incidents = []
     for n in range(12_000):
@@ -110,7 +125,9 @@ def test_more_than_the_offset_cap_of_resolutions_are_all_read(aggregator, make_c
     assert all(int(dict(r.query)['offset']) + int(dict(r.query)['limit']) <= 10_000 for r in pagerduty.requests)
 
 
-def test_two_incidents_with_identical_tags_in_one_run_are_two_points(aggregator, make_check, run, instance, pagerduty, now):
+def test_two_incidents_with_identical_tags_in_one_run_are_two_points(
+    aggregator, make_check, run, instance, pagerduty, now
+):
     one = pagerduty.trigger('PCHKOUT', ago(now, minutes=50))
     two = pagerduty.trigger('PCHKOUT', ago(now, minutes=20))
     pagerduty.resolve(one, ago(now, minutes=10))
@@ -216,7 +233,9 @@ def test_every_request_sends_explicit_utc(make_check, run, instance, pagerduty, 
         assert query['since'].endswith('Z') and query['until'].endswith('Z')
 
 
-def test_dora_api_answering_202_is_success(aggregator, datadog_agent, make_check, run, instance, pagerduty, intake, now):
+def test_dora_api_answering_202_is_success(
+    aggregator, datadog_agent, make_check, run, instance, pagerduty, intake, now
+):
     intake.status = 202
     incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
     pagerduty.resolve(incident, ago(now, hours=1))

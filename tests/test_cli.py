@@ -67,7 +67,11 @@ def test_check_with_a_bad_config_is_one_clear_line(cli, tmp_path):
 
 @pytest.mark.parametrize(
     'content, message',
-    [('instances: []', 'no `instances`'), (': : :', 'not valid YAML'), ('instances: [{api_token: "ENC[pd]"}]', 'Agent secret')],
+    [
+        ('instances: []', 'no `instances`'),
+        (': : :', 'not valid YAML'),
+        ('instances: [{api_token: "ENC[pd]"}]', 'Agent secret'),
+    ],
 )
 def test_unusable_config_files_are_one_line(cli, tmp_path, content, message):
     path = tmp_path / 'conf.yaml'

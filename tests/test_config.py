@@ -90,13 +90,22 @@ def test_cursor_scope_ignores_tags_and_interval_but_not_filters(make_check):
     base = cache_id()
     assert cache_id(tags=['a:b'], min_collection_interval=300, service_mapping={'X': {'service': 'y'}}) == base
     assert cache_id(send_events=False, env='staging', max_run_time=5) == base
-    for scoped in ({'service_ids': ['P1']}, {'team_ids': ['T1']}, {'urgencies': ['high']}, {'api_url': 'https://api.eu.pagerduty.com'}):
+    for scoped in (
+        {'service_ids': ['P1']},
+        {'team_ids': ['T1']},
+        {'urgencies': ['high']},
+        {'api_url': 'https://api.eu.pagerduty.com'},
+    ):
         assert cache_id(**scoped) != base, scoped
 
 
 @pytest.mark.parametrize(
     'source, option, owner',
-    [('rootly', 'urgencies', 'pagerduty'), ('pagerduty', 'restored_at', 'rootly'), ('firehydrant', 'service_field', 'incident_io')],
+    [
+        ('rootly', 'urgencies', 'pagerduty'),
+        ('pagerduty', 'restored_at', 'rootly'),
+        ('firehydrant', 'service_field', 'incident_io'),
+    ],
 )
 def test_an_option_of_another_tool_fails_at_start_naming_it(make_check, source, option, owner):
     value = ['high'] if option == 'urgencies' else 'mitigated' if option == 'restored_at' else 'Affected services'

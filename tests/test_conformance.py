@@ -70,7 +70,9 @@ def test_each_resolution_counts_once_across_runs_and_restarts(aggregator, make_c
     run(make_check(settings))  # the Agent restarted
 
     assert counted(aggregator) == 4
-    assert {incident: len(values) for incident, values in restores(aggregator).items()} == dict.fromkeys([*incidents, later], 1)
+    assert {incident: len(values) for incident, values in restores(aggregator).items()} == dict.fromkeys(
+        [*incidents, later], 1
+    )
     assert sorted(dora_ids(intake)) == sorted(f'{tool.source}:{i}' for i in [*incidents, later])
 
 
@@ -114,7 +116,9 @@ def test_incidents_that_are_not_failures_are_not_reported(aggregator, make_check
     assert restores(aggregator) == {} and intake.failures == []
 
 
-def test_reading_past_one_page_with_a_rate_limit_in_the_middle(aggregator, make_check, run, tool, settings, intake, now):
+def test_reading_past_one_page_with_a_rate_limit_in_the_middle(
+    aggregator, make_check, run, tool, settings, intake, now
+):
     incidents = resolved_incidents(tool, now, tool.max_page_size + 5)
     rate_limit = tool.rate_limited(seconds=1)
     rate_limit.skip = 1

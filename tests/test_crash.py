@@ -54,7 +54,9 @@ CRASH_POINTS = {
 
 
 @pytest.mark.parametrize('point', CRASH_POINTS)
-def test_a_crash_at_each_step_loses_nothing(aggregator, make_check, instance, pagerduty, intake, now, monkeypatch, point):
+def test_a_crash_at_each_step_loses_nothing(
+    aggregator, make_check, instance, pagerduty, intake, now, monkeypatch, point
+):
     incidents = [pagerduty.trigger('PCHKOUT', ago(now, hours=3, minutes=n)) for n in range(5)]
     for incident in incidents:
         pagerduty.resolve(incident, ago(now, hours=1))

@@ -15,7 +15,9 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
 def incident(n, resolved_at):
-    return SourceIncident('pagerduty', f'P{n:06d}', None, 't', None, resolved_at - timedelta(hours=1), resolved_at, resolved_at)
+    return SourceIncident(
+        'pagerduty', f'P{n:06d}', None, 't', None, resolved_at - timedelta(hours=1), resolved_at, resolved_at
+    )
 
 
 def test_classifies_new_seen_and_resolved_again():
@@ -54,7 +56,10 @@ def test_round_trips_through_json():
 
 def test_window_starts_at_the_lookback_then_overlaps_the_watermark():
     assert Cursor().window(T0, 3600) == (T0 - timedelta(hours=1), T0)
-    assert Cursor(watermark=T0).window(T0 + timedelta(hours=1), 3600) == (T0 - cursor_module.OVERLAP, T0 + timedelta(hours=1))
+    assert Cursor(watermark=T0).window(T0 + timedelta(hours=1), 3600) == (
+        T0 - cursor_module.OVERLAP,
+        T0 + timedelta(hours=1),
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,7 +73,9 @@ def test_window_starts_at_the_lookback_then_overlaps_the_watermark():
         '{"sequence": 9, "document": {"version": 1, "watermark": "yesterday", "reported": {}}}',
     ],
 )
-def test_unreadable_cursor_restarts_from_the_lookback(aggregator, datadog_agent, make_check, run, instance, pagerduty, now, stored):
+def test_unreadable_cursor_restarts_from_the_lookback(
+    aggregator, datadog_agent, make_check, run, instance, pagerduty, now, stored
+):
     incident_id = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
     pagerduty.resolve(incident_id, ago(now, hours=1))
     check = make_check(instance)
@@ -84,7 +91,9 @@ def test_unreadable_cursor_restarts_from_the_lookback(aggregator, datadog_agent,
     assert stored_cursor(datadog_agent)['version'] == 1
 
 
-def test_cache_read_error_restarts_from_the_lookback(aggregator, make_check, run, instance, pagerduty, now, monkeypatch):
+def test_cache_read_error_restarts_from_the_lookback(
+    aggregator, make_check, run, instance, pagerduty, now, monkeypatch
+):
     incident_id = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
     pagerduty.resolve(incident_id, ago(now, hours=1))
     check = make_check(instance)

@@ -36,7 +36,9 @@ def test_bad_payload_is_dropped_naming_the_incident(aggregator, make_check, run,
     assert counted(aggregator) == 3
 
 
-@pytest.mark.parametrize('fault', [Fault(status=500, path=PATH), Fault(status=429, path=PATH), Fault(delay=2, path=PATH)])
+@pytest.mark.parametrize(
+    'fault', [Fault(status=500, path=PATH), Fault(status=429, path=PATH), Fault(delay=2, path=PATH)]
+)
 def test_unavailable_api_queues_failures_and_later_runs_send_them(
     aggregator, make_check, run, instance, intake, resolved, pagerduty, now, no_backoff, fault
 ):
@@ -72,7 +74,9 @@ def test_queued_failures_wait_for_their_backoff(aggregator, make_check, run, ins
     aggregator.assert_metric('dora.check.outbox.pending', value=3)
 
 
-def test_rejected_api_key_keeps_failures_queued_and_says_so(aggregator, make_check, run, instance, intake, resolved, no_backoff):
+def test_rejected_api_key_keeps_failures_queued_and_says_so(
+    aggregator, make_check, run, instance, intake, resolved, no_backoff
+):
     error = make_check({**instance, 'datadog_api_key': 'revoked-key'}).run()
 
     assert '403' in error and 'datadog_api_key' in error and 'revoked-key' not in error
@@ -83,7 +87,9 @@ def test_rejected_api_key_keeps_failures_queued_and_says_so(aggregator, make_che
     assert sorted(dora_ids(intake)) == sorted(f'pagerduty:{i}' for i in resolved)
 
 
-def test_full_outbox_drops_the_oldest_and_counts_them(aggregator, make_check, run, instance, intake, resolved, monkeypatch):
+def test_full_outbox_drops_the_oldest_and_counts_them(
+    aggregator, make_check, run, instance, intake, resolved, monkeypatch
+):
     monkeypatch.setattr(datadog_api, 'MAX_OUTBOX', 2)
     intake.inject(Fault(status=500, path=PATH))
 
@@ -94,7 +100,9 @@ def test_full_outbox_drops_the_oldest_and_counts_them(aggregator, make_check, ru
     assert any('outbox full' in warning for warning in warnings)
 
 
-def test_an_outbox_written_by_0_1_0_is_still_sent(datadog_agent, make_check, run, instance, intake, resolved, no_backoff):
+def test_an_outbox_written_by_0_1_0_is_still_sent(
+    datadog_agent, make_check, run, instance, intake, resolved, no_backoff
+):
     import json
 
     intake.inject(Fault(status=500, path=PATH))

@@ -315,7 +315,6 @@ def test_the_simulators_own_rate_limit_and_request_validation(sim):
     sim.spec_violations.clear()
 
 
-
 def test_the_driver_interface_once_each(sim):
     """A quick self-check of every `SourceSimulator` method, as the shared conformance suite uses them."""
     driver: SourceSimulator = sim

@@ -119,7 +119,9 @@ def test_timestamp_names_match_exactly_else_loosely(sim, now):
 
 
 def test_a_timestamp_the_account_does_not_have_is_a_clear_error(sim, now):
-    with pytest.raises(SourceError, match=r"no incident timestamp named 'Restored' \(`resolved_timestamp`\).*'Resolved at'"):
+    with pytest.raises(
+        SourceError, match=r"no incident timestamp named 'Restored' \(`resolved_timestamp`\).*'Resolved at'"
+    ):
         read(make_source(sim, resolved_timestamp='Restored'), now - timedelta(days=1), now)
     with pytest.raises(SourceError, match='`mitigated_timestamp`'):
         read(make_source(sim, restored_at='mitigated', mitigated_timestamp='Nope'), now - timedelta(days=1), now)
@@ -260,7 +262,6 @@ def test_a_window_with_too_many_resolutions_is_halved(sim, now, monkeypatch):
     assert [b.through for b in batches] == sorted(b.through for b in batches) and batches[-1].through == now
 
 
-
 def test_a_rate_limit_is_waited_out(sim, now):
     incident_id = sim.open(now - timedelta(hours=3))
     sim.resolve(incident_id, now - timedelta(hours=1))
@@ -348,7 +349,9 @@ def test_the_simulator_rejects_what_incident_io_rejects(sim):
     import requests
 
     def get(query, token=sim.token):
-        return requests.get(f'{sim.url}/v2/incidents', params=query, headers={'Authorization': f'Bearer {token}'}, timeout=5)
+        return requests.get(
+            f'{sim.url}/v2/incidents', params=query, headers={'Authorization': f'Bearer {token}'}, timeout=5
+        )
 
     assert get([('page_size', '251')]).status_code == 422  # the documented maximum is 250
     assert get([('updated_at[gt]', '2026-01-01')]).json()['errors'][0]['source'] == {'field': 'updated_at[gt]'}

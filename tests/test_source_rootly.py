@@ -186,9 +186,11 @@ def test_a_long_lookback_is_read_in_windows_of_30_days_oldest_first(sim):
     assert [b.through for b in batches] == [NOW - 45 * 24 * HOUR, NOW - 15 * 24 * HOUR, NOW]
     assert [[i.id for i in b.incidents] for b in batches] == [[first], [], [last]]
     windows = [(q['filter[resolved_at][gte]'], q['filter[resolved_at][lt]']) for q in list_queries(sim)]
-    assert windows == [(utc(NOW - 75 * 24 * HOUR), utc(NOW - 45 * 24 * HOUR)),
-                       (utc(NOW - 45 * 24 * HOUR), utc(NOW - 15 * 24 * HOUR)),
-                       (utc(NOW - 15 * 24 * HOUR), utc(NOW))]
+    assert windows == [
+        (utc(NOW - 75 * 24 * HOUR), utc(NOW - 45 * 24 * HOUR)),
+        (utc(NOW - 45 * 24 * HOUR), utc(NOW - 15 * 24 * HOUR)),
+        (utc(NOW - 15 * 24 * HOUR), utc(NOW)),
+    ]
 
 
 def test_pages_follow_links_next(sim, monkeypatch):
@@ -238,8 +240,9 @@ def test_a_window_that_changes_while_paged_is_read_again(monkeypatch):
             return super().handle(request)
 
     with Restarting() as sim:
-        ids = [resolved_incident(sim, started_at=NOW - 10 * HOUR + i * HOUR, resolved_at=NOW - 2 * HOUR)
-               for i in range(5)]
+        ids = [
+            resolved_incident(sim, started_at=NOW - 10 * HOUR + i * HOUR, resolved_at=NOW - 2 * HOUR) for i in range(5)
+        ]
         assert sorted(i.id for i in incidents(read(sim))) == sorted(ids[1:])
         assert sim.spec_violations == []
 
@@ -353,7 +356,6 @@ def test_a_hidden_resolution_shows_up_with_its_own_time_once_revealed(sim):
     assert sim.incidents[incident_id]['updated_at'] > NOW - timedelta(minutes=1)
 
 
-
 def test_the_simulator_rejects_what_its_description_does_not_allow(sim):
     import requests
 
@@ -369,13 +371,18 @@ def test_the_simulator_implements_the_driver_interface(sim):
     driver: SourceSimulator = sim
     assert (driver.source, driver.list_path, driver.max_page_size) == ('rootly', '/v1/incidents', 100)
     assert driver.instance(restored_at='mitigated') == {
-        'source': 'rootly', 'api_token': driver.token, 'api_url': driver.url, 'restored_at': 'mitigated'}
+        'source': 'rootly',
+        'api_token': driver.token,
+        'api_url': driver.url,
+        'restored_at': 'mitigated',
+    }
     assert set(driver.expected_tags) == {'service', 'team', 'env', 'severity'}
 
     plain = driver.open(NOW - 10 * HOUR)
     driver.resolve(plain, NOW - 9 * HOUR)
-    late = driver.open(NOW - 10 * HOUR, title='Late', service='Search', team='Core', environment='Staging',
-                       severity='SEV2')
+    late = driver.open(
+        NOW - 10 * HOUR, title='Late', service='Search', team='Core', environment='Staging', severity='SEV2'
+    )
     driver.resolve(late, NOW - 8 * HOUR, hidden=True)
     reopened = driver.open(NOW - 10 * HOUR)
     driver.resolve(reopened, NOW - 7 * HOUR)
@@ -393,7 +400,10 @@ def test_the_simulator_implements_the_driver_interface(sim):
     driver.resolve(reopened, NOW - 3 * HOUR)
     [batch] = read(sim)
     assert [(i.id, i.resolved_at) for i in batch.incidents] == [
-        (plain, NOW - 9 * HOUR), (late, NOW - 8 * HOUR), (reopened, NOW - 3 * HOUR)]
+        (plain, NOW - 9 * HOUR),
+        (late, NOW - 8 * HOUR),
+        (reopened, NOW - 3 * HOUR),
+    ]
     late_incident = batch.incidents[1]
     assert (late_incident.title, late_incident.services[0].name) == ('Late', 'Search')
     assert late_incident.teams[0].name == 'Core'

@@ -27,8 +27,22 @@ def _derive_specs():
 OPERATIONS = _derive_specs().OPERATIONS
 PROSE = {'description', 'summary', 'example', 'examples', 'tags', 'externalDocs'}
 # Objects whose keys are names (of properties, media types, status codes, components), not keywords.
-NAME_MAPS = {'properties', 'patternProperties', 'content', 'responses', 'headers', 'encoding', 'schemas', 'parameters',
-             'requestBodies', 'securitySchemes', 'paths', 'links', 'callbacks', 'mapping'}
+NAME_MAPS = {
+    'properties',
+    'patternProperties',
+    'content',
+    'responses',
+    'headers',
+    'encoding',
+    'schemas',
+    'parameters',
+    'requestBodies',
+    'securitySchemes',
+    'paths',
+    'links',
+    'callbacks',
+    'mapping',
+}
 
 
 def derived(vendor) -> dict:

@@ -376,9 +376,7 @@ def list_events(
         events.update((item['id'], item) for item in fresh)
         if len(page) < LIST_LIMIT:
             return list(events.values()), True
-        oldest = min(
-            (_time(item['attributes'].get('started_at')) for item in fresh), default=None, key=_sortable
-        )
+        oldest = min((_time(item['attributes'].get('started_at')) for item in fresh), default=None, key=_sortable)
         if not fresh or oldest is None or oldest >= to:  # a full page at one instant: no way further back
             return list(events.values()), False
         to = oldest

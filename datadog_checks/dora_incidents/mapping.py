@@ -41,7 +41,9 @@ class Mapper:
 
     def to_datadog(self, incident: SourceIncident) -> Incident:
         targets = [self._target(service) for service in incident.services]
-        services = _unique(target.get('service') or as_tag_value(s.name or s.id) for s, target in zip(incident.services, targets))
+        services = _unique(
+            target.get('service') or as_tag_value(s.name or s.id) for s, target in zip(incident.services, targets)
+        )
         first = targets[0] if targets else {}
         team = first.get('team') or _first_tag(incident.teams)
         env = first.get('env') or _first_tag(incident.environments) or self._default_env

@@ -35,7 +35,12 @@ _DORA_ID = re.compile(r'[A-Za-z0-9\-_.:]{16,128}')
 
 def dora_tags(incident: Incident) -> list[str]:
     """The tag names Datadog's own DORA metrics use, each when known; `service` is per point."""
-    pairs = [('team', incident.team), ('env', incident.env), ('severity', incident.severity), ('source', incident.origin.source)]
+    pairs = [
+        ('team', incident.team),
+        ('env', incident.env),
+        ('severity', incident.severity),
+        ('source', incident.origin.source),
+    ]
     return [f'{name}:{value}' for name, value in pairs if value]
 
 
@@ -69,8 +74,12 @@ class Outputs:
     """Turns one resolution into its metrics, event, DORA failure and deployment marking."""
 
     def __init__(
-        self, check, dora: DatadogApi | None, send_metrics: bool = True,
-        changes: ChangeFailures | None = None, send_failures: bool = True,
+        self,
+        check,
+        dora: DatadogApi | None,
+        send_metrics: bool = True,
+        changes: ChangeFailures | None = None,
+        send_failures: bool = True,
     ):
         self._check = check
         self._dora = dora
@@ -80,7 +89,10 @@ class Outputs:
         self._send_metrics = send_metrics
         self._send_events = send_metrics and check.config.send_events
         namespace = check.config.metric_namespace or 'dora'
-        self._time_to_restore, self._incidents_count = f'{namespace}.{TIME_TO_RESTORE}', f'{namespace}.{INCIDENTS_COUNT}'
+        self._time_to_restore, self._incidents_count = (
+            f'{namespace}.{TIME_TO_RESTORE}',
+            f'{namespace}.{INCIDENTS_COUNT}',
+        )
 
     def emit(self, incident: Incident, resolution: Resolution, now: datetime) -> None:
         tags = dora_tags(incident) + self._tags
@@ -89,7 +101,9 @@ class Outputs:
             # incident once per service it hit. The gauge carries `incident_id`: the Agent keeps only
             # the last gauge value per context per flush.
             for service_tags in _per_service(incident, tags):
-                self._check.gauge(self._time_to_restore, incident.time_to_restore, tags=service_tags + [_id_tag(incident)])
+                self._check.gauge(
+                    self._time_to_restore, incident.time_to_restore, tags=service_tags + [_id_tag(incident)]
+                )
                 if resolution is Resolution.NEW:
                     self._check.count(self._incidents_count, 1, tags=service_tags)
         if self._send_events:
@@ -195,7 +209,9 @@ def dora_api(check) -> DatadogApi:
         )
     api_key = datadog_api_key(check)
     if not api_key:
-        raise ConfigurationError('`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`')
+        raise ConfigurationError(
+            '`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`'
+        )
     check.register_secret(api_key)
     app_key = datadog_app_key(check)  # for reads and deployment markings; optional
     if app_key:

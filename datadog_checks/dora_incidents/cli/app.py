@@ -147,7 +147,9 @@ def cursor_show(state_path, config_path, instance, agent_run, run_path):
     if agent_run and has_secrets(settings):
         # The cursor's scope includes the Datadog key, which only the Agent can resolve: show every cursor here.
         prefixes = cache.cursor_prefixes()
-        console.print(f'`ENC[]` secrets in the config: showing all {len(prefixes)} dora_incidents cursor(s) on this host.')
+        console.print(
+            f'`ENC[]` secrets in the config: showing all {len(prefixes)} dora_incidents cursor(s) on this host.'
+        )
         for prefix in prefixes:
             console.print(f'[bold]{prefix}[/]')
             _show_cursor(CursorStore(PrefixedCache(check, cache, prefix)).load())

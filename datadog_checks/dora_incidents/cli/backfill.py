@@ -41,7 +41,9 @@ def backfill(check, since: datetime, until: datetime, on_window: Callable[[datet
     """
     source = make_source(check.config, set(check.instance), check.http)
     store = CursorStore(check, STATE_KEY)
-    reporter = Reporter(source, Mapper(check.config), Outputs(check, dora_api(check), send_metrics=False), store, check.warning)
+    reporter = Reporter(
+        source, Mapper(check.config), Outputs(check, dora_api(check), send_metrics=False), store, check.warning
+    )
     cursor = store.load()
     summary = Summary(resumed_from=cursor.watermark)
     start = max(since, cursor.watermark - OVERLAP) if cursor.watermark else since

@@ -45,7 +45,9 @@ def load_instance(config_path: Path, index: int, secrets_allowed: bool = False) 
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
-        raise CliError(f'{config_path} is not valid YAML{where}: {getattr(e, "problem", None) or "parse error"}') from None
+        raise CliError(
+            f'{config_path} is not valid YAML{where}: {getattr(e, "problem", None) or "parse error"}'
+        ) from None
     instances = config.get('instances') if isinstance(config, dict) else None
     if not isinstance(instances, list) or not instances:
         raise CliError(f'{config_path} has no `instances` list')
@@ -55,7 +57,9 @@ def load_instance(config_path: Path, index: int, secrets_allowed: bool = False) 
     for option, value in instance.items():
         if isinstance(value, str) and value.startswith('ENC['):
             if not secrets_allowed:
-                raise CliError(f'`{option}` is an Agent secret ({value.split("]")[0]}]); outside the Agent, give the value')
+                raise CliError(
+                    f'`{option}` is an Agent secret ({value.split("]")[0]}]); outside the Agent, give the value'
+                )
             instance[option] = SECRET_PLACEHOLDER
     return config.get('init_config') or {}, instance
 
