@@ -114,3 +114,72 @@ def test_an_option_of_another_tool_fails_at_start_naming_it(make_check, source, 
     error = check.run()
 
     assert f'`{option}`' in error and owner in error and f'source: {source}' in error
+
+
+@pytest.mark.parametrize(
+    'typo, message',
+    [
+        ({'severity': ['sev1']}, '`severity` (did you mean `severities`?)'),
+        ({'service_id': ['PABC123']}, '`service_id` (did you mean `service_ids`?)'),
+        ({'foo': 'bar'}, 'unknown option: `foo`'),
+        ({'foo': 'bar', 'initial_lookbak': 60}, 'unknown options: `foo`, `initial_lookbak` (did you mean'),
+    ],
+)
+def test_an_unknown_option_is_a_configuration_error_naming_it_and_the_nearest(make_check, typo, message):
+    error = make_check({**BASE, **typo}).run()
+
+    assert error, f'{typo} was accepted'
+    [report] = json.loads(error)
+    assert 'ConfigurationError' in report['traceback'] and message in report['message']
+    assert 'secret-pd-token-123' not in error and 'secret-dd-key-456' not in error
+
+
+# What any Agent check takes: the spec templates' options (in the config model), the Agent's reserved fields.
+EVERY_CHECK_TAKES = {
+    'tags': ['owner:sre'],
+    'service': 'dora',
+    'min_collection_interval': 60,
+    'empty_default_hostname': True,
+    'metric_patterns': {'include': ['dora.*']},
+    'disable_generic_tags': True,
+    'enable_legacy_tags_normalization': False,
+    'timeout': 5,
+    'tls_verify': True,
+    'skip_proxy': True,
+    'proxy': {'https': 'http://proxy:3128'},
+    'headers': {'X-Team': 'sre'},
+    'persist_connections': True,
+    'name': 'pagerduty-prod',
+    'namespace': 'prod',
+    'no_index': True,
+    'loader': 'python',
+}
+
+
+def test_every_option_any_agent_check_takes_is_accepted(make_check):
+    check = make_check({**BASE, **EVERY_CHECK_TAKES})
+
+    check.run_check_initializations()  # raises a ConfigurationError on an option it does not know
+
+    assert check.config.source == 'pagerduty'
+
+
+def test_every_option_of_the_spec_is_known(make_check):
+    """The known options come from the config model, which scripts/sync_config.py generates from the spec."""
+    import yaml
+
+    from datadog_checks.dora_incidents.options import known_options
+
+    spec = yaml.safe_load(open('assets/configuration/spec.yaml'))
+    named = set()  # the options the spec itself declares (each template's too, through the model)
+
+    def collect(options):
+        for option in options:
+            if 'name' in option:
+                named.add(option['name'])
+
+    for file in spec['files']:
+        for section in file['options']:
+            if section.get('template') == 'instances':
+                collect(section['options'])
+    assert named and named <= known_options()

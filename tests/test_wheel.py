@@ -242,3 +242,46 @@ def test_the_bundled_example_is_a_working_configuration_once_filled_in():
     example = yaml.safe_load((ROOT / 'datadog_checks/dora_incidents/data/conf.yaml.example').read_text())
     [instance] = example['instances']
     assert instance == {'source': 'pagerduty', 'api_token': '<API_TOKEN>'}
+
+
+def test_the_wheel_with_the_cli_extra_in_a_fresh_venv_runs_every_command(tmp_path, wheel, pagerduty, intake, now):
+    """README "Command line": `pip install '<wheel>[cli]'` is all a newcomer needs (not `[cli,agent]`)."""
+    env_dir = tmp_path / 'cli-python'
+    venv.create(env_dir, with_pip=True)
+    pip(env_dir / 'bin' / 'python', 'install', '--quiet', f'{wheel}[cli]')
+    command = env_dir / 'bin' / 'dora-incidents'
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    instance = {
+        'source': 'pagerduty',
+        'api_token': pagerduty.token,
+        'api_url': pagerduty.url,
+        'datadog_api_url': intake.url,
+        'datadog_api_key': intake.api_key,
+    }
+    config = tmp_path / 'conf.yaml'
+    config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [instance]}))
+    state = ['--state', str(tmp_path / 'state.json')]
+
+    def run(*args):
+        return subprocess.run([command, *state, *args], capture_output=True, text=True, cwd=tmp_path, check=False)
+
+    for args in (['--help'], ['check', '--help'], ['backfill', '--help'], ['cursor', 'show', '--help'], ['assets', '--help']):
+        out = run(*args)
+        assert out.returncode == 0 and 'Usage' in out.stdout, (args, out.stderr[-2000:])
+    checked = run('check', '-c', config, '--commit')
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert f'pagerduty:{incident}' in checked.stdout
+    shown = run('cursor', 'show', '-c', config)
+    assert shown.returncode == 0 and f'pagerduty:{incident}' in shown.stdout, shown.stderr[-2000:]
+    backfilled = run('backfill', '-c', config, '--since', '1d')
+    assert backfilled.returncode == 0, backfilled.stderr[-2000:]
+    assert dora_ids_of(intake) == [f'pagerduty:{incident}']
+    assets = run('assets', '--metric-namespace', 'dora_incidents', '--out', tmp_path / 'assets')
+    assert assets.returncode == 0 and (tmp_path / 'assets' / 'dashboards').is_dir(), assets.stderr[-2000:]
+    demo = run('demo')
+    assert demo.returncode != 0 and 'source checkout' in demo.stderr and 'Traceback' not in demo.stderr
+
+
+def dora_ids_of(intake):
+    return [body['data']['attributes']['id'] for body in intake.failures]

@@ -13,6 +13,7 @@ from .change_failures import change_failures, datadog_app_key, recover_reported
 from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore
 from .mapping import Mapper
+from .options import reject_unknown
 from .datadog_api import DatadogApi, DatadogError
 from .outputs import Health, Outputs, datadog_api_url, dora_api
 from .reporting import Progress, Reporter
@@ -53,6 +54,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
 
     def _set_up(self) -> None:
         self.register_secret(self.config.api_token)
+        reject_unknown(self.instance)
         source = make_source(self.config, set(self.instance), self.http)
         dora = self._dora_api()
         outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)

@@ -2,9 +2,12 @@
 
 import sys
 
+from ..__about__ import __version__
+
 MISSING = (
-    'dora-incidents: the command line needs the [cli] extra (click, rich), which the Agent does not ship. '
-    'Install it in another Python: pip install "datadog-dora-incidents[cli]"'
+    'dora-incidents: the command line needs the [cli] extra (click, rich and what the check needs outside the '
+    'Agent), which the Agent does not ship. In another Python: '
+    f"pip install 'datadog_dora_incidents-{__version__}-py3-none-any.whl[cli]'"
 )
 
 
