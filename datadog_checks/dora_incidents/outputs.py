@@ -127,18 +127,19 @@ class Outputs:
             self._dora.save()
 
     def finish(self, health: Health) -> None:
-        """After a run: the check's own health."""
-        self._check.gauge(SOURCE_CAN_CONNECT, 1 if health.source_up else 0, tags=self._tags)
+        """After a run: the check's own health, per source, so one failing instance is never hidden by another."""
+        tags = [*self._tags, f'source:{self._check.config.source}']
+        self._check.gauge(SOURCE_CAN_CONNECT, 1 if health.source_up else 0, tags=tags)
         if health.cursor_lag is not None:
-            self._check.gauge(CURSOR_LAG, health.cursor_lag, tags=self._tags)
-        self._check.gauge(CURSOR_SAVE_FAILED, 1 if health.cursor_save_failed else 0, tags=self._tags)
-        self._check.count(INCIDENTS_SKIPPED, health.skipped, tags=self._tags)
+            self._check.gauge(CURSOR_LAG, health.cursor_lag, tags=tags)
+        self._check.gauge(CURSOR_SAVE_FAILED, 1 if health.cursor_save_failed else 0, tags=tags)
+        self._check.count(INCIDENTS_SKIPPED, health.skipped, tags=tags)
         if self._dora is not None:
             self._dora.finish()
-            self._check.gauge(DORA_PENDING, self._dora.pending, tags=self._tags)
-            self._check.count(DORA_DROPPED, self._dora.take_dropped(), tags=self._tags)
+            self._check.gauge(DORA_PENDING, self._dora.pending, tags=tags)
+            self._check.count(DORA_DROPPED, self._dora.take_dropped(), tags=tags)
         if self._changes is not None:
-            self._changes.finish(self._check.count, self._tags)
+            self._changes.finish(self._check.count, tags)
 
     @property
     def dora(self) -> DatadogApi | None:
