@@ -22,6 +22,7 @@ from .server import LoopbackServer, Request, Response
 DORA_FAILURE_PATH = '/api/v2/dora/failure'
 DEPLOYMENTS_PATH = '/api/v2/dora/deployments'
 FAILURES_PATH = '/api/v2/dora/failures'
+VALIDATE_PATH = '/api/v1/validate'
 _ID = re.compile(r'[A-Za-z0-9\-_.:]{16,128}')
 
 
@@ -102,6 +103,9 @@ class DatadogIntake(LoopbackServer):
         return {deployment_id: attributes for deployment_id, attributes in self.patches}
 
     def handle(self, request: Request) -> Response:
+        if request.method == 'GET' and request.path == VALIDATE_PATH:
+            valid = request.headers.get('dd-api-key') == self.api_key
+            return Response.json(200, {'valid': True}) if valid else Response.json(403, {'errors': ['Forbidden']})
         if request.method == 'POST' and request.path == DEPLOYMENTS_PATH:
             return self._with_app_key(request, self._list_deployments)
         if request.method == 'POST' and request.path == FAILURES_PATH:

@@ -1,6 +1,10 @@
 """The `dora-incidents` command line, against the loopback servers."""
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,9 +15,12 @@ from rich.console import Console
 
 from datadog_checks.dora_incidents.cli import app as cli_module
 from datadog_checks.dora_incidents.cli.app import main
+from loopback.harness import new_check
 from loopback.server import Fault
 
 from .common import ago, dora_ids
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -21,7 +28,8 @@ def cli(tmp_path, instance, monkeypatch):
     """Runs `dora-incidents ARGS` in-process with a conf.yaml for `instance` and a state file in tmp_path."""
     for method in ('read_persistent_cache', 'write_persistent_cache'):
         monkeypatch.setattr(agent_stub, method, getattr(agent_stub, method))  # the CLI rebinds them
-    monkeypatch.setattr(cli_module, 'console', Console(width=250, color_system=None))  # plain text, no wrapping
+    for name in ('console', 'errors'):  # plain text, no wrapping
+        monkeypatch.setattr(cli_module, name, Console(width=250, color_system=None, stderr=name == 'errors'))
     config = tmp_path / 'conf.yaml'
     config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [instance]}))
     state = tmp_path / 'state.json'
@@ -197,14 +205,174 @@ def test_a_corrupt_backfill_state_starts_over_with_a_warning(cli, pagerduty, int
     assert 'Starting over' in result.output and dora_ids(intake) == [f'pagerduty:{incident}'] * 2
 
 
-def test_a_dry_run_with_change_failures_on_prints_the_failures_only(cli, tmp_path, instance, pagerduty, now):
+def test_a_dry_run_with_change_failures_on_shows_the_deployment_it_would_mark(
+    cli, tmp_path, instance, pagerduty, intake, now
+):
+    intake.deploy('checkout', 'prod', 'v41', ago(now, days=2, minutes=5), ago(now, days=2))
+    failed = intake.deploy('checkout', 'prod', 'v42', ago(now, hours=4, minutes=5), ago(now, hours=4))
+    fix = intake.deploy('checkout', 'prod', 'v41', ago(now, minutes=65), ago(now, minutes=60))
     incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
-    pagerduty.resolve(incident, ago(now, hours=1))
+    pagerduty.resolve(incident, ago(now, minutes=30))
     config = tmp_path / 'marking.yaml'
-    marking = {**instance, 'mark_change_failures': True, 'datadog_app_key': 'some-app-key-123'}
+    marking = {
+        **instance,
+        'mark_change_failures': True,
+        'datadog_app_key': intake.app_key,
+        'service_mapping': {'PCHKOUT': {'service': 'checkout'}},
+    }
     config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [marking]}))
 
     result, _ = cli('check', '-c', str(config))
 
     assert result.exception is None, result.output
+    assert 'Datadog API key: valid' in result.output and 'Datadog application key: valid' in result.output
     assert f'pagerduty:{incident}' in result.output and 'warning' not in result.output
+    assert 'Change failures (not marked)' in result.output
+    assert re.search(rf'{failed}\s.*True\s.*{fix}', result.output), result.output
+    assert intake.patches == [] and intake.failures == []
+
+
+# -- exit codes and streams, as a shell sees them: a separate process, stdout and stderr apart, no terminal ----
+@pytest.fixture
+def command(tmp_path, instance):
+    """Runs `python -m datadog_checks.dora_incidents ARGS` with `-c` a conf.yaml of `instance` (updated by
+    `**options`, None removes), its output piped, as in a script."""
+
+    def run(*args, stdin=None, **options):
+        settings = {key: value for key, value in {**instance, **options}.items() if value is not None}
+        config = tmp_path / 'conf.yaml'
+        config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [settings]}))
+        argv = [
+            '--state',
+            str(tmp_path / 'state.json'),
+            *args[:-1],
+            *(['-c', str(config)] if args[-1] == '-c' else [args[-1]]),
+        ]
+        return subprocess.run(
+            [sys.executable, '-m', 'datadog_checks.dora_incidents', *argv],
+            input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+        )  # fmt: skip
+
+    return run
+
+
+def test_check_exits_non_zero_naming_the_source_it_cannot_read(command):
+    out = command('check', '-c', api_url='http://127.0.0.1:9')
+
+    assert out.returncode == 1 and 'Traceback' not in out.stderr
+    assert 'error: Could not read PagerDuty' in out.stderr and 'http://127.0.0.1:9' in out.stderr
+    assert 'error' not in out.stdout
+
+
+@pytest.mark.parametrize(
+    'options, cause',
+    [
+        (
+            {'datadog_api_key': 'wrong-api-key-123'},
+            '`datadog_api_key` (or the Agent api_key): Datadog refused it, HTTP 403',
+        ),
+        ({'datadog_app_key': 'wrong-app-key-123'}, '`datadog_app_key` (or the Agent app_key): HTTP 403'),
+        ({'datadog_api_url': 'http://127.0.0.1:9'}, 'cannot reach the Datadog API at http://127.0.0.1:9'),
+    ],
+    ids=['api-key', 'app-key', 'unreachable'],
+)
+def test_check_validates_the_datadog_keys_before_running(command, intake, options, cause):
+    out = command('check', '-c', **options)
+
+    assert out.returncode == 1 and cause in out.stderr, out.stderr
+    assert 'wrong-api-key-123' not in out.stderr + out.stdout and 'wrong-app-key-123' not in out.stderr + out.stdout
+    assert intake.failures == []
+
+
+def test_check_says_which_keys_it_validated(command, intake):
+    out = command('check', '-c', datadog_app_key=intake.app_key)
+    assert out.returncode == 0, out.stderr
+    assert 'Datadog API key: valid' in out.stdout and 'Datadog application key: valid' in out.stdout
+
+    out = command('check', '-c')
+    assert 'Datadog application key: none configured' in out.stdout
+
+
+@pytest.mark.parametrize(
+    'options, cause',
+    [
+        ({'datadog_api_key': 'wrong-api-key-123'}, '`datadog_api_key`'),
+        ({'datadog_api_url': 'http://127.0.0.1:9'}, 'cannot reach http://127.0.0.1:9'),
+    ],
+    ids=['refused', 'unreachable'],
+)
+def test_backfill_exits_non_zero_when_datadog_refuses_or_cannot_be_reached(
+    command, pagerduty, intake, now, options, cause
+):
+    for days in (1, 2, 3):
+        incident = pagerduty.trigger('PSEARCH', ago(now, days=days, hours=2))
+        pagerduty.resolve(incident, ago(now, days=days))
+
+    out = command('backfill', '--since', '7d', '-c', **options)
+
+    assert out.returncode == 1 and cause in out.stderr, out.stderr
+    assert '3 DORA failure(s) did not reach Datadog and stay queued' in out.stderr
+    assert 'HTTP 403' in out.stderr or 'cannot reach' in out.stderr
+    assert intake.failures == [] and 'wrong-api-key-123' not in out.stderr + out.stdout
+
+    out = command('backfill', '--since', '7d', '-c')  # fixed: what stayed queued goes out first
+    assert out.returncode == 0, out.stderr
+    assert len(set(dora_ids(intake))) == 3
+
+
+def test_cursor_reset_answered_no_changes_nothing_and_exits_0(command, pagerduty, now, tmp_path):
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    assert command('check', '--commit', '-c').returncode == 0
+    before = (tmp_path / 'state.json').read_text()
+
+    out = command('cursor', 'reset', '-c', stdin='n\n')
+
+    assert out.returncode == 0 and 'Nothing changed' in out.stdout
+    assert (tmp_path / 'state.json').read_text() == before
+
+
+def test_output_that_is_not_a_terminal_is_never_truncated(command, pagerduty, now):
+    title = 'Checkout returns 500s for every customer in every region of the world'  # rows well past 80 columns
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2), title=title)
+    pagerduty.resolve(incident, ago(now, hours=1))
+
+    out = command('check', '-c')
+
+    assert out.returncode == 0, out.stderr
+    assert title in out.stdout and f'pagerduty:{incident}' in out.stdout and '…' not in out.stdout
+
+
+def test_cursor_show_of_a_run_path_that_does_not_exist_is_an_error_naming_it(command):
+    out = command('cursor', 'show', '--agent', '--run-path', '/nonexistent/run', '-c')
+    assert out.returncode == 1 and '/nonexistent/run' in out.stderr and 'No cursor yet' not in out.stdout
+
+
+def test_cursor_show_agent_with_the_readmes_minimal_instance_finds_the_agents_cursor(
+    command, tmp_path, pagerduty, datadog_agent
+):
+    """The minimal instance names no Datadog key nor URL: the check takes the Agent's `api_key` and `site`."""
+    minimal = {'source': 'pagerduty', 'api_token': pagerduty.token, 'api_url': pagerduty.url, 'env': 'prod',
+               'min_collection_interval': 60, 'service_mapping': {'PCHKOUT': {'service': 'checkout'}}}  # fmt: skip
+    datadog_agent._config.update({'api_key': 'agent-api-key-123', 'site': 'datadoghq.eu'})
+    assert new_check(minimal).run() == ''  # nothing resolved yet: the Agent stores a cursor, sends nothing
+    run_path = tmp_path / 'run'
+    run_path.mkdir()
+    for key, value in datadog_agent._cache.items():
+        (run_path / key.replace(':', '_')).write_text(value)
+    agent_config = tmp_path / 'datadog.yaml'
+    overrides = dict.fromkeys(['datadog_api_url', 'datadog_api_key', 'tags', 'timeout'])
+    shown = {}
+    for site in ('datadoghq.eu', 'datadoghq.com'):
+        agent_config.write_text(yaml.safe_dump({'api_key': 'agent-api-key-123', 'app_key': 'ENC[app]', 'site': site}))
+        shown[site] = command('cursor', 'show', '--agent', '--run-path', str(run_path), '--agent-config',
+                              str(agent_config), '-c', **minimal, **overrides)  # fmt: skip
+
+    assert shown['datadoghq.eu'].returncode == 0, shown['datadoghq.eu'].stderr
+    assert 'Watermark' in shown['datadoghq.eu'].stdout
+    assert 'No cursor yet' in shown['datadoghq.com'].stdout  # another site, another organisation: another cursor
+    assert 'agent-api-key-123' not in shown['datadoghq.eu'].stdout + shown['datadoghq.eu'].stderr
+
+    missing = command('cursor', 'show', '--agent', '--run-path', str(run_path), '--agent-config',
+                      str(tmp_path / 'nope.yaml'), '-c', **minimal, **overrides)  # fmt: skip
+    assert missing.returncode == 1 and 'nope.yaml' in missing.stderr

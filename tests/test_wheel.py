@@ -266,7 +266,13 @@ def test_the_wheel_with_the_cli_extra_in_a_fresh_venv_runs_every_command(tmp_pat
     def run(*args):
         return subprocess.run([command, *state, *args], capture_output=True, text=True, cwd=tmp_path, check=False)
 
-    for args in (['--help'], ['check', '--help'], ['backfill', '--help'], ['cursor', 'show', '--help'], ['assets', '--help']):
+    for args in (
+        ['--help'],
+        ['check', '--help'],
+        ['backfill', '--help'],
+        ['cursor', 'show', '--help'],
+        ['assets', '--help'],
+    ):
         out = run(*args)
         assert out.returncode == 0 and 'Usage' in out.stdout, (args, out.stderr[-2000:])
     checked = run('check', '-c', config, '--commit')

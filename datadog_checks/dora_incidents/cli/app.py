@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,19 +16,30 @@ from rich.table import Table
 from datadog_checks.base.stubs import aggregator
 
 from ..cursor import CursorStore
-from ..sources import SourceError
+from ..outputs import SOURCE_CAN_CONNECT
+from ..sources import SOURCES, SourceError
 from .runtime import (
+    AGENT_CONFIG,
     AGENT_RUN_PATH,
     AgentCache,
     CliError,
     StateFile,
     default_state_path,
     has_secrets,
+    load_agent_settings,
     load_instance,
     make_check,
 )
 
-console = Console()
+
+def _console(stderr: bool = False) -> Console:
+    # A pipe or a file gets every column: rich would otherwise cut tables to 80 columns (`pagerdut…`).
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 100_000)
+
+
+console = _console()
+errors = _console(stderr=True)  # errors and warnings
 config_option = click.option(
     '-c', '--config', 'config_path', required=True, type=click.Path(dir_okay=False, path_type=Path),
     help='conf.yaml of the check (the Agent reads conf.d/dora_incidents.d/conf.yaml).',
@@ -48,14 +60,17 @@ def main(ctx, state_path):
 
 
 @main.command()
-@click.option('--source', default='pagerduty', show_default=True,
-              type=click.Choice(['pagerduty', 'rootly', 'firehydrant', 'incident_io']), help='Which tool to simulate.')  # fmt: skip
+@click.option('--source', default='pagerduty', show_default=True, type=click.Choice(list(SOURCES)),
+              help='Which tool to simulate.')  # fmt: skip
 def demo(source):
     """Run the real check twice against a built-in incident tool simulator (needs a source checkout)."""
     try:
         from loopback.demo import main as run_demo
+        from loopback.simulators import SIMULATORS
     except ImportError:
         raise CliError('the demo runs from a source checkout: `bash scripts/demo.sh`') from None
+    if source not in SIMULATORS:
+        raise CliError(f'--source {source}: no simulator for it yet (there are: {", ".join(SIMULATORS)})')
     run_demo(source)
 
 
@@ -69,20 +84,40 @@ def check_command(state_path, config_path, instance, commit):
 
     Use it to validate a configuration before deploying it. Without --commit the cursor is left alone.
     """
+    from .keys import validate_keys
+
     state = StateFile(state_path)
     check = make_check(*load_instance(config_path, instance), state, dry_run=True)
+    for line in validate_keys(check):
+        console.print(f'[green]ok[/] {line}')
     error = check.run()
     if error:
         raise CliError(check.sanitize(_first_message(error)))
     _print_metrics()
     _print_events()
-    _print_failures(check.dry_run_failures)
-    _print_warnings(check.get_warnings())
+    recording = check.recording
+    _print_failures(recording.failures if recording else [])
+    if check.config.mark_change_failures and recording:
+        _print_markings(recording.markings)
+    warnings = check.get_warnings()
+    if not _source_read():
+        raise CliError(_unread_source(check, warnings))
+    _print_warnings(warnings)
     if commit:
         state.save()
         console.print(f'[green]Cursor saved[/] to {state.path}')
     else:
         console.print('[dim]Dry run: nothing sent to Datadog, cursor not saved (add --commit to save it).[/]')
+
+
+def _source_read() -> bool:
+    return all(metric.value == 1 for metric in aggregator.metrics(SOURCE_CAN_CONNECT))
+
+
+def _unread_source(check, warnings: list[str]) -> str:
+    url = check.config.api_url or 'its default URL'
+    cause = next((warning for warning in warnings if warning.startswith('Could not read')), 'Could not read it')
+    return f'{cause} (`source: {check.config.source}`, `api_url`: {url}); nothing was reported, the cursor waits'
 
 
 @main.command()
@@ -120,12 +155,17 @@ def backfill(state_path, config_path, instance, since):
     state.save()
     table = Table(title='Backfill summary', show_header=False)
     table.add_row('resumed from', summary.resumed_from.isoformat() if summary.resumed_from else 'the start')
-    table.add_row('DORA failures sent', str(summary.sent))
+    table.add_row('resolutions read', str(summary.sent))
     table.add_row('already sent before', str(summary.already_sent))
-    table.add_row('waiting to be retried', str(summary.pending))
+    table.add_row('queued: not accepted by Datadog yet', str(summary.pending))
     table.add_row('skipped as malformed', str(summary.skipped))
     console.print(table)
     _print_warnings(check.get_warnings())
+    if summary.undelivered:
+        raise CliError(
+            f'{summary.pending} DORA failure(s) did not reach Datadog and stay queued in {state.path}: '
+            f'{summary.undelivered}. Fix it and run the same command again: they are sent first.'
+        )
 
 
 @main.group()
@@ -137,13 +177,20 @@ def cursor():
 @config_option
 @instance_option
 @click.option('--agent', 'agent_run', is_flag=True, help='Read the cursor the Agent keeps on this host instead.')
-@click.option('--run-path', type=click.Path(file_okay=False, path_type=Path), default=AGENT_RUN_PATH, show_default=True)
+@click.option('--run-path', type=click.Path(file_okay=False, path_type=Path), default=AGENT_RUN_PATH, show_default=True,
+              help="With --agent: the Agent's run path, where it keeps its persistent cache.")  # fmt: skip
+@click.option('--agent-config', type=click.Path(dir_okay=False, path_type=Path), show_default=str(AGENT_CONFIG),
+              help="With --agent: the Agent's datadog.yaml, for its api_key, app_key and site.")  # fmt: skip
 @click.pass_obj
-def cursor_show(state_path, config_path, instance, agent_run, run_path):
+def cursor_show(state_path, config_path, instance, agent_run, run_path, agent_config):
     """Show the watermark, the lag and the incidents reported recently."""
     init_config, settings = load_instance(config_path, instance, secrets_allowed=agent_run)
-    cache = AgentCache(run_path) if agent_run else StateFile(state_path)
-    check = make_check(init_config, settings, cache)
+    if agent_run:
+        cache = AgentCache(run_path)
+        check = make_check(init_config, settings, cache, agent_settings=_agent_settings(agent_config))
+    else:
+        cache = StateFile(state_path)
+        check = make_check(init_config, settings, cache)
     if agent_run and has_secrets(settings):
         # The cursor's scope includes the Datadog key, which only the Agent can resolve: show every cursor here.
         prefixes = cache.cursor_prefixes()
@@ -156,6 +203,14 @@ def cursor_show(state_path, config_path, instance, agent_run, run_path):
     else:
         _show_cursor(CursorStore(check).load())
     _print_warnings(check.get_warnings())
+
+
+def _agent_settings(path: Path | None) -> dict:
+    """The Agent's settings from `--agent-config`; without it, from the Agent's datadog.yaml when there is one."""
+    if path is None and not AGENT_CONFIG.is_file():
+        errors.print(f'note: no {AGENT_CONFIG}: the Agent\'s defaults are assumed (site datadoghq.com, no keys)')
+        return {}
+    return load_agent_settings(path or AGENT_CONFIG)
 
 
 def _show_cursor(cursor_state):
@@ -187,10 +242,13 @@ class PrefixedCache:
 @cursor.command('reset')
 @config_option
 @instance_option
-@click.confirmation_option(prompt='Forget what this instance reported (CLI state only)?')
+@click.option('--yes', is_flag=True, help='Do not ask for confirmation.')
 @click.pass_obj
-def cursor_reset(state_path, config_path, instance):
+def cursor_reset(state_path, config_path, instance, yes):
     """Forget the CLI's cursor, backfill cursor and DORA outbox for this instance."""
+    if not yes and not click.confirm('Forget what this instance reported (CLI state only)?'):
+        console.print('Nothing changed.')
+        return
     state = StateFile(state_path)
     check = make_check(*load_instance(config_path, instance), state)
     prefix = f'dora_incidents:{check.persistent_cache_id()}_'
@@ -201,6 +259,23 @@ def cursor_reset(state_path, config_path, instance):
         '[dim]The Agent keeps its own cursor: stop the Agent, delete the `*cursor_a`/`*cursor_b` files of this '
         'check under its run path, start it again.[/]'
     )
+
+
+@main.command()
+@click.option(
+    '--metric-namespace', required=True, help='The `metric_namespace` of your instances, e.g. dora_incidents.'
+)
+@click.option('--out', 'out', required=True, type=click.Path(file_okay=False, path_type=Path),
+              help='Where to write dashboards/ and monitors/.')  # fmt: skip
+def assets(metric_namespace, out):
+    """Write the dashboard and monitors querying `<metric-namespace>.*` instead of `dora.*`.
+
+    For instances that set `metric_namespace`: import the files written into Datadog.
+    """
+    from .assets import write_assets
+
+    for path in write_assets(metric_namespace, out):
+        console.print(f'wrote {path}')
 
 
 def _print_metrics():
@@ -230,9 +305,18 @@ def _print_failures(payloads):
     console.print(table)
 
 
+def _print_markings(markings):
+    table = Table('deployment', 'change failure', 'remediated by', title='Change failures (not marked)')
+    for path, body in markings:
+        attributes = body['data']['attributes']
+        remediation = attributes.get('remediation') or {}
+        table.add_row(path.rsplit('/', 1)[-1], str(attributes.get('change_failure', '')), remediation.get('id', ''))
+    console.print(table)
+
+
 def _print_warnings(warnings):
     for warning in warnings:
-        console.print(f'[yellow]warning:[/] {warning}')
+        errors.print(f'[yellow]warning:[/] {warning}')
 
 
 def _first_message(error_report: str) -> str:
@@ -253,14 +337,16 @@ def _human(delta: timedelta) -> str:
 
 
 def run():
-    """CLI errors are one line, not a traceback."""
+    """CLI errors are one line on stderr, not a traceback, and exit non-zero."""
     try:
-        main(standalone_mode=False)
+        result = main(standalone_mode=False)
     except CliError as e:
-        console.print(f'[red]error:[/] {e}')
+        errors.print(f'[red]error:[/] {e}', soft_wrap=True)
         raise SystemExit(1) from None
     except click.exceptions.Abort:
+        errors.print('Aborted: nothing changed.')
         raise SystemExit(1) from None
     except click.ClickException as e:
-        e.show()
+        e.show()  # on stderr
         raise SystemExit(e.exit_code) from None
+    raise SystemExit(result if isinstance(result, int) else 0)

@@ -29,6 +29,7 @@ class Summary:
     already_sent: int = 0
     skipped: int = 0
     pending: int = 0
+    undelivered: str | None = None  # why DORA failures did not reach Datadog: a refused key, an unreachable API
     resumed_from: datetime | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -56,7 +57,19 @@ def backfill(check, since: datetime, until: datetime, on_window: Callable[[datet
     progress = reporter.catch_up(cursor, start, until, math.inf, after_batch=commit)
     reporter.commit(cursor)
     summary.sent, summary.already_sent, summary.skipped = progress.reported, progress.already_reported, progress.skipped
+    reporter.outputs.dora.finish()  # waits for the last writes; says why any stay queued
     summary.pending = reporter.outputs.pending
+    summary.undelivered = undelivered(reporter.outputs, check.warnings)
     if progress.source_error:
         raise SourceError(progress.source_error)
     return summary
+
+
+def undelivered(outputs, warnings: list[str]) -> str | None:
+    """Why DORA writes did not reach Datadog, from what the outputs report: the key Datadog refused (`rejected`),
+    else, while writes stay queued (`pending`), the outbox's own warning, which names the cause."""
+    if outputs.rejected:
+        return outputs.rejected
+    if not outputs.pending:
+        return None
+    return next((w for w in reversed(warnings) if 'Datadog' in w), 'the Datadog API did not accept them')

@@ -16,14 +16,19 @@ import yaml
 
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
+from ..change_failures import datadog_app_key
 from ..check import DoraIncidentsCheck
-from ..datadog_api import DORA_PATH, DatadogApi
+from ..datadog_api import DORA_PATH, DatadogApi, datadog_http
+from ..outputs import datadog_api_key, datadog_api_url
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
 # refuses such tags unless told otherwise (the Agent accepts them).
 os.environ.setdefault('DDEV_SKIP_GENERIC_TAGS_CHECK', '1')
 
 AGENT_RUN_PATH = Path('/opt/datadog-agent/run')
+AGENT_CONFIG = Path('/etc/datadog-agent/datadog.yaml')
+# What the check reads from the Agent's configuration (`datadog_agent.get_config`): its Datadog keys and site.
+AGENT_SETTINGS = ('api_key', 'app_key', 'site', 'dd_url')
 
 
 class CliError(Exception):
@@ -38,16 +43,7 @@ def default_state_path() -> Path:
 def load_instance(config_path: Path, index: int, secrets_allowed: bool = False) -> tuple[dict, dict]:
     """(init_config, instance). Agent secrets (`ENC[...]`) cannot be resolved here: refused, or, when
     `secrets_allowed` (reading the Agent's cache needs no credential), replaced by a placeholder."""
-    try:
-        config = yaml.safe_load(Path(config_path).read_text()) or {}
-    except OSError as e:
-        raise CliError(f'cannot read {config_path}: {e.strerror}') from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, 'problem_mark', None)
-        where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
-        raise CliError(
-            f'{config_path} is not valid YAML{where}: {getattr(e, "problem", None) or "parse error"}'
-        ) from None
+    config = _read_yaml(config_path)
     instances = config.get('instances') if isinstance(config, dict) else None
     if not isinstance(instances, list) or not instances:
         raise CliError(f'{config_path} has no `instances` list')
@@ -65,6 +61,31 @@ def load_instance(config_path: Path, index: int, secrets_allowed: bool = False) 
 
 
 SECRET_PLACEHOLDER = 'agent-secret-not-resolved-here'
+
+
+def load_agent_settings(path: Path) -> dict:
+    """The Agent's own settings the check reads (`api_key`, `app_key`, `site`, `dd_url`) from its datadog.yaml.
+
+    An `ENC[]` key becomes a placeholder: the cursor's scope holds the Agent's site, never the Agent's keys.
+    """
+    if not Path(path).is_file():
+        raise CliError(f'--agent-config {path}: no such file (the Agent\'s datadog.yaml; give its path)')
+    config = _read_yaml(path)
+    if not isinstance(config, dict):
+        raise CliError(f'{path} is not a YAML mapping of Agent settings')
+    settings = {name: config[name] for name in AGENT_SETTINGS if isinstance(config.get(name), str) and config[name]}
+    return {name: SECRET_PLACEHOLDER if value.startswith('ENC[') else value.strip() for name, value in settings.items()}
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise CliError(f'cannot read {path}: {e.strerror}') from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+        raise CliError(f'{path} is not valid YAML{where}: {getattr(e, "problem", None) or "parse error"}') from None
 
 
 def has_secrets(instance: dict) -> bool:
@@ -105,6 +126,8 @@ class AgentCache:
 
     def __init__(self, run_path: Path):
         self.run_path = Path(run_path)
+        if not self.run_path.is_dir():
+            raise CliError(f'--run-path {self.run_path}: no such directory (the Agent\'s run path; give its path)')
 
     def read(self, key: str) -> str:
         # Agents have stored a key as `<run>/<key, ':' as '_'>` and as `<run>/<check>/<rest of key>`.
@@ -130,36 +153,46 @@ class AgentCache:
 
 
 class RecordingDatadogApi(DatadogApi):
-    """A Datadog API that records writes instead of sending them: the dry run of `check`."""
+    """The real Datadog API for reads (what was already sent, the deployments to mark), with every write recorded
+    instead of sent: the dry run of `check` finds the deployments it would mark, and sends nothing."""
 
     def __init__(self, check):
-        super().__init__(check, 'dry-run:', '', http=None)
-        self.recorded: list[dict] = []
+        key = datadog_api_key(check)
+        super().__init__(check, datadog_api_url(check), key, datadog_http(check), app_key=datadog_app_key(check))
+        self.failures: list[dict] = []
+        self.markings: list[tuple[str, dict]] = []  # (PATCH path, body)
 
     def _request(self, method, path, body, app_key):
         if method == 'POST' and path == DORA_PATH:
-            self.recorded.append(body)
-        # Lists (deployments, failures) answer empty: a dry run marks nothing and recovers nothing.
-        return 200, 'dry run: not sent', None, {'data': []}
+            self.failures.append(body)
+        elif method != 'POST':  # markings are PATCHes; every POST but a failure is a list
+            self.markings.append((path, body))
+        else:
+            return super()._request(method, path, body, app_key)
+        return 200, 'dry run: not sent', None, {'data': {}}
 
 
 class DryRunCheck(DoraIncidentsCheck):
-    """The real check, except that DORA failures are recorded in `dry_run_failures` instead of sent."""
+    """The real check, except that Datadog writes are recorded in `recording` instead of sent."""
 
-    dry_run_failures: list[dict] = []
+    recording: RecordingDatadogApi | None = None
 
     def _dora_api(self):
-        if not self.config.send_dora_failures:
+        if super()._dora_api() is None:  # the real client's checks first: a missing key, a site without DORA
             return None
-        recording = RecordingDatadogApi(self)
-        self.dry_run_failures = recording.recorded
-        return recording
+        self.recording = RecordingDatadogApi(self)
+        return self.recording
 
 
-def make_check(init_config: dict, instance: dict, cache, dry_run: bool = False) -> DoraIncidentsCheck:
-    """The real check over `cache` (a StateFile or AgentCache), set up as the Agent would."""
+def make_check(
+    init_config: dict, instance: dict, cache, dry_run: bool = False, agent_settings: dict | None = None
+) -> DoraIncidentsCheck:
+    """The real check over `cache` (a StateFile or AgentCache), set up as the Agent would, with the Agent's
+    `agent_settings` (see load_agent_settings) when given."""
     datadog_agent.read_persistent_cache = cache.read
     datadog_agent.write_persistent_cache = cache.write
+    if agent_settings is not None:
+        datadog_agent._config = {**datadog_agent.get_default_config(), **agent_settings}
     aggregator.reset()
     check = (DryRunCheck if dry_run else DoraIncidentsCheck)('dora_incidents', init_config, [instance])
     check.check_id = 'dora_incidents:cli'
