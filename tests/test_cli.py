@@ -235,19 +235,14 @@ def test_a_dry_run_with_change_failures_on_shows_the_deployment_it_would_mark(
 # -- exit codes and streams, as a shell sees them: a separate process, stdout and stderr apart, no terminal ----
 @pytest.fixture
 def command(tmp_path, instance):
-    """Runs `python -m datadog_checks.dora_incidents ARGS` with `-c` a conf.yaml of `instance` (updated by
-    `**options`, None removes), its output piped, as in a script."""
+    """Runs `python -m datadog_checks.dora_incidents ARGS -c conf.yaml`, the conf.yaml holding `instance` updated
+    by `**options` (None removes one), its output piped, as in a script."""
 
     def run(*args, stdin=None, **options):
         settings = {key: value for key, value in {**instance, **options}.items() if value is not None}
         config = tmp_path / 'conf.yaml'
         config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [settings]}))
-        argv = [
-            '--state',
-            str(tmp_path / 'state.json'),
-            *args[:-1],
-            *(['-c', str(config)] if args[-1] == '-c' else [args[-1]]),
-        ]
+        argv = ['--state', str(tmp_path / 'state.json'), *args, '-c', str(config)]
         return subprocess.run(
             [sys.executable, '-m', 'datadog_checks.dora_incidents', *argv],
             input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
@@ -257,7 +252,7 @@ def command(tmp_path, instance):
 
 
 def test_check_exits_non_zero_naming_the_source_it_cannot_read(command):
-    out = command('check', '-c', api_url='http://127.0.0.1:9')
+    out = command('check', api_url='http://127.0.0.1:9')
 
     assert out.returncode == 1 and 'Traceback' not in out.stderr
     assert 'error: Could not read PagerDuty' in out.stderr and 'http://127.0.0.1:9' in out.stderr
@@ -277,7 +272,7 @@ def test_check_exits_non_zero_naming_the_source_it_cannot_read(command):
     ids=['api-key', 'app-key', 'unreachable'],
 )
 def test_check_validates_the_datadog_keys_before_running(command, intake, options, cause):
-    out = command('check', '-c', **options)
+    out = command('check', **options)
 
     assert out.returncode == 1 and cause in out.stderr, out.stderr
     assert 'wrong-api-key-123' not in out.stderr + out.stdout and 'wrong-app-key-123' not in out.stderr + out.stdout
@@ -285,11 +280,11 @@ def test_check_validates_the_datadog_keys_before_running(command, intake, option
 
 
 def test_check_says_which_keys_it_validated(command, intake):
-    out = command('check', '-c', datadog_app_key=intake.app_key)
+    out = command('check', datadog_app_key=intake.app_key)
     assert out.returncode == 0, out.stderr
     assert 'Datadog API key: valid' in out.stdout and 'Datadog application key: valid' in out.stdout
 
-    out = command('check', '-c')
+    out = command('check')
     assert 'Datadog application key: none configured' in out.stdout
 
 
@@ -308,14 +303,14 @@ def test_backfill_exits_non_zero_when_datadog_refuses_or_cannot_be_reached(
         incident = pagerduty.trigger('PSEARCH', ago(now, days=days, hours=2))
         pagerduty.resolve(incident, ago(now, days=days))
 
-    out = command('backfill', '--since', '7d', '-c', **options)
+    out = command('backfill', '--since', '7d', **options)
 
     assert out.returncode == 1 and cause in out.stderr, out.stderr
     assert '3 DORA failure(s) did not reach Datadog and stay queued' in out.stderr
     assert 'HTTP 403' in out.stderr or 'cannot reach' in out.stderr
     assert intake.failures == [] and 'wrong-api-key-123' not in out.stderr + out.stdout
 
-    out = command('backfill', '--since', '7d', '-c')  # fixed: what stayed queued goes out first
+    out = command('backfill', '--since', '7d')  # fixed: what stayed queued goes out first
     assert out.returncode == 0, out.stderr
     assert len(set(dora_ids(intake))) == 3
 
@@ -323,10 +318,10 @@ def test_backfill_exits_non_zero_when_datadog_refuses_or_cannot_be_reached(
 def test_cursor_reset_answered_no_changes_nothing_and_exits_0(command, pagerduty, now, tmp_path):
     incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
     pagerduty.resolve(incident, ago(now, hours=1))
-    assert command('check', '--commit', '-c').returncode == 0
+    assert command('check', '--commit').returncode == 0
     before = (tmp_path / 'state.json').read_text()
 
-    out = command('cursor', 'reset', '-c', stdin='n\n')
+    out = command('cursor', 'reset', stdin='n\n')
 
     assert out.returncode == 0 and 'Nothing changed' in out.stdout
     assert (tmp_path / 'state.json').read_text() == before
@@ -337,14 +332,14 @@ def test_output_that_is_not_a_terminal_is_never_truncated(command, pagerduty, no
     incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2), title=title)
     pagerduty.resolve(incident, ago(now, hours=1))
 
-    out = command('check', '-c')
+    out = command('check')
 
     assert out.returncode == 0, out.stderr
     assert title in out.stdout and f'pagerduty:{incident}' in out.stdout and '…' not in out.stdout
 
 
 def test_cursor_show_of_a_run_path_that_does_not_exist_is_an_error_naming_it(command):
-    out = command('cursor', 'show', '--agent', '--run-path', '/nonexistent/run', '-c')
+    out = command('cursor', 'show', '--agent', '--run-path', '/nonexistent/run')
     assert out.returncode == 1 and '/nonexistent/run' in out.stderr and 'No cursor yet' not in out.stdout
 
 
@@ -366,7 +361,7 @@ def test_cursor_show_agent_with_the_readmes_minimal_instance_finds_the_agents_cu
     for site in ('datadoghq.eu', 'datadoghq.com'):
         agent_config.write_text(yaml.safe_dump({'api_key': 'agent-api-key-123', 'app_key': 'ENC[app]', 'site': site}))
         shown[site] = command('cursor', 'show', '--agent', '--run-path', str(run_path), '--agent-config',
-                              str(agent_config), '-c', **minimal, **overrides)  # fmt: skip
+                              str(agent_config), **minimal, **overrides)  # fmt: skip
 
     assert shown['datadoghq.eu'].returncode == 0, shown['datadoghq.eu'].stderr
     assert 'Watermark' in shown['datadoghq.eu'].stdout
@@ -374,5 +369,5 @@ def test_cursor_show_agent_with_the_readmes_minimal_instance_finds_the_agents_cu
     assert 'agent-api-key-123' not in shown['datadoghq.eu'].stdout + shown['datadoghq.eu'].stderr
 
     missing = command('cursor', 'show', '--agent', '--run-path', str(run_path), '--agent-config',
-                      str(tmp_path / 'nope.yaml'), '-c', **minimal, **overrides)  # fmt: skip
+                      str(tmp_path / 'nope.yaml'), **minimal, **overrides)  # fmt: skip
     assert missing.returncode == 1 and 'nope.yaml' in missing.stderr
