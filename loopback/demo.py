@@ -10,19 +10,47 @@ this prints what landed there and what the loopback Datadog API received.
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
-from .harness import new_check
+from .harness import new_check, restores
 from .intake import DatadogIntake
 from .simulators import make_simulator
 
 HEALTH_PREFIX = 'dora.check.'
+METADATA = Path(__file__).resolve().parents[1] / 'metadata.csv'
+# How metadata.csv's units read after a value.
+UNITS = {'second': 's', 'occurrence': 'incident(s)', 'event': 'event(s)', 'item': 'incident(s)'}
+# Why the check reports none of the incidents each simulator's `open_non_failures` makes, in the order it returns them.
+NOT_FAILURES = {
+    'pagerduty': ['merged into another incident (the incident it was merged into is the failure)'],
+    'rootly': [
+        'kind `test`',
+        'kind `test_sub`',
+        'kind `example`',
+        'kind `example_sub`',
+        'kind `scheduled` (maintenance, ends `completed`)',
+        'cancelled',
+        'a duplicate of another incident',
+    ],
+    'firehydrant': ['archived (declared by mistake)', 'resolved, then reopened: not resolved any more'],
+    'incident_io': [
+        'a test incident',
+        'a tutorial incident',
+        'declined',
+        'canceled',
+        'merged into another incident',
+        'still in triage: never an incident',
+    ],
+}
 
 
-def seed(tool, intake: DatadogIntake, now: datetime) -> None:
+def seed(tool, intake: DatadogIntake, now: datetime) -> list[str]:
+    """The incidents of the README's story; returns the ids of those that are not failures."""
     # Deployments Datadog DORA knows of: v41 ran for days, v42 went out before the outage, v41 came back.
     deployments = [('v41', timedelta(days=2)), ('v42', timedelta(hours=4)), ('v41', timedelta(hours=2, minutes=20))]
     env = {'env': 'prod', **tool.expected_tags}['env']  # the tool's environment, else the instance's
@@ -30,19 +58,21 @@ def seed(tool, intake: DatadogIntake, now: datetime) -> None:
         intake.deploy('checkout_api', env, version, now - age - timedelta(minutes=5), now - age)
     outage = tool.open(now - timedelta(hours=3), title='Checkout returns 500s', severity='SEV1')
     tool.resolve(outage, now - timedelta(hours=2))
-    tool.open_non_failures(now - timedelta(hours=3), now - timedelta(hours=2, minutes=30))
+    not_failures = tool.open_non_failures(now - timedelta(hours=3), now - timedelta(hours=2, minutes=30))
     slow_burn = tool.open(now - timedelta(days=40), title='Search index drifting', service='Search', team='Discovery',
                           severity='SEV3')  # fmt: skip
     tool.resolve(slow_burn, now - timedelta(minutes=30))
     billing = tool.open(now - timedelta(minutes=50), title='Invoices stuck', service='Legacy Billing', severity='SEV2')
     tool.resolve(billing, now - timedelta(minutes=5))
     tool.open(now - timedelta(minutes=20), title='Search slow (still open)', service='Search')
+    return not_failures
 
 
-def run_check(instance: dict, label: str, intake: DatadogIntake) -> None:
+def run_check(instance: dict, label: str, intake: DatadogIntake) -> set[str]:
+    """One run by a new check object (an Agent restart); returns the ids of the incidents it reported."""
     aggregator.reset()
     sent_before = len(intake.failures)
-    check = new_check(instance)  # a new object each time: an Agent restart
+    check = new_check(instance)
     error = check.run()
     print(f'\n=== {label} ===')
     if error:
@@ -52,22 +82,39 @@ def run_check(instance: dict, label: str, intake: DatadogIntake) -> None:
     print_metrics()
     print_events()
     print_failures(intake.failures[sent_before:])
+    return set(restores(aggregator))
 
 
 def print_metrics() -> None:
+    units = {row['metric_name']: row['unit_name'] for row in csv.DictReader(METADATA.open())}
     rows = [
-        (name, stub.value, ', '.join(stub.tags))
+        (name, with_unit(stub.value, units.get(name, '')), ', '.join(stub.tags))
         for name in sorted(aggregator.metric_names)
         for stub in aggregator.metrics(name)
     ]
     dora = [row for row in rows if not row[0].startswith(HEALTH_PREFIX)]
     print(f'\nDORA metrics ({len(dora)}):' if dora else '\nDORA metrics: none (nothing newly resolved)')
     for name, value, tags in dora:
-        print(f'  {name:<22} {value:>10.0f}  {tags}')
+        print(f'  {name:<22} {value:>22}  {tags}')
     print('Check health:')
     for name, value, _ in rows:
         if name.startswith(HEALTH_PREFIX):
-            print(f'  {name:<36} {value:g}')
+            print(f'  {name:<42} {value}')
+
+
+def with_unit(value: float, unit: str) -> str:
+    if unit == 'second':
+        return f'{value:.0f} s ({duration(value)})' if value >= 60 else f'{value:.1f} s'
+    if not unit:  # a yes/no gauge
+        return f'{value:g} (1 = yes)'
+    return f'{value:g} {UNITS.get(unit, unit)}'
+
+
+def duration(seconds: float) -> str:
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return ' '.join(f'{n}{u}' for n, u in ((days, 'd'), (hours, 'h'), (minutes, 'min')) if n) or '0min'
 
 
 def print_events() -> None:
@@ -87,18 +134,38 @@ def print_failures(failures: list[dict]) -> None:
         print('  ' + json.dumps(body['data']['attributes']))
 
 
-def print_markings(intake: DatadogIntake) -> None:
-    markings = intake.markings()
-    print(f'\nDeployments marked as change failures ({len(markings)}):' if markings else '\nNo deployment marked')
-    for deployment, attributes in markings.items():
-        print(f'  {deployment}: {json.dumps(attributes)}')
+def print_not_failures(source: str, ids: list[str], reported: set[str]) -> None:
+    reasons = NOT_FAILURES.get(source, [])
+    if len(reasons) != len(ids):  # the simulator changed its kinds: show them undescribed rather than wrongly
+        reasons = ['(kind not described here)'] * len(ids)
+    print(f'\nFiltered out: the tool\'s kinds that are not failures ({len(ids)}):')
+    for incident_id, reason in zip(ids, reasons):
+        outcome = 'REPORTED (a bug)' if incident_id in reported else 'not reported'
+        print(f'  {incident_id}: {reason}: {outcome}')
+
+
+def print_markings(intake: DatadogIntake, since: int = 0) -> None:
+    """The deployments marked from the `since`-th marking on, by version: the failure and its remediation."""
+    markings = intake.patches[since:]
+    if not markings:
+        print('\nDeployments marked as change failures: none' + (' (nothing marked again)' if since else ''))
+        return
+    print(f'\nDeployments marked as change failures ({len(markings)}):')
+    for deployment_id, attributes in markings:
+        failed = intake.deployments[deployment_id]
+        line = f'  {failed["service"]} {failed["version"]} in {failed["env"]} ({deployment_id}): change failure'
+        remediation = attributes.get('remediation')
+        if remediation:
+            fix = intake.deployments[remediation['id']]
+            line += f', remediated by the {remediation["type"]} to {fix["version"]} ({remediation["id"]})'
+        print(line)
 
 
 def main(source: str = 'pagerduty') -> None:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     datadog_agent.reset()
     with make_simulator(source) as tool, DatadogIntake() as intake:
-        seed(tool, intake, now)
+        not_failures = seed(tool, intake, now)
         instance = tool.instance(
             datadog_api_url=intake.url,
             datadog_api_key=intake.api_key,
@@ -111,9 +178,17 @@ def main(source: str = 'pagerduty') -> None:
         print(f'{source} simulator:', tool.url, '| Datadog intake:', intake.url)
         print('Simulated incidents: 1 SEV1 outage (resolved 2h ago), the tool\'s kinds that are not failures,')
         print('1 opened 40 days ago and resolved 30 min ago, 1 mapped by service name to `billing`, 1 still open.')
-        run_check(instance, 'First run (no cursor yet: looks back `initial_lookback` = 1 day)', intake)
+        print('Deployments of checkout_api: v41 (2 days ago), v42 (4h ago, before the outage), v41 again (2h20 ago).')
+        reported = run_check(instance, 'First run (no cursor yet: looks back `initial_lookback` = 1 day)', intake)
+        print_not_failures(source, not_failures, reported)
         print_markings(intake)
-        run_check(instance, 'Second run (after an Agent restart): nothing is re-sent', intake)
+        sent, marked = len(intake.failures), len(intake.patches)
+        reported = run_check(instance, 'Second run (after an Agent restart): nothing is re-sent', intake)
+        print_markings(intake, since=marked)
+        again = len(intake.failures) - sent + len(intake.patches) - marked + len(reported)
+        print(
+            f'\nSent again: {"nothing" if not again else again} (DORA failures, metrics and markings of the first run)'
+        )
         if intake.problems:
             raise SystemExit(f'the intake rejected payloads: {intake.problems}')
 

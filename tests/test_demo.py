@@ -1,0 +1,30 @@
+"""The quick-start demo shows what the README says it shows, for every simulated tool."""
+
+import re
+
+import pytest
+
+from loopback import demo
+from loopback.simulators import SIMULATORS
+
+
+@pytest.mark.parametrize('source', list(SIMULATORS))
+def test_the_demo_shows_versions_filtered_kinds_units_and_nothing_sent_again(source, capsys, datadog_agent):
+    demo.main(source)
+    out = capsys.readouterr().out
+
+    first, second = out.split('=== Second run')
+    # The marked deployment and its remediation, by version.
+    assert re.search(
+        r'checkout_api v42 in \w+ \(sim-deployment-\d+\): change failure, remediated by the rollback to v41', first
+    )
+    # Each kind that is not a failure, described and not reported.
+    filtered = re.findall(r'^  \S+: (.+): (not reported|REPORTED \(a bug\))$', first, re.M)
+    assert [reason for reason, _ in filtered] == demo.NOT_FAILURES[source]
+    assert {outcome for _, outcome in filtered} == {'not reported'}
+    # Units on values.
+    assert re.search(r'dora\.time_to_restore +3600 s \(1h\)', first) and '1 incident(s)' in first
+    assert re.search(r'dora\.check\.cursor\.lag +\d+\.\d s', first)
+    # The second run re-sends nothing and marks nothing again.
+    assert 'DORA metrics: none' in second and 'DORA failures: none sent' in second
+    assert 'none (nothing marked again)' in second and 'Sent again: nothing' in second
