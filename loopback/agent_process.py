@@ -11,13 +11,17 @@ writes), `{"commit": [metrics...], "events": [...]}` and `{"run_done": ...}`.
 
 settings: `instance`, `state_dir` (the cache files), `journal` (JSON lines), and optionally `runs` (how
 many runs at most), `until_caught_up` (stop after a run that stopped for no budget and left no DORA
-failure queued), `pause` between runs and `submit_delay` per metric (to widen a crash window).
+failure queued), `pause` between runs, `submit_delay` per metric (to widen a crash window) and `hold_at`
+(`{"submissions": n}` or `{"saves": n}`): at the n-th metric submitted (before it is buffered) or right
+after the n-th cache write, journal `{"holding": ...}` and stop there, so that a test's SIGKILL lands at
+that very step, however fast the machine is.
 Each run appends `{"run_done": ..., "seconds": ..., "peak_rss_kb": ...}` to the journal.
 """
 
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,12 +47,22 @@ def main(settings: dict) -> None:
     def write_cache(key, value):
         (state / key.replace(':', '_')).write_text(value)  # in place, not atomic: as the Agent does
         record(saved=key)
+        step('saves')
 
     pending = {'metrics': [], 'events': []}  # what the run submitted, not yet committed
+    hold_at = settings.get('hold_at') or {}
+    steps = {'submissions': 0, 'saves': 0}
+
+    def step(kind):
+        steps[kind] += 1
+        if steps[kind] == hold_at.get(kind):
+            record(holding=kind, at=steps[kind])
+            threading.Event().wait()  # until killed
 
     def submit_metric(check, check_id, mtype, name, value, tags, hostname, flush_first_value):
         if not pending['metrics'] and not pending['events']:
             record(emitting=True)
+        step('submissions')
         pending['metrics'].append({'metric': name, 'value': value, 'tags': tags})
         if settings.get('submit_delay'):  # widens the window in which a kill lands mid-emission
             time.sleep(settings['submit_delay'])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from loopback.harness import instance_for
 from .common import ago, dora_ids, restores
 
 ROOT = Path(__file__).resolve().parents[1]
+ONE_MINUTE = timedelta(minutes=1)
 
 
 class Crash(Exception):
@@ -77,9 +79,11 @@ def test_a_crash_at_each_step_loses_nothing(
 
 
 def test_sigkill_mid_run_over_a_backlog_spanning_batches_loses_and_doubles_nothing(tmp_path, pagerduty, intake, now):
-    """Kill -9 a stand-in Agent at random moments of runs that read several batches; then let it catch up.
+    """Kill -9 a stand-in Agent at random steps of runs that read several batches; then let it catch up.
 
-    The stand-in commits a run's metrics only when `run()` returns, as the Agent does: counted is committed.
+    Each process stops itself at a step drawn at random (its n-th metric submission, or right after its n-th
+    cache write) and says so; the kill lands there: at the step, not at a moment, so however fast the machine
+    is. The stand-in commits a run's metrics only when `run()` returns, as the Agent does: counted is committed.
     """
     rng = random.Random(20261126)
     journal_path = tmp_path / 'journal.jsonl'
@@ -87,22 +91,28 @@ def test_sigkill_mid_run_over_a_backlog_spanning_batches_loses_and_doubles_nothi
         'instance': instance_for(pagerduty, intake, send_events=False, max_run_time=120),
         'state_dir': str(tmp_path / 'cache'),
         'journal': str(journal_path),
-        'submit_delay': 0.0003,
     }
     resolved, killed = [], set()
     for round_ in range(8):
-        for _ in range(1_500 if round_ == 0 else 150):  # > 1,000 log entries: a run reads several batches
+        new = 1_500 if round_ == 0 else 150  # > 1,000 log entries: a run reads several batches
+        # Later rounds resolve within the last minute: after what an earlier round's run may have read up to
+        # (the cursor re-reads 5 minutes back), as new resolutions are.
+        first, step = (
+            (ago(now, hours=5), timedelta(seconds=5)) if round_ == 0 else (_now_minus(60), ONE_MINUTE / 2 / new)
+        )
+        for n in range(new):
             incident = pagerduty.trigger('PSEARCH', ago(now, hours=6, seconds=len(resolved)))
-            pagerduty.resolve(incident, ago(now, hours=5, seconds=-len(resolved) * 5))
+            pagerduty.resolve(incident, first + n * step)
             resolved.append(incident)
-        agent = _start_agent(settings)
-        _wait_for(journal_path, agent.pid, 'run_started')
-        time.sleep(rng.uniform(0.05, 1.2))
+        # Mid-emission (two points per incident) in most rounds, else after a cache write (cursor, outbox).
+        hold_at = {'submissions': rng.randint(1, 2 * new)} if round_ % 4 != 3 else {'saves': rng.randint(1, 3)}
+        agent = _start_agent({**settings, 'hold_at': hold_at})
+        _wait_for(journal_path, agent.pid, 'holding')
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         killed.add(agent.pid)
-    agent = _start_agent({**settings, 'runs': 2, 'submit_delay': 0})
-    assert agent.wait(timeout=120) == 0
+    agent = _start_agent({**settings, 'runs': 20, 'until_caught_up': True})
+    assert agent.wait(timeout=600) == 0
 
     journal = _read_journal(journal_path)
     committed = [metric for entry in journal for metric in entry.get('commit', ())]
@@ -112,10 +122,11 @@ def test_sigkill_mid_run_over_a_backlog_spanning_batches_loses_and_doubles_nothi
     assert [incident for incident, times in points.items() if times > 1] == [], 'counted twice'
     assert counted == len(resolved)
     assert {f'pagerduty:{incident}' for incident in resolved} <= set(dora_ids(intake))
-    assert _killed_mid_run(journal, killed) >= 3, 'too few kills landed mid-emission: the test proved little'
+    assert _killed_mid_run(journal, killed) >= 6, 'the kills did not land mid-emission: the test proved little'
 
 
-def _wait_for(journal_path, pid, marker, timeout=30):
+def _wait_for(journal_path, pid, marker, timeout=600):
+    """Until process `pid` journals `marker`; the timeout only keeps a broken stand-in from hanging the suite."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(entry['pid'] == pid and marker in entry for entry in _read_journal(journal_path)):
