@@ -22,7 +22,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from .common import ago
+from .common import ago, dora_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +92,20 @@ def declared_floor() -> str:
 
 
 FLOOR = declared_floor()
+
+
+def one_resolved_incident(pagerduty, intake, now) -> tuple[str, dict]:
+    """An incident resolved an hour ago, and the instance that reports it from the loopback servers."""
+    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
+    pagerduty.resolve(incident, ago(now, hours=1))
+    instance = {
+        'source': 'pagerduty',
+        'api_token': pagerduty.token,
+        'api_url': pagerduty.url,
+        'datadog_api_url': intake.url,
+        'datadog_api_key': intake.api_key,
+    }
+    return incident, instance
 
 
 def pip(python, *args):
@@ -211,15 +225,7 @@ def test_installed_as_the_agent_installs_it_the_check_runs_on_the_floor_base_and
     # `datadog-agent integration install -w`: no dependency check, no index. This succeeds below the floor too.
     pip(python, 'install', '--quiet', '--no-deps', '--no-index', wheel)
 
-    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
-    pagerduty.resolve(incident, ago(now, hours=1))
-    settings = {
-        'source': 'pagerduty',
-        'api_token': pagerduty.token,
-        'api_url': pagerduty.url,
-        'datadog_api_url': intake.url,
-        'datadog_api_key': intake.api_key,
-    }
+    incident, settings = one_resolved_incident(pagerduty, intake, now)
     out = subprocess.run(
         [python, '-c', RUN_ON_AGENT_BASE, json.dumps(settings)],
         check=False, capture_output=True, text=True, cwd=tmp_path,
@@ -250,15 +256,7 @@ def test_the_wheel_with_the_cli_extra_in_a_fresh_venv_runs_every_command(tmp_pat
     venv.create(env_dir, with_pip=True)
     pip(env_dir / 'bin' / 'python', 'install', '--quiet', f'{wheel}[cli]')
     command = env_dir / 'bin' / 'dora-incidents'
-    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
-    pagerduty.resolve(incident, ago(now, hours=1))
-    instance = {
-        'source': 'pagerduty',
-        'api_token': pagerduty.token,
-        'api_url': pagerduty.url,
-        'datadog_api_url': intake.url,
-        'datadog_api_key': intake.api_key,
-    }
+    incident, instance = one_resolved_incident(pagerduty, intake, now)
     config = tmp_path / 'conf.yaml'
     config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [instance]}))
     state = ['--state', str(tmp_path / 'state.json')]
@@ -282,12 +280,8 @@ def test_the_wheel_with_the_cli_extra_in_a_fresh_venv_runs_every_command(tmp_pat
     assert shown.returncode == 0 and f'pagerduty:{incident}' in shown.stdout, shown.stderr[-2000:]
     backfilled = run('backfill', '-c', config, '--since', '1d')
     assert backfilled.returncode == 0, backfilled.stderr[-2000:]
-    assert dora_ids_of(intake) == [f'pagerduty:{incident}']
+    assert dora_ids(intake) == [f'pagerduty:{incident}']
     assets = run('assets', '--metric-namespace', 'dora_incidents', '--out', tmp_path / 'assets')
     assert assets.returncode == 0 and (tmp_path / 'assets' / 'dashboards').is_dir(), assets.stderr[-2000:]
     demo = run('demo')
     assert demo.returncode != 0 and 'source checkout' in demo.stderr and 'Traceback' not in demo.stderr
-
-
-def dora_ids_of(intake):
-    return [body['data']['attributes']['id'] for body in intake.failures]
