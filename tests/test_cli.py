@@ -371,3 +371,33 @@ def test_cursor_show_agent_with_the_readmes_minimal_instance_finds_the_agents_cu
     missing = command('cursor', 'show', '--agent', '--run-path', str(run_path), '--agent-config',
                       str(tmp_path / 'nope.yaml'), **minimal, **overrides)  # fmt: skip
     assert missing.returncode == 1 and 'nope.yaml' in missing.stderr
+
+
+def test_assets_for_a_metric_namespace_query_it_and_stay_valid(cli, tmp_path):
+    from datadog_api_client import Configuration
+    from datadog_api_client.model_utils import validate_and_convert_types
+    from datadog_api_client.v1.model.dashboard import Dashboard
+    from datadog_api_client.v1.model.monitor import Monitor
+
+    out = tmp_path / 'assets-ns'
+    result, _ = cli('assets', '--metric-namespace', 'dora_incidents', '--out', str(out))
+
+    assert result.exception is None, result.output
+    shipped = sorted(
+        p.relative_to(ROOT / 'assets') for p in (ROOT / 'assets').glob('*/*.json') if p.parent.name != 'configuration'
+    )
+    assert sorted(p.relative_to(out) for p in out.glob('*/*.json')) == shipped
+    queried = set()
+    for path in out.glob('*/*.json'):
+        document = json.loads(path.read_text())
+        model, body = (Dashboard, document) if path.parent.name == 'dashboards' else (Monitor, document['definition'])
+        validate_and_convert_types(body, (model,), ['asset'], True, True, Configuration())
+        queried |= set(re.findall(r'(?:avg|sum|min|max):([a-z_][a-z0-9_.]*)\{', json.dumps(document)))
+    assert {'dora_incidents.time_to_restore', 'dora_incidents.incidents.count'} <= queried
+    assert not {'dora.time_to_restore', 'dora.incidents.count'} & queried  # nothing left on the default namespace
+    assert 'dora.check.source.can_connect' in queried and 'dora.deployments.count' in queried  # these keep their names
+
+
+def test_assets_refuse_a_namespace_that_is_no_metric_prefix(cli, tmp_path):
+    result, _ = cli('assets', '--metric-namespace', 'Dora Incidents', '--out', str(tmp_path / 'x'))
+    assert one_line_error(result) and 'metric prefix' in str(result.exception) and not (tmp_path / 'x').exists()
