@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from datadog_checks.base.stubs import datadog_agent as agent_stub
 from rich.console import Console
 

@@ -16,7 +16,6 @@ import pytest
 
 from datadog_checks.dora_incidents import cursor, datadog_api, outputs
 from datadog_checks.dora_incidents.reporting import Reporter
-
 from loopback.harness import instance_for
 
 from .common import ago, dora_ids, restores

@@ -429,5 +429,6 @@ def test_the_simulator_lists_a_resolution_from_its_resolve_time_on(sim):
     records = requests.get(sim.url + LIST_PATH, headers=headers, timeout=5).json()['data']
     listed = {record['attributes']['title']: record['attributes'] for record in records}
 
-    assert (listed['Resolved in a minute']['status'], listed['Resolved in a minute']['resolved_at']) == ('started', None)
+    later_record = listed['Resolved in a minute']
+    assert (later_record['status'], later_record['resolved_at']) == ('started', None)
     assert listed['Resolved a moment ago']['status'] == 'resolved'

@@ -344,7 +344,7 @@ def run():
         errors.print(f'[red]error:[/] {e}', soft_wrap=True)
         raise SystemExit(1) from None
     except click.exceptions.Abort:
-        errors.print('Aborted: nothing changed.')
+        errors.print('Aborted.')
         raise SystemExit(1) from None
     except click.ClickException as e:
         e.show()  # on stderr
