@@ -12,19 +12,19 @@ import pytest
 import requests
 from datadog_checks.dev.utils import get_metadata_metrics
 
-from datadog_checks.dora_incidents import change_failures, datadog_api
+from datadog_checks.dora_incidents import change_failures, recovery
+from datadog_checks.dora_incidents.datadog import datadog_api as dora_api, outbox
 from datadog_checks.dora_incidents.change_failures import (
     ChangeFailures,
     Deployment,
     causing_deployment,
     deployment_link,
     first_remediation,
-    recover_reported,
     remediation_type,
-    search_query,
 )
+from datadog_checks.dora_incidents.datadog.reads import search_query
+from datadog_checks.dora_incidents.recovery import recover_reported
 from datadog_checks.dora_incidents.incident import Incident, SourceIncident
-from datadog_checks.dora_incidents.outputs import dora_api
 from loopback.intake import DEPLOYMENTS_PATH, FAILURES_PATH
 from loopback.server import Fault
 
@@ -51,7 +51,7 @@ def incident(pagerduty, now):
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(datadog_api, 'MIN_BACKOFF', 0)
+    monkeypatch.setattr(outbox, 'MIN_BACKOFF', 0)
 
 
 def deploy(intake, now, version, hours_ago, service='checkout_api', env='prod', git=True):
@@ -271,7 +271,7 @@ def test_the_failures_already_sent_are_recovered(make_check, run, marking, intak
     check = make_check(marking)
     run(check)
     _send_foreign_failures(intake, now)
-    monkeypatch.setattr(change_failures, 'LIST_LIMIT', page)
+    monkeypatch.setattr(recovery, 'LIST_LIMIT', page)
     listed_before = len(requests_to(intake, 'POST', FAILURES_PATH))  # the check's own, at its first run
 
     recovered = recover_reported(dora_api(check), 'pagerduty', 'prod', ago(now, days=1), now)

@@ -9,12 +9,13 @@ from datetime import datetime, timezone
 
 from datadog_checks.base import AgentCheck, ConfigurationError
 
-from .change_failures import change_failures, datadog_app_key, recover_reported
+from .change_failures import change_failures
 from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore
+from .datadog import DatadogApi, DatadogError, datadog_api, keys
 from .mapping import Mapper
-from .datadog_api import DatadogApi, DatadogError
-from .outputs import Health, Outputs, datadog_api_url, dora_api
+from .outputs import Health, Outputs
+from .recovery import recover_reported
 from .reporting import Progress, Reporter
 from .sources import make_source, source_class
 
@@ -47,7 +48,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
             },
             # The instance's own key tells two organisations apart; the Agent's key (rotated with the Agent)
             # is the Agent's organisation, so rotating it keeps the cursor.
-            'datadog': [datadog_api_url(self).rstrip('/').lower(), _fingerprint(self.config.datadog_api_key)],
+            'datadog': [keys.api_url(self).rstrip('/').lower(), _fingerprint(self.config.datadog_api_key)],
         }
         return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -61,7 +62,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
     def _dora_api(self) -> DatadogApi | None:
         # Marking change failures needs the Datadog API even when failure events are not sent.
         wanted = self.config.send_dora_failures or self.config.mark_change_failures
-        return dora_api(self) if wanted else None
+        return datadog_api(self) if wanted else None
 
     def check(self, _):
         deadline = time.monotonic() + self.config.max_run_time
@@ -80,7 +81,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         """No cursor (first run, a cluster check re-dispatched to another node): what Datadog already holds from
         this instance counts as reported. Needs the application key; without one the lookback is re-counted."""
         api = self._reporter.outputs.dora
-        if api is None or not datadog_app_key(self):
+        if api is None or not api.has_app_key:
             return
         try:
             cursor.adopt(recover_reported(api, self.config.source, None, since, until))

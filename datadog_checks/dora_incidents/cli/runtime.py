@@ -17,7 +17,8 @@ import yaml
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..check import DoraIncidentsCheck
-from ..datadog_api import DORA_PATH, DatadogApi
+from ..datadog import DORA_PATH, DatadogApi
+from ..datadog.http import Answer
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
 # refuses such tags unless told otherwise (the Agent accepts them).
@@ -129,18 +130,25 @@ class AgentCache:
         return sorted(found)
 
 
+class RecordingHttp:
+    """Datadog's HTTP client for the dry run of `check`: records writes instead of sending them."""
+
+    def __init__(self):
+        self.recorded: list[dict] = []
+
+    def send(self, method, path, body, app_key=False) -> Answer:
+        if method == 'POST' and path == DORA_PATH:
+            self.recorded.append(body)
+        # Lists (deployments, failures) answer empty: a dry run marks nothing and recovers nothing.
+        return Answer(200, 'dry run: not sent', {}, {'data': []})
+
+
 class RecordingDatadogApi(DatadogApi):
     """A Datadog API that records writes instead of sending them: the dry run of `check`."""
 
     def __init__(self, check):
-        super().__init__(check, 'dry-run:', '', http=None)
-        self.recorded: list[dict] = []
-
-    def _request(self, method, path, body, app_key):
-        if method == 'POST' and path == DORA_PATH:
-            self.recorded.append(body)
-        # Lists (deployments, failures) answer empty: a dry run marks nothing and recovers nothing.
-        return 200, 'dry run: not sent', None, {'data': []}
+        super().__init__(check, 'dry-run:', '', http=RecordingHttp())
+        self.recorded = self.http.recorded
 
 
 class DryRunCheck(DoraIncidentsCheck):
