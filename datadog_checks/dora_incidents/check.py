@@ -13,6 +13,7 @@ from .change_failures import change_failures
 from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore
 from .datadog import DatadogApi, DatadogError, datadog_api, keys
+from .deployments import deployment_counter
 from .mapping import Mapper
 from .outputs import Health, Outputs
 from .recovery import recover_reported
@@ -57,11 +58,13 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         source = make_source(self.config, set(self.instance), self.http)
         dora = self._dora_api()
         outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)
+        self._deployments = deployment_counter(self, dora)
         self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning)
 
     def _dora_api(self) -> DatadogApi | None:
-        # Marking change failures needs the Datadog API even when failure events are not sent.
-        wanted = self.config.send_dora_failures or self.config.mark_change_failures
+        # Marking change failures and counting deployments need the Datadog API even when failures are not sent.
+        config = self.config
+        wanted = config.send_dora_failures or config.mark_change_failures or config.deployment_metrics
         return datadog_api(self) if wanted else None
 
     def check(self, _):
@@ -72,6 +75,10 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         since, until = cursor.window(datetime.now(timezone.utc).replace(microsecond=0), self.config.initial_lookback)
         if cursor.watermark is None:
             self._recover(cursor, since, until)
+        if self._deployments is not None:
+            # Before the backlog, which may spend the run's budget: one list request in steady state. Its own state,
+            # saved before the run returns, like the cursor.
+            self._deployments.run()
         progress = reporter.catch_up(cursor, since, until, deadline)
         # Once, now that the run's emission is complete: the Agent commits this run's metrics when it returns.
         reporter.commit(cursor)
