@@ -14,7 +14,7 @@ from datadog_checks.dev.utils import get_metadata_metrics
 from loopback.intake import DEPLOYMENTS_PATH
 
 from .common import ago, counted
-from .test_change_failures import REPO, SHA, requests_to
+from .test_change_failures import REPO, SHA, incident, marking, requests_to  # noqa: F401 (fixtures)
 
 ALREADY_MARKED = 'dora.check.change_failures.already_marked'
 CHANGE_FAILURES = 'dora.change_failures.count'
@@ -25,21 +25,8 @@ DASHBOARD = Path(__file__).resolve().parents[1] / 'assets/dashboards/dora_incide
 
 
 @pytest.fixture
-def marking(instance, intake):
-    return {**instance, 'mark_change_failures': True, 'datadog_app_key': intake.app_key}
-
-
-@pytest.fixture
 def counting(instance, intake):
     return {**instance, 'deployment_metrics': True, 'datadog_app_key': intake.app_key}
-
-
-@pytest.fixture
-def incident(pagerduty, now):
-    """On Checkout API (`checkout_api`, env `prod`): started 2 hours ago, resolved 1 hour ago."""
-    incident = pagerduty.trigger('PCHKOUT', ago(now, hours=2), title='Checkout 500s')
-    pagerduty.resolve(incident, ago(now, hours=1))
-    return incident
 
 
 def deploy(intake, now, version, hours_ago, service='checkout_api', env='prod', team='payments'):
