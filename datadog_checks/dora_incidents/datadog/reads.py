@@ -51,7 +51,9 @@ class Reader:
         events: dict[str, dict] = {}
         to = until
         for _ in range(MAX_PAGES):
-            attributes = {'from': iso(since), 'to': iso(to), 'query': query, 'sort': '-started_at', 'limit': limit}
+            attributes = {'from': iso(since), 'to': iso(to), 'sort': '-started_at', 'limit': limit}
+            if query:  # none: every event
+                attributes['query'] = query
             page = self.query(path, {'data': {'type': kind, 'attributes': attributes}}).get('data') or []
             if not isinstance(page, list):
                 raise DatadogError(f'{path} did not answer a list')
