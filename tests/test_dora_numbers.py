@@ -116,8 +116,9 @@ def test_a_marking_without_remediation_has_no_recovery_time(
 
     run(make_check({**marking, 'metric_namespace': 'dora_incidents'}))
 
+    # The deployment names no team: the incident's (Checkout API's PagerDuty team) stands in.
     assert points(aggregator, 'dora_incidents.change_failures.count') == [
-        (1, ['env:prod', 'remediation_type:none', 'service:checkout_api', 'team_owner:sre'])
+        (1, ['env:prod', 'remediation_type:none', 'service:checkout_api', 'team:payments_team', 'team_owner:sre'])
     ]
     assert aggregator.metrics('dora_incidents.failed_deployment_recovery_time') == []
     assert aggregator.metrics('dora_incidents.deployments.rework') == []

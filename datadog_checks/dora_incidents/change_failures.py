@@ -229,9 +229,9 @@ class ChangeFailures:
                 self._counts[MARKED] += 1
             if self._numbers is not None:
                 if marking.first:
-                    self._numbers.marked(marking.failed, marking.kind)
+                    self._numbers.marked(marking.failed, marking.kind, incident.team)
                 if marking.fix is not None:
-                    self._numbers.remediated(marking.failed, marking.fix, marking.kind)
+                    self._numbers.remediated(marking.failed, marking.fix, marking.kind, incident.team)
 
     def finish(self, count: Callable, tags: list[str]) -> None:
         """After a run: the health counts, and one warning when deployments could not be listed."""
@@ -361,17 +361,23 @@ class DoraNumbers:
         self._namespace = namespace
         self._tags = tags
 
-    def marked(self, failed: Deployment, kind: str | None) -> None:
-        tags = failed.tags() + [f'remediation_type:{kind or "none"}'] + self._tags
+    def marked(self, failed: Deployment, kind: str | None, team: str | None) -> None:
+        tags = _with_team(failed, team) + [f'remediation_type:{kind or "none"}'] + self._tags
         self._check.count(f'{self._namespace}.{CHANGE_FAILURES_COUNT}', 1, tags=tags)
 
-    def remediated(self, failed: Deployment, fix: Deployment, kind: str) -> None:
-        tags = failed.tags() + [f'remediation_type:{kind}'] + self._tags
+    def remediated(self, failed: Deployment, fix: Deployment, kind: str, team: str | None) -> None:
+        tags = _with_team(failed, team) + [f'remediation_type:{kind}'] + self._tags
         recovery = (fix.finished_at - failed.finished_at).total_seconds()
         # `deployment_id`: the Agent keeps one gauge value per context per flush; two markings stay two points.
         self._check.gauge(f'{self._namespace}.{RECOVERY_TIME}', recovery, tags=tags + [f'deployment_id:{failed.id}'])
         rework = [tag for tag in fix.tags() if not tag.startswith('team:')] + [f'remediation_type:{kind}'] + self._tags
         self._check.count(f'{self._namespace}.{REWORK_COUNT}', 1, tags=rework)
+
+
+def _with_team(deployment: Deployment, team: str | None) -> list[str]:
+    """The deployment's tags; its team when it has one, else the incident's."""
+    tags = deployment.tags()
+    return tags if deployment.team or not team else [*tags, f'team:{team}']
 
 
 def _key(deployment: Deployment) -> str:
