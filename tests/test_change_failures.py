@@ -13,7 +13,6 @@ import requests
 from datadog_checks.dev.utils import get_metadata_metrics
 
 from datadog_checks.dora_incidents import change_failures, recovery
-from datadog_checks.dora_incidents.datadog import datadog_api as dora_api, outbox
 from datadog_checks.dora_incidents.change_failures import (
     ChangeFailures,
     Deployment,
@@ -22,9 +21,11 @@ from datadog_checks.dora_incidents.change_failures import (
     first_remediation,
     remediation_type,
 )
+from datadog_checks.dora_incidents.datadog import datadog_api as dora_api
+from datadog_checks.dora_incidents.datadog import outbox
 from datadog_checks.dora_incidents.datadog.reads import search_query
-from datadog_checks.dora_incidents.recovery import recover_reported
 from datadog_checks.dora_incidents.incident import Incident, SourceIncident
+from datadog_checks.dora_incidents.recovery import recover_reported
 from loopback.intake import DEPLOYMENTS_PATH, FAILURES_PATH
 from loopback.server import Fault
 

@@ -13,14 +13,16 @@ from datadog_checks.dev.utils import get_metadata_metrics
 
 from loopback.intake import DEPLOYMENTS_PATH
 
+from . import test_change_failures
 from .common import ago, counted
-from .test_change_failures import REPO, SHA, incident, marking, requests_to  # noqa: F401 (fixtures)
+from .test_change_failures import REPO, SHA, requests_to
 
 ALREADY_MARKED = 'dora.check.change_failures.already_marked'
 CHANGE_FAILURES = 'dora.change_failures.count'
 RECOVERY_TIME = 'dora.failed_deployment_recovery_time'
 REWORK = 'dora.deployments.rework'
 DEPLOYMENTS = 'dora.deployments.count'
+marking, incident = test_change_failures.marking, test_change_failures.incident  # the same fixtures
 DASHBOARD = Path(__file__).resolve().parents[1] / 'assets/dashboards/dora_incidents_overview.json'
 
 
@@ -213,7 +215,7 @@ def test_the_dashboards_dora_numbers_are_metrics_the_check_emits(
     run(check)
 
     queried = json.dumps(json.loads(DASHBOARD.read_text()))
-    emitted = {name for name in aggregator.metric_names}
+    emitted = set(aggregator.metric_names)
     for name in (CHANGE_FAILURES, RECOVERY_TIME, REWORK, DEPLOYMENTS, 'dora.incidents.count'):
         assert f'{name}{{' in queried, f'{name} is not on the dashboard'
         assert name in emitted, f'the dashboard graphs {name}, which the check did not emit'

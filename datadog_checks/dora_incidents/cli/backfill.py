@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..cursor import OVERLAP, CursorStore
-from ..mapping import Mapper
 from ..datadog import datadog_api
+from ..mapping import Mapper
 from ..outputs import Outputs
 from ..reporting import Reporter
 from ..sources import SourceError, make_source

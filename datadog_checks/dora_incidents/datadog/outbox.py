@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from ..durable import DurableJson, LostWrite
+from datadog_checks.dora_incidents.durable import DurableJson, LostWrite
 
 OUTBOX_KEY = 'dora_outbox'
 DORA_PATH = '/api/v2/dora/failure'
