@@ -144,6 +144,25 @@ def test_two_markings_in_one_run_are_two_recovery_points(aggregator, make_check,
     assert total(aggregator, CHANGE_FAILURES) == 2 and total(aggregator, REWORK) == 2
 
 
+def test_a_remediation_found_later_in_the_run_is_counted_with_the_one_marking(
+    aggregator, make_check, run, marking, intake, pagerduty, now
+):
+    failed = deploy(intake, now, 'v2', 5)
+    fix = deploy(intake, now, 'v3', 2.5)
+    early = pagerduty.trigger('PCHKOUT', ago(now, hours=4))  # over before v3: no remediation
+    pagerduty.resolve(early, ago(now, hours=3.5))
+    late = pagerduty.trigger('PCHKOUT', ago(now, hours=3))  # v3 during it: the remediation
+    pagerduty.resolve(late, ago(now, hours=2))
+
+    run(make_check(marking))
+
+    assert intake.markings() == {failed: {'change_failure': True, 'remediation': {'id': fix, 'type': 'rollforward'}}}
+    [(value, tags)] = points(aggregator, CHANGE_FAILURES)
+    assert value == 1 and 'remediation_type:rollforward' in tags
+    assert [value for value, _ in points(aggregator, RECOVERY_TIME)] == [2.5 * 3600]
+    assert total(aggregator, REWORK) == 1
+
+
 # -- 3. deployment frequency -------------------------------------------------------------------------------------
 def deployments_listed(intake):
     return len(requests_to(intake, 'POST', DEPLOYMENTS_PATH))

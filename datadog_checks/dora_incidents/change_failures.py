@@ -173,6 +173,7 @@ class _Marking:
     fix: Deployment | None
     kind: str | None
     first: bool  # the deployment's first marking this run (a later one only adds the remediation)
+    team: str | None  # the incident's, for a deployment that names none
 
 
 @dataclass
@@ -207,6 +208,7 @@ class ChangeFailures:
         self._known: dict[tuple[str, str | None], _Known] = {}
         self._planned: dict[str, tuple[Deployment | None, list[_Marking]]] = {}  # incident key -> cause, markings
         self._marked_this_run: dict[str, bool] = {}  # deployment id -> marked with a remediation
+        self._sent: dict[str, _Marking] = {}  # deployment id -> its last marking this run, for the DORA numbers
         self._lookup_error: str | None = None
         self._counts = {MARKED: 0, UNMATCHED: 0, LOOKUP_FAILED: 0, ALREADY_MARKED: 0}
 
@@ -225,18 +227,19 @@ class ChangeFailures:
         self.causing(incident)
         for marking in self._planned.pop(incident.key)[1]:
             self._api.send(marking.write)
-            if marking.first:
-                self._counts[MARKED] += 1
-            if self._numbers is not None:
-                if marking.first:
-                    self._numbers.marked(marking.failed, marking.kind, incident.team)
-                if marking.fix is not None:
-                    self._numbers.remediated(marking.failed, marking.fix, marking.kind, incident.team)
+            self._counts[MARKED] += marking.first
+            self._sent[marking.failed.id] = marking
 
     def finish(self, count: Callable, tags: list[str]) -> None:
         """After a run: the health counts, and one warning when deployments could not be listed."""
         for name, value in self._counts.items():
             count(name, value, tags=tags)
+        # Once per marked deployment, as it was last marked this run (a later incident may have added a remediation).
+        for marking in self._sent.values() if self._numbers is not None else ():
+            self._numbers.marked(marking.failed, marking.kind, marking.team)
+            if marking.fix is not None:
+                self._numbers.remediated(marking.failed, marking.fix, marking.kind, marking.team)
+        self._sent = {}
         if self._lookup_error:
             self._warn(
                 'Could not look up the deployments behind %d incident service(s), which are not marked as change '
@@ -276,7 +279,8 @@ class ChangeFailures:
         if not first and (self._marked_this_run[failed.id] or fix is None):
             return failed, None
         self._marked_this_run[failed.id] = fix is not None
-        return failed, _Marking(patch_write(failed, fix, kind, incident.key), failed, fix, kind, first)
+        write = patch_write(failed, fix, kind, incident.key)
+        return failed, _Marking(write, failed, fix, kind, first, incident.team)
 
     def _remediation_type(
         self, known: list[Deployment], failed: Deployment, fix: Deployment, incident: Incident
