@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
-from datadog_checks.dora_incidents import datadog_api
+from datadog_checks.dora_incidents.datadog import outbox
 
 from .harness import instance_for, new_check, tally
 from .intake import DORA_FAILURE_PATH, DatadogIntake
@@ -119,12 +119,12 @@ def run_case(case: Case, position: str) -> Row:
 
 
 def run_matrix(cases=CASES, positions=('first', 'middle', 'last')) -> list[Row]:
-    original = datadog_api.MIN_BACKOFF
-    datadog_api.MIN_BACKOFF = 0
+    original = outbox.MIN_BACKOFF
+    outbox.MIN_BACKOFF = 0
     try:
         return [run_case(case, position) for case in cases for position in positions]
     finally:
-        datadog_api.MIN_BACKOFF = original
+        outbox.MIN_BACKOFF = original
 
 
 def table(rows: list[Row]) -> str:

@@ -1,13 +1,17 @@
 """A loopback Datadog API that records the DORA failures it receives and checks each one.
 
-Each body is validated with `datadog-api-client`'s `DORAFailureRequest` model, plus the rules of the
-DORA API that the model does not enforce (id format, `services` or `team` required, known attributes).
-`status` makes it answer 202/400/403/429/500 on demand; `Fault`s (see server.py) do the rest.
+Every request is validated against Datadog's published v2 description (`loopback/specs/datadog.json`: paths,
+parameters, both keys, bodies), and so is every answer it gives (statuses, bodies: the PATCH's 202
+`{"data": null}`, JSON:API error objects for a 400, `{"errors": ["Forbidden"]}` for a 403). Each DORA failure
+body is also validated with `datadog-api-client`'s `DORAFailureRequest` model, plus the rules of the DORA API
+that neither enforces (id format, `services` or `team` required, known attributes). `status` makes it answer
+202/400/403/429/500 on demand; `Fault`s (see server.py) do the rest.
 
-It also holds deployments (seeded with `deploy`) and serves the DORA reads and markings that need an
-application key as well: list deployments, mark one as a change failure (PATCH), list the failures it
-accepted. Those bodies are validated with the `DORAListDeploymentsRequest`, `DORADeploymentPatchRequest`
-and `DORAListFailuresRequest` models, and its own answers with the list response models.
+It also holds deployments (seeded with `deploy`, marked by Datadog itself with `mark`) and serves the DORA
+reads and markings that need an application key as well: list deployments (with their marking), mark one as
+a change failure (PATCH), list the failures it accepted. Those bodies are validated with the
+`DORAListDeploymentsRequest`, `DORADeploymentPatchRequest` and `DORAListFailuresRequest` models too, and its
+own list answers with the list response models.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 from datetime import datetime, timezone
 from urllib.parse import unquote
 
+from . import spec
 from .server import LoopbackServer, Request, Response
 
 DORA_FAILURE_PATH = '/api/v2/dora/failure'
@@ -24,6 +29,8 @@ DEPLOYMENTS_PATH = '/api/v2/dora/deployments'
 FAILURES_PATH = '/api/v2/dora/failures'
 VALIDATE_PATH = '/api/v1/validate'
 _ID = re.compile(r'[A-Za-z0-9\-_.:]{16,128}')
+VENDOR = 'datadog'
+_TITLES = {400: 'Bad Request', 404: 'Not Found'}
 
 
 def dora_failure_problems(body) -> list[str]:
@@ -55,8 +62,15 @@ def dora_failure_problems(body) -> list[str]:
 
 
 class DatadogIntake(LoopbackServer):
-    def __init__(self, api_key: str = 'sim-datadog-api-key', status: int = 200, app_key: str = 'sim-datadog-app-key'):
+    def __init__(
+        self,
+        api_key: str = 'sim-datadog-api-key',
+        status: int = 200,
+        app_key: str = 'sim-datadog-app-key',
+        validate: bool = True,
+    ):
         super().__init__()
+        self.validate = validate  # against Datadog's description; perf turns it off (its CPU is not the check's)
         self.api_key = api_key
         self.app_key = app_key  # DD-APPLICATION-KEY, for the deployments and failures reads and markings
         self.status = status  # what a valid post is answered with: 200, or 202 (accepted, delayed)
@@ -64,6 +78,7 @@ class DatadogIntake(LoopbackServer):
         self.problems: list[str] = []  # every invalid body's problems
         self.deployments: dict[str, dict] = {}  # id -> {service, env, version, started_at, finished_at, git}
         self.patches: list[tuple[str, dict]] = []  # every valid marking accepted: (deployment id, attributes)
+        self.listed_deployments = 0  # deployments answered by list requests, all pages
 
     def start(self):
         super().start()
@@ -80,6 +95,7 @@ class DatadogIntake(LoopbackServer):
         started_at: datetime,
         finished_at: datetime,
         git: dict | None = None,
+        team: str | None = None,
     ) -> str:
         """A deployment as Datadog holds it (`POST /api/v2/dora/deployment` had sent it); returns its id.
 
@@ -95,17 +111,54 @@ class DatadogIntake(LoopbackServer):
                 'started_at': started_at,
                 'finished_at': finished_at,
                 'git': git,
+                'team': team,
+                'change_failure': None,  # unmarked: Datadog answers null
+                'remediation': None,
             }
         return deployment_id
+
+    def mark(self, deployment_id: str, remediation: dict | None = None, change_failure: bool | None = True) -> None:
+        """A marking made by Datadog itself (rollback detection, a rollforward rule, a person in the UI)."""
+        with self._lock:
+            self.deployments[deployment_id].update(change_failure=change_failure, remediation=remediation)
 
     def markings(self) -> dict[str, dict]:
         """The last marking of each deployment: what Datadog ends up holding."""
         return {deployment_id: attributes for deployment_id, attributes in self.patches}
 
     def handle(self, request: Request) -> Response:
-        if request.method == 'GET' and request.path == VALIDATE_PATH:
+        if request.method == 'GET' and request.path == VALIDATE_PATH:  # v1, outside the v2 description
             valid = request.headers.get('dd-api-key') == self.api_key
-            return Response.json(200, {'valid': True}) if valid else Response.json(403, {'errors': ['Forbidden']})
+            return Response.json(200, {'valid': True}) if valid else _forbidden()
+        if self._refused(request):  # as Datadog does, before looking at the request
+            return _forbidden()
+        if self.validate:
+            problem = spec.request_problem(VENDOR, request)
+            if problem:
+                self.problems.append(problem)
+                return _errors(400, [problem])
+        response = self._answer(request)
+        if self.validate and self._declared(request, response.status):
+            problem = spec.response_problem(VENDOR, request, response)
+            if problem:
+                self.problems.append(f'the intake answered badly: {problem}')
+        return response
+
+    def _refused(self, request: Request) -> bool:
+        """A wrong or missing key: the API key everywhere, the application key as well but to send a failure."""
+        if request.headers.get('dd-api-key') != self.api_key:
+            return True
+        needs_app_key = not (request.method == 'POST' and request.path == DORA_FAILURE_PATH)
+        return needs_app_key and request.headers.get('dd-application-key') != self.app_key
+
+    def _declared(self, request: Request, status: int) -> bool:
+        for template, item in spec.document(VENDOR)['paths'].items():
+            if re.fullmatch(re.sub(r'\{[^}]+\}', '[^/]+', template), request.path):
+                operation = item.get(request.method.lower()) or {}
+                return str(status) in operation.get('responses', {})
+        return False
+
+    def _answer(self, request: Request) -> Response:
         if request.method == 'POST' and request.path == DEPLOYMENTS_PATH:
             return self._with_app_key(request, self._list_deployments)
         if request.method == 'POST' and request.path == FAILURES_PATH:
@@ -113,17 +166,14 @@ class DatadogIntake(LoopbackServer):
         if request.method == 'PATCH' and request.path.startswith(DEPLOYMENTS_PATH + '/'):
             return self._with_app_key(request, self._mark)
         if request.method != 'POST' or request.path != DORA_FAILURE_PATH:
-            return Response.json(404, {'errors': ['Not found']})
-        if request.headers.get('dd-api-key') != self.api_key:
-            return Response.json(403, {'errors': ['Forbidden']})
+            return _errors(404, ['Not found'])
         try:
             body = json.loads(request.body)
         except ValueError:
             body = None
         problems = dora_failure_problems(body) if isinstance(body, dict) else ['body is not a JSON object']
         if problems:
-            self.problems.extend(problems)
-            return Response.json(400, {'errors': problems})
+            return self._reject(problems)
         self.failures.append(body)
         return Response.json(
             self.status, {'data': {'id': body['data']['attributes'].get('id'), 'type': 'dora_failure'}}
@@ -135,9 +185,6 @@ class DatadogIntake(LoopbackServer):
 
     # -- reads and markings with the application key --------------------------------------------------
     def _with_app_key(self, request: Request, serve) -> Response:
-        keys = (request.headers.get('dd-api-key'), request.headers.get('dd-application-key'))
-        if keys != (self.api_key, self.app_key):
-            return Response.json(403, {'errors': ['Forbidden']})
         try:
             body = json.loads(request.body)
         except ValueError:
@@ -176,6 +223,8 @@ class DatadogIntake(LoopbackServer):
         if sort.startswith('-'):
             found.reverse()
         document = {'data': found[: query.get('limit', 10)]}
+        if kind == 'deployments':
+            self.listed_deployments += len(document['data'])
         # The intake's own answers are checked too: the check is only as right as what it is tested against.
         self.problems.extend(f'the intake answered badly: {p}' for p in list_response_problems(document, kind))
         return Response.json(200, document)
@@ -185,7 +234,7 @@ class DatadogIntake(LoopbackServer):
         failed = self.deployments.get(deployment_id)
         if failed is None:
             self.problems.append(f'marked deployment {deployment_id}, which does not exist')
-            return Response.json(404, {'errors': [f'deployment {deployment_id} not found']})
+            return _errors(404, [f'deployment {deployment_id} not found'])
         problems = patch_request_problems(body, deployment_id)
         remediation = None if problems else body['data']['attributes'].get('remediation')
         if remediation and 'id' in remediation:
@@ -194,12 +243,16 @@ class DatadogIntake(LoopbackServer):
                 problems.append(f'remediation {remediation["id"]} is not a deployment of the same service and env')
         if problems:
             return self._reject(problems)
-        self.patches.append((deployment_id, body['data']['attributes']))
-        return Response.json(200, {'data': {'id': deployment_id, 'type': 'dora_deployment'}})
+        attributes = body['data']['attributes']
+        with self._lock:
+            self.patches.append((deployment_id, attributes))
+            failed['change_failure'] = attributes.get('change_failure', failed['change_failure'])
+            failed['remediation'] = attributes.get('remediation', failed['remediation'])
+        return Response.json(202, {'data': None})  # as Datadog answers it, accepted for processing
 
     def _reject(self, problems: list[str]) -> Response:
         self.problems.extend(problems)
-        return Response.json(400, {'errors': problems})
+        return _errors(400, problems)
 
 
 def list_request_problems(body, kind: str) -> list[str]:
@@ -283,7 +336,10 @@ def _listed_deployment(deployment_id: str, deployment: dict) -> dict:
         'started_at': _iso(deployment['started_at']),
         'finished_at': _iso(deployment['finished_at']),
     }
-    attributes.update({name: deployment[name] for name in ('env', 'version') if deployment[name]})
+    attributes.update({name: deployment[name] for name in ('env', 'version', 'team') if deployment[name]})
+    attributes['change_failure'] = deployment['change_failure']
+    if deployment['remediation']:
+        attributes['remediation'] = deployment['remediation']
     git = deployment['git']
     if git:
         repository_id = re.sub(r'^[a-z]+://|\.git$', '', git['repository_url'])
@@ -300,6 +356,17 @@ def _listed_failure(sent: dict) -> dict:
         if name in attributes:
             attributes[name] = _iso(_from_number(attributes[name]))
     return {'id': sent['id'], 'type': 'dora_failure', 'attributes': attributes}
+
+
+def _errors(status: int, details: list[str]) -> Response:
+    """Datadog's JSON:API error objects."""
+    title = _TITLES.get(status, 'Error')
+    return Response.json(status, {'errors': [{'status': str(status), 'title': title, 'detail': d} for d in details]})
+
+
+def _forbidden() -> Response:
+    """A refused key: Datadog answers a 403 with a list of strings (its `APIErrorResponse`)."""
+    return Response.json(403, {'errors': ['Forbidden']})
 
 
 def _terms(query: str) -> list[tuple[str, str]]:

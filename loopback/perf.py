@@ -1,6 +1,6 @@
 """Performance: the check against the script a new user would write, over a backlog, with network latency.
 
-    python -m loopback.perf [--backlog 2000 10000] [--latency 0 20] [--budget 10]
+    python -m loopback.perf [--backlog 2000 10000] [--latency 0 20] [--concurrency 1 8] [--budget 10]
 
 For each backlog size N and added latency (milliseconds per response, on both the loopback PagerDuty and
 the loopback Datadog API), it seeds the loopback PagerDuty with N incidents resolved within the last 20
@@ -8,7 +8,7 @@ hours, opened before `initial_lookback` (a day), so the window holds exactly N l
 is ceil(N / 100) pages for anyone reading them. Then, each on fresh servers, in its own process:
 
 - the check, in the stand-in Agent (`loopback.agent_process`, the cache in files), run after run
-  until it has caught up (default options: `max_run_time: 10`, `dora_concurrency: 8`, events on);
+  until it has caught up (default options, `max_run_time: 10`, events on), once per `dora_concurrency`;
 - `loopback.naive`: the official `pagerduty` client's `iter_all` and `datadog-api-client`'s
   `create_dora_failure`, one post after the other.
 
@@ -61,7 +61,9 @@ class Measure:
 
 
 def seeded(backlog: int, latency_ms: float) -> tuple[PagerDutySimulator, DatadogIntake, list[str]]:
-    pagerduty, intake = PagerDutySimulator(), DatadogIntake()
+    # The intake checks every DORA failure with datadog-api-client's model, for both; not against the OpenAPI
+    # description too (the tests do), whose CPU on the shared cores would be measured as the clients'.
+    pagerduty, intake = PagerDutySimulator(), DatadogIntake(validate=False)
     pagerduty.add_service('PSVC', 'Checkout', teams=[('PTEAM', 'Payments')])
     now = datetime.now(timezone.utc).replace(microsecond=0)
     spacing = timedelta(hours=20) / backlog
@@ -106,13 +108,13 @@ def child(kind: str, args: list[str]) -> None:
         naive.main()
 
 
-def measure_check(backlog: int, latency_ms: float, budget: int) -> Measure:
+def measure_check(backlog: int, latency_ms: float, budget: int, concurrency: int) -> Measure:
     pagerduty, intake, incidents = seeded(backlog, latency_ms)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             journal = Path(scratch) / 'journal.jsonl'
             settings = {
-                'instance': instance_for(pagerduty, intake, max_run_time=budget),
+                'instance': instance_for(pagerduty, intake, max_run_time=budget, dora_concurrency=concurrency),
                 'state_dir': str(Path(scratch) / 'cache'),
                 'journal': str(journal),
                 'until_caught_up': True,
@@ -181,6 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--backlog', type=int, nargs='+', default=[2_000, 10_000])
     parser.add_argument('--latency', type=float, nargs='+', default=[0, 20], help='milliseconds added per response')
+    parser.add_argument('--concurrency', type=int, nargs='+', default=[1, 8], help='dora_concurrency of the check')
     parser.add_argument('--budget', type=int, default=10, help='max_run_time, seconds')
     args = parser.parse_args()
     print(
@@ -188,24 +191,31 @@ def main() -> None:
     )
     print()
     print(
-        '| backlog | latency | wall: check / naive | speed-up | PagerDuty requests: check / naive (floor) '
-        '| connections: check / naive | CPU: check / naive | peak RSS: check / naive | runs | longest run | cursor |'
+        '| backlog | latency | dora_concurrency | wall: check / naive | speed-up '
+        '| PagerDuty requests: check / naive (floor) | connections: check / naive | CPU: check / naive '
+        '| peak RSS: check / naive | runs | longest run | cursor |'
     )
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for backlog in args.backlog:
         for latency in args.latency:
-            check, naive = measure_check(backlog, latency, args.budget), measure_naive(backlog, latency)
-            floor = math.ceil(backlog / PAGE)
-            print(
-                f'| {backlog:,} | {latency:g} ms | {check.wall:.1f} s / {naive.wall:.1f} s | {naive.wall / check.wall:.1f}x '
-                f'| {check.requests} / {naive.requests} ({floor}) | {check.connections} / {naive.connections} '
-                f'| {check.cpu:.1f} s / {naive.cpu:.1f} s | {check.peak_rss_mb:.0f} MB / {naive.peak_rss_mb:.0f} MB '
-                f'| {check.runs} | {check.longest_run:.1f} s | {check.cursor_bytes / 1024:.0f} KB |',
-                flush=True,
-            )
+            naive = measure_naive(backlog, latency)
+            for concurrency in args.concurrency:
+                _row(backlog, latency, concurrency, measure_check(backlog, latency, args.budget, concurrency), naive)
     print()
     print(
         f'A stored cursor remembering 20,000 incidents (the cap): {cursor_bytes() / 1024:.0f} KB per slot, two slots.'
+    )
+
+
+def _row(backlog: int, latency: float, concurrency: int, check: Measure, naive: Measure) -> None:
+    floor = math.ceil(backlog / PAGE)
+    print(
+        f'| {backlog:,} | {latency:g} ms | {concurrency} | {check.wall:.1f} s / {naive.wall:.1f} s '
+        f'| {naive.wall / check.wall:.1f}x | {check.requests} / {naive.requests} ({floor}) '
+        f'| {check.connections} / {naive.connections} | {check.cpu:.1f} s / {naive.cpu:.1f} s '
+        f'| {check.peak_rss_mb:.0f} MB / {naive.peak_rss_mb:.0f} MB '
+        f'| {check.runs} | {check.longest_run:.1f} s | {check.cursor_bytes / 1024:.0f} KB |',
+        flush=True,
     )
 
 

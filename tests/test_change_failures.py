@@ -12,19 +12,20 @@ import pytest
 import requests
 from datadog_checks.dev.utils import get_metadata_metrics
 
-from datadog_checks.dora_incidents import change_failures, datadog_api
+from datadog_checks.dora_incidents import change_failures, recovery
 from datadog_checks.dora_incidents.change_failures import (
     ChangeFailures,
     Deployment,
     causing_deployment,
     deployment_link,
     first_remediation,
-    recover_reported,
     remediation_type,
-    search_query,
 )
+from datadog_checks.dora_incidents.datadog import datadog_api as dora_api
+from datadog_checks.dora_incidents.datadog import outbox
+from datadog_checks.dora_incidents.datadog.reads import search_query
 from datadog_checks.dora_incidents.incident import Incident, SourceIncident
-from datadog_checks.dora_incidents.outputs import dora_api
+from datadog_checks.dora_incidents.recovery import recover_reported
 from loopback.intake import DEPLOYMENTS_PATH, FAILURES_PATH
 from loopback.server import Fault
 
@@ -51,7 +52,7 @@ def incident(pagerduty, now):
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(datadog_api, 'MIN_BACKOFF', 0)
+    monkeypatch.setattr(outbox, 'MIN_BACKOFF', 0)
 
 
 def deploy(intake, now, version, hours_ago, service='checkout_api', env='prod', git=True):
@@ -139,8 +140,8 @@ def test_no_deployment_in_the_window_marks_nothing_and_is_counted(
     aggregator.assert_metric(MARKED, value=0, count=1)
 
 
-def test_a_deployment_is_marked_once_across_runs_and_restarts_and_again_after_a_reopen(
-    make_check, run, marking, intake, incident, pagerduty, now
+def test_a_deployment_is_marked_once_across_runs_restarts_and_a_reopen(
+    aggregator, make_check, run, marking, intake, incident, pagerduty, now
 ):
     failed = deploy(intake, now, 'v2', 3)
     check = make_check(marking)
@@ -155,8 +156,15 @@ def test_a_deployment_is_marked_once_across_runs_and_restarts_and_again_after_a_
     pagerduty.resolve(incident, ago(now, seconds=1))
     run(check)
 
-    assert len(requests_to(intake, 'PATCH', DEPLOYMENTS_PATH)) == 2
+    # The reopened incident finds its deployment marked already (by this check): it is left as it is.
+    assert len(requests_to(intake, 'PATCH', DEPLOYMENTS_PATH)) == 1
     assert intake.markings() == {failed: {'change_failure': True}}
+    assert sum(value for value in _values(aggregator, 'dora.check.change_failures.already_marked')) == 1
+    assert sum(_values(aggregator, 'dora.change_failures.count')) == 1
+
+
+def _values(aggregator, name):
+    return [metric.value for metric in aggregator.metrics(name)]
 
 
 def test_one_list_per_service_covers_the_incidents_of_a_run(make_check, run, marking, intake, pagerduty, now):
@@ -271,7 +279,7 @@ def test_the_failures_already_sent_are_recovered(make_check, run, marking, intak
     check = make_check(marking)
     run(check)
     _send_foreign_failures(intake, now)
-    monkeypatch.setattr(change_failures, 'LIST_LIMIT', page)
+    monkeypatch.setattr(recovery, 'LIST_LIMIT', page)
     listed_before = len(requests_to(intake, 'POST', FAILURES_PATH))  # the check's own, at its first run
 
     recovered = recover_reported(dora_api(check), 'pagerduty', 'prod', ago(now, days=1), now)
@@ -316,8 +324,11 @@ def test_the_intake_checks_both_keys_and_every_body(intake, now):
             'attributes': {'change_failure': True, 'remediation': {'type': 'revert'}},
         }
     }
-    assert requests.patch(f'{url}/{deployment}', json=patch, headers=keys).status_code == 400
-    assert len(intake.problems) == 2  # no `id` or `version`; no such type
+    answer = requests.patch(f'{url}/{deployment}', json=patch, headers=keys)
+    assert answer.status_code == 400
+    [error] = answer.json()['errors']  # Datadog's JSON:API error object
+    assert error['status'] == '400' and error['title'] == 'Bad Request' and 'revert' in error['detail']
+    assert len(intake.problems) == 1 and 'revert' in intake.problems[0]  # Datadog's description rejects it
     intake.problems.clear()
 
 

@@ -77,8 +77,8 @@ def test_datadog_api_url_and_key_default_to_the_agents(make_check, datadog_agent
 
     dora = check._dora_api()
 
-    assert dora._base_url == 'https://api.datadoghq.eu'
-    assert dora._headers['DD-API-KEY'] == 'agent-key-789'
+    assert dora.http._base_url == 'https://api.datadoghq.eu'
+    assert dora.http._headers['DD-API-KEY'] == 'agent-key-789'
 
 
 def test_cursor_scope_ignores_tags_and_interval_but_not_filters(make_check):

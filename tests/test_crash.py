@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from datadog_checks.dora_incidents import cursor, datadog_api, outputs
+from datadog_checks.dora_incidents import cursor, outputs
+from datadog_checks.dora_incidents.datadog.http import DatadogHttp
 from datadog_checks.dora_incidents.reporting import Reporter
 from loopback.harness import instance_for
 
@@ -48,7 +49,7 @@ def crash_on_call(monkeypatch, owner, name, call=1, after=False):
 CRASH_POINTS = {
     'after reading, before emitting': lambda mp: crash_on_call(mp, Reporter, '_emit'),
     'mid-emission': lambda mp: crash_on_call(mp, outputs.Outputs, 'emit', call=3),
-    'right after a DORA post': lambda mp: crash_on_call(mp, datadog_api.DatadogApi, '_request', call=2, after=True),
+    'right after a DORA post': lambda mp: crash_on_call(mp, DatadogHttp, 'send', call=2, after=True),
     'before the cursor write': lambda mp: crash_on_call(mp, cursor.CursorStore, 'save'),
     'after the cursor write': lambda mp: crash_on_call(mp, cursor.CursorStore, 'save', after=True),
 }

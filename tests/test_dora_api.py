@@ -2,7 +2,7 @@
 
 import pytest
 
-from datadog_checks.dora_incidents import datadog_api
+from datadog_checks.dora_incidents.datadog import outbox
 from loopback.server import Fault
 
 from .common import ago, counted, dora_ids, restores
@@ -20,7 +20,7 @@ def resolved(pagerduty, now):
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(datadog_api, 'MIN_BACKOFF', 0)
+    monkeypatch.setattr(outbox, 'MIN_BACKOFF', 0)
 
 
 def test_bad_payload_is_dropped_naming_the_incident(aggregator, make_check, run, instance, intake, resolved):
@@ -90,7 +90,7 @@ def test_rejected_api_key_keeps_failures_queued_and_says_so(
 def test_full_outbox_drops_the_oldest_and_counts_them(
     aggregator, make_check, run, instance, intake, resolved, monkeypatch
 ):
-    monkeypatch.setattr(datadog_api, 'MAX_OUTBOX', 2)
+    monkeypatch.setattr(outbox, 'MAX_OUTBOX', 2)
     intake.inject(Fault(status=500, path=PATH))
 
     warnings = run(make_check(instance))

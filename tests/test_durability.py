@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from datadog_checks.dora_incidents import cursor, datadog_api
+from datadog_checks.dora_incidents import cursor
+from datadog_checks.dora_incidents.datadog import outbox
 from loopback.harness import new_check
 from loopback.server import Fault
 from loopback.simulators import make_simulator
@@ -27,7 +28,7 @@ def instance(instance):
 @pytest.fixture(autouse=True)
 def retry_at_once(monkeypatch):
     """What waits in the outbox is due again at once: the next run stands for one after the backoff."""
-    monkeypatch.setattr(datadog_api, 'MIN_BACKOFF', 0)
+    monkeypatch.setattr(outbox, 'MIN_BACKOFF', 0)
 
 
 OUTBOX_CAPACITY = 1_000  # README "DORA failures": a durable outbox of at most 1,000 writes

@@ -16,9 +16,8 @@ from datetime import timedelta
 
 import pytest
 
-from datadog_checks.dora_incidents import datadog_api
-from datadog_checks.dora_incidents.datadog_api import DatadogApi, Write, datadog_http
-from datadog_checks.dora_incidents.outputs import DORA_PATH
+from datadog_checks.dora_incidents.datadog import DORA_PATH, DatadogApi, Write, outbox, pool
+from datadog_checks.dora_incidents.datadog.http import DatadogHttp
 from loopback.intake import DatadogIntake
 from loopback.server import Fault
 
@@ -150,30 +149,6 @@ def test_concurrent_posts_use_several_connections(make_check, run, instance, pag
     assert set(dora_ids(intake)) == {f'pagerduty:{i}' for i in incidents} and intake.problems == []
 
 
-def test_datadog_requests_keep_the_agents_proxy_and_timeout_and_the_environments_proxy(
-    make_check, instance, datadog_agent, monkeypatch
-):
-    datadog_agent._config['proxy'] = {'https': 'http://agent-proxy:3128', 'no_proxy': ['api.datadoghq.eu']}
-    monkeypatch.setenv('HTTP_PROXY', 'http://environment-proxy:3128')
-    monkeypatch.setenv('NO_PROXY', 'internal.example')
-    check = make_check({**instance, 'timeout': 3})
-    check.load_configuration_models()
-    http = datadog_http(check)
-    session = http.session
-
-    assert http.persist_connections and http.options['timeout'] == (3, 3) and http.session is session
-    assert http.options['proxies']['https'] == 'http://agent-proxy:3128'
-    for _ in range(2):  # the environment is read once per host, with the same answer
-        merged = session.merge_environment_settings('http://api.datadoghq.com/x', {}, False, True, None)
-        assert merged['proxies']['http'] == 'http://environment-proxy:3128'
-        bypassed = session.merge_environment_settings('http://internal.example/x', {}, False, True, None)
-        assert 'http' not in bypassed['proxies']
-        explicit = session.merge_environment_settings(
-            'https://api.datadoghq.com/x', {'https': 'http://p:1'}, False, True, None
-        )
-        assert explicit['proxies']['https'] == 'http://p:1'
-
-
 # -- PagerDuty requests --------------------------------------------------------------------------------------
 @pytest.mark.parametrize('count', [2_500, 4_321])
 def test_pagerduty_requests_stay_near_the_floor(make_check, run, instance, pagerduty, intake, now, aggregator, count):
@@ -231,7 +206,7 @@ def test_a_400_mid_run_is_dropped_with_a_warning_and_the_rest_is_sent(
 def test_an_outage_mid_run_queues_the_rest_and_the_next_run_sends_it_once(
     make_check, run, instance, pagerduty, intake, now, aggregator, monkeypatch
 ):
-    monkeypatch.setattr(datadog_api, 'MIN_BACKOFF', 0)
+    monkeypatch.setattr(outbox, 'MIN_BACKOFF', 0)
     incidents = backlog(pagerduty, now, 400)
     intake.inject(Fault(status=503, path=PATH, skip=100))
 
@@ -334,7 +309,7 @@ def test_sequential_with_concurrency_1(make_check, run, instance, pagerduty, int
 def api(make_check, instance, intake):
     check = make_check({**instance, 'dora_concurrency': 8})
     check.load_configuration_models()
-    return DatadogApi(check, intake.url, intake.api_key, datadog_http(check))
+    return DatadogApi(check, intake.url, intake.api_key)
 
 
 def failure(key: str, name: str) -> Write:
@@ -362,10 +337,10 @@ def test_memory_is_bounded_while_the_pool_is_slower_than_the_reader(api, intake)
     peak = 0
     for n in range(400):
         api.send(failure(f'pagerduty:Q{n:015d}', 'x'))
-        peak = max(peak, len(api._queue))
+        peak = max(peak, len(api.pool._queue))
     api.finish()
 
-    assert peak <= datadog_api.QUEUED_PER_WORKER * 8
+    assert peak <= pool.QUEUED_PER_WORKER * 8
     assert len(set(dora_ids(intake))) == 400
 
 
@@ -373,7 +348,7 @@ def test_a_crash_in_a_worker_is_raised_to_the_run_and_loses_nothing(
     make_check, instance, pagerduty, intake, now, monkeypatch
 ):
     incidents = backlog(pagerduty, now, 60)
-    original, calls, lock = DatadogApi._request, [], threading.Lock()
+    original, calls, lock = DatadogHttp.send, [], threading.Lock()
 
     def crashing(self, *args):
         with lock:
@@ -386,7 +361,7 @@ def test_a_crash_in_a_worker_is_raised_to_the_run_and_loses_nothing(
 
     check = make_check(instance)
     with monkeypatch.context() as patch:
-        patch.setattr(DatadogApi, '_request', crashing)
+        patch.setattr(DatadogHttp, 'send', crashing)
         assert 'worker crashed' in check.run()
 
     assert check.run() == ''  # the same check object: its cursor in memory has moved on, the outbox has the rest

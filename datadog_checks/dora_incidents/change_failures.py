@@ -7,12 +7,14 @@ of an incident, the causing deployment is the latest one of that service (and en
 the same service and env that finished between the incident's start and its resolution: a rollback when
 it redeploys a version (or commit) that ran before the failed one, else a rollforward.
 
+Datadog marks deployments too (rollbacks it detects, rollforward rules, people in the UI): a deployment
+already `change_failure: true` is never marked again, whatever its remediation, only counted.
+
 Marking happens where an incident is emitted, and the cursor emits each resolution once, so a deployment
 is marked once per resolution; the PATCH is an idempotent write in the durable outbox, like a failure.
-Deployments are listed once per (service, env) per run, and again only for an older stretch an incident
-needs; nothing here is one query per incident.
-
-Also `recover_reported`: the DORA failures already sent, for a run that starts without a cursor.
+Each marking also gives the DORA numbers Datadog does not graph, as metrics, once: the change failure, its
+recovery time and the rework deployment. Deployments are listed once per (service, env) per run, and again
+only for an older stretch an incident needs; nothing here is one query per incident.
 """
 
 from __future__ import annotations
@@ -24,31 +26,29 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from datadog_checks.base import ConfigurationError
-from datadog_checks.base.agent import datadog_agent
 
-from .datadog_api import DatadogApi, DatadogError, Write
+from .datadog import DatadogApi, DatadogError, Write, keys
+from .datadog.reads import LIST_LIMIT, parse_time, search_query, text
 from .incident import Incident
 
 DEPLOYMENTS_PATH = '/api/v2/dora/deployments'
-FAILURES_PATH = '/api/v2/dora/failures'
-LIST_LIMIT = 1_000  # the most one list answer holds
-MAX_PAGES = 20
 # The list endpoints filter on an event's time, which may be its start: a deployment that started up
 # to this long before the window and finished inside it is still found.
 DEPLOY_DURATION = timedelta(hours=6)
 # How far back a remediation's version is looked for among earlier deployments before calling it a
 # rollforward: what it rolls back to may have run long before the window.
 ROLLBACK_HISTORY = timedelta(days=30)
-# A failure is listed by its start; one resolved in the recovered window may have started this long
-# before it (as long as the cursor remembers an incident).
-INCIDENT_DURATION = timedelta(days=30)
 
 MARKED = 'dora.check.change_failures.marked'
 UNMATCHED = 'dora.check.change_failures.unmatched'
 LOOKUP_FAILED = 'dora.check.change_failures.lookup_failed'
+ALREADY_MARKED = 'dora.check.change_failures.already_marked'
+# `<metric_namespace>.` + these: the DORA numbers Datadog does not graph, once per marking.
+CHANGE_FAILURES_COUNT = 'change_failures.count'
+RECOVERY_TIME = 'failed_deployment_recovery_time'
+REWORK_COUNT = 'deployments.rework'
 
 _COMMIT = re.compile(r'[a-fA-F0-9]{40,}')
-_BARE_VALUE = re.compile(r'[A-Za-z0-9_.]+')
 
 
 @dataclass(frozen=True)
@@ -63,27 +63,35 @@ class Deployment:
     repository: str | None  # Datadog answers `repository_id`, the URL without its scheme
     started_at: datetime
     finished_at: datetime
+    team: str | None = None
+    change_failure: bool = False  # marked already (by Datadog's detection, a person, or this check)
 
     @classmethod
     def from_listed(cls, item) -> Deployment | None:
         """None for an entry that cannot be used: no id or service, not finished, unreadable times."""
         attributes = item.get('attributes') if isinstance(item, dict) else None
-        if not isinstance(attributes, dict) or not _text(item.get('id')) or not _text(attributes.get('service')):
+        if not isinstance(attributes, dict) or not text(item.get('id')) or not text(attributes.get('service')):
             return None
-        started, finished = _time(attributes.get('started_at')), _time(attributes.get('finished_at'))
+        started, finished = parse_time(attributes.get('started_at')), parse_time(attributes.get('finished_at'))
         if started is None or finished is None:
             return None
         git = attributes.get('git') if isinstance(attributes.get('git'), dict) else {}
         return cls(
             item['id'],
             attributes['service'],
-            _text(attributes.get('env')),
-            _text(attributes.get('version')),
-            _text(git.get('commit_sha')),
-            _text(git.get('repository_url')) or _text(git.get('repository_id')),
+            text(attributes.get('env')),
+            text(attributes.get('version')),
+            text(git.get('commit_sha')),
+            text(git.get('repository_url')) or text(git.get('repository_id')),
             started,
             finished,
+            text(attributes.get('team')),
+            attributes.get('change_failure') is True,  # false, null or absent: not marked
         )
+
+    def tags(self) -> list[str]:
+        pairs = (('service', self.service), ('env', self.env), ('team', self.team))
+        return [f'{name}:{value}' for name, value in pairs if value]
 
 
 # -- the choices, pure ------------------------------------------------------------------------------
@@ -154,12 +162,20 @@ def patch_write(failed: Deployment, fix: Deployment | None, kind: str | None, in
         f'{failed.id} ({failed.service} {failed.version})' if failed.version else f'{failed.id} ({failed.service})'
     )
     label = f'the change-failure marking of deployment {deployment} for incident {incident_key}'
-    return Write(
-        f'deployment:{failed.id}', 'PATCH', f'{DEPLOYMENTS_PATH}/{quote(failed.id, safe="")}', body, label, app_key=True
-    )
+    return Write(_key(failed), 'PATCH', f'{DEPLOYMENTS_PATH}/{quote(failed.id, safe="")}', body, label, app_key=True)
 
 
 # -- marking ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Marking:
+    write: Write
+    failed: Deployment
+    fix: Deployment | None
+    kind: str | None
+    first: bool  # the deployment's first marking this run (a later one only adds the remediation)
+    team: str | None  # the incident's, for a deployment that names none
+
+
 @dataclass
 class _Known:
     """The deployments of one (service, env) listed this run, and the stretch [since, until] they cover."""
@@ -172,20 +188,29 @@ class _Known:
 class ChangeFailures:
     """Marks the causing deployment of each emitted incident; counts what it marked and could not match."""
 
-    def __init__(self, api: DatadogApi, window: timedelta, warn: Callable, clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        api: DatadogApi,
+        window: timedelta,
+        warn: Callable,
+        clock: Callable[[], datetime] | None = None,
+        numbers: DoraNumbers | None = None,
+    ):
         self._api = api
         self._window = window
         self._warn = warn
         self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._numbers = numbers
         self.begin()
 
     def begin(self) -> None:
         """Start a run: deployments are listed afresh (some may have been sent to Datadog since)."""
         self._known: dict[tuple[str, str | None], _Known] = {}
-        self._planned: dict[str, tuple[Deployment | None, list[Write]]] = {}  # incident key -> cause, markings
+        self._planned: dict[str, tuple[Deployment | None, list[_Marking]]] = {}  # incident key -> cause, markings
         self._marked_this_run: dict[str, bool] = {}  # deployment id -> marked with a remediation
+        self._sent: dict[str, _Marking] = {}  # deployment id -> its last marking this run, for the DORA numbers
         self._lookup_error: str | None = None
-        self._counts = {MARKED: 0, UNMATCHED: 0, LOOKUP_FAILED: 0}
+        self._counts = {MARKED: 0, UNMATCHED: 0, LOOKUP_FAILED: 0, ALREADY_MARKED: 0}
 
     def causing(self, incident: Incident) -> Deployment | None:
         """The latest of the incident's causing deployments (one per service), for the failure event's
@@ -200,14 +225,21 @@ class ChangeFailures:
         """Send (or queue in the outbox) the markings of the incident's causing deployments. Called after its
         failure event is sent: a marking that fails must not hold the failure back."""
         self.causing(incident)
-        for write in self._planned.pop(incident.key)[1]:
-            self._api.send(write)
-            self._counts[MARKED] += 1
+        for marking in self._planned.pop(incident.key)[1]:
+            self._api.send(marking.write)
+            self._counts[MARKED] += marking.first
+            self._sent[marking.failed.id] = marking
 
     def finish(self, count: Callable, tags: list[str]) -> None:
         """After a run: the health counts, and one warning when deployments could not be listed."""
         for name, value in self._counts.items():
             count(name, value, tags=tags)
+        # Once per marked deployment, as it was last marked this run (a later incident may have added a remediation).
+        for marking in self._sent.values() if self._numbers is not None else ():
+            self._numbers.marked(marking.failed, marking.kind, marking.team)
+            if marking.fix is not None:
+                self._numbers.remediated(marking.failed, marking.fix, marking.kind, marking.team)
+        self._sent = {}
         if self._lookup_error:
             self._warn(
                 'Could not look up the deployments behind %d incident service(s), which are not marked as change '
@@ -217,8 +249,8 @@ class ChangeFailures:
             )
         self._counts = dict.fromkeys(self._counts, 0)
 
-    def _plan_service(self, incident: Incident, service: str) -> tuple[Deployment | None, Write | None]:
-        """The service's causing deployment and the write that marks it (None: marked already this run)."""
+    def _plan_service(self, incident: Incident, service: str) -> tuple[Deployment | None, _Marking | None]:
+        """The service's causing deployment and its marking (None: marked already, by Datadog or this run)."""
         origin = incident.origin
         if self._lookup_error:  # one failed list per run: Datadog down must not cost a timeout per incident
             self._counts[LOOKUP_FAILED] += 1
@@ -235,13 +267,20 @@ class ChangeFailures:
         if failed is None:
             self._counts[UNMATCHED] += 1
             return None, None
+        if failed.id not in self._marked_this_run and (failed.change_failure or self._api.pool.waiting(_key(failed))):
+            # Marked by Datadog's detection, a person or an earlier run (its PATCH may still wait in the outbox):
+            # never overwritten, whatever its remediation.
+            self._counts[ALREADY_MARKED] += 1
+            return failed, None
         fix = first_remediation(known, failed, origin.started_at, origin.resolved_at)
         kind = self._remediation_type(known, failed, fix, incident) if fix else None
         # Two incidents of one run caused by the same deployment: one marking, the one that names a remediation.
-        if failed.id in self._marked_this_run and (self._marked_this_run[failed.id] or fix is None):
+        first = failed.id not in self._marked_this_run
+        if not first and (self._marked_this_run[failed.id] or fix is None):
             return failed, None
         self._marked_this_run[failed.id] = fix is not None
-        return failed, patch_write(failed, fix, kind, incident.key)
+        write = patch_write(failed, fix, kind, incident.key)
+        return failed, _Marking(write, failed, fix, kind, first, incident.team)
 
     def _remediation_type(
         self, known: list[Deployment], failed: Deployment, fix: Deployment, incident: Incident
@@ -281,13 +320,9 @@ class ChangeFailures:
         return list(known.deployments.values())
 
     def _list(self, service: str, env: str | None, since: datetime, until: datetime) -> dict[str, Deployment]:
-        items, complete = list_events(
-            self._api,
-            DEPLOYMENTS_PATH,
-            'dora_deployments_list_request',
-            search_query(service=service, env=env),
-            since,
-            until,
+        query = search_query(service=service, env=env)
+        items, complete = self._api.reader.list_events(
+            DEPLOYMENTS_PATH, 'dora_deployments_list_request', query, since, until, limit=LIST_LIMIT
         )
         if not complete:
             self._warn(
@@ -307,91 +342,51 @@ def change_failures(check, api: DatadogApi | None) -> ChangeFailures | None:
     config = check.config
     if not config.mark_change_failures or api is None:
         return None
-    if not datadog_app_key(check):
+    if not keys.app_key(check):
         raise ConfigurationError(
             '`datadog_app_key`: `mark_change_failures` lists and marks deployments in Datadog, which needs an '
             'application key; set it, or the Agent `app_key`'
         )
-    return ChangeFailures(api, timedelta(seconds=config.change_failure_window or 86400), check.warning)
+    return ChangeFailures(
+        api,
+        timedelta(seconds=config.change_failure_window or 86400),
+        check.warning,
+        numbers=DoraNumbers(check, config.metric_namespace or 'dora', list(config.tags or ())),
+    )
 
 
-def datadog_app_key(check) -> str | None:
-    return check.config.datadog_app_key or datadog_agent.get_config('app_key') or None
+class DoraNumbers:
+    """The DORA numbers of each marking, as metrics: `<ns>.change_failures.count` per marked deployment,
+    `<ns>.failed_deployment_recovery_time` (the failed deployment's finish to its remediation's, as Datadog
+    computes it) and `<ns>.deployments.rework` per remediation deployment."""
+
+    def __init__(self, check, namespace: str, tags: list[str]):
+        self._check = check
+        self._namespace = namespace
+        self._tags = tags
+
+    def marked(self, failed: Deployment, kind: str | None, team: str | None) -> None:
+        tags = _with_team(failed, team) + [f'remediation_type:{kind or "none"}'] + self._tags
+        self._check.count(f'{self._namespace}.{CHANGE_FAILURES_COUNT}', 1, tags=tags)
+
+    def remediated(self, failed: Deployment, fix: Deployment, kind: str, team: str | None) -> None:
+        tags = _with_team(failed, team) + [f'remediation_type:{kind}'] + self._tags
+        recovery = (fix.finished_at - failed.finished_at).total_seconds()
+        # `deployment_id`: the Agent keeps one gauge value per context per flush; two markings stay two points.
+        self._check.gauge(f'{self._namespace}.{RECOVERY_TIME}', recovery, tags=tags + [f'deployment_id:{failed.id}'])
+        rework = [tag for tag in fix.tags() if not tag.startswith('team:')] + [f'remediation_type:{kind}'] + self._tags
+        self._check.count(f'{self._namespace}.{REWORK_COUNT}', 1, tags=rework)
 
 
-# -- lost cursor ------------------------------------------------------------------------------------
-def recover_reported(api: DatadogApi, source: str, env: str | None, since: datetime, until: datetime) -> dict[str, int]:
-    """The DORA failures this instance already sent for resolutions in [since, until]: DORA failure id ->
-    `finished_at` in epoch ms.
-
-    For a run that starts without a cursor (first run, a cluster check re-dispatched to another node):
-    what is listed here was reported before, so it is not counted again. Failures are found by the
-    `source:` tag the check puts in `custom_tags`, and by env when given (None: every env). Note that
-    `finished_at` is the incident's restore time, and the id is `outputs.dora_id(incident)`, which is the
-    incident key unless that key had to be hashed. Raises DatadogError.
-    """
-    query = search_query(source=source, env=env)
-    items, _ = list_events(api, FAILURES_PATH, 'dora_failures_list_request', query, since - INCIDENT_DURATION, until)
-    reported = {}
-    for item in items:
-        attributes = item.get('attributes') if isinstance(item.get('attributes'), dict) else {}
-        finished = _time(attributes.get('finished_at'))
-        tags = attributes.get('custom_tags')
-        if finished is None or (isinstance(tags, list) and f'source:{source}' not in tags):
-            continue
-        if env and attributes.get('env') not in (None, env):
-            continue
-        reported[str(item['id'])] = int(finished.timestamp() * 1000)
-    return reported
+def _with_team(deployment: Deployment, team: str | None) -> list[str]:
+    """The deployment's tags; its team when it has one, else the incident's."""
+    tags = deployment.tags()
+    return tags if deployment.team or not team else [*tags, f'team:{team}']
 
 
-# -- listing ----------------------------------------------------------------------------------------
-def list_events(
-    api: DatadogApi, path: str, kind: str, query: str, since: datetime, until: datetime
-) -> tuple[list[dict], bool]:
-    """The events matching `query` in [since, until], newest first, and whether that is all of them.
-
-    The list endpoints page by time only: each next page ends where the previous one's oldest event
-    started (that event comes again and is dropped by id). Raises DatadogError.
-    """
-    events: dict[str, dict] = {}
-    to = until
-    for _ in range(MAX_PAGES):
-        body = {
-            'data': {
-                'type': kind,
-                'attributes': {
-                    'from': _iso(since),
-                    'to': _iso(to),
-                    'query': query,
-                    'sort': '-started_at',
-                    'limit': LIST_LIMIT,
-                },
-            }
-        }
-        page = api.query(path, body).get('data') or []
-        if not isinstance(page, list):
-            raise DatadogError(f'{path} did not answer a list')
-        fresh = [item for item in page if _listed(item) and item['id'] not in events]
-        events.update((item['id'], item) for item in fresh)
-        if len(page) < LIST_LIMIT:
-            return list(events.values()), True
-        oldest = min((_time(item['attributes'].get('started_at')) for item in fresh), default=None, key=_sortable)
-        if not fresh or oldest is None or oldest >= to:  # a full page at one instant: no way further back
-            return list(events.values()), False
-        to = oldest
-    return list(events.values()), False
-
-
-def search_query(**terms: str | None) -> str:
-    """`service:checkout env:prod`; a value with other characters than letters, digits, `_` and `.` is quoted."""
-    return ' '.join(f'{name}:{_search_value(value)}' for name, value in terms.items() if value)
-
-
-def _search_value(value: str) -> str:
-    if _BARE_VALUE.fullmatch(value):
-        return value
-    return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
+def _key(deployment: Deployment) -> str:
+    """The outbox key of a deployment's marking."""
+    return f'deployment:{deployment.id}'
 
 
 def _same_target(deployment: Deployment, failed: Deployment) -> bool:
@@ -402,38 +397,9 @@ def _order(deployment: Deployment):
     return deployment.finished_at, deployment.started_at, deployment.id
 
 
-def _sortable(moment: datetime | None):
-    return moment or datetime.max.replace(tzinfo=timezone.utc)
-
-
 def _repository_url(repository: str | None) -> str | None:
     if not repository:
         return None
     if '://' in repository or repository.startswith('git@'):
         return repository
     return f'https://{repository}'  # `repository_id`: github.com/org/repo
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3] + 'Z'
-
-
-def _listed(item) -> bool:
-    """An entry of a list answer with a string id and an attributes object; others are ignored."""
-    return isinstance(item, dict) and _text(item.get('id')) is not None and isinstance(item.get('attributes'), dict)
-
-
-def _text(value) -> str | None:
-    """A non-empty string; anything else (a number where Datadog promises text) counts as absent."""
-    return value if isinstance(value, str) and value else None
-
-
-def _time(value) -> datetime | None:
-    """A date-time as the list endpoints answer it (ISO 8601, `Z` or an offset); None when unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -9,13 +9,15 @@ from datetime import datetime, timezone
 
 from datadog_checks.base import AgentCheck, ConfigurationError
 
-from .change_failures import change_failures, datadog_app_key, recover_reported
+from .change_failures import change_failures
 from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore
+from .datadog import DatadogApi, DatadogError, datadog_api, keys
+from .deployments import deployment_counter
 from .mapping import Mapper
 from .options import reject_unknown
-from .datadog_api import DatadogApi, DatadogError
-from .outputs import Health, Outputs, datadog_api_url, dora_api
+from .outputs import Health, Outputs
+from .recovery import recover_reported
 from .reporting import Progress, Reporter
 from .sources import make_source, source_class
 
@@ -48,7 +50,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
             },
             # The instance's own key tells two organisations apart; the Agent's key (rotated with the Agent)
             # is the Agent's organisation, so rotating it keeps the cursor.
-            'datadog': [datadog_api_url(self).rstrip('/').lower(), _fingerprint(self.config.datadog_api_key)],
+            'datadog': [keys.api_url(self).rstrip('/').lower(), _fingerprint(self.config.datadog_api_key)],
         }
         return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -58,12 +60,14 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         source = make_source(self.config, set(self.instance), self.http)
         dora = self._dora_api()
         outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)
+        self._deployments = deployment_counter(self, dora)
         self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning)
 
     def _dora_api(self) -> DatadogApi | None:
-        # Marking change failures needs the Datadog API even when failure events are not sent.
-        wanted = self.config.send_dora_failures or self.config.mark_change_failures
-        return dora_api(self) if wanted else None
+        # Marking change failures and counting deployments need the Datadog API even when failures are not sent.
+        config = self.config
+        wanted = config.send_dora_failures or config.mark_change_failures or config.deployment_metrics
+        return datadog_api(self) if wanted else None
 
     def check(self, _):
         deadline = time.monotonic() + self.config.max_run_time
@@ -73,6 +77,10 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         since, until = cursor.window(datetime.now(timezone.utc).replace(microsecond=0), self.config.initial_lookback)
         if cursor.watermark is None:
             self._recover(cursor, since, until)
+        if self._deployments is not None:
+            # Before the backlog, which may spend the run's budget: one list request in steady state. Its own state,
+            # saved before the run returns, like the cursor.
+            self._deployments.run()
         progress = reporter.catch_up(cursor, since, until, deadline)
         # Once, now that the run's emission is complete: the Agent commits this run's metrics when it returns.
         reporter.commit(cursor)
@@ -82,7 +90,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         """No cursor (first run, a cluster check re-dispatched to another node): what Datadog already holds from
         this instance counts as reported. Needs the application key; without one the lookback is re-counted."""
         api = self._reporter.outputs.dora
-        if api is None or not datadog_app_key(self):
+        if api is None or not api.has_app_key:
             return
         try:
             cursor.adopt(recover_reported(api, self.config.source, None, since, until))

@@ -6,14 +6,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
-from datadog_checks.base import ConfigurationError
-from datadog_checks.base.agent import datadog_agent
-
-from .change_failures import ChangeFailures, Deployment, datadog_app_key, deployment_link
+from .change_failures import ChangeFailures, Deployment, deployment_link
 from .cursor import Resolution
-from .datadog_api import DORA_PATH, DatadogApi, Write, datadog_http
+from .datadog import DORA_PATH, DatadogApi, Write
 from .incident import Incident
 
 # `<metric_namespace>.` + these; `dora` by default, like Datadog's own DORA metrics.
@@ -29,7 +25,6 @@ CURSOR_SAVE_FAILED = 'dora.check.cursor.save_failed'
 MAX_CUSTOM_TAGS = 100
 # Datadog keeps no event dated more than 18 hours ago; a margin covers clock and flush delays.
 EVENT_MAX_AGE = timedelta(hours=17)
-GOV_SITES = ('ddog-gov.com',)  # DORA Metrics does not exist there
 _DORA_ID = re.compile(r'[A-Za-z0-9\-_.:]{16,128}')
 
 
@@ -197,35 +192,6 @@ def _event(incident: Incident, resolution: Resolution, tags: list[str], now: dat
         'priority': 'normal',
         'tags': [f'service:{service}' for service in incident.services] + tags + [_id_tag(incident)],
     }
-
-
-def dora_api(check) -> DatadogApi:
-    """The Datadog API client for a check's configuration: its URL and key, or the Agent's site and key."""
-    url = datadog_api_url(check)
-    host = urlsplit(url).hostname
-    if host.endswith(GOV_SITES):
-        raise ConfigurationError(
-            f'`send_dora_failures`: DORA Metrics is not available on {host}; '
-            'set `send_dora_failures: false` (metrics and events still work)'
-        )
-    api_key = datadog_api_key(check)
-    if not api_key:
-        raise ConfigurationError(
-            '`datadog_api_key`: no Datadog API key for DORA failures; set it, or the Agent `api_key`'
-        )
-    check.register_secret(api_key)
-    app_key = datadog_app_key(check)  # for reads and deployment markings; optional
-    if app_key:
-        check.register_secret(app_key)
-    return DatadogApi(check, url, api_key, datadog_http(check), app_key=app_key)
-
-
-def datadog_api_url(check) -> str:
-    return check.config.datadog_api_url or f'https://api.{datadog_agent.get_config("site") or "datadoghq.com"}'
-
-
-def datadog_api_key(check) -> str | None:
-    return check.config.datadog_api_key or datadog_agent.get_config('api_key')
 
 
 def failure_write(payload: dict) -> Write:

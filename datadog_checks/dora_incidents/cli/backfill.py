@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..cursor import OVERLAP, CursorStore
+from ..datadog import datadog_api
 from ..mapping import Mapper
-from ..outputs import Outputs, dora_api
+from ..outputs import Outputs
 from ..reporting import Reporter
 from ..sources import SourceError, make_source
 
@@ -43,7 +44,7 @@ def backfill(check, since: datetime, until: datetime, on_window: Callable[[datet
     source = make_source(check.config, set(check.instance), check.http)
     store = CursorStore(check, STATE_KEY)
     reporter = Reporter(
-        source, Mapper(check.config), Outputs(check, dora_api(check), send_metrics=False), store, check.warning
+        source, Mapper(check.config), Outputs(check, datadog_api(check), send_metrics=False), store, check.warning
     )
     cursor = store.load()
     summary = Summary(resumed_from=cursor.watermark)

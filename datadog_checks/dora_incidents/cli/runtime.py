@@ -16,10 +16,9 @@ import yaml
 
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
-from ..change_failures import datadog_app_key
 from ..check import DoraIncidentsCheck
-from ..datadog_api import DORA_PATH, DatadogApi, datadog_http
-from ..outputs import datadog_api_key, datadog_api_url
+from ..datadog import DORA_PATH, DatadogApi, datadog_api
+from ..datadog.http import Answer
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
 # refuses such tags unless told otherwise (the Agent accepts them).
@@ -152,24 +151,37 @@ class AgentCache:
         return sorted(found)
 
 
-class RecordingDatadogApi(DatadogApi):
-    """The real Datadog API for reads (what was already sent, the deployments to mark), with every write recorded
-    instead of sent: the dry run of `check` finds the deployments it would mark, and sends nothing."""
+class RecordingHttp:
+    """Datadog's HTTP client for the dry run of `check`: reads go to Datadog (what was already sent, the
+    deployments to mark), writes are recorded instead of sent."""
 
-    def __init__(self, check):
-        key = datadog_api_key(check)
-        super().__init__(check, datadog_api_url(check), key, datadog_http(check), app_key=datadog_app_key(check))
+    def __init__(self, real):
+        self._real = real
         self.failures: list[dict] = []
         self.markings: list[tuple[str, dict]] = []  # (PATCH path, body)
 
-    def _request(self, method, path, body, app_key):
+    def send(self, method, path, body, app_key=False) -> Answer:
         if method == 'POST' and path == DORA_PATH:
             self.failures.append(body)
         elif method != 'POST':  # markings are PATCHes; every POST but a failure is a list
             self.markings.append((path, body))
         else:
-            return super()._request(method, path, body, app_key)
-        return 200, 'dry run: not sent', None, {'data': {}}
+            return self._real.send(method, path, body, app_key)
+        return Answer(202, 'dry run: not sent', {}, {'data': None})
+
+    def close(self) -> None:
+        self._real.close()
+
+
+class RecordingDatadogApi(DatadogApi):
+    """The check's own Datadog client with its writes recorded instead of sent: the dry run of `check` finds
+    the deployments it would mark, and sends nothing."""
+
+    def __init__(self, check, real: DatadogApi):
+        self.recording = RecordingHttp(real.http)
+        super().__init__(check, '', '', http=self.recording)
+        self.has_app_key = real.has_app_key
+        self.failures, self.markings = self.recording.failures, self.recording.markings
 
 
 class DryRunCheck(DoraIncidentsCheck):
@@ -178,9 +190,10 @@ class DryRunCheck(DoraIncidentsCheck):
     recording: RecordingDatadogApi | None = None
 
     def _dora_api(self):
-        if super()._dora_api() is None:  # the real client's checks first: a missing key, a site without DORA
+        real = super()._dora_api()  # the real client's checks first: a missing key, a site without DORA
+        if real is None:
             return None
-        self.recording = RecordingDatadogApi(self)
+        self.recording = RecordingDatadogApi(self, real)
         return self.recording
 
 

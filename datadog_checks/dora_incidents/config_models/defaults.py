@@ -24,6 +24,10 @@ def instance_change_failure_window():
     return 86400
 
 
+def instance_deployment_metrics():
+    return False
+
+
 def instance_disable_generic_tags():
     return False
 

@@ -79,6 +79,7 @@ class InstanceConfig(BaseModel):
     datadog_api_key: Optional[str] = None
     datadog_api_url: Optional[str] = None
     datadog_app_key: Optional[str] = None
+    deployment_metrics: Optional[bool] = None
     disable_generic_tags: Optional[bool] = None
     dora_concurrency: Optional[int] = Field(None, ge=1, le=32)
     empty_default_hostname: Optional[bool] = None

@@ -1,0 +1,122 @@
+"""A thin HTTP client for Datadog's API: JSON over kept-alive connections, with the Agent's proxy and TLS settings.
+
+`self.http` is for the incident tool (an instance's `headers`, auth, proxy and TLS options are the tool's), so
+Datadog gets a client of its own. Its settings are resolved once, the way every Datadog integration resolves
+them (`RequestsWrapper` with no instance options: the Agent's `proxy` and `no_proxy`, default TLS
+verification), plus the environment's proxy variables as `requests` reads them; then each request is one
+urllib3 call. `requests` spends most of a DORA post's CPU re-reading the environment and merging settings per
+request: with hundreds of posts per run that was most of the check's CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import urllib3
+from requests.utils import get_environ_proxies, select_proxy
+
+from datadog_checks.base.utils.http import RequestsWrapper, should_bypass_proxy
+from datadog_checks.base.utils.tls import create_ssl_context
+
+DEFAULT_TIMEOUT = 10
+ERROR_DETAIL = 300  # characters of an error body shown to users
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Datadog's answer; `status` None when it never came (`detail` says why)."""
+
+    status: int | None
+    detail: str  # what to tell users: 'HTTP 400: ...', 'cannot reach ...'
+    headers: dict
+    document: object = None  # the JSON answer, None when there was none
+
+
+class DatadogHttp:
+    def __init__(self, check, base_url: str, api_key: str, app_key: str | None, connections: int):
+        self._base_url = base_url.rstrip('/')
+        self._headers = {'DD-API-KEY': api_key, 'Content-Type': 'application/json', 'Accept': 'application/json'}
+        self._app_headers = {**self._headers, 'DD-APPLICATION-KEY': app_key or ''}
+        timeout = check.config.timeout or DEFAULT_TIMEOUT
+        wrapper = RequestsWrapper({'timeout': timeout}, {}, logger=check.log)  # the Agent's settings, resolved
+        self.proxy = _proxy_for(self._base_url, wrapper)
+        self.verify = wrapper.options['verify']
+        connect, read = wrapper.options['timeout']
+        options = {
+            'maxsize': max(1, connections),  # one kept-alive connection per concurrent write
+            'block': False,
+            'retries': False,
+            'timeout': urllib3.Timeout(connect=connect, read=read),
+        }
+        if self._base_url.startswith('https'):
+            options['ssl_context'] = create_ssl_context(wrapper.tls_config)
+        if self.proxy:
+            self._pool = urllib3.ProxyManager(self.proxy, proxy_headers=_proxy_auth(self.proxy), **options)
+        else:
+            self._pool = urllib3.PoolManager(**options)
+
+    def send(self, method: str, path: str, body: dict | None, app_key: bool = False) -> Answer:
+        url = self._base_url + path
+        headers = self._app_headers if app_key else self._headers
+        data = json.dumps(body, separators=(',', ':')).encode() if body is not None else None
+        for attempt in (1, 2):
+            try:
+                response = self._pool.request(method, url, body=data, headers=headers, preload_content=True)
+                break
+            except urllib3.exceptions.TimeoutError:
+                return Answer(None, f'{url} did not answer in time', {})
+            except urllib3.exceptions.ProtocolError as e:
+                # A kept-alive connection the server closed meanwhile: once more on a new one (writes are idempotent).
+                if attempt == 2:
+                    return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+            except urllib3.exceptions.HTTPError as e:
+                return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+        text = response.data.decode('utf-8', 'replace')
+        try:
+            document = json.loads(text) if text else None
+        except ValueError:
+            document = None
+        return Answer(
+            response.status, f'HTTP {response.status}: {_error_text(document, text)}', response.headers, document
+        )
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def _proxy_for(url: str, wrapper: RequestsWrapper) -> str | None:
+    """The proxy for `url`: the Agent's (unless its `no_proxy` names the host), else the environment's, as requests
+    merges them."""
+    agent = dict(wrapper.options['proxies'] or {})
+    if wrapper.no_proxy_uris and should_bypass_proxy(url, wrapper.no_proxy_uris):
+        return None
+    proxies = {**get_environ_proxies(url), **agent}
+    return select_proxy(url, proxies) or None
+
+
+def _proxy_auth(proxy: str) -> dict | None:
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return None
+    return urllib3.make_headers(proxy_basic_auth=f'{unquote(parts.username)}:{unquote(parts.password or "")}')
+
+
+def _cause(error: Exception) -> str:
+    reason = getattr(error, 'reason', None)
+    return type(reason or error).__name__
+
+
+def _error_text(document, text: str) -> str:
+    """Datadog's error objects (`{"errors": [{"status", "title", "detail"}]}`) as one line; else the body's start."""
+    errors = document.get('errors') if isinstance(document, dict) else None
+    if isinstance(errors, list) and errors:
+        parts = []
+        for error in errors:
+            if isinstance(error, dict):
+                parts.append(': '.join(str(error[name]) for name in ('title', 'detail') if error.get(name)))
+            else:
+                parts.append(str(error))
+        return '; '.join(part for part in parts if part)[:ERROR_DETAIL]
+    return text[:ERROR_DETAIL]
