@@ -20,7 +20,7 @@ def validate_keys(check) -> list[str]:
     api = datadog_api(check)
     answer = api.http.send('GET', VALIDATE_PATH, None)
     if answer.status is None:
-        raise CliError(f'cannot reach the Datadog API to validate the API key: {answer.detail}')
+        raise CliError(f'cannot reach the Datadog API at {url} to validate the API key ({answer.detail})')
     if answer.status in (401, 403):
         raise CliError(f'`datadog_api_key` (or the Agent api_key): Datadog refused it, HTTP {answer.status}')
     if answer.status != 200:

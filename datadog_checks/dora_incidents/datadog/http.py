@@ -65,6 +65,8 @@ class DatadogHttp:
             try:
                 response = self._pool.request(method, url, body=data, headers=headers, preload_content=True)
                 break
+            except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
+                return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
             except urllib3.exceptions.TimeoutError:
                 return Answer(None, f'{url} did not answer in time', {})
             except urllib3.exceptions.ProtocolError as e:
