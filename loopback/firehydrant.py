@@ -17,7 +17,7 @@ Follows FireHydrant's published description (its derived copy, `loopback/specs/f
 - Lifecycle: FireHydrant's default phases and milestones. Resolving sets the `resolved` milestone;
   reopening moves back to `investigating` and clears the milestones after it (milestones must stay in
   order); archiving sets `discarded_at` and hides the incident from the list unless `archived=true`.
-- `updated_after` / `updated_before` (both exclusive) filter on when the incident was last changed, which
+- `updated_after` / `updated_before` (read as [after, before): the description does not say) filter on when the incident was last changed, which
   the incident entity does not serve: resolving, reopening, editing a milestone, revealing move it.
 - After the fact: `enter_resolved` is "Create Resolved Incident" (created now with milestones up to
   Resolved, which the description allows on create); `resolve_backdated` and `correct` edit milestones now.
@@ -214,9 +214,9 @@ class FireHydrantSimulator(LoopbackServer):
 
         def created_resolved(state: _State) -> None:
             _resolve(state, resolved_at)
-            state.created_at = state.updated_at = now
+            state.created_at = now
 
-        self._change(incident_id, resolved_at, created_resolved)
+        self._change(incident_id, resolved_at, created_resolved, updated_at=now)
         return incident_id
 
     def resolve_backdated(self, incident_id: str, at: datetime) -> None:
@@ -378,7 +378,7 @@ class _Query:
         self.resolved_before = self.time('resolved_at_or_before')
         self.created_after = self.time('created_at_or_after')
         self.created_before = self.time('created_at_or_before')
-        self.updated_after = self.time('updated_after')  # both bounds exclusive, as "after" and "before" say
+        self.updated_after = self.time('updated_after')  # [after, before): the description does not say
         self.updated_before = self.time('updated_before')
         self.archived = (self._values.get('archived') or 'false').lower() == 'true'
         self.milestones = self.ids('current_milestones')
@@ -422,7 +422,7 @@ class _Query:
                 return False
             if self.resolved_before and state.resolved_at > self.resolved_before:
                 return False
-        if self.updated_after and not state.updated_at > self.updated_after:
+        if self.updated_after and state.updated_at < self.updated_after:
             return False
         if self.updated_before and not state.updated_at < self.updated_before:
             return False

@@ -124,7 +124,7 @@ def test_the_api_filters_on_the_update_time_with_no_other_filter(sim):
     assert [incident.id for incident in incidents(read(sim))] == [old]
     [query] = list_queries(sim)
     assert query == {
-        'updated_after': utc(NOW - DAY - timedelta(seconds=1)),
+        'updated_after': utc(NOW - DAY),
         'updated_before': utc(NOW),
         'page': '1',
         'per_page': '200',
@@ -132,13 +132,13 @@ def test_the_api_filters_on_the_update_time_with_no_other_filter(sim):
     assert sim.requests[0].headers['authorization'] == f'Bearer {sim.token}'
 
 
-def test_the_exclusive_bounds_are_sent_a_second_wide_so_no_change_at_a_cut_is_missed(sim):
+def test_the_window_is_half_open_on_the_update_time(sim):
     at_start = resolved_incident(sim, resolved_at=NOW - DAY)
     resolved_incident(sim, resolved_at=NOW)  # at `until`: the next window's
 
     assert [incident.id for incident in incidents(read(sim))] == [at_start]
     query = list_queries(sim)[0]
-    assert (query['updated_after'], query['updated_before']) == (utc(NOW - DAY - timedelta(seconds=1)), utc(NOW))
+    assert (query['updated_after'], query['updated_before']) == (utc(NOW - DAY), utc(NOW))
 
 
 def test_archived_and_reopened_incidents_are_not_failures(sim):
@@ -184,9 +184,9 @@ def test_a_long_lookback_is_read_in_windows_of_30_days_oldest_first(sim):
     assert [batch.through for batch in batches] == [NOW - 40 * DAY, NOW - 10 * DAY, NOW]
     assert [incident.id for incident in incidents(batches)] == ids
     assert [query['updated_after'] for query in list_queries(sim)] == [
-        utc(NOW - 70 * DAY - timedelta(seconds=1)),
-        utc(NOW - 40 * DAY - timedelta(seconds=1)),
-        utc(NOW - 10 * DAY - timedelta(seconds=1)),
+        utc(NOW - 70 * DAY),
+        utc(NOW - 40 * DAY),
+        utc(NOW - 10 * DAY),
     ]
 
 

@@ -6,8 +6,10 @@ retroactive incident ("Create Resolved Incident", created now with milestones in
 milestone set back, a milestone corrected in the review. So one query per run finds new, late and
 corrected resolutions alike; the cursor tells them apart (cursor.py). (`resolved_at_or_after` would miss
 all three, `start_date`/`end_date` an incident opened weeks ago.) The incident entity does not serve its
-update time, so the API's filter is trusted; the bounds are sent a second apart from the window's, so a
-change on a window's cut may be listed by both windows, and the cursor then recognises it.
+update time, so the API's filter is trusted, read as [after, before) like every window here: the
+description says neither bound's inclusiveness. Were `updated_after` exclusive, only a change stamped on
+the exact microsecond of a cut could be missed; were `updated_before` inclusive, such a change would be
+listed twice, and the cursor recognises it.
 
 Paging: `page` (from 1) and `per_page` (at most 200); `pagination.next` is the next page number or null,
 `pagination.count` the number of matches. A window (30 days at most) whose count exceeds a batch is cut
@@ -90,9 +92,7 @@ class FireHydrantSource(Source):
 
     def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
-            # Exclusive bounds in whole seconds: a second early, so that a change at `start` is never missed
-            # (a change in that second is then listed twice, and the cursor knows it).
-            ('updated_after', utc(start - timedelta(seconds=1))),
+            ('updated_after', utc(start)),
             ('updated_before', utc(_ceil_second(end))),
             ('page', token or 1),
             ('per_page', PAGE_SIZE),
