@@ -12,8 +12,8 @@ from datadog_checks.base import AgentCheck, ConfigurationError
 from .change_failures import change_failures, datadog_app_key, recover_reported
 from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore
-from .mapping import Mapper
 from .datadog_api import DatadogApi, DatadogError
+from .mapping import Mapper
 from .outputs import Health, Outputs, datadog_api_url, dora_api
 from .reporting import Progress, Reporter
 from .sources import make_source, source_class
