@@ -44,6 +44,7 @@ class Source:
     listing: ClassVar[str] = RESOLVED
     max_window: ClassVar[timedelta] = MAX_WINDOW
     max_per_batch: ClassVar[int] = MAX_PER_BATCH
+    narrows: ClassVar[bool] = True  # a narrower window asks for fewer pages (reader.py)
 
     def __init__(self, config, http, api_url: str, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
