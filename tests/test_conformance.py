@@ -342,7 +342,7 @@ def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, 
         check = make_check(settings)
         before = len(tool.requests)
         origin = time.monotonic() - LATENCY * before  # this run starts at the host's time
-        check.monotonic = lambda: origin + LATENCY * len(tool.requests)
+        check.monotonic = lambda origin=origin: origin + LATENCY * len(tool.requests)
         warnings = run(check)
         per_run.append(len(tool.requests) - before)
         stopped += any('Stopped after `max_run_time`' in warning for warning in warnings)

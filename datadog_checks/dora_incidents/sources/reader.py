@@ -25,9 +25,9 @@ What the reader does with that:
 
 - `[since, until)` is cut into windows of at most `max_window`, oldest first, every cut on a whole second.
 - A window whose first page's total exceeds `max_per_batch` is cut where `max_per_batch` * CUT_TARGET of
-  its records would end, were they spread evenly (at most in the middle) (the next window is sized by the same density); a
-  window whose records exceed `max_per_batch` without a total is halved (for a tool that `narrows`).
-  Neither goes below MIN_WINDOW.
+  its records would end, were they spread evenly (at most in the middle); the rest is sized by what its
+  total leaves. A window whose records exceed `max_per_batch` without a total is halved (for a tool that
+  `narrows`). Neither goes below MIN_WINDOW.
 - A window whose total changes between its pages (offset or page-number paging shifted) is read again,
   at most MAX_READS times.
 - Before every request the run's deadline is checked (`JsonApi` raises `OutOfTime` without sending). A
