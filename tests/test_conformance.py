@@ -127,9 +127,10 @@ def test_a_reopened_incident_updates_its_failure_and_is_not_counted_again(
 def test_incidents_that_are_not_failures_are_not_reported(aggregator, make_check, run, tool, settings, intake, now):
     tool.open_non_failures(ago(now, hours=3), ago(now, hours=1))
 
-    run(make_check(settings))
+    assert run(make_check(settings)) == []  # not a warning either: none of them is malformed
 
     assert restores(aggregator) == {} and intake.failures == []
+    aggregator.assert_metric('dora.check.incidents.skipped', value=0)
 
 
 def test_reading_past_one_page_with_a_rate_limit_in_the_middle(
