@@ -1,7 +1,8 @@
 """Helpers shared by the test modules."""
 
 import json
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 from datadog_checks.dora_incidents.cursor import CACHE_KEY
 from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids, restores  # noqa: F401
@@ -9,6 +10,11 @@ from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids
 
 def ago(now, **delta):
     return now - timedelta(**delta)
+
+
+def later():
+    """The next whole second: past what a simulator stamps as changed now (a reveal, an entry after the fact)."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 def cursor_keys(datadog_agent):
@@ -25,3 +31,27 @@ def stored_cursor(datadog_agent):
         except (ValueError, TypeError, KeyError):
             continue  # a torn or corrupted slot; the other one holds the cursor
     return max(stored, key=lambda s: s[0])[1] if stored else None
+
+
+LATENCY = 0.2  # seconds each answer of a tool takes, on the check's virtual clock (run_on_virtual_clock)
+
+
+def run_on_virtual_clock(make_check, run, tool, settings, aggregator, expected: int, most: int = 40):
+    """Runs the check over a backlog until caught up (or until everything is reported and one more run went
+    by), each run on a virtual clock on which every request to `tool` costs LATENCY and nothing else costs
+    anything, whatever this machine's speed. Returns the requests each run sent and how many runs stopped
+    for `max_run_time`."""
+    per_run, stopped, complete = [], 0, 0
+    for _ in range(most):
+        check = make_check(settings)
+        before = len(tool.requests)
+        origin = time.monotonic() - LATENCY * before  # each run starts at the host's time
+        check.monotonic = lambda origin=origin: origin + LATENCY * len(tool.requests)
+        warnings = run(check)
+        per_run.append(len(tool.requests) - before)
+        out_of_time = any('Stopped after `max_run_time`' in warning for warning in warnings)
+        stopped += out_of_time
+        complete += len(restores(aggregator)) >= expected
+        if not out_of_time or complete > 1:
+            break
+    return per_run, stopped

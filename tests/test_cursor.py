@@ -36,14 +36,35 @@ def test_stays_bounded_however_many_incidents_pass(monkeypatch):
         cursor.record(incident(n, T0 + timedelta(seconds=n)))
         cursor.advance(T0 + timedelta(seconds=n))
     assert len(cursor.reported) == 100
-    assert min(cursor.reported.values()) == int((T0 + timedelta(seconds=900)).timestamp() * 1000)
+    assert min(times[0] for times in cursor.reported.values()) == int((T0 + timedelta(seconds=900)).timestamp() * 1000)
+
+
+def test_a_version_1_cursor_is_read_and_its_incidents_are_recognised():
+    first = incident(1, T0)
+    stored = {'version': 1, 'watermark': T0.isoformat(), 'reported': {first.key: int(T0.timestamp() * 1000)}}
+    cursor = Cursor.from_document(json.loads(json.dumps(stored)))
+    assert cursor.watermark == T0 and cursor.resume is None
+    assert cursor.classify(first) is Resolution.SEEN
+    assert cursor.classify(incident(1, T0 + timedelta(hours=2))) is Resolution.AGAIN
+    assert cursor.to_document()['version'] == 2
+
+
+def test_a_changed_start_or_resolve_time_is_a_correction_and_an_old_unknown_one_too_late():
+    cursor = Cursor()
+    cursor.record(incident(1, T0))
+    moved_back = incident(1, T0 - timedelta(minutes=30))
+    assert cursor.classify(moved_back) is Resolution.CORRECTED
+    started_earlier = SourceIncident('pagerduty', 'P000001', None, 't', None, T0 - timedelta(hours=3), T0, T0)
+    assert cursor.classify(started_earlier) is Resolution.CORRECTED
+    assert cursor.classify(incident(2, T0 - timedelta(days=2)), horizon=T0 - timedelta(days=1)) is Resolution.TOO_OLD
+    assert cursor.classify(incident(2, T0), horizon=T0 - timedelta(days=1)) is Resolution.NEW
 
 
 def test_forgets_incidents_resolved_long_before_the_watermark():
     cursor = Cursor()
     cursor.record(incident(1, T0))
     cursor.record(incident(2, T0 + timedelta(days=20)))
-    cursor.advance(T0 + timedelta(days=31))
+    cursor.advance(T0 + cursor_module.REMEMBER + timedelta(days=1))
     assert list(cursor.reported) == ['pagerduty:P000002']
 
 
@@ -88,7 +109,7 @@ def test_unreadable_cursor_restarts_from_the_lookback(
 
     assert len(warnings) == 1 and 'Starting over from `initial_lookback`' in warnings[0]
     assert set(restores(aggregator)) == {incident_id}  # re-reported: its DORA failure id makes that an update
-    assert stored_cursor(datadog_agent)['version'] == 1
+    assert stored_cursor(datadog_agent)['version'] == 2
 
 
 def test_cache_read_error_restarts_from_the_lookback(

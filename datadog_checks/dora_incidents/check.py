@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from datadog_checks.base import AgentCheck, ConfigurationError
 
@@ -19,12 +19,14 @@ from .options import reject_unknown
 from .outputs import Health, Outputs
 from .recovery import recover_reported
 from .reporting import Progress, Reporter
-from .sources import make_source, source_class
+from .sources import make_source, scope_filters, source_class
 
 
 class DoraIncidentsCheck(AgentCheck, ConfigMixin):
     # Metric names are written out in full: `dora.*` like Datadog's own DORA metrics, `dora.check.*` for health.
     __NAMESPACE__ = ''
+    # The clock `max_run_time` is measured by; tests replace it on an instance to run on a virtual clock.
+    monotonic = staticmethod(time.monotonic)
 
     def __init__(self, name, init_config, instances):
         super().__init__(name, init_config, instances)
@@ -44,10 +46,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         scope = {
             'source': config.source,
             'api_url': (config.api_url or source_class(config.source).default_api_url).rstrip('/').lower(),
-            'filters': {
-                name: sorted(set(getattr(config, name) or ()))
-                for name in ('services', 'service_ids', 'teams', 'team_ids', 'severities', 'urgencies')
-            },
+            'filters': scope_filters(config),
             # The instance's own key tells two organisations apart; the Agent's key (rotated with the Agent)
             # is the Agent's organisation, so rotating it keeps the cursor.
             'datadog': [keys.api_url(self).rstrip('/').lower(), _fingerprint(self.config.datadog_api_key)],
@@ -57,11 +56,12 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
     def _set_up(self) -> None:
         self.register_secret(self.config.api_token)
         reject_unknown(self.instance)
-        source = make_source(self.config, set(self.instance), self.http)
+        source = make_source(self.config, set(self.instance), self.http, self.monotonic)
         dora = self._dora_api()
         outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)
         self._deployments = deployment_counter(self, dora)
-        self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning)
+        horizon = timedelta(seconds=self.config.initial_lookback)
+        self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning, horizon)
 
     def _dora_api(self) -> DatadogApi | None:
         # Marking change failures and counting deployments need the Datadog API even when failures are not sent.
@@ -70,11 +70,14 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         return datadog_api(self) if wanted else None
 
     def check(self, _):
-        deadline = time.monotonic() + self.config.max_run_time
+        deadline = self.monotonic() + self.config.max_run_time
         reporter = self._reporter
         cursor = reporter.store.load()
         reporter.outputs.begin(deadline)
-        since, until = cursor.window(datetime.now(timezone.utc).replace(microsecond=0), self.config.initial_lookback)
+        # Up to the end of the current second (windows are whole seconds): a change made this second is read
+        # now; the cursor still never moves past the source's clock (reporting.py).
+        now = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+        since, until = cursor.window(now, self.config.initial_lookback)
         if cursor.watermark is None:
             self._recover(cursor, since, until)
         if self._deployments is not None:

@@ -1,10 +1,12 @@
 """Incident sources: the `source:` value -> the module and class that read that tool.
 
-Adding a tool = one module subclassing `Source`, one line here, one simulator in `loopback/`.
+Adding a tool = one module subclassing `Source`, one line here, one simulator in `loopback/` (README,
+"Adding an incident tool"). Everything else that depends on the tools reads this registry.
 """
 
 from __future__ import annotations
 
+import time
 from importlib import import_module
 
 from datadog_checks.base import ConfigurationError
@@ -34,7 +36,21 @@ def tool_options() -> dict[str, set[str]]:
     return owners
 
 
-def make_source(config, configured: set[str], http) -> Source:
+# Options of every tool that select which incidents are read (mapping.py applies them).
+COMMON_SCOPE = frozenset({'services', 'teams', 'severities'})
+# The filters every cursor scope has named since 0.1.0, set or not: naming them keeps existing cursors.
+NAMED_SCOPE = COMMON_SCOPE | {'service_ids', 'team_ids', 'urgencies'}
+
+
+def scope_filters(config) -> dict[str, list[str]]:
+    """The options that select which incidents are read, normalised: part of the cursor's scope. A tool's
+    `scope_options` count once set, so that adding a tool never changes another tool's cursor."""
+    names = set(COMMON_SCOPE).union(*(source_class(name).scope_options for name in SOURCES))
+    values = {name: sorted(set(getattr(config, name, None) or ())) for name in names}
+    return {name: value for name, value in values.items() if value or name in NAMED_SCOPE}
+
+
+def make_source(config, configured: set[str], http, monotonic=time.monotonic) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
     for option, owners in sorted(tool_options().items()):
@@ -42,7 +58,7 @@ def make_source(config, configured: set[str], http) -> Source:
             raise ConfigurationError(
                 f'`{option}` is an option of {", ".join(sorted(owners))}, not of `source: {config.source}`; remove it'
             )
-    return cls(config, http, config.api_url or cls.default_api_url)
+    return cls(config, http, config.api_url or cls.default_api_url, monotonic=monotonic)
 
 
-__all__ = ['CredentialsRejected', 'Source', 'SourceError', 'make_source', 'source_class']
+__all__ = ['CredentialsRejected', 'Source', 'SourceError', 'make_source', 'scope_filters', 'source_class']

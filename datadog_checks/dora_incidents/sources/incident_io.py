@@ -2,13 +2,13 @@
 
 What is read, and why: the list can filter on `created_at` and `updated_at` only, and an incident has no
 top-level resolve time. Resolving an incident (moving it to a post-incident or closed status) updates it,
-so every incident resolved since `since` was updated since then: the source asks for
+and so does everything done after the fact: a retrospective incident entered now, a "Resolved at" set
+back, a timestamp corrected in the review. So the source lists by update time: it asks for
 `status_category[one_of]=learning` and `=closed` (post-incident and closed: both are resolved) with
-`updated_at[gte]` a day before `since`, and keeps those whose resolve time is in [since, until). The date
-filter is sent as a date, the only spelling the vendor documents, and a day early, whatever time zone
-the account reads it in; there is no upper bound, because an incident resolved in the window may have
-been edited since. So a long lookback is read in 30-day windows, each re-reading what changed after its
-start, and a window holding more resolutions than a batch may hold is halved until it fits.
+`updated_at[gte]` a day before the window and `updated_at[lte]` a day after it (dates, the only spelling
+the vendor documents, a day wide whatever time zone the account reads them in), and keeps the records
+whose `updated_at` is in the window. New, late and corrected resolutions are then told apart by the
+cursor (cursor.py); steady state is one request per run.
 
 Paging: `page_size` (at most 250) and the `after` cursor from `pagination_meta`, until a page comes back
 without one or empty.
@@ -18,12 +18,12 @@ they are dropped here too); the `triage`, `declined`, `canceled` and `merged` st
 incidents) and `live`/`paused` (active: reopened) are neither asked for nor reported.
 
 Times come from the incident's timestamps, found by name through `GET /v2/incident_timestamps` (exactly,
-else ignoring case and a trailing " at", so `Resolved` finds "Resolved at"): the resolution is
-`resolved_timestamp`, or for a closed incident without one its `updated_at` (any later edit then moves
-it: that incident is reported again as a re-resolution); a post-incident one without it waits until it
-is closed. The resolve time the cursor tracks is never before `created_at`, so a retrospective incident,
-entered after the fact, is reported when it was entered. Impact start: `started_timestamp`, else
-`created_at`. Restore: the resolution, or with `restored_at: mitigated` the `mitigated_timestamp`.
+else ignoring case and a trailing " at", so `Resolved` finds "Resolved at"). Start: `started_timestamp`
+("Impact started"), else "Reported at" (every incident has one; a retrospective incident's is when it
+was reported, not when it was entered), else `created_at`. Resolution: `resolved_timestamp`
+("Resolved at"), else for a closed incident "Closed at" (set when it was closed: later edits do not move
+it, unlike `updated_at`); a post-incident one without it waits until it is resolved or closed. Restore:
+the resolution, or with `restored_at: mitigated` the `mitigated_timestamp`.
 
 Services, teams and environments are the values of the custom fields named by `service_field`,
 `team_field` and `environment_field` (catalog entries by id and name, options by id and value, text as a
@@ -34,18 +34,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import requests
 
-from ..incident import Batch, Named, Skipped, SourceIncident
+from ..incident import Named, SourceIncident
 from .base import (
-    MIN_WINDOW,
+    UPDATED,
+    Page,
+    Request,
     Source,
     checked_times,
-    halves,
     named,
     obj,
     objects,
@@ -53,17 +53,14 @@ from .base import (
     restore_time,
     text,
     title,
-    windows,
 )
-from .http import JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/v2/incidents'
 TIMESTAMPS_PATH = '/v2/incident_timestamps'
 PAGE_SIZE = 250  # the most the vendor allows
-MAX_PER_BATCH = 1_000
 # `updated_at[gte]` takes a date that the account may read in its own time zone: a day early covers any.
 DATE_SLACK = timedelta(days=1)
-MAX_PAGES = 10_000  # a cursor that never ends is a broken API, not a big account
 # Timestamps can be renamed or added in settings: their ids are looked up again after this long.
 TIMESTAMPS_TTL = 3600.0
 RESOLVED_CATEGORIES = ('learning', 'closed')
@@ -88,12 +85,19 @@ class TimestampIds:
     started: str | None
     mitigated: str | None
     resolved: str
+    reported: str | None = None  # "Reported at": the start when `started` is unset (retrospective incidents)
+    closed: str | None = None  # "Closed at": the resolution of a closed incident without `resolved`
 
 
 class IncidentIoSource(Source):
     name = 'incident_io'
     display_name = 'incident.io'
     default_api_url = 'https://api.incident.io'
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'incident-io.openapi3.json',
+        'from': ('incident-io/sdk-go', 'openapi3.json', '2026-08'),
+        'operations': [('GET', '/v2/incidents'), ('GET', '/v2/incident_timestamps')],
+    }
     options = frozenset(
         {
             'restored_at',
@@ -106,13 +110,18 @@ class IncidentIoSource(Source):
         }
     )
     page_size = PAGE_SIZE
+    listing = UPDATED
+    narrows = False  # `updated_at` is filtered by the day: a narrower window reads the same pages
 
-    def __init__(self, config, http, api_url: str):
-        super().__init__(config, http, api_url)
+    def __init__(self, config, http, api_url: str, **clock):
+        super().__init__(config, http, api_url, **clock)
         self._names = {
             'started': _option(config, 'started_timestamp', 'Impact started'),
             'mitigated': _option(config, 'mitigated_timestamp', 'Fixed'),
             'resolved': _option(config, 'resolved_timestamp', 'Resolved'),
+            # incident.io's own timestamps, every account has them: not options.
+            'reported': 'Reported at',
+            'closed': 'Closed at',
         }
         self._mitigated = _option(config, 'restored_at', 'resolved') == 'mitigated'
         self._fields = {
@@ -127,49 +136,30 @@ class IncidentIoSource(Source):
         headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
         return JsonApi(http, api_url.rstrip('/'), headers, lambda response: describe_error(response, token))
 
-    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        ids = self._timestamps(deadline)
-        pending = windows(since, until)
-        while pending:
-            start, end = pending.pop(0)
-            batch = self._window(start, end, ids, deadline)
-            if batch is None:
-                pending[:0] = halves(start, end)
-                continue
-            yield batch  # a record re-read by every window is skipped (and named) once: the cursor knows
+    def prepare(self, deadline: float) -> None:
+        self._timestamps(deadline)
 
-    # -- reading -----------------------------------------------------------------------------------
-    def _window(self, start: datetime, end: datetime, ids: TimestampIds, deadline: float) -> Batch | None:
-        """The window's resolutions; None when it holds more than a batch may and can still be halved."""
-        incidents: dict[str, SourceIncident] = {}
-        skipped: list[Skipped] = []
-        for raw in self._records(start, deadline):
-            outcome = self._read(raw, start, end, ids)
-            if isinstance(outcome, Skipped):
-                skipped.append(outcome)
-            elif outcome is not None:
-                incidents[outcome.id] = outcome
-                if len(incidents) > MAX_PER_BATCH and end - start > MIN_WINDOW:
-                    return None
-        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, end)
-
-    def _records(self, start: datetime, deadline: float) -> Iterator:
+    def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
             ('page_size', self.page_size),
             ('updated_at[gte]', (start - DATE_SLACK).date().isoformat()),
+            ('updated_at[lte]', (end + DATE_SLACK).date().isoformat()),
             *[('status_category[one_of]', category) for category in RESOLVED_CATEGORIES],
         ]
-        after, seen = None, set()
-        for _ in range(MAX_PAGES):
-            page = self.api.get(LIST_PATH, params + ([('after', after)] if after else []), deadline)
-            records, after = _page(page)
-            yield from records
-            if not records or after is None:
-                return
-            if after in seen:
-                raise SourceError(f'incident.io {LIST_PATH} handed out the page cursor {after[:40]!r} twice')
-            seen.add(after)
-        raise SourceError(f'incident.io {LIST_PATH} went on for more than {MAX_PAGES} pages')
+        return Request(LIST_PATH, params + ([('after', token)] if token else []))
+
+    def page(self, answer: Answer, token) -> Page:
+        records, after = _page(answer.body)
+        return Page(records, after if records else None)
+
+    def incident(self, record) -> SourceIncident | None:
+        return self._read(record, self._timestamp_ids)
+
+    def record_id(self, record) -> str | None:
+        return _id_of(record)
+
+    def listed_at(self, record, incident) -> datetime | None:
+        return parse_time(record.get('updated_at'), 'updated_at')
 
     def _timestamps(self, deadline: float) -> TimestampIds:
         if self._timestamp_ids is None or time.monotonic() - self._timestamps_read_at > TIMESTAMPS_TTL:
@@ -193,42 +183,37 @@ class IncidentIoSource(Source):
                     f'incident.io has no incident timestamp named {self._names[role]!r} (`{role}_timestamp`); '
                     f'this account has: {have}'
                 )
-        return TimestampIds(found['started'], found['mitigated'], found['resolved'])
+        return TimestampIds(**found)
 
     # -- one record --------------------------------------------------------------------------------
-    def _read(self, raw, start: datetime, end: datetime, ids: TimestampIds) -> SourceIncident | Skipped | None:
-        """The record's resolution if it is a failure resolved in [start, end), a Skipped if malformed."""
+    def _read(self, raw, ids: TimestampIds) -> SourceIncident | None:
+        """The record's resolution if it is a failure; raises ValueError (and the like) if malformed."""
         incident_id = _id_of(raw)
-        try:
-            if incident_id.startswith('unidentified'):
-                raise ValueError('the record has no incident.io id')
-            category = _resolved_category(raw)
-            if category is None:
-                return None
-            times = _timestamp_values(raw, ids)
-            resolution = times.get(ids.resolved)
-            if resolution is None and category != 'closed':
-                return None  # post-incident without a resolution time: reported once it is closed
-            created_at = parse_time(raw.get('created_at'), 'created_at')
-            resolution = resolution or parse_time(raw.get('updated_at'), 'updated_at')
-            resolved_at = max(resolution, created_at)
-            if not start <= resolved_at < end:
-                return None
-            return self._incident(raw, incident_id, created_at, resolution, resolved_at, times, ids)
-        except (ValueError, TypeError, AttributeError, LookupError) as e:
-            # One bad record must never stall the others: it is skipped, by id, and counted.
-            return Skipped(self.name, incident_id, str(e))
+        if incident_id.startswith('unidentified'):
+            raise ValueError('the record has no incident.io id')
+        category = _resolved_category(raw)
+        if category is None:
+            return None
+        times = _timestamp_values(raw, ids)
+        # A closed incident without a resolution time resolved when it was closed: "Closed at" stays put
+        # when the incident is edited later, `updated_at` would not.
+        resolution = times.get(ids.resolved) or (times.get(ids.closed) if category == 'closed' else None)
+        if resolution is None:
+            if category == 'closed':
+                raise ValueError(f'closed without {self._names["resolved"]!r} or "Closed at"')
+            return None  # post-incident without a resolution time: reported once it is resolved or closed
+        return self._incident(raw, incident_id, resolution, times, ids)
 
-    def _incident(self, raw: dict, incident_id, created_at, resolution, resolved_at, times, ids) -> SourceIncident:
-        started_at = times.get(ids.started) or created_at
+    def _incident(self, raw: dict, incident_id, resolution, times, ids) -> SourceIncident:
+        start = next((role for role in ('started', 'reported') if times.get(getattr(ids, role))), None)
+        started_at = times[getattr(ids, start)] if start else parse_time(raw.get('created_at'), 'created_at')
         restored_at = resolution
         if self._mitigated and times.get(ids.mitigated):
             restored_at = restore_time(resolution, times[ids.mitigated])
         try:
-            checked_times(started_at, restored_at, resolved_at)
+            checked_times(started_at, restored_at, resolution)
         except ValueError as e:
-            start = self._names['started'] if times.get(ids.started) else 'created_at'
-            raise ValueError(f'{e} (start: {start})') from None
+            raise ValueError(f'{e} (start: {self._names[start] if start else "created_at"})') from None
         reference = text(raw.get('reference'))
         return SourceIncident(
             source=self.name,
@@ -238,7 +223,7 @@ class IncidentIoSource(Source):
             url=text(raw.get('permalink')),
             started_at=started_at,
             restored_at=restored_at,
-            resolved_at=resolved_at,
+            resolved_at=resolution,
             services=_field_values(raw, self._fields['services']),
             teams=_field_values(raw, self._fields['teams']),
             environments=_field_values(raw, self._fields['environments']),
@@ -246,7 +231,9 @@ class IncidentIoSource(Source):
         )
 
 
-def _page(page: dict) -> tuple[list, str | None]:
+def _page(page) -> tuple[list, str | None]:
+    if not isinstance(page, dict):
+        raise SourceError(f'incident.io answered {LIST_PATH} with JSON that is not an object')
     records = page.get('incidents')
     if not isinstance(records, list):
         raise SourceError(f'incident.io answered {LIST_PATH} without an `incidents` list')
@@ -278,7 +265,7 @@ def _resolved_category(raw) -> str | None:
 
 def _timestamp_values(raw: dict, ids: TimestampIds) -> dict[str, datetime]:
     """The values of the timestamps the options name, by timestamp id; unset ones are absent."""
-    wanted = {ids.started, ids.mitigated, ids.resolved} - {None}
+    wanted = {ids.started, ids.mitigated, ids.resolved, ids.reported, ids.closed} - {None}
     values: dict[str, datetime] = {}
     for entry in objects(raw, 'incident_timestamp_values'):
         stamp = obj(entry, 'incident_timestamp')

@@ -1,15 +1,18 @@
-"""Rootly REST API (JSON:API): `GET /v1/incidents` filtered on the resolve time.
+"""Rootly REST API (JSON:API): `GET /v1/incidents` filtered on the update time.
 
-Endpoint and filter: `filter[resolved_at][gte]` / `filter[resolved_at][lt]` select exactly the incidents
-resolved in a window, whenever they were created; a restarted (reopened) incident loses its `resolved_at`
-and is listed again, same `id`, once resolved again. Windows are at most 30 days long.
+Endpoint and filter: `filter[updated_at][gte]` / `filter[updated_at][lt]` select the incidents changed in a
+window. Resolving an incident updates it, and so does everything done after the fact: a retrospective
+(`backfilled`) incident entered now, a resolve time set back, a start or resolve time corrected in the
+review. So one query per run finds new, late and corrected resolutions alike; the cursor tells them apart
+(cursor.py). A restarted (reopened) incident loses its `resolved_at` and is listed again, same `id`, once
+resolved again. Windows are at most 30 days long; a record whose `updated_at` is outside the window asked
+for is left to the window that holds it.
 
 Paging: `page[size]=100` (the API's maximum), `page[number]` 1, 2, ... while `links.next` is set, in
 `created_at` order. The next page is asked for with our own parameters rather than by fetching the URL
-the answer names, so the key only ever goes to `api_url`. Rootly rejects deep page numbers, so a window
-holding more than `MAX_PER_BATCH` incidents (by `meta.total_count`, or found by paging) is halved until
-each half fits, which also bounds a batch. Pages are offsets: a window whose total changes while it is
-paged is read again.
+the answer names, so the key only ever goes to `api_url`. Rootly rejects deep page numbers: the reader cuts a
+window holding more than a batch (by `meta.total_count`, or found by paging) before asking past it, and
+reads again a window whose total changes while it is paged (pages are offsets).
 
 Not failures: status `cancelled` (or a `cancelled_at`); kinds `test`, `test_sub`, `example`, `example_sub`
 and scheduled maintenance (`scheduled`, `scheduled_sub`); duplicates (`duplicate_incident_id`). An
@@ -25,17 +28,17 @@ the attributes as `{data: {id, attributes: {name}}}` (no `include` needed); seve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime
 
 import requests
 
-from ..incident import Batch, Named, Skipped, SourceIncident
+from ..incident import Named, SourceIncident
 from .base import (
-    MIN_WINDOW,
+    UPDATED,
+    Page,
+    Request,
     Source,
     checked_times,
-    halves,
     obj,
     objects,
     parse_time,
@@ -43,15 +46,11 @@ from .base import (
     text,
     title,
     utc,
-    windows,
 )
-from .http import JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 100
-MAX_PER_BATCH = 1_000
-MAX_PAGES = MAX_PER_BATCH // PAGE_SIZE
-MAX_REREADS = 2
 RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
 # Every status Rootly documents: anything else is a record we do not understand.
 KNOWN_STATUSES = frozenset(
@@ -87,10 +86,16 @@ class RootlySource(Source):
     name = 'rootly'
     display_name = 'Rootly'
     default_api_url = 'https://api.rootly.com'
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'rootly.swagger.json',  # OpenAPI 3.0.1 despite its name
+        'from': ('rootlyhq/rootly-go', 'swagger.json', '2025-04'),
+        'operations': [('GET', '/v1/incidents')],
+    }
     options = frozenset({'restored_at'})
+    listing = UPDATED
 
-    def __init__(self, config, http, api_url: str):
-        super().__init__(config, http, api_url)
+    def __init__(self, config, http, api_url: str, **clock):
+        super().__init__(config, http, api_url, **clock)
         self._mitigated = getattr(config, 'restored_at', None) == 'mitigated'
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
@@ -101,73 +106,32 @@ class RootlySource(Source):
         }
         return JsonApi(http, (api_url or self.default_api_url).rstrip('/'), headers, _describer(token))
 
-    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        pending = windows(since, until)
-        while pending:
-            start, end = pending.pop(0)
-            records = self._window(start, end, deadline)
-            if records is None:  # too many for one batch: halve the window
-                pending[:0] = halves(start, end)
-                continue
-            yield self._batch(records, start, end)
-
-    def _window(self, start: datetime, end: datetime, deadline: float) -> list | None:
-        """Every record of the window, or None when the window holds more than one batch may."""
-        for _ in range(MAX_REREADS + 1):
-            read = self._read(start, end, deadline)
-            if read is None:
-                if end - start > MIN_WINDOW:
-                    return None
-                raise SourceError(f'more than {MAX_PER_BATCH} Rootly incidents resolved at {utc(start)}')
-            records, steady = read
-            if steady:
-                return records
-        raise SourceError(f'Rootly incidents resolved {utc(start)} to {utc(end)} kept changing while being read')
-
-    def _read(self, start: datetime, end: datetime, deadline: float) -> tuple[list, bool] | None:
-        """The window's records and whether its total held still while paging; None past one batch."""
-        records, totals = [], set()
-        for number in range(1, MAX_PAGES + 1):
-            page = self._page(start, end, number, deadline)
-            total = _total(page)
-            if total is not None and total > MAX_PER_BATCH:
-                return None
-            totals.add(total)
-            records += page['data']
-            if not page['links'].get('next'):
-                # Pages are offsets: an incident leaving the window between two pages shifts the next ones.
-                return records, len(totals) == 1
-        return None
-
-    def _page(self, start: datetime, end: datetime, number: int, deadline: float) -> dict:
+    def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
-            ('filter[resolved_at][gte]', utc(start)),
-            ('filter[resolved_at][lt]', utc(end)),
+            ('filter[updated_at][gte]', utc(start)),
+            ('filter[updated_at][lt]', utc(end)),
             ('sort', 'created_at'),
             ('page[size]', PAGE_SIZE),
-            ('page[number]', number),
+            ('page[number]', token or 1),
         ]
-        page = self.api.get(LIST_PATH, params, deadline)
-        if not isinstance(page.get('data'), list):
+        return Request(LIST_PATH, params)
+
+    def page(self, answer: Answer, token) -> Page:
+        page = answer.body
+        if not isinstance(page, dict) or not isinstance(page.get('data'), list):
             raise SourceError(f'Rootly answered GET {LIST_PATH} without a `data` list')
         links = page.get('links')
         if not isinstance(links, dict) or not isinstance(links.get('next'), (str, type(None))):
             raise SourceError(f'Rootly answered GET {LIST_PATH} without valid `links` (needed to page)')
-        return page
+        # The next page is asked for with our own parameters rather than the URL named, so that the key
+        # only ever goes to `api_url`.
+        return Page(page['data'], (token or 1) + 1 if links.get('next') else None, _total(page))
 
-    def _batch(self, records: list, start: datetime, end: datetime) -> Batch:
-        incidents: dict[str, SourceIncident] = {}
-        skipped: list[Skipped] = []
-        for position, record in enumerate(records):
-            try:
-                incident = self._incident(record)
-            except (ValueError, TypeError, AttributeError, LookupError) as e:
-                skipped.append(Skipped(self.name, _id_of(record, position), str(e)))
-                continue
-            # The API filtered already; checking again keeps a lax filter from moving the cursor wrongly.
-            if incident is not None and start <= incident.resolved_at < end:
-                incidents[incident.id] = incident
-        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, end)
+    def incident(self, record) -> SourceIncident | None:
+        return self._incident(record)
+
+    def listed_at(self, record, incident) -> datetime | None:
+        return parse_time(obj(record, 'attributes').get('updated_at'), 'updated_at')
 
     def _incident(self, record) -> SourceIncident | None:
         """The resolution a record describes, or None when it is not a failure to report."""
@@ -179,9 +143,10 @@ class RootlySource(Source):
             return None
         if status is not None and status not in KNOWN_STATUSES:
             raise ValueError(f'unknown status {str(status)[:32]!r}')
-        # No `status` at all (the 2025-04 description has none): the filter on `resolved_at` has to do.
         if status is not None and status not in RESOLVED_STATUSES:
             return None  # cancelled, or restarted since: a restarted one is reported at its next resolution
+        if status is None and attrs.get('resolved_at') is None:
+            return None  # not resolved (the 2025-04 description has no `status`: `resolved_at` tells)
         started_at, restored_at, resolved_at = self._times(attrs)
         sequential = attrs.get('sequential_id')
         number = f'INC-{sequential}' if type(sequential) is int else None
@@ -253,12 +218,6 @@ def _total(page: dict) -> int | None:
     meta = page.get('meta')
     total = meta.get('total_count') if isinstance(meta, dict) else None
     return total if type(total) is int else None
-
-
-def _id_of(record, position: int) -> str:
-    if isinstance(record, dict) and text(record.get('id')):
-        return record['id'][:64]
-    return f'record {position + 1} of the window'
 
 
 def _describer(token: str):
