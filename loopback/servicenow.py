@@ -46,12 +46,13 @@ import itertools
 import json
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
+from .querying import COMPARE, SlidingWindow, java_local
 from .server import Fault, LoopbackServer, Request, Response
 from .spec import document, request_problem, response_problem
 
@@ -101,14 +102,13 @@ class ServiceNowSimulator(LoopbackServer):
         super().__init__()
         self.username, self.password, self.token = username, password, token
         self.zone = ZoneInfo(time_zone)
-        self.rate_limit = rate_limit
+        self.rate_limit = SlidingWindow(rate_limit)
         self.spec_violations: list[str] = []
         self.incidents: dict[str, dict] = {}  # sys_id -> fields as stored (date-times as UTC datetimes)
         self._shown: dict[str, dict] = {}  # sys_id -> what the list shows while a resolution is hidden
         self._served_as: dict[str, dict] = {}  # sys_id -> raw values served in place of the stored ones
         self._references: dict[tuple[str, str], str] = {}  # (table, name) -> sys_id
         self._numbers = itertools.count(10001)
-        self._calls: list[float] = []
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
@@ -213,6 +213,8 @@ class ServiceNowSimulator(LoopbackServer):
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
+        if not self._authorized(request.headers.get('authorization', '')):  # before the description's security
+            return _error(401, 'User Not Authenticated', 'Required to provide Auth information')
         problem = request_problem(VENDOR, request)
         if problem:
             self.spec_violations.append(problem)
@@ -225,8 +227,6 @@ class ServiceNowSimulator(LoopbackServer):
         return response
 
     def _answer(self, request: Request) -> Response:
-        if not self._authorized(request.headers.get('authorization', '')):
-            return _error(401, 'User Not Authenticated', 'Required to provide Auth information')
         limited = self._count_call()
         if limited:
             return limited
@@ -244,15 +244,9 @@ class ServiceNowSimulator(LoopbackServer):
         return header in (f'Basic {basic}', f'Bearer {self.token}')
 
     def _count_call(self) -> Response | None:
-        if self.rate_limit is None:
-            return None
-        budget, per = self.rate_limit
-        now = time.time()
-        self._calls = [t for t in self._calls if t > now - per]
-        if len(self._calls) >= budget:
-            wait = max(1, int(self._calls[0] + per - now + 0.999))
+        wait = self.rate_limit.wait()
+        if wait is not None:
             return Response(429, _error_body(*_TOO_MANY), {'Content-Type': 'application/json', **_limit_headers(wait)})
-        self._calls.append(now)
         return None
 
     def _list(self, request: Request) -> Response:
@@ -392,7 +386,7 @@ class _EncodedQuery:
         if operator == 'STARTSWITH':
             return lambda incident: str(incident.get(field) or '').lower().startswith(value.lower())
         bound = self._moment(value, field) if field in DATE_TIMES else value
-        compare = _COMPARE[operator]
+        compare = COMPARE[operator]
         if field in DATE_TIMES:
             return lambda incident: incident.get(field) is not None and compare(incident[field], bound)
         if field in ('priority', 'state', 'incident_state', 'impact', 'urgency', 'reopen_count', 'sys_mod_count'):
@@ -405,23 +399,9 @@ class _EncodedQuery:
         if not found:
             raise _Invalid(f'Invalid date-time {value[:40]!r} for {field}')
         local = datetime.strptime(f'{found.group(1)} {found.group(2) or "00:00:00"}', SN_TIME)
-        return _java_local(local, self.zone)
+        return java_local(local, self.zone)
 
 
-def _java_local(local: datetime, zone: ZoneInfo) -> datetime:
-    """A local time's instant as Java reads it: a repeated time is its first occurrence (fold 0), a skipped
-    one is moved forward by the gap (fold 0 takes the offset before the gap, which does just that)."""
-    return local.replace(tzinfo=zone, fold=0).astimezone(UTC)
-
-
-_COMPARE = {
-    '=': lambda a, b: a == b,
-    '!=': lambda a, b: a != b,
-    '>': lambda a, b: a > b,
-    '>=': lambda a, b: a >= b,
-    '<': lambda a, b: a < b,
-    '<=': lambda a, b: a <= b,
-}
 _TOO_MANY = ('Too Many Requests', 'Rate limit rule exceeded: REST API rate limit for dora.reader')
 
 

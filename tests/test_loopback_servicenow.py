@@ -1,13 +1,12 @@
 """The loopback ServiceNow answers as the Table API does, traps included (over HTTP, checked by its description)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
 from loopback.servicenow import LIST_PATH, ServiceNowSimulator
 
-UTC = timezone.utc
 ZONES = ['UTC', 'America/Los_Angeles', 'Asia/Kolkata', 'Australia/Lord_Howe', 'Pacific/Chatham', 'America/St_Johns']
 
 
@@ -91,7 +90,9 @@ def test_display_value_all_serves_utc_values_local_display_values_and_named_refe
     assert record['state'] == {'display_value': 'Resolved', 'value': '6'}
     assert record['priority'] == {'display_value': '1 - Critical', 'value': '1'}
     service = record['business_service']
-    assert service['display_value'] == 'Checkout API' and service['link'].endswith('/cmdb_ci_service/' + service['value'])
+    assert service['display_value'] == 'Checkout API' and service['link'].endswith(
+        '/cmdb_ci_service/' + service['value']
+    )
     assert record['assignment_group']['display_value'] == 'Payments Team'
     assert record['cmdb_ci'] == {'display_value': '', 'value': ''}
     assert bare['business_service'] == service['value'] and bare['resolved_at'] == '2026-07-01 21:00:05'
