@@ -44,6 +44,10 @@ def instance_initial_lookback():
     return 86400
 
 
+def instance_jql():
+    return 'issuetype = Incident'
+
+
 def instance_kerberos_auth():
     return 'disabled'
 
