@@ -43,6 +43,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
@@ -111,24 +112,27 @@ class JiraSimulator(LoopbackServer):
         self.zone = ZoneInfo(time_zone)
         self.rate_limit = SlidingWindow(rate_limit)
         self.spec_violations: list[str] = []
-        self.issues: dict[str, dict] = {}  # key -> issue, date-times as UTC datetimes
-        self._shown: dict[str, dict] = {}  # key -> what the search shows while a resolution is hidden
-        self._served_as: dict[str, dict] = {}  # key -> raw field values served in place of the stored ones
+        # By issue id: a key changes when an issue moves to another project. The driver's ids are the ids the
+        # check reports, `<site>:<issue id>` (numeric ids repeat from site to site).
+        self.issues: dict[str, dict] = {}  # id -> issue, date-times as UTC datetimes
+        self._shown: dict[str, dict] = {}  # id -> what the search shows while a resolution is hidden
+        self._served_as: dict[str, dict] = {}  # id -> raw field values served in place of the stored ones
         self._numbers = itertools.count(1)
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
-        return {'source': self.source, 'api_url': self.url, 'username': self.email, 'api_token': self.token, **options}
+        credentials = {'username': self.email, 'api_token': self.token}
+        return {'source': self.source, 'api_url': self.url, **credentials, 'team_field': TEAM_FIELD, **options}
 
     def open(
         self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT, severity=SEVERITY
     ) -> str:
         """An Incident issue; Jira has no environment field (`environment` is left out, `env` is the instance's)."""
         number = next(self._numbers)
-        key = f'INC-{number}'
+        issue_id, key = str(10000 + number), f'INC-{number}'
         at = _milli(started_at)
-        self.issues[key] = {
-            'id': str(10000 + number),
+        self.issues[issue_id] = {
+            'id': issue_id,
             'key': key,
             'fields': {
                 'summary': title,
@@ -146,14 +150,16 @@ class JiraSimulator(LoopbackServer):
                 IMPACT_START_FIELD: None,
             },
         }
-        return key
+        return self.reported_id(issue_id)
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False, resolution: str = 'Done') -> None:
+        incident_id = _issue_id(incident_id)
         if hidden:
             self._shown.setdefault(incident_id, copy.deepcopy(self.issues[incident_id]))
         self.update(incident_id, at, status=_status('Resolved'), resolution=_resolution(resolution), resolutiondate=at)
 
     def reveal(self, incident_id: str) -> None:
+        incident_id = _issue_id(incident_id)
         self._shown.pop(incident_id, None)
         self.update(incident_id, datetime.now(UTC))
 
@@ -162,22 +168,22 @@ class JiraSimulator(LoopbackServer):
 
     def corrupt(self, incident_id: str) -> None:
         """Its `created` is served as a string that is no date-time; the search still sees the real one."""
-        self._served_as.setdefault(incident_id, {})['created'] = 'a while ago'
+        self._served_as.setdefault(_issue_id(incident_id), {})['created'] = 'a while ago'
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """Resolved as a duplicate, as won't do, as cannot reproduce; canceled (declined); and a Task
         resolved as done (not an incident: the default JQL leaves it out)."""
-        keys = []
+        ids = []
         for resolution in ('Duplicate', "Won't Do", 'Cannot Reproduce'):
-            keys.append(self.open(started_at, title=f'Not a failure: {resolution}'))
-            self.resolve(keys[-1], resolved_at, resolution=resolution)
-        keys.append(self.open(started_at, title='Not a failure: canceled'))
-        self.update(keys[-1], resolved_at, status=_status('Canceled'), resolution=_resolution('Declined'))
-        self.update(keys[-1], None, resolutiondate=resolved_at)
-        keys.append(self.open(started_at, title='Not a failure: a task'))
-        self.update(keys[-1], None, issuetype={'id': '10002', 'name': 'Task', 'subtask': False})
-        self.resolve(keys[-1], resolved_at)
-        return keys
+            ids.append(self.open(started_at, title=f'Not a failure: {resolution}'))
+            self.resolve(ids[-1], resolved_at, resolution=resolution)
+        ids.append(self.open(started_at, title='Not a failure: canceled'))
+        self.update(ids[-1], resolved_at, status=_status('Canceled'), resolution=_resolution('Declined'))
+        self.update(ids[-1], None, resolutiondate=resolved_at)
+        ids.append(self.open(started_at, title='Not a failure: a task'))
+        self.update(ids[-1], None, issuetype={'id': '10002', 'name': 'Task', 'subtask': False})
+        self.resolve(ids[-1], resolved_at)
+        return ids
 
     def rate_limited(self, seconds: int = 1) -> Fault:
         return Fault(
@@ -185,22 +191,26 @@ class JiraSimulator(LoopbackServer):
         )
 
     # -- more of Jira, for tool-specific tests -------------------------------------------------------
-    def update(self, key: str, at: datetime | None = None, **fields) -> None:
+    def update(self, issue_id: str, at: datetime | None = None, **fields) -> None:
         """Sets fields as stored (date-times as datetimes); `at` moves `updated`."""
         with self._lock:
-            stored = self.issues[key]['fields']
+            stored = self.issues[_issue_id(issue_id)]['fields']
             for name, value in fields.items():
                 stored[name] = _milli(value) if isinstance(value, datetime) else value
             if at is not None:
                 stored['updated'] = _milli(at)
 
-    def close(self, key: str, at: datetime) -> None:
-        self.update(key, at, status=_status('Closed'))
+    def close(self, issue_id: str, at: datetime) -> None:
+        self.update(issue_id, at, status=_status('Closed'))
 
-    def serve_as(self, key: str, **fields) -> None:
+    def serve_as(self, issue_id: str, **fields) -> None:
         """Serves these raw field values (anything JSON) in place of the stored ones: a malformed record."""
         with self._lock:
-            self._served_as.setdefault(key, {}).update(fields)
+            self._served_as.setdefault(_issue_id(issue_id), {}).update(fields)
+
+    def reported_id(self, issue_id: str) -> str:
+        """The id the check reports an issue under: the site and the issue's numeric id."""
+        return f'{urlsplit(self.url).netloc}:{issue_id}'
 
     def local_literal(self, moment: datetime) -> str:
         """A JQL date literal for the minute of `moment`, as the token owner's zone writes it."""
@@ -263,7 +273,7 @@ class JiraSimulator(LoopbackServer):
         size = min(int(parameters.get('maxResults', DEFAULT_PAGE)), most)
         binding = hashlib.sha256(json.dumps([jql, sorted(fields)]).encode()).hexdigest()[:16]
         offset = _offset(parameters.get('nextPageToken'), binding)
-        listed = [self._shown.get(key, issue) for key, issue in self.issues.items()]
+        listed = [self._shown.get(issue_id, issue) for issue_id, issue in self.issues.items()]
         selected = sorted((i for i in listed if query.matches(i)), key=lambda i: -int(i['id']))
         for field, descending in reversed(query.order):
             selected.sort(key=lambda i, f=field: _sort_key(i, f), reverse=descending)
@@ -277,7 +287,7 @@ class JiraSimulator(LoopbackServer):
         names = set(NAVIGABLE) if {'*all', '*navigable'} & set(wanted) else {f for f in wanted if f in NAVIGABLE}
         names -= {f[1:] for f in wanted if f.startswith('-')}
         fields = {name: self._value(issue['fields'][name]) for name in sorted(names)}
-        overrides = self._served_as.get(issue['key'], {})
+        overrides = self._served_as.get(issue['id'], {})
         fields.update({name: copy.deepcopy(value) for name, value in overrides.items() if name in fields})
         served = {'id': issue['id'], 'self': f'{self.url}/rest/api/3/issue/{issue["id"]}', 'expand': ''}
         if 'key' in wanted or names:
@@ -295,6 +305,10 @@ class JiraSimulator(LoopbackServer):
 
 class _Invalid(ValueError):
     pass
+
+
+def _issue_id(incident_id: str) -> str:
+    return incident_id.rsplit(':', 1)[-1]
 
 
 def _search_parameters(request: Request) -> dict:

@@ -111,9 +111,9 @@ class ServiceNowSimulator(LoopbackServer):
         self._numbers = itertools.count(10001)
 
     # -- the driver interface ------------------------------------------------------------------------
-    def instance(self, **options) -> dict:
-        """Basic auth with the standard HTTP options; `api_token` (an OAuth bearer token) is the other way."""
-        auth = {'username': self.username, 'password': self.password}
+    def instance(self, basic_auth: bool = False, **options) -> dict:
+        """With an OAuth access token in `api_token`, or `basic_auth` with the user's name and password."""
+        auth = {'username': self.username, 'password': self.password} if basic_auth else {'api_token': self.token}
         return {'source': self.source, 'api_url': self.url, **auth, **options}
 
     def open(

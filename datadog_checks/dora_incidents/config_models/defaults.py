@@ -108,10 +108,6 @@ def instance_send_events():
     return True
 
 
-def instance_service_field():
-    return 'Affected services'
-
-
 def instance_skip_proxy():
     return False
 
