@@ -5,6 +5,7 @@ Adding a tool = one module subclassing `Source`, one line here, one simulator in
 
 from __future__ import annotations
 
+import time
 from importlib import import_module
 
 from datadog_checks.base import ConfigurationError
@@ -34,7 +35,7 @@ def tool_options() -> dict[str, set[str]]:
     return owners
 
 
-def make_source(config, configured: set[str], http) -> Source:
+def make_source(config, configured: set[str], http, monotonic=time.monotonic) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
     for option, owners in sorted(tool_options().items()):
@@ -42,7 +43,7 @@ def make_source(config, configured: set[str], http) -> Source:
             raise ConfigurationError(
                 f'`{option}` is an option of {", ".join(sorted(owners))}, not of `source: {config.source}`; remove it'
             )
-    return cls(config, http, config.api_url or cls.default_api_url)
+    return cls(config, http, config.api_url or cls.default_api_url, monotonic=monotonic)
 
 
 __all__ = ['CredentialsRejected', 'Source', 'SourceError', 'make_source', 'source_class']
