@@ -163,6 +163,25 @@ class JiraSimulator(LoopbackServer):
         self._shown.pop(incident_id, None)
         self.update(incident_id, datetime.now(UTC))
 
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """Imported now (Jira's CSV importer takes the created and resolved dates): `updated` is now."""
+        incident_id = self.open(started_at, **open_options)
+        self.resolve(incident_id, resolved_at)
+        self.update(incident_id, datetime.now(UTC))
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """Resolved now with the resolution date of when it really ended (Jira sets `resolutiondate` itself;
+        an import, or an app's post-function, writes an earlier one)."""
+        self.resolve(incident_id, at)
+        self.update(incident_id, datetime.now(UTC))
+
+    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
+        """A corrected start is the impact start field (`created` never changes); a corrected resolution
+        date comes as in `resolve_backdated`."""
+        corrections = {IMPACT_START_FIELD: started_at, 'resolutiondate': resolved_at}
+        self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
+
     def reopen(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, at, status=_status('Work in progress'), resolution=None, resolutiondate=None)
 

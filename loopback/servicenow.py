@@ -160,6 +160,21 @@ class ServiceNowSimulator(LoopbackServer):
         self._shown.pop(incident_id, None)
         self.update(incident_id, datetime.now(UTC))
 
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """Logged now, after the fact: `opened_at` and `resolved_at` set by hand, `sys_created_on` now."""
+        now = datetime.now(UTC)
+        incident_id = self.open(started_at, **open_options)
+        self.update(incident_id, now, sys_created_on=now)
+        self.update(incident_id, now, state='6', resolved_at=resolved_at, close_code='Solved (Permanently)')
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, datetime.now(UTC), state='6', resolved_at=at, close_code='Solved (Permanently)')
+
+    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
+        corrections = {'opened_at': started_at, 'resolved_at': resolved_at}
+        self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
+
     def reopen(self, incident_id: str, at: datetime) -> None:
         reopened = str(int(self.incidents[incident_id]['reopen_count']) + 1)
         self.update(incident_id, at, state='2', resolved_at=None, closed_at=None, close_code='', reopen_count=reopened)

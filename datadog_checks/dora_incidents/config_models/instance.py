@@ -67,7 +67,7 @@ class InstanceConfig(BaseModel):
         frozen=True,
     )
     allow_redirects: Optional[bool] = None
-    api_token: str
+    api_token: Optional[str] = None
     api_url: Optional[str] = None
     auth_token: Optional[AuthToken] = None
     auth_type: Optional[str] = None

@@ -41,6 +41,8 @@ class Source:
     listing: ClassVar[str] = RESOLVED
     max_window: ClassVar[timedelta] = MAX_WINDOW
     max_per_batch: ClassVar[int] = MAX_PER_BATCH
+    # False for a tool with credentials of its own kind (ServiceNow: `username`/`password`, or `api_token`).
+    needs_api_token: ClassVar[bool] = True
 
     def __init__(self, config, http, api_url: str, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
