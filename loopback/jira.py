@@ -78,10 +78,6 @@ RESOLUTIONS = {
     'Cannot Reproduce': '10003',
     'Declined': '10004',
 }
-NAVIGABLE = (
-    'summary', 'issuetype', 'project', 'status', 'resolution', 'resolutiondate', 'created', 'updated',
-    'priority', 'components', 'labels', TEAM_FIELD, IMPACT_START_FIELD,
-)  # fmt: skip
 INVALID_DATE = (
     "Date value '{value}' for field '{field}' is invalid. Valid formats include: 'yyyy/MM/dd HH:mm', "
     "'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'."
@@ -303,7 +299,8 @@ class JiraSimulator(LoopbackServer):
         return answer
 
     def _served(self, issue: dict, wanted: list[str]) -> dict:
-        names = set(NAVIGABLE) if {'*all', '*navigable'} & set(wanted) else {f for f in wanted if f in NAVIGABLE}
+        stored = issue['fields']  # the system fields, and the custom fields the issue has a value for
+        names = set(stored) if {'*all', '*navigable'} & set(wanted) else {f for f in wanted if f in stored}
         names -= {f[1:] for f in wanted if f.startswith('-')}
         fields = {name: self._value(issue['fields'][name]) for name in sorted(names)}
         overrides = self._served_as.get(issue['id'], {})
