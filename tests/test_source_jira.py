@@ -91,7 +91,7 @@ def test_the_literals_are_written_in_the_owners_zone_at_minute_precision():
 
         [search] = searches(sim)
         jql = json.loads(search.body)['jql']
-        assert 'resolutiondate >= "2026-06-01 17:30" AND resolutiondate < "2026-06-01 18:31"' in jql
+        assert 'updated >= "2026-06-01 17:30" AND updated < "2026-06-01 18:31"' in jql
         assert sim.spec_violations == []
 
 
@@ -131,9 +131,9 @@ def test_service_field_reads_selects_labels_and_text(sim, value, names):
 
 def test_started_field_moves_the_start_and_a_corrected_start_is_read(sim):
     incident_id = resolved(sim, NOW - HOUR, started_at=NOW - 2 * HOUR)
-    sim.correct(incident_id, started_at=NOW - 5 * HOUR)
+    sim.correct(incident_id, started_at=NOW - 5 * HOUR)  # now: the issue is updated
 
-    [incident] = read(sim, started_field=IMPACT_START_FIELD)
+    [incident] = read(sim, until=datetime.now(UTC) + timedelta(seconds=1), started_field=IMPACT_START_FIELD)
 
     assert incident.started_at == NOW - 5 * HOUR
 
@@ -146,8 +146,8 @@ def test_resolutions_that_are_not_failures_and_the_jql(sim):
     assert [i.id for i in read(sim)] == [done] and still_open != done
     assert len(read(sim, jql='project = INC')) == 2  # the Task too, when the JQL asks for it
     body = searches(sim)[0].body.decode()
-    assert body.startswith('{"jql": "(issuetype = Incident) AND resolutiondate >= ')
-    assert 'ORDER BY resolutiondate DESC, key DESC' in body
+    assert body.startswith('{"jql": "(issuetype = Incident) AND updated >= ')
+    assert 'ORDER BY updated DESC, key DESC' in body
 
 
 @pytest.mark.parametrize(
@@ -199,3 +199,19 @@ def test_pages_follow_next_page_token(sim):
     assert sorted(i.id for i in found) == sorted(incidents)
     tokens = [b'nextPageToken' in request.body for request in searches(sim)]
     assert tokens == [False, True, True]
+
+
+def test_late_and_corrected_resolutions_are_read_by_their_update_time(sim):
+    backdated, corrected = sim.open(NOW - 40 * HOUR), sim.open(NOW - 40 * HOUR)
+    sim.resolve_backdated(backdated, NOW - 30 * HOUR)  # resolved now, its resolution date of when it ended
+    imported = sim.enter_resolved(NOW - 50 * HOUR, NOW - 48 * HOUR)  # imported once it was over
+    sim.resolve(corrected, NOW - 20 * HOUR)
+    sim.correct(corrected, resolved_at=NOW - 21 * HOUR)
+
+    found = {i.id: i for i in read(sim, NOW - HOUR, datetime.now(UTC) + timedelta(seconds=1))}
+
+    assert {i: found[i].resolved_at for i in (backdated, imported, corrected)} == {
+        backdated: NOW - 30 * HOUR,
+        imported: NOW - 48 * HOUR,
+        corrected: NOW - 21 * HOUR,
+    }

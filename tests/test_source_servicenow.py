@@ -10,7 +10,7 @@ from datadog_checks.base.utils.http import RequestsWrapper
 
 from datadog_checks.dora_incidents.incident import Named
 from datadog_checks.dora_incidents.sources.http import CredentialsRejected
-from datadog_checks.dora_incidents.sources.servicenow import ServiceNowSource
+from datadog_checks.dora_incidents.sources.servicenow import PAGE_SIZE, ServiceNowSource
 from loopback.servicenow import LIST_PATH, ServiceNowSimulator
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -129,7 +129,7 @@ def test_encoded_query_is_anded_to_each_of_its_parts(sim):
 
     assert sorted(incident.id for incident in found) == sorted([software, network])
     query = list_queries(sim)[0]['sysparm_query']
-    assert query.count('resolved_at>=') == 2 and query.endswith('^ORDERBYDESCresolved_at^ORDERBYsys_id')
+    assert query.count('sys_updated_on>=') == 2 and query.endswith('^ORDERBYDESCsys_updated_on^ORDERBYsys_id')
 
 
 @pytest.mark.parametrize(
@@ -158,9 +158,25 @@ def test_an_oauth_token_or_basic_credentials_and_a_refusal_names_them_not_the_se
 
 def test_a_quiet_instance_costs_one_request_and_pages_follow_offsets(sim):
     assert read(sim) == [] and len(list_queries(sim)) == 1
-    incidents = [resolved(sim, NOW - HOUR - n * SECOND) for n in range(1005)]
+    incidents = [resolved(sim, NOW - HOUR - n * SECOND) for n in range(PAGE_SIZE + 5)]
 
     found = read(sim)
 
     assert sorted(incident.id for incident in found) == sorted(incidents)
-    assert [q['sysparm_offset'] for q in list_queries(sim)[1:]] == ['0', '1000']
+    assert [q['sysparm_offset'] for q in list_queries(sim)[1:]] == ['0', str(PAGE_SIZE)]
+
+
+def test_late_and_corrected_resolutions_are_read_by_their_update_time(sim):
+    backdated, corrected = sim.open(NOW - 40 * HOUR), sim.open(NOW - 40 * HOUR)
+    sim.resolve_backdated(backdated, NOW - 30 * HOUR)  # resolved now, its resolve time set back
+    logged = sim.enter_resolved(NOW - 50 * HOUR, NOW - 48 * HOUR)  # an incident logged once it was over
+    sim.resolve(corrected, NOW - 20 * HOUR)
+    sim.correct(corrected, resolved_at=NOW - 21 * HOUR)  # its review moves the resolution
+
+    found = {i.id: i for i in read(sim, NOW - HOUR, datetime.now(UTC) + SECOND)}
+
+    assert {i: found[i].resolved_at for i in (backdated, logged, corrected)} == {
+        backdated: NOW - 30 * HOUR,
+        logged: NOW - 48 * HOUR,
+        corrected: NOW - 21 * HOUR,
+    }

@@ -1,13 +1,17 @@
-"""Jira Cloud and Jira Service Management: the JQL search (`POST /rest/api/3/search/jql`) by `resolutiondate`.
+"""Jira Cloud and Jira Service Management: the JQL search (`POST /rest/api/3/search/jql`) by `updated`.
 
-The issues are those of the configured `jql`. A resolution entered late or corrected moves `updated`.
+The issues are those of the configured `jql`. Resolving an issue updates it, and so does everything done
+after the fact (an import of past incidents, a resolution date or impact start corrected), so one search a
+run finds new, late and corrected resolutions alike; the cursor tells them apart (cursor.py). Issues are
+not filtered on their status in JQL: an issue reopened while a window is paged must not leave the results
+and shift another past us.
 
 Time zones: JQL date literals have minute precision and are read in the token owner's time zone, which
 `GET /rest/api/3/myself` tells (`prepare`, hourly). Each window bound is written in that zone, the lower
 one rounded down to its minute and the upper one rounded up, each moved until Jira's reading of it (a
-repeated local time is its first occurrence, a skipped one moves forward) is on the safe side; the reader
-then keeps exactly the issues whose `resolutiondate` is in the window. Newest first, so that an issue
-resolved while a window is paged comes in at the front (read twice, kept once). The search gives no total.
+repeated local time is its first occurrence, a skipped one moves forward) is on the safe side; `listed_at`
+then keeps exactly the issues whose `updated` is in the window. Newest first, so that an issue updated
+while a window is paged comes in at the front (read twice, kept once). The search gives no total.
 
 Not failures: an issue whose status is not in the Done category, without `resolutiondate`, or resolved as
 Duplicate, Won't Do, Cannot Reproduce or Declined. Times: start = `created`, or the date-time field
@@ -30,7 +34,7 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import Page, Request, Source, checked_times, parse_time, text, title
+from .base import UPDATED, Page, Request, Source, checked_times, parse_time, text, title
 from .http import Answer, JsonApi, SourceError
 
 SEARCH_PATH = '/rest/api/3/search/jql'
@@ -57,6 +61,7 @@ class JiraSource(Source):
     default_api_url = ''  # every site has its own URL: `api_url` is required
     options = frozenset({'jql', 'service_field', 'team_field', 'started_field'})
     scope_options = frozenset({'jql'})
+    listing = UPDATED
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not api_url:
@@ -100,8 +105,7 @@ class JiraSource(Source):
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
         low, high = lower_literal(start, self.zone), upper_literal(end, self.zone)
         body = {
-            'jql': f'({self._jql}) AND resolutiondate >= "{low}" AND resolutiondate < "{high}" '
-            'ORDER BY resolutiondate DESC, key DESC',
+            'jql': f'({self._jql}) AND updated >= "{low}" AND updated < "{high}" ORDER BY updated DESC, key DESC',
             'fields': self._fields,
             'maxResults': PAGE_SIZE,
         }
@@ -121,6 +125,9 @@ class JiraSource(Source):
     def record_id(self, record) -> str | None:
         issue_id = record.get('id') if isinstance(record, dict) else None
         return f'{self._site}:{issue_id}' if isinstance(issue_id, str) and issue_id.isdigit() else None
+
+    def listed_at(self, record, incident) -> datetime | None:
+        return parse_time(_fields(record).get('updated'), 'updated')
 
     def incident(self, record) -> SourceIncident | None:
         reported_id, fields = self.record_id(record), _fields(record)

@@ -1,14 +1,16 @@
-"""ServiceNow Table API: `GET /api/now/table/incident`, listed by resolve time (`resolved_at`).
+"""ServiceNow Table API: `GET /api/now/table/incident`, listed by update time (`sys_updated_on`).
 
-Only Resolved (6) and Closed (7) incidents are listed (Canceled is 8), and `encoded_query` is and'ed to
-each of its `^NQ` parts. A resolution entered late or corrected moves `sys_updated_on`.
+Resolving an incident updates it, and so does everything done after the fact: an incident logged once it
+is over, a `resolved_at` set back, an `opened_at` or `resolved_at` corrected. So one query per run finds
+new, late and corrected resolutions alike; the cursor tells them apart (cursor.py). Only Resolved (6) and
+Closed (7) incidents are listed (Canceled is 8), and `encoded_query` is and'ed to each of its `^NQ` parts.
 
 Time zones: ServiceNow reads a date literal in an encoded query in the instance's time zone, which a
 read-only user cannot look up. The literals are therefore written `ZONE_BEFORE` earlier and `ZONE_AFTER`
 later than the window (every zone, UTC-12 to UTC+14, then reads a range holding the whole window), and
-the reader keeps exactly the incidents whose `resolved_at` value (UTC: `sysparm_display_value=all` serves
-each field as `{display_value, value}`) is in the window. Newest first, so that an incident resolved
-while a window is paged comes in at the front (read twice, kept once) and never shifts one past us;
+`listed_at` keeps exactly the incidents whose `sys_updated_on` value (UTC: `sysparm_display_value=all`
+serves each field as `{display_value, value}`) is in the window. Newest first, so that an incident updated
+while a window is paged comes in at the front (read twice, kept once) rather than shifting one past us;
 `X-Total-Count` (margins included) lets the reader re-read a window that lost an incident between pages.
 
 Times: start = `opened_at`, or the date-time field `started_field` when set; restore and resolution =
@@ -26,11 +28,11 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import Page, Request, Source, checked_times, text, title
+from .base import UPDATED, Page, Request, Source, checked_times, text, title
 from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/api/now/table/incident'
-PAGE_SIZE = 1000
+PAGE_SIZE = 250
 ZONE_BEFORE = timedelta(hours=12)  # a literal is read as late as UTC-12 ...
 ZONE_AFTER = timedelta(hours=14)  # ... and as early as UTC+14
 RESOLVED_STATES = ('6', '7')  # Resolved, Closed
@@ -55,6 +57,7 @@ class ServiceNowSource(Source):
     options = frozenset({'started_field', 'encoded_query'})
     scope_options = frozenset({'encoded_query'})
     needs_api_token = False
+    listing = UPDATED
     max_per_batch = 5_000  # the margins count in X-Total-Count: a total is no reason to cut a window
 
     def __init__(self, config, http, api_url: str, **kwargs):
@@ -105,6 +108,9 @@ class ServiceNowSource(Source):
     def record_id(self, record) -> str | None:
         return value(record, 'sys_id') or None if isinstance(record, dict) else None
 
+    def listed_at(self, record, incident) -> datetime | None:
+        return sn_time(value(record, 'sys_updated_on'), 'sys_updated_on')
+
     def incident(self, record) -> SourceIncident | None:
         if not isinstance(record, dict):
             raise TypeError(f'the record is a {type(record).__name__}, not an object')
@@ -140,14 +146,14 @@ class ServiceNowSource(Source):
 
 
 def query(start: datetime, end: datetime, filters: list[str]) -> str:
-    """The encoded query of a window: resolved in it (whatever zone the instance reads literals in), in a
+    """The encoded query of a window: updated in it (whatever zone the instance reads literals in), in a
     resolved state, and matching `encoded_query` (each of its `^NQ` parts), newest first."""
     window = (
-        f'resolved_at>={literal(start - ZONE_BEFORE)}^resolved_at<{literal(end + ZONE_AFTER)}'
+        f'sys_updated_on>={literal(start - ZONE_BEFORE)}^sys_updated_on<{literal(end + ZONE_AFTER)}'
         f'^stateIN{",".join(RESOLVED_STATES)}'
     )
     parts = [f'{window}^{extra}' for extra in filters] or [window]
-    return '^NQ'.join(parts) + '^ORDERBYDESCresolved_at^ORDERBYsys_id'
+    return '^NQ'.join(parts) + '^ORDERBYDESCsys_updated_on^ORDERBYsys_id'
 
 
 def _filters(encoded: str | None) -> list[str]:
