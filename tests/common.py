@@ -25,3 +25,18 @@ def stored_cursor(datadog_agent):
         except (ValueError, TypeError, KeyError):
             continue  # a torn or corrupted slot; the other one holds the cursor
     return max(stored, key=lambda s: s[0])[1] if stored else None
+
+
+# Every offset from UTC-12 to UTC+14, half and three-quarter hours, and daylight saving with its changes
+# (ServiceNow's and Jira's date literals are read in a zone: their windows are proven in each).
+ZONES = [
+    'Etc/GMT+12',
+    'America/Los_Angeles',
+    'America/New_York',
+    'America/St_Johns',
+    'UTC',
+    'Asia/Kolkata',
+    'Australia/Lord_Howe',
+    'Pacific/Chatham',
+    'Pacific/Kiritimati',
+]

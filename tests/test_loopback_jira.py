@@ -1,14 +1,14 @@
 """The loopback Jira answers the enhanced JQL search as Jira Cloud does, traps included (over HTTP)."""
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 import requests
-from urllib.parse import urlsplit
 
 from loopback.jira import MYSELF_PATH, OLD_SEARCH_PATH, SEARCH_PATH, JiraSimulator
 
-ZONES = ['UTC', 'America/New_York', 'Asia/Kolkata', 'Australia/Lord_Howe', 'Pacific/Chatham', 'America/St_Johns']
+from .common import ZONES
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import requests
 
 from loopback.servicenow import LIST_PATH, ServiceNowSimulator
 
-ZONES = ['UTC', 'America/Los_Angeles', 'Asia/Kolkata', 'Australia/Lord_Howe', 'Pacific/Chatham', 'America/St_Johns']
+from .common import ZONES
 
 
 @pytest.fixture

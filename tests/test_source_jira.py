@@ -14,19 +14,11 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected, Sour
 from datadog_checks.dora_incidents.sources.jira import JiraSource
 from loopback.jira import IMPACT_START_FIELD, MYSELF_PATH, SEARCH_PATH, TEAM_FIELD, JiraSimulator
 
+from .common import ZONES
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
 MILLI = timedelta(milliseconds=1)
-ZONES = [
-    'Etc/GMT+12',
-    'America/New_York',
-    'America/St_Johns',
-    'UTC',
-    'Asia/Kolkata',
-    'Australia/Lord_Howe',
-    'Pacific/Chatham',
-    'Pacific/Kiritimati',
-]
 
 
 @pytest.fixture

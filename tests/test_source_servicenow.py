@@ -13,20 +13,11 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected
 from datadog_checks.dora_incidents.sources.servicenow import PAGE_SIZE, ServiceNowSource
 from loopback.servicenow import LIST_PATH, ServiceNowSimulator
 
+from .common import ZONES
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
 SECOND = timedelta(seconds=1)
-# Every offset from UTC-12 to UTC+14, half and three-quarter hours, and DST with its changes.
-ZONES = [
-    'Etc/GMT+12',
-    'America/Los_Angeles',
-    'America/St_Johns',
-    'UTC',
-    'Asia/Kolkata',
-    'Australia/Lord_Howe',
-    'Pacific/Chatham',
-    'Pacific/Kiritimati',
-]
 
 
 @pytest.fixture

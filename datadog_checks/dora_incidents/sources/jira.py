@@ -34,7 +34,7 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, parse_time, text, title
+from .base import UPDATED, Page, Request, Source, checked_times, describer, obj, parse_time, text, title
 from .http import Answer, JsonApi, SourceError
 
 SEARCH_PATH = '/rest/api/3/search/jql'
@@ -87,7 +87,7 @@ class JiraSource(Source):
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         basic = base64.b64encode(f'{self.config.username}:{token}'.encode()).decode()
         headers = {'Authorization': f'Basic {basic}', 'Accept': 'application/json'}
-        return JsonApi(http, api_url.rstrip('/'), headers, _describer(token))
+        return JsonApi(http, api_url.rstrip('/'), headers, describer('Jira', HINTS, _error_detail, token))
 
     def prepare(self, deadline: float) -> None:
         """The token owner's time zone, which JQL date literals are read in."""
@@ -133,8 +133,8 @@ class JiraSource(Source):
         reported_id, fields = self.record_id(record), _fields(record)
         if reported_id is None:
             raise ValueError('the issue has no numeric `id`')
-        category = (_obj(_obj(fields, 'status'), 'statusCategory')).get('key')
-        resolution = text(_obj(fields, 'resolution').get('name'))
+        category = (obj(obj(fields, 'status'), 'statusCategory')).get('key')
+        resolution = text(obj(fields, 'resolution').get('name'))
         if category != 'done' or fields.get('resolutiondate') is None:
             return None  # not resolved (yet, or again): reported at its next resolution
         if resolution and resolution.lower() in NOT_FAILURES:
@@ -154,7 +154,7 @@ class JiraSource(Source):
             resolved_at=resolved_at,
             services=named_values(fields.get(self._service)),
             teams=named_values(fields.get(self._team)) if self._team else (),
-            severity=text(_obj(fields, 'priority').get('name')),
+            severity=text(obj(fields, 'priority').get('name')),
         )
 
     def _start(self, fields: dict) -> datetime:
@@ -210,26 +210,6 @@ def _fields(record) -> dict:
     if not isinstance(fields, dict):
         raise ValueError('the issue has no `fields`')
     return fields
-
-
-def _obj(raw: dict, field: str) -> dict:
-    value = raw.get(field)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f'`{field}` is a {type(value).__name__}, not an object')
-    return value
-
-
-def _describer(token: str):
-    def describe_error(response: requests.Response) -> str:
-        hint = HINTS.get(response.status_code, 'Jira answered HTTP {status}').format(status=response.status_code)
-        detail = _error_detail(response)
-        if token:
-            detail = detail.replace(token, '***')
-        return f'{hint} (HTTP {response.status_code}{": " + detail[:300] if detail else ""})'
-
-    return describe_error
 
 
 def _error_detail(response: requests.Response) -> str:

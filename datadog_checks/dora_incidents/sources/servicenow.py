@@ -28,7 +28,7 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, text, title
+from .base import UPDATED, Page, Request, Source, checked_times, describer, text, title
 from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/api/now/table/incident'
@@ -81,7 +81,7 @@ class ServiceNowSource(Source):
         headers = {'Accept': 'application/json'}
         if token:
             headers['Authorization'] = f'Bearer {token}'  # else `username`/`password`: the wrapper's Basic auth
-        return JsonApi(http, api_url.rstrip('/'), headers, _describer(token))
+        return JsonApi(http, api_url.rstrip('/'), headers, describer('ServiceNow', HINTS, _error_detail, token))
 
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
         return Request(
@@ -196,17 +196,6 @@ def sn_time(raw: str, field: str) -> datetime:
         return datetime.strptime(raw, SN_TIME).replace(tzinfo=timezone.utc)
     except (TypeError, ValueError):
         raise ValueError(f'`{field}` is not a ServiceNow date-time: {str(raw)[:64]!r}') from None
-
-
-def _describer(token: str | None):
-    def describe_error(response: requests.Response) -> str:
-        hint = HINTS.get(response.status_code, 'ServiceNow answered HTTP {status}').format(status=response.status_code)
-        detail = _error_detail(response)
-        if token:
-            detail = detail.replace(token, '***')
-        return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
-
-    return describe_error
 
 
 def _error_detail(response: requests.Response) -> str:
