@@ -10,7 +10,8 @@ the JQL reference. Every request, and every answer with a documented status, is 
   "Client must be authenticated to access this resource.".
 - `GET /rest/api/3/myself`: the token owner, with the **`timeZone`** the site reads JQL date literals in.
 - `GET|POST /rest/api/3/search/jql`: `jql`, `fields` (default `id` only; `*all`, `*navigable`, `-name`),
-  `maxResults` (default 50; at most 100, or 5,000 when only `id`/`key` are asked for), `nextPageToken`
+  `maxResults` (default 50; at most 100, or 5,000 when only `id`/`key` are asked for, and 50 past five
+  fields: Jira returns fewer issues than asked when many fields are, without saying how many), `nextPageToken`
   (opaque; bound to its query: a token used with another JQL is a 400). The answer is `issues`,
   `nextPageToken` (absent on the last page) and `isLast`: no total. `GET /rest/api/3/search` (the old
   search) answers 410 Gone.
@@ -56,6 +57,9 @@ SEARCH_PATH = '/rest/api/3/search/jql'
 OLD_SEARCH_PATH = '/rest/api/3/search'
 MYSELF_PATH = '/rest/api/3/myself'
 DEFAULT_PAGE, MAX_PAGE, MAX_ID_PAGE = 50, 100, 5000
+# Jira "may return fewer items per page where a large number of fields are requested"; how many is
+# undocumented: here, past MANY_FIELDS fields a page holds at most MANY_FIELDS_PAGE issues.
+MANY_FIELDS, MANY_FIELDS_PAGE = 5, 50
 TEAM_FIELD = 'customfield_10001'  # Atlassian's Team field
 IMPACT_START_FIELD = 'customfield_10120'  # a date-time custom field: "Impact start"
 DATE_FIELDS = {
@@ -285,6 +289,8 @@ class JiraSimulator(LoopbackServer):
         query = _Jql(jql, self.zone)
         fields = parameters.get('fields') or ['id']
         most = MAX_ID_PAGE if set(fields) <= {'id', 'key'} else MAX_PAGE
+        if len(set(fields) - {'id', 'key'}) > MANY_FIELDS:
+            most = MANY_FIELDS_PAGE
         size = min(int(parameters.get('maxResults', DEFAULT_PAGE)), most)
         binding = hashlib.sha256(json.dumps([jql, sorted(fields)]).encode()).hexdigest()[:16]
         offset = _offset(parameters.get('nextPageToken'), binding)
