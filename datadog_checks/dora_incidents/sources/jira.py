@@ -23,7 +23,6 @@ field `service_field`; team = the field `team_field`; severity = the priority's 
 from __future__ import annotations
 
 import base64
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,7 +90,7 @@ class JiraSource(Source):
 
     def prepare(self, deadline: float) -> None:
         """The token owner's time zone, which JQL date literals are read in."""
-        if self.zone is not None and time.monotonic() - self._zone_read < ZONE_TTL:
+        if self.zone is not None and self.monotonic() - self._zone_read < ZONE_TTL:
             return
         name = self.api.get(MYSELF_PATH, None, deadline).get('timeZone')
         try:
@@ -100,7 +99,7 @@ class JiraSource(Source):
             self.zone = None
         if self.zone is None:
             raise SourceError(f'Jira {MYSELF_PATH} names no time zone this host knows ({str(name)[:40]!r})')
-        self._zone_read = time.monotonic()
+        self._zone_read = self.monotonic()
 
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
         low, high = lower_literal(start, self.zone), upper_literal(end, self.zone)

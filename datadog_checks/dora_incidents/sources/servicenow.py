@@ -161,6 +161,7 @@ def _filters(encoded: str | None) -> list[str]:
         return []
     if 'ORDERBY' in encoded:
         raise ConfigurationError('`encoded_query` must not order (ORDERBY): the check orders the incidents itself')
+    encoded = encoded.removesuffix('^EQ')  # the end marker a copied list filter may carry
     return [part.strip('^') for part in encoded.split('^NQ') if part.strip('^')]
 
 
