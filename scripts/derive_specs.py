@@ -1,6 +1,6 @@
 """Derive the minimal vendor API descriptions the tests validate against (`loopback/specs/<vendor>.json`).
 
-Run by hand, when a vendor's description changes or an operation is added to OPERATIONS below:
+Run by hand, when a vendor's description changes or an operation is added to a source's `api_description`:
 
     .venv/bin/python scripts/derive_specs.py [--from DIR]
 
@@ -21,59 +21,13 @@ import re
 import sys
 from pathlib import Path
 
-# vendor -> its description in DIR, where that file comes from (see DIR/README.md), the operations to keep.
-OPERATIONS = {
-    'pagerduty': {
-        'file': 'pagerduty-rest-v2.openapi.json',
-        'from': ('PagerDuty/api-schema', 'reference/REST/openapiv3.json', '2026-08'),
-        'operations': [
-            ('GET', '/log_entries'),
-            ('GET', '/incidents'),
-            ('GET', '/incidents/{id}'),
-        ],
-    },
-    'rootly': {
-        'file': 'rootly.swagger.json',  # OpenAPI 3.0.1 despite its name
-        'from': ('rootlyhq/rootly-go', 'swagger.json', '2025-04'),
-        'operations': [
-            ('GET', '/v1/incidents'),
-        ],
-    },
-    'firehydrant': {
-        'file': 'firehydrant.openapi.yaml',
-        'from': ('firehydrant/terraform-provider-firehydrant-v2', 'openapi.yaml', '2025-02'),
-        'operations': [
-            ('GET', '/v1/incidents'),
-            ('GET', '/v1/incidents/{incident_id}'),
-        ],
-    },
-    'incident_io': {
-        'file': 'incident-io.openapi3.json',
-        'from': ('incident-io/sdk-go', 'openapi3.json', '2026-08'),
-        'operations': [
-            ('GET', '/v2/incidents'),
-            ('GET', '/v2/incident_timestamps'),
-        ],
-    },
-    # Vendors that publish no description we could find: their files are written by hand from the vendor's
-    # API reference (named in each file's `x-derived-from`), kept as minimal, and never overwritten here.
-    'servicenow': {
-        'hand_written': True,
-        'operations': [
-            ('GET', '/api/now/table/{tableName}'),
-        ],
-    },
-    'jira': {
-        'hand_written': True,
-        'operations': [
-            ('GET', '/rest/api/3/search/jql'),
-            ('POST', '/rest/api/3/search/jql'),
-            ('GET', '/rest/api/3/myself'),
-        ],
-    },
-}
-
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+from datadog_checks.dora_incidents.sources import SOURCES, source_class  # noqa: E402
+
+# vendor -> its description in DIR, where that file comes from (see DIR/README.md), the operations to keep:
+# what each source declares (`Source.api_description`).
+OPERATIONS = {name: source_class(name).api_description for name in SOURCES}
 DEFAULT_SOURCE = REPOSITORY.parent / 'shared' / 'specs'
 TARGET = REPOSITORY / 'loopback' / 'specs'
 
@@ -235,6 +189,8 @@ def render(document: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--from', dest='source', type=Path, default=DEFAULT_SOURCE, help='vendor descriptions')
+    # Vendors that publish no description we could find (ServiceNow, Jira) have one written by hand from their
+    # API reference, named in its `x-derived-from`: never overwritten here.
     derived = sorted(vendor for vendor, table in OPERATIONS.items() if not table.get('hand_written'))
     parser.add_argument('vendors', nargs='*', default=derived, help='only these vendors')
     args = parser.parse_args(argv)

@@ -93,6 +93,11 @@ class IncidentIoSource(Source):
     name = 'incident_io'
     display_name = 'incident.io'
     default_api_url = 'https://api.incident.io'
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'incident-io.openapi3.json',
+        'from': ('incident-io/sdk-go', 'openapi3.json', '2026-08'),
+        'operations': [('GET', '/v2/incidents'), ('GET', '/v2/incident_timestamps')],
+    }
     options = frozenset(
         {
             'restored_at',
@@ -106,6 +111,7 @@ class IncidentIoSource(Source):
     )
     page_size = PAGE_SIZE
     listing = UPDATED
+    narrows = False  # `updated_at` is filtered by the day: a narrower window reads the same pages
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)

@@ -58,6 +58,15 @@ class JiraSource(Source):
     name = 'jira'
     display_name = 'Jira'
     default_api_url = ''  # every site has its own URL: `api_url` is required
+    # No published description: loopback/specs/jira.json is written by hand from the API reference.
+    api_description = {
+        'hand_written': True,
+        'operations': [
+            ('GET', '/rest/api/3/search/jql'),
+            ('POST', '/rest/api/3/search/jql'),
+            ('GET', '/rest/api/3/myself'),
+        ],
+    }
     options = frozenset({'jql', 'service_field', 'team_field', 'started_field'})
     scope_options = frozenset({'jql'})
     listing = UPDATED

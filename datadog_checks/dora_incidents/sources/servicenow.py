@@ -54,6 +54,8 @@ class ServiceNowSource(Source):
     name = 'servicenow'
     display_name = 'ServiceNow'
     default_api_url = ''  # every instance has its own URL: `api_url` is required
+    # No published description: loopback/specs/servicenow.json is written by hand from the API reference.
+    api_description = {'hand_written': True, 'operations': [('GET', '/api/now/table/{tableName}')]}
     options = frozenset({'started_field', 'encoded_query'})
     scope_options = frozenset({'encoded_query'})
     needs_api_token = False
