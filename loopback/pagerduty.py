@@ -103,12 +103,16 @@ class PagerDutySimulator(LoopbackServer):
         if hidden:
             self._hidden.add(entry_id)
 
-    def reopen(self, incident_id, at: datetime) -> None:
-        """Resolved is not final (PagerDuty changelog 2025-09-18): back to triggered, `resolved_at` cleared."""
+    def reopen(self, incident_id, at: datetime, status: str = 'triggered') -> None:
+        """Resolved is not final (PagerDuty changelog 2025-09-18): back to triggered, `resolved_at` cleared;
+        `status='acknowledged'`: then acknowledged by a responder."""
         incident = self.incidents[incident_id]
         incident.update(status='triggered', resolved_at=None, resolve_reason=None, updated_at=iso(at))
         incident['last_status_change_at'] = iso(at)
         self._log(incident_id, 'trigger_log_entry', at)
+        if status == 'acknowledged':
+            incident['status'] = 'acknowledged'
+            self._log(incident_id, 'acknowledge_log_entry', at + timedelta(seconds=1))
 
     def corrupt(self, incident_id, **fields) -> None:
         """Overwrite incident fields with anything, to feed the check malformed data."""
@@ -129,10 +133,18 @@ class PagerDutySimulator(LoopbackServer):
         self._hidden -= {e['id'] for _, _, e in self._entries if e['incident_id'] == incident_id}
 
     def open_non_failures(self, started_at, resolved_at) -> list[str]:
+        """Merged into another; and resolved, then triggered again or acknowledged again: their resolve log
+        entries embed an incident that is not resolved (yet), which is not a failure and not malformed."""
         survivor = self.open(started_at)
         merged = self.open(started_at)
         self.resolve(merged, resolved_at, merged_into=survivor)
-        return [merged]
+        reopened = {
+            status: self.open(started_at, title=f'Resolved, then {status}') for status in ('triggered', 'acknowledged')
+        }
+        for status, incident_id in reopened.items():
+            self.resolve(incident_id, resolved_at - timedelta(minutes=10))
+            self.reopen(incident_id, resolved_at - timedelta(minutes=5), status=status)
+        return [merged, *reopened.values()]
 
     def rate_limited(self, seconds: int = 1) -> Fault:
         return Fault(status=429, headers={'ratelimit-reset': str(seconds)}, path=self.list_path)

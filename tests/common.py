@@ -1,6 +1,7 @@
 """Helpers shared by the test modules."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 from datadog_checks.dora_incidents.cursor import CACHE_KEY
@@ -30,6 +31,30 @@ def stored_cursor(datadog_agent):
         except (ValueError, TypeError, KeyError):
             continue  # a torn or corrupted slot; the other one holds the cursor
     return max(stored, key=lambda s: s[0])[1] if stored else None
+
+
+LATENCY = 0.2  # seconds each answer of a tool takes, on the check's virtual clock (run_on_virtual_clock)
+
+
+def run_on_virtual_clock(make_check, run, tool, settings, aggregator, expected: int, most: int = 40):
+    """Runs the check over a backlog until caught up (or until everything is reported and one more run went
+    by), each run on a virtual clock on which every request to `tool` costs LATENCY and nothing else costs
+    anything, whatever this machine's speed. Returns the requests each run sent and how many runs stopped
+    for `max_run_time`."""
+    per_run, stopped, complete = [], 0, 0
+    for _ in range(most):
+        check = make_check(settings)
+        before = len(tool.requests)
+        origin = time.monotonic() - LATENCY * before  # each run starts at the host's time
+        check.monotonic = lambda origin=origin: origin + LATENCY * len(tool.requests)
+        warnings = run(check)
+        per_run.append(len(tool.requests) - before)
+        out_of_time = any('Stopped after `max_run_time`' in warning for warning in warnings)
+        stopped += out_of_time
+        complete += len(restores(aggregator)) >= expected
+        if not out_of_time or complete > 1:
+            break
+    return per_run, stopped
 
 
 # Every offset from UTC-12 to UTC+14, half and three-quarter hours, and daylight saving with its changes

@@ -14,7 +14,7 @@ from datadog_checks.dora_incidents.sources.base import UPDATED
 from loopback.server import Fault
 from loopback.simulators import SIMULATORS, make_simulator
 
-from .common import INCIDENTS_COUNT, TIME_TO_RESTORE, ago, counted, dora_ids, restores
+from .common import INCIDENTS_COUNT, LATENCY, TIME_TO_RESTORE, ago, counted, dora_ids, restores, run_on_virtual_clock
 
 # The tools whose API lists by update time: they read late and corrected resolutions.
 BY_UPDATE_TIME = sorted(name for name in SIMULATORS if source_class(name).listing == UPDATED)
@@ -127,9 +127,10 @@ def test_a_reopened_incident_updates_its_failure_and_is_not_counted_again(
 def test_incidents_that_are_not_failures_are_not_reported(aggregator, make_check, run, tool, settings, intake, now):
     tool.open_non_failures(ago(now, hours=3), ago(now, hours=1))
 
-    run(make_check(settings))
+    assert run(make_check(settings)) == []  # not a warning either: none of them is malformed
 
     assert restores(aggregator) == {} and intake.failures == []
+    aggregator.assert_metric('dora.check.incidents.skipped', value=0)
 
 
 def test_reading_past_one_page_with_a_rate_limit_in_the_middle(
@@ -322,13 +323,9 @@ def test_late_resolutions_count_once_and_corrections_update_without_counting(
     assert len(list_requests) == 2  # steady state: one request a run, nothing re-read from history
 
 
-LATENCY = 0.2  # seconds each answer takes, on the check's virtual clock
-
-
 def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, make_check, run, tool, settings, now):
-    """Every request costs LATENCY on a virtual clock the check runs on, and nothing else does (whatever this
-    machine's speed), so a 1-second budget allows 5 requests, and a run may start no request once it is
-    spent: a backlog of 11 pages takes 3 runs."""
+    """200 ms per request on a virtual clock (tests/common.py), so a 1-second budget allows 5 requests: a
+    backlog of 11 pages, opened in one instant, takes several runs."""
     incidents = []
     count = 10 * tool.max_page_size + 5
     for n in range(count):
@@ -337,17 +334,7 @@ def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, 
         incidents.append(incident)
     settings = {**settings, 'max_run_time': 1, 'send_events': False, 'send_dora_failures': False}
 
-    per_run, stopped = [], 0
-    for _ in range(40):
-        check = make_check(settings)
-        before = len(tool.requests)
-        origin = time.monotonic() - LATENCY * before  # this run starts at the host's time
-        check.monotonic = lambda origin=origin: origin + LATENCY * len(tool.requests)
-        warnings = run(check)
-        per_run.append(len(tool.requests) - before)
-        stopped += any('Stopped after `max_run_time`' in warning for warning in warnings)
-        if not warnings or len(restores(aggregator)) == count and len(per_run) > stopped:
-            break  # caught up, or everything reported and one more run read it all again
+    per_run, stopped = run_on_virtual_clock(make_check, run, tool, settings, aggregator, count)
 
     assert stopped >= 2, f'the backlog fit in one run: the budget was never exercised ({per_run})'
     # A request started before the deadline may end after it: one request of slack, never more.

@@ -33,8 +33,8 @@ What the reader does with that:
 - Before every request the run's deadline is checked (`JsonApi` raises `OutOfTime` without sending). A
   window the budget cut is not thrown away: what it read is yielded as a batch that does not move the
   cursor past the window's start, carrying `resume` (the window as cut so far, the next page's token and
-  the total seen), which the cursor keeps; the next run continues with that window and page. A resumed page whose total
-  differs from the one kept starts the window over (the cursor knows what it already reported).
+  the total seen), which the cursor keeps; the next run continues with that window and page. A resumed
+  page whose total differs from the one kept starts the window over (the cursor knows what it reported).
 - Records are turned into incidents; a malformed one is skipped once per batch, by id (the cursor
   counts and names it once across batches); incidents are de-duplicated by id, oldest resolution first.
 """
