@@ -395,7 +395,8 @@ class _Jql:
             found = _TOKEN.match(text, position)
             if not found or found.end() == position:
                 raise _Invalid(
-                    f"Error in the JQL Query: The character '{text[position:].strip()[:1]}' is a reserved JQL character."
+                    f"Error in the JQL Query: The character '{text[position:].strip()[:1]}' is a reserved JQL "
+                    'character.'
                 )
             kind = found.lastgroup
             tokens.append((kind, found.group(kind).strip()))

@@ -42,7 +42,8 @@ def test_a_minute_literal_is_read_in_the_token_owners_zone(jira):
         jira.resolve(ids[seconds], cut + timedelta(seconds=seconds))
     zone = requests.get(jira.url + MYSELF_PATH, auth=(jira.email, jira.token), timeout=5).json()['timeZone']
     assert zone == jira.time_zone
-    window = f'resolutiondate >= "{jira.local_literal(cut)}" AND resolutiondate < "{jira.local_literal(cut + timedelta(minutes=1))}"'
+    after = jira.local_literal(cut + timedelta(minutes=1))
+    window = f'resolutiondate >= "{jira.local_literal(cut)}" AND resolutiondate < "{after}"'
 
     found = keys(search(jira, f'{window} ORDER BY resolutiondate ASC', fields='key,resolutiondate'))
 
@@ -146,7 +147,10 @@ def test_not_failures_reopen_and_a_late_resolution(jira):
     jira.resolve(reopened, start + timedelta(hours=1))
     jira.reopen(reopened, start + timedelta(hours=2))
     jira.resolve(hidden, start + timedelta(hours=1), hidden=True)
-    done = 'issuetype = Incident AND resolutiondate is not EMPTY AND resolution not in (Duplicate, "Won\'t Do", "Cannot Reproduce", Declined)'
+    done = (
+        'issuetype = Incident AND resolutiondate is not EMPTY'
+        ' AND resolution not in (Duplicate, "Won\'t Do", "Cannot Reproduce", Declined)'
+    )
 
     assert keys(search(jira, done, fields='key')) == []
     jira.reveal(hidden)

@@ -16,8 +16,9 @@ while a window is paged comes in at the front (read twice, kept once). The searc
 Not failures: an issue whose status is not in the Done category, without `resolutiondate`, or resolved as
 Duplicate, Won't Do, Cannot Reproduce or Declined. Times: start = `created`, or the date-time field
 `started_field` when set; restore and resolution = `resolutiondate`. Identity: id = `<site>:<issue id>`
-(a key changes when an issue moves project; numeric ids repeat from site to site); number = its key; services = the components, or the
-field `service_field`; team = the field `team_field`; severity = the priority's name.
+(a key changes when an issue moves project; numeric ids repeat from site to site); number = its key;
+services = the components, or the field `service_field`; team = the field `team_field`; severity = the
+priority's name.
 """
 
 from __future__ import annotations
