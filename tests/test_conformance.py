@@ -106,12 +106,13 @@ def test_a_resolution_that_shows_up_late_is_still_reported_once(aggregator, make
     assert set(restores(aggregator)) == {incident} and counted(aggregator) == 1
 
 
+@pytest.mark.parametrize('days_before', [0, 40], ids=['hours later', '40 days later'])
 def test_a_reopened_incident_updates_its_failure_and_is_not_counted_again(
-    aggregator, make_check, run, tool, settings, intake, now
+    aggregator, make_check, run, tool, settings, intake, now, days_before
 ):
-    incident = tool.open(ago(now, hours=3))
-    tool.resolve(incident, ago(now, hours=2))
-    check = make_check(settings)
+    incident = tool.open(ago(now, days=days_before, hours=3))
+    tool.resolve(incident, ago(now, days=days_before, hours=2))
+    check = make_check({**settings, 'initial_lookback': (days_before + 1) * 86400})
     run(check)
     tool.reopen(incident, ago(now, minutes=3))
     tool.resolve(incident, ago(now, minutes=1))  # within the overlap behind the watermark
@@ -267,25 +268,6 @@ def test_an_incident_reopened_after_its_resolution_is_not_a_failure_yet_nor_malf
     tool.resolve(incident, ago(now, minutes=1))
     run(check)
     assert set(restores(aggregator)) == {incident} and counted(aggregator) == 1
-
-
-def test_a_re_resolution_40_days_after_the_first_is_not_counted_again(
-    aggregator, make_check, run, tool, settings, intake, now
-):
-    incident = tool.open(ago(now, days=41))
-    tool.resolve(incident, ago(now, days=40))
-    check = make_check({**settings, 'initial_lookback': 45 * 86400})
-    run(check)
-    tool.reopen(incident, ago(now, minutes=3))
-    tool.resolve(incident, ago(now, minutes=1))
-
-    run(check)
-
-    assert counted(aggregator) == 1 and len(restores(aggregator)[incident]) == 2
-    assert (
-        intake.latest_by_id()[f'{tool.source}:{incident}']['finished_at']
-        == int(ago(now, minutes=1).timestamp()) * 10**9
-    )
 
 
 def test_late_resolutions_count_once_and_corrections_update_without_counting(
