@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from .firehydrant import FireHydrantSimulator
 from .incident_io import IncidentIoSimulator
+from .jira import JiraSimulator
 from .pagerduty import PagerDutySimulator
 from .rootly import RootlySimulator
+from .servicenow import ServiceNowSimulator
 from .spec import pagerduty_request_problem
 
 SIMULATORS = {
@@ -13,6 +15,8 @@ SIMULATORS = {
     'rootly': RootlySimulator,
     'firehydrant': FireHydrantSimulator,
     'incident_io': IncidentIoSimulator,
+    'servicenow': ServiceNowSimulator,
+    'jira': JiraSimulator,
 }
 
 

@@ -55,3 +55,18 @@ def run_on_virtual_clock(make_check, run, tool, settings, aggregator, expected: 
         if not out_of_time or complete > 1:
             break
     return per_run, stopped
+
+
+# Every offset from UTC-12 to UTC+14, half and three-quarter hours, and daylight saving with its changes
+# (ServiceNow's and Jira's date literals are read in a zone: their windows are proven in each).
+ZONES = [
+    'Etc/GMT+12',
+    'America/Los_Angeles',
+    'America/New_York',
+    'America/St_Johns',
+    'UTC',
+    'Asia/Kolkata',
+    'Australia/Lord_Howe',
+    'Pacific/Chatham',
+    'Pacific/Kiritimati',
+]

@@ -54,7 +54,9 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 
     def _set_up(self) -> None:
-        self.register_secret(self.config.api_token)
+        for secret in (self.config.api_token, self.config.password):  # ServiceNow may have a password instead
+            if secret:
+                self.register_secret(secret)
         reject_unknown(self.instance)
         source = make_source(self.config, set(self.instance), self.http, self.monotonic)
         dora = self._dora_api()

@@ -48,6 +48,10 @@ def instance_initial_lookback():
     return 86400
 
 
+def instance_jql():
+    return 'issuetype = Incident'
+
+
 def instance_kerberos_auth():
     return 'disabled'
 
@@ -106,10 +110,6 @@ def instance_send_dora_failures():
 
 def instance_send_events():
     return True
-
-
-def instance_service_field():
-    return 'Affected services'
 
 
 def instance_skip_proxy():

@@ -67,7 +67,7 @@ class InstanceConfig(BaseModel):
         frozen=True,
     )
     allow_redirects: Optional[bool] = None
-    api_token: str
+    api_token: Optional[str] = None
     api_url: Optional[str] = None
     auth_token: Optional[AuthToken] = None
     auth_type: Optional[str] = None
@@ -84,11 +84,13 @@ class InstanceConfig(BaseModel):
     dora_concurrency: Optional[int] = Field(None, ge=1, le=32)
     empty_default_hostname: Optional[bool] = None
     enable_legacy_tags_normalization: Optional[bool] = None
+    encoded_query: Optional[str] = None
     env: Optional[str] = None
     environment_field: Optional[str] = None
     extra_headers: Optional[MappingProxyType[str, Any]] = None
     headers: Optional[MappingProxyType[str, Any]] = None
     initial_lookback: Optional[int] = Field(None, ge=1)
+    jql: Optional[str] = None
     kerberos_auth: Optional[Literal['required', 'optional', 'disabled']] = None
     kerberos_cache: Optional[str] = None
     kerberos_delegate: Optional[bool] = None
@@ -120,7 +122,8 @@ class InstanceConfig(BaseModel):
     services: Optional[tuple[str, ...]] = None
     severities: Optional[tuple[str, ...]] = None
     skip_proxy: Optional[bool] = None
-    source: Literal['pagerduty', 'rootly', 'firehydrant', 'incident_io']
+    source: Literal['pagerduty', 'rootly', 'firehydrant', 'incident_io', 'servicenow', 'jira']
+    started_field: Optional[str] = None
     started_timestamp: Optional[str] = None
     tags: Optional[tuple[str, ...]] = None
     team_field: Optional[str] = None

@@ -19,6 +19,8 @@ SOURCES = {
     'rootly': ('rootly', 'RootlySource'),
     'firehydrant': ('firehydrant', 'FireHydrantSource'),
     'incident_io': ('incident_io', 'IncidentIoSource'),
+    'servicenow': ('servicenow', 'ServiceNowSource'),
+    'jira': ('jira', 'JiraSource'),
 }
 
 
@@ -58,6 +60,8 @@ def make_source(config, configured: set[str], http, monotonic=time.monotonic) ->
             raise ConfigurationError(
                 f'`{option}` is an option of {", ".join(sorted(owners))}, not of `source: {config.source}`; remove it'
             )
+    if cls.needs_api_token and not config.api_token:
+        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`')
     return cls(config, http, config.api_url or cls.default_api_url, monotonic=monotonic)
 
 

@@ -45,6 +45,8 @@ class Source:
     max_window: ClassVar[timedelta] = MAX_WINDOW
     max_per_batch: ClassVar[int] = MAX_PER_BATCH
     narrows: ClassVar[bool] = True  # a narrower window asks for fewer pages (reader.py)
+    # False for a tool with credentials of its own kind (ServiceNow: `username`/`password`, or `api_token`).
+    needs_api_token: ClassVar[bool] = True
 
     def __init__(self, config, http, api_url: str, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
@@ -150,3 +152,17 @@ def named(raw: dict, id_field: str = 'id', name_field: str = 'name') -> Named | 
 
 def title(value, fallback: str) -> str:
     return (text(value) or fallback)[:MAX_TITLE]
+
+
+def describer(tool: str, hints: dict[int, str], detail: Callable[[Any], str], token: str | None):
+    """`describe_error` for `JsonApi`: the hint for the status and what the tool said (from `detail`, given
+    the response), the token blanked out in case an error page echoes the request."""
+
+    def describe_error(response) -> str:
+        hint = hints.get(response.status_code, f'{tool} answered HTTP {response.status_code}')
+        said = detail(response)
+        if token:
+            said = said.replace(token, '***')
+        return f'{hint} (HTTP {response.status_code}{": " + said[:300] if said else ""})'
+
+    return describe_error

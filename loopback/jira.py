@@ -1,0 +1,620 @@
+"""A stateful loopback Jira Cloud site (Jira Service Management incidents included): the enhanced JQL search.
+
+Atlassian publishes an OpenAPI description of the Jira Cloud platform REST API at a URL, not in a public
+repository we could pin; this simulator and its minimal description (`loopback/specs/jira.json`) are written
+by hand from the REST API v3 reference ("Issue search": `GET`/`POST /rest/api/3/search/jql`; "Myself") and
+the JQL reference. Every request, and every answer with a documented status, is checked against it
+(`spec_violations`).
+
+- Auth: `Authorization: Basic base64(email:api_token)`; anything else is a 401 with Jira's plain-text body
+  "Client must be authenticated to access this resource.".
+- `GET /rest/api/3/myself`: the token owner, with the **`timeZone`** the site reads JQL date literals in.
+- `GET|POST /rest/api/3/search/jql`: `jql`, `fields` (default `id` only; `*all`, `*navigable`, `-name`),
+  `maxResults` (default 50; at most 100, or 5,000 when only `id`/`key` are asked for, and 50 past five
+  fields: Jira returns fewer issues than asked when many fields are, without saying how many), `nextPageToken`
+  (opaque; bound to its query: a token used with another JQL is a 400). The answer is `issues`,
+  `nextPageToken` (absent on the last page) and `isLast`: no total. `GET /rest/api/3/search` (the old
+  search) answers 410 Gone.
+- JQL: `AND`, `OR`, `NOT`, parentheses; `=`, `!=`, `>`, `>=`, `<`, `<=`, `in`, `not in`, `is [not] EMPTY`
+  on `project`, `issuetype` (`type`), `status`, `statusCategory`, `resolution`, `priority`, `component`,
+  `labels`, `key`, `created`, `updated`, `resolutiondate` (`resolved`) and `cf[N]` date-time custom fields;
+  `ORDER BY field [ASC|DESC], ...`. A field Jira does not know is a 400 naming it, as Jira does.
+- **Date literals** (`"yyyy-MM-dd HH:mm"`, `"yyyy/MM/dd HH:mm"`, `"yyyy-MM-dd"`, `"yyyy/MM/dd"`) have
+  minute precision and are read in the token owner's zone (an IANA name with its DST rules; a skipped local
+  time moves forward, a repeated one is its first occurrence). Seconds are a 400 listing the valid formats,
+  as Jira answers. Relative periods (`"-5d"`, `"-4w 2d"`, `-30m`) count from now.
+- Date-times are served in the token owner's zone with milliseconds and an offset without a colon
+  (`2026-11-30T06:05:12.345-0800`), as Jira serves them.
+- Rate limit (`rate_limit=(requests, seconds)`, off by default): 429 with `Retry-After` (seconds) and
+  `X-RateLimit-Reset` as an ISO 8601 time, `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `RateLimit-Reason`.
+- Workflow (Jira Service Management's incident workflow): Open, Work in progress (category "In Progress"),
+  Resolved and Closed ("Done"), Canceled ("Done", resolution "Declined"). Resolving sets a resolution and
+  `resolutiondate`; reopening clears both. Every change moves `updated`.
+- Late visibility: a hidden resolution leaves the search showing the issue as it was until `reveal`,
+  which shows its original `resolutiondate` and an `updated` of the reveal.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import itertools
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
+from .querying import COMPARE, SlidingWindow, java_local
+from .server import Fault, LoopbackServer, Request, Response
+from .spec import document, request_problem, response_problem
+
+VENDOR = 'jira'
+SEARCH_PATH = '/rest/api/3/search/jql'
+OLD_SEARCH_PATH = '/rest/api/3/search'
+MYSELF_PATH = '/rest/api/3/myself'
+DEFAULT_PAGE, MAX_PAGE, MAX_ID_PAGE = 50, 100, 5000
+# Jira "may return fewer items per page where a large number of fields are requested"; how many is
+# undocumented: here, past MANY_FIELDS fields a page holds at most MANY_FIELDS_PAGE issues.
+MANY_FIELDS, MANY_FIELDS_PAGE = 5, 50
+TEAM_FIELD = 'customfield_10001'  # Atlassian's Team field
+IMPACT_START_FIELD = 'customfield_10120'  # a date-time custom field: "Impact start"
+DATE_FIELDS = {
+    'created': 'created',
+    'updated': 'updated',
+    'resolutiondate': 'resolutiondate',
+    'resolved': 'resolutiondate',
+}
+STATUSES = {  # name: (id, category key, category name)
+    'Open': ('1', 'new', 'To Do'),
+    'Work in progress': ('3', 'indeterminate', 'In Progress'),
+    'Resolved': ('5', 'done', 'Done'),
+    'Closed': ('6', 'done', 'Done'),
+    'Canceled': ('10002', 'done', 'Done'),
+}
+RESOLUTIONS = {
+    'Done': '10000',
+    "Won't Do": '10001',
+    'Duplicate': '10002',
+    'Cannot Reproduce': '10003',
+    'Declined': '10004',
+}
+INVALID_DATE = (
+    "Date value '{value}' for field '{field}' is invalid. Valid formats include: 'yyyy/MM/dd HH:mm', "
+    "'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'."
+)
+GONE = (
+    'The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full migration '
+    'guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046'
+)
+UNAUTHENTICATED = b'Client must be authenticated to access this resource.'
+
+
+class JiraSimulator(LoopbackServer):
+    source = 'jira'
+    list_path = SEARCH_PATH
+    max_page_size = MAX_PAGE
+    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
+
+    def __init__(
+        self,
+        email: str = 'dora-reader@example.com',
+        token: str = 'ATATT3xFfGF0sim-jira-api-token-0123456789',
+        time_zone: str = 'Australia/Sydney',
+        rate_limit: tuple[int, float] | None = None,
+    ):
+        super().__init__()
+        self.email, self.token = email, token
+        self.time_zone = time_zone
+        self.zone = ZoneInfo(time_zone)
+        self.rate_limit = SlidingWindow(rate_limit)
+        self.spec_violations: list[str] = []
+        # By issue id: a key changes when an issue moves to another project. The driver's ids are the ids the
+        # check reports, `<site>:<issue id>` (numeric ids repeat from site to site).
+        self.issues: dict[str, dict] = {}  # id -> issue, date-times as UTC datetimes
+        self._shown: dict[str, dict] = {}  # id -> what the search shows while a resolution is hidden
+        self._served_as: dict[str, dict] = {}  # id -> raw field values served in place of the stored ones
+        self._numbers = itertools.count(1)
+
+    # -- the driver interface ------------------------------------------------------------------------
+    def instance(self, **options) -> dict:
+        credentials = {'username': self.email, 'api_token': self.token}
+        return {'source': self.source, 'api_url': self.url, **credentials, 'team_field': TEAM_FIELD, **options}
+
+    def open(
+        self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT, severity=SEVERITY
+    ) -> str:
+        """An Incident issue; Jira has no environment field (`environment` is left out, `env` is the instance's)."""
+        number = next(self._numbers)
+        issue_id, key = str(10000 + number), f'INC-{number}'
+        at = _milli(started_at)
+        self.issues[issue_id] = {
+            'id': issue_id,
+            'key': key,
+            'fields': {
+                'summary': title,
+                'issuetype': {'id': '10100', 'name': 'Incident', 'subtask': False},
+                'project': {'id': '10000', 'key': 'INC', 'name': 'IT Incidents'},
+                'status': _status('Open'),
+                'resolution': None,
+                'resolutiondate': None,
+                'created': at,
+                'updated': at,
+                'priority': {'id': str(hash(severity) % 10 + 1), 'name': severity} if severity else None,
+                'components': [_component(service)] if service else [],
+                'labels': [],
+                TEAM_FIELD: _team(team) if team else None,
+                IMPACT_START_FIELD: None,
+            },
+        }
+        return self.reported_id(issue_id)
+
+    def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False, resolution: str = 'Done') -> None:
+        incident_id = _issue_id(incident_id)
+        if hidden:
+            self._shown.setdefault(incident_id, copy.deepcopy(self.issues[incident_id]))
+        self.update(incident_id, at, status=_status('Resolved'), resolution=_resolution(resolution), resolutiondate=at)
+
+    def reveal(self, incident_id: str) -> None:
+        incident_id = _issue_id(incident_id)
+        self._shown.pop(incident_id, None)
+        self.update(incident_id, datetime.now(UTC))
+
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """Imported now (Jira's CSV importer takes the created and resolved dates): `updated` is now."""
+        incident_id = self.open(started_at, **open_options)
+        self.resolve(incident_id, resolved_at)
+        self.update(incident_id, datetime.now(UTC))
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """Resolved now with the resolution date of when it really ended (Jira sets `resolutiondate` itself;
+        an import, or an app's post-function, writes an earlier one)."""
+        self.resolve(incident_id, at)
+        self.update(incident_id, datetime.now(UTC))
+
+    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
+        """A corrected start is the impact start field (`created` never changes); a corrected resolution
+        date comes as in `resolve_backdated`."""
+        corrections = {IMPACT_START_FIELD: started_at, 'resolutiondate': resolved_at}
+        self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
+
+    def reopen(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, at, status=_status('Work in progress'), resolution=None, resolutiondate=None)
+
+    def corrupt(self, incident_id: str) -> None:
+        """Its `created` is served as a string that is no date-time; the search still sees the real one."""
+        self._served_as.setdefault(_issue_id(incident_id), {})['created'] = 'a while ago'
+
+    def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
+        """Resolved as a duplicate, as won't do, as cannot reproduce; canceled (declined); and a Task
+        resolved as done (not an incident: the default JQL leaves it out)."""
+        ids = []
+        for resolution in ('Duplicate', "Won't Do", 'Cannot Reproduce'):
+            ids.append(self.open(started_at, title=f'Not a failure: {resolution}'))
+            self.resolve(ids[-1], resolved_at, resolution=resolution)
+        ids.append(self.open(started_at, title='Not a failure: canceled'))
+        self.update(ids[-1], resolved_at, status=_status('Canceled'), resolution=_resolution('Declined'))
+        self.update(ids[-1], None, resolutiondate=resolved_at)
+        ids.append(self.open(started_at, title='Not a failure: a task'))
+        self.update(ids[-1], None, issuetype={'id': '10002', 'name': 'Task', 'subtask': False})
+        self.resolve(ids[-1], resolved_at)
+        return ids
+
+    def rate_limited(self, seconds: int = 1) -> Fault:
+        return Fault(
+            status=429, headers=_limit_headers(seconds), body=_errors('Rate limit exceeded.'), path=SEARCH_PATH
+        )
+
+    # -- more of Jira, for tool-specific tests -------------------------------------------------------
+    def update(self, issue_id: str, at: datetime | None = None, **fields) -> None:
+        """Sets fields as stored (date-times as datetimes); `at` moves `updated`."""
+        with self._lock:
+            stored = self.issues[_issue_id(issue_id)]['fields']
+            for name, value in fields.items():
+                stored[name] = _milli(value) if isinstance(value, datetime) else value
+            if at is not None:
+                stored['updated'] = _milli(at)
+
+    def close(self, issue_id: str, at: datetime) -> None:
+        self.update(issue_id, at, status=_status('Closed'))
+
+    def serve_as(self, issue_id: str, **fields) -> None:
+        """Serves these raw field values (anything JSON) in place of the stored ones: a malformed record."""
+        with self._lock:
+            self._served_as.setdefault(_issue_id(issue_id), {}).update(fields)
+
+    def reported_id(self, issue_id: str) -> str:
+        """The id the check reports an issue under: the site and the issue's numeric id."""
+        return f'{urlsplit(self.url).netloc}:{issue_id}'
+
+    def local_literal(self, moment: datetime) -> str:
+        """A JQL date literal for the minute of `moment`, as the token owner's zone writes it."""
+        return moment.astimezone(self.zone).strftime('%Y-%m-%d %H:%M')
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        if request.path == OLD_SEARCH_PATH:
+            return Response.json(410, {'errorMessages': [GONE], 'errors': {}})
+        expected = 'Basic ' + base64.b64encode(f'{self.email}:{self.token}'.encode()).decode()
+        if request.headers.get('authorization') != expected:  # before the description, which requires credentials
+            return Response(401, UNAUTHENTICATED, {'Content-Type': 'text/plain;charset=UTF-8'})
+        problem = request_problem(VENDOR, request)
+        if problem:
+            self.spec_violations.append(problem)
+            return Response(400, _errors(problem), {'Content-Type': 'application/json;charset=UTF-8'})
+        response = self._answer(request)
+        if str(response.status) in _documented(request):
+            problem = response_problem(VENDOR, request, response)
+            if problem:
+                self.spec_violations.append(problem)
+        return response
+
+    def _answer(self, request: Request) -> Response:
+        limited = self._count_call()
+        if limited:
+            return limited
+        if request.path == MYSELF_PATH:
+            return Response.json(200, self._myself())
+        try:
+            return Response.json(200, self._search(_search_parameters(request)))
+        except _Invalid as e:
+            return Response(400, _errors(str(e)), {'Content-Type': 'application/json;charset=UTF-8'})
+
+    def _myself(self) -> dict:
+        account = '5b10ac8d82e05b22cc7d4ef5'
+        return {
+            'self': f'{self.url}/rest/api/3/user?accountId={account}',
+            'accountId': account,
+            'accountType': 'atlassian',
+            'emailAddress': self.email,
+            'displayName': 'DORA reader',
+            'active': True,
+            'timeZone': self.time_zone,
+            'locale': 'en_US',
+        }
+
+    def _count_call(self) -> Response | None:
+        wait = self.rate_limit.wait()
+        if wait is not None:
+            headers = {'Content-Type': 'application/json', **_limit_headers(wait)}
+            return Response(429, _errors('Rate limit exceeded.'), headers)
+        return None
+
+    def _search(self, parameters: dict) -> dict:
+        jql = parameters.get('jql') or ''
+        query = _Jql(jql, self.zone)
+        fields = parameters.get('fields') or ['id']
+        most = MAX_ID_PAGE if set(fields) <= {'id', 'key'} else MAX_PAGE
+        if len(set(fields) - {'id', 'key'}) > MANY_FIELDS:
+            most = MANY_FIELDS_PAGE
+        size = min(int(parameters.get('maxResults', DEFAULT_PAGE)), most)
+        binding = hashlib.sha256(json.dumps([jql, sorted(fields)]).encode()).hexdigest()[:16]
+        offset = _offset(parameters.get('nextPageToken'), binding)
+        listed = [self._shown.get(issue_id, issue) for issue_id, issue in self.issues.items()]
+        selected = sorted((i for i in listed if query.matches(i)), key=lambda i: -int(i['id']))
+        for field, descending in reversed(query.order):
+            selected.sort(key=lambda i, f=field: _sort_key(i, f), reverse=descending)
+        page = selected[offset : offset + size]
+        answer = {'issues': [self._served(issue, fields) for issue in page], 'isLast': offset + size >= len(selected)}
+        if not answer['isLast']:
+            answer['nextPageToken'] = base64.urlsafe_b64encode(f'{binding}:{offset + size}'.encode()).decode()
+        return answer
+
+    def _served(self, issue: dict, wanted: list[str]) -> dict:
+        stored = issue['fields']  # the system fields, and the custom fields the issue has a value for
+        names = set(stored) if {'*all', '*navigable'} & set(wanted) else {f for f in wanted if f in stored}
+        names -= {f[1:] for f in wanted if f.startswith('-')}
+        fields = {name: self._value(issue['fields'][name]) for name in sorted(names)}
+        overrides = self._served_as.get(issue['id'], {})
+        fields.update({name: copy.deepcopy(value) for name, value in overrides.items() if name in fields})
+        served = {'id': issue['id'], 'self': f'{self.url}/rest/api/3/issue/{issue["id"]}', 'expand': ''}
+        if 'key' in wanted or names:
+            served['key'] = issue['key']
+        if names:
+            served['fields'] = fields
+        return served
+
+    def _value(self, value):
+        if isinstance(value, datetime):
+            text = value.astimezone(self.zone).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]
+            return text + value.astimezone(self.zone).strftime('%z')
+        return copy.deepcopy(value)
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _issue_id(incident_id: str) -> str:
+    return incident_id.rsplit(':', 1)[-1]
+
+
+def _search_parameters(request: Request) -> dict:
+    """GET's query or POST's body as one dict; `fields` as a list."""
+    if request.method == 'POST':
+        parameters = json.loads(request.body or b'{}')
+        fields = parameters.get('fields')
+    else:
+        parameters = dict(request.query)
+        fields = [f for value in (v for k, v in request.query if k == 'fields') for f in value.split(',')]
+    parameters['fields'] = [f.strip() for f in fields or [] if f.strip()]
+    return parameters
+
+
+def _offset(token: str | None, binding: str) -> int:
+    if not token:
+        return 0
+    try:
+        bound, offset = base64.urlsafe_b64decode(token.encode()).decode().split(':')
+        if bound == binding:
+            return int(offset)
+    except ValueError:
+        pass
+    raise _Invalid('The provided next page token is invalid or expired.')
+
+
+# -- JQL ---------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|(?P<op>!=|>=|<=|!~|[=<>~(),])'
+    r'|(?P<word>[^\s"\'(),=<>!~]+))'
+)
+_FIELDS = {'project', 'issuetype', 'type', 'status', 'statuscategory', 'resolution', 'priority', 'component',
+           'labels', 'key', 'issuekey', 'created', 'updated', 'resolutiondate', 'resolved'}  # fmt: skip
+_PERIOD = re.compile(r'([-+]?)((?:\s*\d+[wdhm])+)')
+
+
+class _Jql:
+    """A parsed JQL query: a predicate over stored issues and an order."""
+
+    def __init__(self, text: str, zone: ZoneInfo):
+        self.zone = zone
+        self.tokens = self._tokenize(text)
+        self.position = 0
+        self.order: list[tuple[str, bool]] = []
+        self.predicate = (lambda issue: True) if self._at_order_or_end() else self._or()
+        if self._peek_word('ORDER'):
+            self._order_by()
+        if self.position != len(self.tokens):
+            raise _Invalid(
+                f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{self.tokens[self.position][1]}'."
+            )
+
+    def matches(self, issue: dict) -> bool:
+        return self.predicate(issue)
+
+    # -- parsing -------------------------------------------------------------------------------------
+    @staticmethod
+    def _tokenize(text: str) -> list[tuple[str, str]]:
+        tokens, position = [], 0
+        while position < len(text.rstrip()):
+            found = _TOKEN.match(text, position)
+            if not found or found.end() == position:
+                raise _Invalid(
+                    f"Error in the JQL Query: The character '{text[position:].strip()[:1]}' is a reserved JQL "
+                    'character.'
+                )
+            kind = found.lastgroup
+            tokens.append((kind, found.group(kind).strip()))
+            position = found.end()
+        return tokens
+
+    def _next(self) -> tuple[str, str]:
+        if self.position >= len(self.tokens):
+            raise _Invalid('Error in the JQL Query: The query ended unexpectedly.')
+        self.position += 1
+        return self.tokens[self.position - 1]
+
+    def _peek_word(self, *words: str) -> bool:
+        if self.position >= len(self.tokens):
+            return False
+        kind, value = self.tokens[self.position]
+        return kind == 'word' and value.upper() in words
+
+    def _at_order_or_end(self) -> bool:
+        return self.position >= len(self.tokens) or self._peek_word('ORDER')
+
+    def _or(self):
+        parts = [self._and()]
+        while self._peek_word('OR'):
+            self._next()
+            parts.append(self._and())
+        return parts[0] if len(parts) == 1 else (lambda issue: any(p(issue) for p in parts))
+
+    def _and(self):
+        parts = [self._not()]
+        while self._peek_word('AND'):
+            self._next()
+            parts.append(self._not())
+        return parts[0] if len(parts) == 1 else (lambda issue: all(p(issue) for p in parts))
+
+    def _not(self):
+        if self._peek_word('NOT'):
+            self._next()
+            inner = self._not()
+            return lambda issue: not inner(issue)
+        if self.position < len(self.tokens) and self.tokens[self.position] == ('op', '('):
+            self._next()
+            inner = self._or()
+            if self._next() != ('op', ')'):
+                raise _Invalid("Error in the JQL Query: Expecting ')'.")
+            return inner
+        return self._clause()
+
+    def _clause(self):
+        kind, field = self._next()
+        name = field.strip('"\'').lower()
+        if kind not in ('word', 'string') or not (name in _FIELDS or re.fullmatch(r'cf\[\d+\]', name)):
+            raise _Invalid(f"Field '{field.strip(chr(34))}' does not exist or you do not have permission to view it.")
+        operator = self._operator()
+        if operator in ('is', 'is not'):
+            self._expect_word('EMPTY', 'NULL')
+            return lambda issue: (_plain(issue, name) in (None, [], '')) == (operator == 'is')
+        if operator in ('in', 'not in'):
+            values = self._list()
+            return lambda issue: bool(_names(issue, name) & values) == (operator == 'in')
+        value = self._value()
+        if name in DATE_FIELDS or name.startswith('cf['):
+            bound = self._moment(value, field)
+            compare = COMPARE[operator]
+            return lambda issue: _plain(issue, name) is not None and compare(_plain(issue, name), bound)
+        if operator not in ('=', '!='):
+            raise _Invalid(f"The operator '{operator}' is not supported by the '{field}' field.")
+        return lambda issue: (value.lower() in _names(issue, name)) == (operator == '=')
+
+    def _operator(self) -> str:
+        kind, value = self._next()
+        if kind == 'op' and value in COMPARE:
+            return value
+        upper = value.upper()
+        if upper == 'IS':
+            return 'is not' if self._peek_word('NOT') and self._next() else 'is'
+        if upper == 'IN':
+            return 'in'
+        if upper == 'NOT' and self._peek_word('IN'):
+            self._next()
+            return 'not in'
+        raise _Invalid(f"Error in the JQL Query: Expecting operator but got '{value}'.")
+
+    def _expect_word(self, *words: str) -> None:
+        kind, value = self._next()
+        if kind != 'word' or value.upper() not in words:
+            raise _Invalid(f"Error in the JQL Query: Expecting {' or '.join(words)} but got '{value}'.")
+
+    def _value(self) -> str:
+        kind, value = self._next()
+        if kind == 'op':
+            raise _Invalid(f"Error in the JQL Query: Expecting a value but got '{value}'.")
+        return value[1:-1] if kind == 'string' else value
+
+    def _list(self) -> set[str]:
+        if self._next() != ('op', '('):
+            raise _Invalid("Error in the JQL Query: Expecting '(' after IN.")
+        values = {self._value().lower()}
+        while True:
+            kind, value = self._next()
+            if (kind, value) == ('op', ')'):
+                return values
+            if (kind, value) != ('op', ','):
+                raise _Invalid("Error in the JQL Query: Expecting ',' or ')'.")
+            values.add(self._value().lower())
+
+    def _order_by(self) -> None:
+        self._next()
+        self._expect_word('BY')
+        while True:
+            _, field = self._next()
+            name = field.strip('"\'').lower()
+            if name not in _FIELDS and not re.fullmatch(r'cf\[\d+\]', name):
+                raise _Invalid(f"Not able to sort using field '{field}'.")
+            descending = False
+            if self._peek_word('ASC', 'DESC'):
+                descending = self._next()[1].upper() == 'DESC'
+            self.order.append((name, descending))
+            if self.position < len(self.tokens) and self.tokens[self.position] == ('op', ','):
+                self._next()
+                continue
+            return
+
+    def _moment(self, value: str, field: str) -> datetime:
+        """A date literal in the token owner's zone, at minute precision, or a period from now."""
+        period = _PERIOD.fullmatch(value.strip())
+        if period:
+            units = {'w': 'weeks', 'd': 'days', 'h': 'hours', 'm': 'minutes'}
+            delta = sum(
+                (timedelta(**{units[u]: int(n)}) for n, u in re.findall(r'(\d+)([wdhm])', period.group(2))),
+                timedelta(),
+            )
+            return datetime.now(UTC) + (-delta if period.group(1) == '-' else delta)
+        for pattern in ('%Y-%m-%d %H:%M', '%Y/%m/%d %H:%M', '%Y-%m-%d', '%Y/%m/%d'):
+            try:
+                local = datetime.strptime(value, pattern)
+            except ValueError:
+                continue
+            return java_local(local, self.zone)
+        raise _Invalid(INVALID_DATE.format(value=value, field=field.strip('"\'')))
+
+
+def _plain(issue: dict, name: str):
+    fields = issue['fields']
+    if name in DATE_FIELDS:
+        return fields[DATE_FIELDS[name]]
+    if name.startswith('cf['):
+        return fields.get(f'customfield_{name[3:-1]}')
+    return _names(issue, name) or None
+
+
+def _names(issue: dict, name: str) -> set[str]:
+    """What `=`/`in` compare a clause's values with: the field's names and ids, lowercased."""
+    fields = issue['fields']
+    if name in ('key', 'issuekey'):
+        return {issue['key'].lower(), issue['id']}
+    if name == 'labels':
+        return {label.lower() for label in fields['labels']}
+    if name == 'statuscategory':
+        category = fields['status']['statusCategory']
+        return {category['key'].lower(), category['name'].lower(), str(category['id'])}
+    value = fields[{'type': 'issuetype', 'component': 'components'}.get(name, name)]
+    values = value if isinstance(value, list) else [value] if value else []
+    return {str(v.get(k)).lower() for v in values for k in ('id', 'key', 'name') if v.get(k) is not None}
+
+
+def _sort_key(issue: dict, name: str):
+    value = _plain(issue, name)
+    if isinstance(value, datetime):
+        return (1, value.timestamp(), '')
+    if name in ('key', 'issuekey'):
+        return (1, int(issue['id']), '')
+    return (0, 0, '') if value is None else (1, 0, min(value))
+
+
+def _status(name: str) -> dict:
+    status_id, category_key, category_name = STATUSES[name]
+    category_id = {'new': 2, 'indeterminate': 4, 'done': 3}[category_key]
+    return {
+        'id': status_id,
+        'name': name,
+        'statusCategory': {'id': category_id, 'key': category_key, 'name': category_name},
+    }
+
+
+def _resolution(name: str) -> dict:
+    return {'id': RESOLUTIONS[name], 'name': name}
+
+
+def _component(name: str) -> dict:
+    return {'id': str(10000 + int(hashlib.md5(name.encode()).hexdigest()[:4], 16)), 'name': name}
+
+
+def _team(name: str) -> dict:
+    team_id = hashlib.md5(name.encode()).hexdigest()
+    return {'id': f'{team_id[:8]}-{team_id[8:12]}-{team_id[12:16]}-{team_id[16:20]}-{team_id[20:]}', 'name': name}
+
+
+def _milli(moment: datetime) -> datetime:
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _limit_headers(seconds: int) -> dict:
+    reset = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
+    return {
+        'Retry-After': str(seconds),
+        'X-RateLimit-Limit': '100',
+        'X-RateLimit-Remaining': '0',
+        'X-RateLimit-Reset': reset.isoformat().replace('+00:00', 'Z'),
+        'RateLimit-Reason': 'jira-burst-based',
+    }
+
+
+def _errors(*messages: str) -> bytes:
+    return json.dumps({'errorMessages': list(messages), 'errors': {}}).encode()
+
+
+def _documented(request: Request) -> set[str]:
+    operation = document(VENDOR)['paths'].get(request.path, {}).get(request.method.lower(), {})
+    return set(operation.get('responses', {}))

@@ -1,0 +1,460 @@
+"""A stateful loopback ServiceNow instance: the Table API's `GET /api/now/table/incident`, with its zone trap.
+
+ServiceNow publishes no OpenAPI description we could find: this simulator and its minimal description
+(`loopback/specs/servicenow.json`, hand-written) follow ServiceNow's Table API reference ("Table - GET
+/now/table/{tableName}"), its encoded-query reference and the Table API FAQ (KB0534905). Every request, and
+every answer with a documented status, is checked against that description (`spec_violations`).
+
+- Auth: `Authorization: Basic` (a user's name and password) or `Bearer` (an OAuth access token); anything
+  else is a 401 `{"error": {"message": "User Not Authenticated", ...}, "status": "failure"}`.
+- `sysparm_query`: an encoded query. Conditions `field<op>value` joined by `^` (and), `^OR` (or, with the
+  previous condition), `^NQ` (a new query, or'ed with the others); `ORDERBY<field>` / `ORDERBYDESC<field>`.
+  Operators `=`, `!=`, `>`, `>=`, `<`, `<=`, `IN`, `NOT IN`, `ISEMPTY`, `ISNOTEMPTY`, `LIKE`, `STARTSWITH`.
+  A condition on a field the table does not have is dropped, as ServiceNow does by default
+  (`glide.invalid_query.returns_no_rows` is false): the query then matches more than was meant. The
+  simulator answers as ServiceNow would, and records the mistake as a violation.
+- **Date literals are read in the instance's time zone** (`time_zone`, an IANA name with its DST rules;
+  US/Pacific by default, as a new instance is): `resolved_at>=2026-11-30 14:00:00` on a US/Pacific instance
+  means 22:00:00 UTC in winter. `javascript:gs.dateGenerate('2026-11-30','14:00:00')` is read in the same
+  zone (the integration user has no zone of its own). A local time skipped by DST is read an hour later,
+  a repeated one as its first occurrence (Java's rules). Stored and served date-times (`value`) are UTC,
+  whole seconds: ServiceNow keeps no fraction.
+- `sysparm_display_value`: `false` (default; a date-time is its UTC value, a reference `{link, value}` with
+  the sys_id), `true` (display values: date-times in the instance's zone, references by name, choices by
+  label) or `all` (every field `{display_value, value}`, references with `link` unless
+  `sysparm_exclude_reference_link=true`). `sysparm_fields` picks fields; unknown ones are left out.
+- Paging: `sysparm_limit` (default and most 10,000 rows: `glide.db.max_view_records`), `sysparm_offset`;
+  `X-Total-Count` (unless `sysparm_no_count=true`) and a `Link` header with `first`, `prev`, `next`, `last`
+  (unless `sysparm_suppress_pagination_header=true`). Ties in the order fall back to `sys_id`, so pages
+  are stable.
+- Rate limit (`rate_limit=(requests, seconds)`, off by default, as an instance has no REST rate limit rule
+  until an admin adds one): 429 with `Retry-After` (seconds), `X-RateLimit-Limit`, `X-RateLimit-Reset`
+  (UTC epoch seconds) and `X-RateLimit-Rule`.
+- Lifecycle: states 1 New, 2 In Progress, 3 On Hold, 6 Resolved, 7 Closed, 8 Canceled. Resolving sets
+  `resolved_at`; closing sets `closed_at` and keeps `resolved_at`; reopening (back to In Progress)
+  clears both and counts `reopen_count`. Every change moves `sys_updated_on` and `sys_mod_count`.
+- Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`,
+  which shows it with its original `resolved_at` and a `sys_updated_on` of the reveal.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import itertools
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import ClassVar
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
+from .querying import COMPARE, SlidingWindow, java_local
+from .server import Fault, LoopbackServer, Request, Response
+from .spec import document, request_problem, response_problem
+
+VENDOR = 'servicenow'
+TABLE_PATH = '/api/now/table/'
+LIST_PATH = TABLE_PATH + 'incident'
+MAX_ROWS = 10_000
+PAGE_SIZE = 250  # what the check asks for; the conformance suite reads past one such page
+STATES = {'1': 'New', '2': 'In Progress', '3': 'On Hold', '6': 'Resolved', '7': 'Closed', '8': 'Canceled'}
+PRIORITIES = {'1': '1 - Critical', '2': '2 - High', '3': '3 - Moderate', '4': '4 - Low', '5': '5 - Planning'}
+DATE_TIMES = frozenset({'opened_at', 'resolved_at', 'closed_at', 'sys_created_on', 'sys_updated_on', 'u_impact_start'})
+REFERENCES = {  # field -> the table it refers to
+    'business_service': 'cmdb_ci_service',
+    'cmdb_ci': 'cmdb_ci',
+    'assignment_group': 'sys_user_group',
+    'u_environment': 'cmn_location',
+}
+CHOICES = {'state': STATES, 'incident_state': STATES, 'priority': PRIORITIES}
+FIELDS = (
+    'sys_id', 'number', 'short_description', 'state', 'incident_state', 'priority', 'impact', 'urgency',
+    'category', 'subcategory', 'close_code', 'active', 'reopen_count', 'sys_mod_count', *sorted(DATE_TIMES),
+    *REFERENCES,
+)  # fmt: skip
+_PRIORITY_OF_SEVERITY = {'SEV0': '1', 'SEV1': '1', 'SEV2': '2', 'SEV3': '3', 'SEV4': '4', 'SEV5': '5'}
+_OPERATORS = ('ISNOTEMPTY', 'ISEMPTY', 'NOT IN', 'IN', 'STARTSWITH', 'LIKE', '!=', '>=', '<=', '>', '<', '=')
+_CONDITION = re.compile(r'([a-z_][a-z0-9_]*)(' + '|'.join(re.escape(op) for op in _OPERATORS) + r')(.*)', re.DOTALL)
+_LITERAL = re.compile(r'(\d{4}-\d{2}-\d{2})(?: (\d{2}:\d{2}:\d{2}))?')
+_DATE_GENERATE = re.compile(r"javascript:gs\.dateGenerate\('(\d{4}-\d{2}-\d{2})','(\d{2}:\d{2}:\d{2})'\)")
+SN_TIME = '%Y-%m-%d %H:%M:%S'
+
+
+class ServiceNowSimulator(LoopbackServer):
+    source = 'servicenow'
+    list_path = LIST_PATH
+    max_page_size = PAGE_SIZE
+    # The driver's defaults: `Checkout API` (business service), `Payments Team` (assignment group), SEV1 -> P1.
+    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
+
+    def __init__(
+        self,
+        username: str = 'dora.reader',
+        password: str = 'sim-servicenow-password',
+        token: str = 'sim-servicenow-oauth-token',
+        time_zone: str = 'America/Los_Angeles',
+        rate_limit: tuple[int, float] | None = None,
+    ):
+        super().__init__()
+        self.username, self.password, self.token = username, password, token
+        self.zone = ZoneInfo(time_zone)
+        self.rate_limit = SlidingWindow(rate_limit)
+        self.spec_violations: list[str] = []
+        self.incidents: dict[str, dict] = {}  # sys_id -> fields as stored (date-times as UTC datetimes)
+        self._shown: dict[str, dict] = {}  # sys_id -> what the list shows while a resolution is hidden
+        self._served_as: dict[str, dict] = {}  # sys_id -> raw values served in place of the stored ones
+        self._references: dict[tuple[str, str], str] = {}  # (table, name) -> sys_id
+        self._numbers = itertools.count(10001)
+
+    # -- the driver interface ------------------------------------------------------------------------
+    def instance(self, basic_auth: bool = False, **options) -> dict:
+        """With an OAuth access token in `api_token`, or `basic_auth` with the user's name and password."""
+        auth = {'username': self.username, 'password': self.password} if basic_auth else {'api_token': self.token}
+        return {'source': self.source, 'api_url': self.url, **auth, **options}
+
+    def open(
+        self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT, severity=SEVERITY
+    ) -> str:
+        number = next(self._numbers)
+        sys_id = hashlib.md5(f'incident-{number}'.encode()).hexdigest()
+        at = _second(started_at)
+        priority = _PRIORITY_OF_SEVERITY.get((severity or '').upper(), '3')
+        self.incidents[sys_id] = {
+            'sys_id': sys_id,
+            'number': f'INC{number:07d}',
+            'short_description': title,
+            'state': '2',
+            'incident_state': '2',
+            'priority': priority,
+            'impact': priority if priority in '123' else '3',
+            'urgency': priority if priority in '123' else '3',
+            'category': 'software',
+            'subcategory': '',
+            'close_code': '',
+            'active': 'true',
+            'reopen_count': '0',
+            'sys_mod_count': '0',
+            'opened_at': at,
+            'sys_created_on': at,
+            'sys_updated_on': at,
+            'resolved_at': None,
+            'closed_at': None,
+            'u_impact_start': None,
+            'business_service': self._reference('business_service', service),
+            'cmdb_ci': '',
+            'assignment_group': self._reference('assignment_group', team),
+            'u_environment': self._reference('u_environment', environment),
+        }
+        return sys_id
+
+    def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
+        if hidden:
+            self._shown.setdefault(incident_id, copy.deepcopy(self.incidents[incident_id]))
+        self.update(incident_id, at, state='6', resolved_at=_second(at), close_code='Solved (Permanently)')
+
+    def reveal(self, incident_id: str) -> None:
+        self._shown.pop(incident_id, None)
+        self.update(incident_id, datetime.now(UTC))
+
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """Logged now, after the fact: `opened_at` and `resolved_at` set by hand, `sys_created_on` now."""
+        now = datetime.now(UTC)
+        incident_id = self.open(started_at, **open_options)
+        self.update(incident_id, now, sys_created_on=now)
+        self.update(incident_id, now, state='6', resolved_at=resolved_at, close_code='Solved (Permanently)')
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, datetime.now(UTC), state='6', resolved_at=at, close_code='Solved (Permanently)')
+
+    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
+        corrections = {'opened_at': started_at, 'resolved_at': resolved_at}
+        self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
+
+    def reopen(self, incident_id: str, at: datetime) -> None:
+        reopened = str(int(self.incidents[incident_id]['reopen_count']) + 1)
+        self.update(incident_id, at, state='2', resolved_at=None, closed_at=None, close_code='', reopen_count=reopened)
+
+    def corrupt(self, incident_id: str) -> None:
+        """Its `opened_at` is served as a value that is no date-time; the query still sees the real one."""
+        self._served_as.setdefault(incident_id, {})['opened_at'] = {'display_value': 'last week', 'value': 'soon'}
+
+    def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
+        """Canceled, and one each left New, In Progress and On Hold with a resolve time (an import, a
+        reopen that kept it): only the state tells."""
+        ids = []
+        for state in ('8', '1', '2', '3'):
+            incident_id = self.open(started_at, title=f'Not a failure: {STATES[state]}')
+            self.update(incident_id, resolved_at, state=state, resolved_at=_second(resolved_at))
+            ids.append(incident_id)
+        return ids
+
+    def rate_limited(self, seconds: int = 1) -> Fault:
+        return Fault(status=429, headers=_limit_headers(seconds), body=_error_body(*_TOO_MANY), path=LIST_PATH)
+
+    # -- more of ServiceNow, for tool-specific tests -------------------------------------------------
+    def update(self, incident_id: str, at: datetime | None = None, **fields) -> None:
+        """Sets fields as stored (date-times as datetimes, references by display name) at `at`."""
+        with self._lock:
+            incident = self.incidents[incident_id]
+            for name, value in fields.items():
+                if name in REFERENCES:
+                    value = self._reference(name, value) if value else ''
+                elif name in DATE_TIMES and value is not None:
+                    value = _second(value)
+                incident[name] = value
+            if 'state' in fields:
+                incident['incident_state'] = fields['state']
+                incident['active'] = 'false' if fields['state'] in ('6', '7', '8') else 'true'
+            if at is not None:
+                incident['sys_updated_on'] = _second(at)
+                incident['sys_mod_count'] = str(int(incident['sys_mod_count']) + 1)
+
+    def close(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, at, state='7', closed_at=_second(at))
+
+    def serve_as(self, incident_id: str, **fields) -> None:
+        """Serves these raw values (anything JSON) in place of the stored ones: a malformed record."""
+        with self._lock:
+            self._served_as.setdefault(incident_id, {}).update(fields)
+
+    def local_literal(self, moment: datetime) -> str:
+        """How a date-time is written in an encoded query so that this instance reads it as `moment`."""
+        return moment.astimezone(self.zone).strftime(SN_TIME)
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        if not self._authorized(request.headers.get('authorization', '')):  # before the description's security
+            return _error(401, 'User Not Authenticated', 'Required to provide Auth information')
+        problem = request_problem(VENDOR, request)
+        if problem:
+            self.spec_violations.append(problem)
+            return _error(400, 'Invalid request', problem)
+        response = self._answer(request)
+        if str(response.status) in _documented(request):
+            problem = response_problem(VENDOR, request, response)
+            if problem:
+                self.spec_violations.append(problem)
+        return response
+
+    def _answer(self, request: Request) -> Response:
+        limited = self._count_call()
+        if limited:
+            return limited
+        if request.method != 'GET' or not request.path.startswith(TABLE_PATH):
+            return _error(400, 'Requested URI does not represent any resource', request.path)
+        if request.path != LIST_PATH:
+            return _error(400, 'Invalid table ' + request.path[len(TABLE_PATH) :], '')
+        try:
+            return self._list(request)
+        except _Invalid as e:
+            return _error(400, str(e), '')
+
+    def _authorized(self, header: str) -> bool:
+        basic = base64.b64encode(f'{self.username}:{self.password}'.encode()).decode()
+        return header in (f'Basic {basic}', f'Bearer {self.token}')
+
+    def _count_call(self) -> Response | None:
+        wait = self.rate_limit.wait()
+        if wait is not None:
+            return Response(429, _error_body(*_TOO_MANY), {'Content-Type': 'application/json', **_limit_headers(wait)})
+        return None
+
+    def _list(self, request: Request) -> Response:
+        query = dict(request.query)
+        display = query.get('sysparm_display_value', 'false')
+        limit = min(_int(query.get('sysparm_limit', str(MAX_ROWS)), 'sysparm_limit'), MAX_ROWS)
+        offset = _int(query.get('sysparm_offset', '0'), 'sysparm_offset')
+        encoded = self._parse(query.get('sysparm_query', ''))
+        listed = [self._shown.get(sys_id, incident) for sys_id, incident in self.incidents.items()]
+        selected = sorted((i for i in listed if encoded.matches(i)), key=lambda i: i['sys_id'])
+        for field, descending in reversed(encoded.order):
+            selected.sort(key=lambda i, f=field: _sort_key(i.get(f)), reverse=descending)
+        page = selected[offset : offset + limit]
+        fields = [f for f in query.get('sysparm_fields', '').split(',') if f] or list(FIELDS)
+        links = query.get('sysparm_exclude_reference_link') != 'true'
+        result = [self._served(incident, fields, display, links) for incident in page]
+        headers = {'Content-Type': 'application/json;charset=UTF-8'}
+        if query.get('sysparm_no_count') != 'true':
+            headers['X-Total-Count'] = str(len(selected))
+        if query.get('sysparm_suppress_pagination_header') != 'true':
+            headers['Link'] = self._links(request, offset, limit, len(selected))
+        return Response(200, json.dumps({'result': result}).encode(), headers)
+
+    def _parse(self, text: str) -> _EncodedQuery:
+        encoded = _EncodedQuery(text, self.zone)
+        for field in encoded.unknown_fields:
+            self.spec_violations.append(f'{VENDOR}: sysparm_query names {field!r}, which the incident table lacks')
+        return encoded
+
+    def _served(self, incident: dict, fields: list[str], display: str, links: bool) -> dict:
+        served = {}
+        for name in fields:
+            if name not in incident:
+                continue
+            value, shown = self._value(name, incident[name]), self._display(name, incident[name])
+            if display == 'all':
+                served[name] = {'display_value': shown, 'value': value}
+                if name in REFERENCES and value and links:
+                    served[name]['link'] = self._link(name, value)
+            elif display == 'true':
+                served[name] = shown
+            elif name in REFERENCES and value:
+                served[name] = value if not links else {'link': self._link(name, value), 'value': value}
+            else:
+                served[name] = value
+        overrides = self._served_as.get(incident['sys_id'], {})
+        served.update({name: copy.deepcopy(value) for name, value in overrides.items() if name in served})
+        return served
+
+    def _value(self, name: str, stored) -> str:
+        if name in DATE_TIMES:
+            return stored.strftime(SN_TIME) if stored else ''
+        return stored or ''
+
+    def _display(self, name: str, stored) -> str:
+        if name in DATE_TIMES:
+            return stored.astimezone(self.zone).strftime(SN_TIME) if stored else ''
+        if name in REFERENCES:
+            return next((n for (table, n), i in self._references.items() if i == stored), '') if stored else ''
+        if name in CHOICES:
+            return CHOICES[name].get(stored, stored)
+        return stored or ''
+
+    def _reference(self, field: str, name: str | None) -> str:
+        if not name:
+            return ''
+        key = (REFERENCES[field], name)
+        if key not in self._references:
+            self._references[key] = hashlib.md5(f'{key}'.encode()).hexdigest()
+        return self._references[key]
+
+    def _link(self, field: str, sys_id: str) -> str:
+        return f'{self.url}/api/now/table/{REFERENCES[field]}/{sys_id}'
+
+    def _links(self, request: Request, offset: int, limit: int, total: int) -> str:
+        def link(at: int, rel: str) -> str:
+            kept = [(k, v) for k, v in request.query if k not in ('sysparm_offset', 'sysparm_limit')]
+            query = urlencode([*kept, ('sysparm_offset', str(at)), ('sysparm_limit', str(limit))])
+            return f'<{self.url}{request.path}?{query}>;rel="{rel}"'
+
+        last = max(0, (total - 1) // limit * limit)
+        rels = [link(0, 'first')]
+        if offset > 0:
+            rels.append(link(max(0, offset - limit), 'prev'))
+        if offset + limit < total:
+            rels.append(link(offset + limit, 'next'))
+        rels.append(link(last, 'last'))
+        return ','.join(rels)
+
+
+class _Invalid(ValueError):
+    pass
+
+
+class _EncodedQuery:
+    """An encoded query: or'ed queries (`^NQ`) of and'ed groups of or'ed conditions, and its order."""
+
+    def __init__(self, text: str, zone: ZoneInfo):
+        self.zone = zone
+        self.order: list[tuple[str, bool]] = []
+        self.unknown_fields: list[str] = []
+        self.queries: list[list[list]] = []  # [query][and-term][or-condition] -> predicate
+        for part in text.split('^NQ') if text else []:
+            terms: list[list] = []
+            for term in part.split('^'):
+                if not term:
+                    continue
+                if term.startswith('ORDERBYDESC'):
+                    self.order.append((term[len('ORDERBYDESC') :], True))
+                elif term.startswith('ORDERBY'):
+                    self.order.append((term[len('ORDERBY') :], False))
+                elif term.startswith('OR') and terms:
+                    terms[-1].append(self._condition(term[2:]))
+                else:
+                    terms.append([self._condition(term)])
+            self.queries.append(terms)
+
+    def matches(self, incident: dict) -> bool:
+        queries = [q for q in self.queries if q]
+        return not queries or any(all(any(c(incident) for c in term) for term in q) for q in queries)
+
+    def _condition(self, text: str):
+        found = _CONDITION.fullmatch(text)
+        if not found:
+            raise _Invalid(f'Invalid encoded query condition: {text[:80]}')
+        field, operator, value = found.groups()
+        if field not in FIELDS:
+            self.unknown_fields.append(field)
+            return lambda incident: True  # dropped, as ServiceNow drops a condition on an unknown field
+        if operator in ('ISEMPTY', 'ISNOTEMPTY'):
+            return lambda incident: (incident.get(field) in (None, '')) == (operator == 'ISEMPTY')
+        if operator in ('IN', 'NOT IN'):
+            wanted = set(value.split(','))
+            return lambda incident: (incident.get(field) in wanted) == (operator == 'IN')
+        if operator == 'LIKE':
+            return lambda incident: value.lower() in str(incident.get(field) or '').lower()
+        if operator == 'STARTSWITH':
+            return lambda incident: str(incident.get(field) or '').lower().startswith(value.lower())
+        bound = self._moment(value, field) if field in DATE_TIMES else value
+        compare = COMPARE[operator]
+        if field in DATE_TIMES:
+            return lambda incident: incident.get(field) is not None and compare(incident[field], bound)
+        if field in ('priority', 'state', 'incident_state', 'impact', 'urgency', 'reopen_count', 'sys_mod_count'):
+            return lambda incident: compare(int(incident.get(field) or 0), int(bound))
+        return lambda incident: compare(str(incident.get(field) or ''), bound)
+
+    def _moment(self, value: str, field: str) -> datetime:
+        """A literal in the instance's zone (Java's rules for skipped and repeated local times)."""
+        found = _DATE_GENERATE.fullmatch(value) or _LITERAL.fullmatch(value)
+        if not found:
+            raise _Invalid(f'Invalid date-time {value[:40]!r} for {field}')
+        local = datetime.strptime(f'{found.group(1)} {found.group(2) or "00:00:00"}', SN_TIME)
+        return java_local(local, self.zone)
+
+
+_TOO_MANY = ('Too Many Requests', 'Rate limit rule exceeded: REST API rate limit for dora.reader')
+
+
+def _second(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _sort_key(value):
+    if isinstance(value, datetime):
+        return (1, value.timestamp())
+    if value in (None, ''):
+        return (0, 0)
+    return (1, int(value)) if isinstance(value, str) and value.isdigit() else (2, str(value))
+
+
+def _int(value: str, name: str) -> int:
+    if not value.isdigit():
+        raise _Invalid(f'{name} must be a non-negative integer')
+    return int(value)
+
+
+def _limit_headers(seconds: int) -> dict:
+    return {
+        'Retry-After': str(seconds),
+        'X-RateLimit-Limit': '100',
+        'X-RateLimit-Reset': str(int(time.time()) + seconds),
+        'X-RateLimit-Rule': '6e5d9b0a1b2c3d4e5f60718293a4b5c6',
+    }
+
+
+def _error_body(message: str, detail: str) -> bytes:
+    return json.dumps({'error': {'message': message, 'detail': detail}, 'status': 'failure'}).encode()
+
+
+def _error(status: int, message: str, detail: str) -> Response:
+    return Response(status, _error_body(message, detail), {'Content-Type': 'application/json;charset=UTF-8'})
+
+
+def _documented(request: Request) -> set[str]:
+    operation = document(VENDOR)['paths']['/api/now/table/{tableName}'].get(request.method.lower(), {})
+    return set(operation.get('responses', {}))
