@@ -52,7 +52,8 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 
     def _set_up(self) -> None:
-        self.register_secret(self.config.api_token)
+        if self.config.api_token:
+            self.register_secret(self.config.api_token)
         source = make_source(self.config, set(self.instance), self.http)
         dora = self._dora_api()
         outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)

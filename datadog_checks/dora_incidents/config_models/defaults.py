@@ -24,6 +24,10 @@ def instance_change_failure_window():
     return 86400
 
 
+def instance_creation_horizon():
+    return 7776000
+
+
 def instance_disable_generic_tags():
     return False
 
@@ -54,6 +58,10 @@ def instance_kerberos_delegate():
 
 def instance_kerberos_force_initiate():
     return False
+
+
+def instance_label():
+    return 'incident'
 
 
 def instance_log_requests():

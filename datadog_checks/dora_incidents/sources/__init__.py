@@ -37,6 +37,8 @@ def tool_options() -> dict[str, set[str]]:
 def make_source(config, configured: set[str], http) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
+    if cls.needs_api_token and not config.api_token:
+        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`: {cls.api_token_help}')
     for option, owners in sorted(tool_options().items()):
         if option in configured and config.source not in owners:
             raise ConfigurationError(

@@ -31,6 +31,9 @@ class Source:
     default_api_url: ClassVar[str]
     # Options of this tool beyond the common ones; setting another tool's option is a configuration error.
     options: ClassVar[frozenset[str]] = frozenset()
+    # Whether the tool reads with `api_token` (required then), and what that token must be.
+    needs_api_token: ClassVar[bool] = True
+    api_token_help: ClassVar[str] = 'set it to a read-only API token of the incident tool'
 
     def __init__(self, config, http, api_url: str):
         self.config = config
