@@ -23,7 +23,7 @@ description is silent):
 - Rate limit: every answer carries `X-RateLimit-Limit`, `-Period`, `-Remaining`, `-Reset` (seconds to the
   reset) and `-Name`; past it, 429 `{"errors": ["Too many requests"]}`.
 - Time: a resolution is listed from its `resolved` time on; a `hidden` one (a lagging index) is listed as
-  the incident was before it until `reveal`, then with its original `resolved` and a `modified` of the reveal.
+  the incident was before it until `reveal`, then as it was written (`resolved` and `modified` of the resolution).
 - Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved.
 
 Every request and every 200 answer is checked against the derived description; violations are kept in
@@ -93,7 +93,8 @@ class DatadogIncidentsSimulator(LoopbackServer):
         super().__init__()
         self.api_key = api_key
         self.app_key = app_key
-        self.token = app_key  # what must never leak, and what a wrong credential replaces
+        self.token = app_key  # what must never leak
+        self.credential = 'datadog_app_key'  # the option a wrong credential is set in (there is no `api_token`)
         self.rate_limit = rate_limit
         self.spec_violations: list[str] = []
         self.incidents: dict[str, dict] = {}  # id -> attributes, timestamps as datetimes
@@ -153,7 +154,6 @@ class DatadogIncidentsSimulator(LoopbackServer):
     def reveal(self, incident_id: str) -> None:
         with self._lock:
             self._before.pop(incident_id, None)
-            self.incidents[incident_id]['modified'] = datetime.now(UTC)
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `active`: `resolved` keeps its stale value, as Datadog keeps it."""
@@ -205,7 +205,10 @@ class DatadogIncidentsSimulator(LoopbackServer):
             return Response.json(400, {'errors': [problem]})
         response = self._answer(request)
         if response.status == 200:
-            problem = response_problem('datadog_incidents', request, response)
+            # Records made malformed on purpose (`serve_as`) break the description by design: the answer is
+            # checked as it would be without them.
+            checked = self._search(request, malformed=False) if self._served_as else response
+            problem = response_problem('datadog_incidents', request, checked)
             if problem:
                 self.spec_violations.append(problem)
         return response
@@ -246,7 +249,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
             'X-RateLimit-Name': 'incidents_search',
         }
 
-    def _search(self, request: Request) -> Response:
+    def _search(self, request: Request, malformed: bool = True) -> Response:
         query = dict(request.query)
         predicates = _parse_query(query['query'])
         now = datetime.now(UTC)
@@ -267,7 +270,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
                 'type': 'incidents_search_results',
                 'attributes': {
                     'facets': _facets(listed for _, listed in selected),
-                    'incidents': [{'data': self._served(incident_id, attrs)} for incident_id, attrs in page],
+                    'incidents': [{'data': self._served(i, attrs, malformed)} for i, attrs in page],
                     'total': len(selected),
                 },
             },
@@ -282,7 +285,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
             return before[1]
         return self.incidents[incident_id]
 
-    def _served(self, incident_id: str, attrs: dict) -> dict:
+    def _served(self, incident_id: str, attrs: dict, malformed: bool = True) -> dict:
         served = {
             'title': attrs['title'],
             'public_id': attrs['public_id'],
@@ -310,7 +313,8 @@ class DatadogIncidentsSimulator(LoopbackServer):
                 'teams': {'type': 'autocomplete', 'value': list(attrs['teams']) or None},
             },
         }
-        served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
+        if malformed:
+            served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
         user = {'data': {'type': 'users', 'id': '00000000-0000-0000-0000-0000000000a1'}}
         relationships = {'created_by_user': user, 'last_modified_by_user': user, 'commander_user': None}
         return {'id': incident_id, 'type': 'incidents', 'attributes': served, 'relationships': relationships}

@@ -21,7 +21,8 @@ as packaged by npm `@octokit/openapi` 23.0.2, plus GitHub's REST reference where
   seconds) / `-resource: core`. Past the primary limit (5,000 an hour): 403 with `x-ratelimit-remaining: 0`
   and "API rate limit exceeded". A secondary limit: 403 (or 429) with `retry-after` in seconds.
 - Time: a closure is listed from its `closed_at` on. A `hidden` closure (a lagging replica) is listed as the
-  issue was before it, until `reveal`; then with its original `closed_at` and an `updated_at` of the reveal.
+  issue was before it, until `reveal`; then as it was written, `updated_at` and `closed_at` of the closure.
+  (An issue that becomes an incident late, labelled after it was closed, is `label`: that moves `updated_at`.)
 - Not failures (`open_non_failures`): an issue closed as `not_planned`, one closed as `duplicate`, and a
   merged pull request carrying the label.
 
@@ -105,7 +106,6 @@ class GitHubSimulator(LoopbackServer):
     def reveal(self, incident_id: str) -> None:
         with self._lock:
             self._before.pop(incident_id, None)
-            self.issues[incident_id]['updated_at'] = _second(_now())
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
@@ -201,7 +201,10 @@ class GitHubSimulator(LoopbackServer):
             return _validation_failed(problem)
         response = self._answer(request)
         if response.status == 200:
-            problem = response_problem('github', request, response)
+            # Records made malformed on purpose (`serve_as`) break the description by design: the answer is
+            # checked as it would be without them.
+            checked = self._list(request, self._repository(*_ISSUES.fullmatch(request.path).groups()), False)
+            problem = response_problem('github', request, checked if self._served_as else response)
             if problem:
                 self.spec_violations.append(problem)
         return response
@@ -253,7 +256,7 @@ class GitHubSimulator(LoopbackServer):
             'x-ratelimit-resource': 'core',
         }
 
-    def _list(self, request: Request, repository: str) -> Response:
+    def _list(self, request: Request, repository: str, malformed: bool = True) -> Response:
         query = dict(request.query)
         unknown = sorted(set(query) - _SIMULATED)
         if unknown:
@@ -280,7 +283,7 @@ class GitHubSimulator(LoopbackServer):
         number = _positive(query.get('page'), 1)
         pages = max(1, -(-len(selected) // size))
         page = selected[(number - 1) * size : number * size]
-        body = [self._served(issue_id, issue) for issue_id, issue in page]
+        body = [self._served(issue_id, issue, malformed) for issue_id, issue in page]
         headers = {'Content-Type': 'application/json; charset=utf-8'}
         link = self._link(request, repository, number, pages)
         if link:
@@ -309,7 +312,7 @@ class GitHubSimulator(LoopbackServer):
             relations += [('first', 1)]
         return ', '.join(f'<{url(page)}>; rel="{rel}"' for rel, page in relations)
 
-    def _served(self, issue_id: str, issue: dict) -> dict:
+    def _served(self, issue_id: str, issue: dict, malformed: bool = True) -> dict:
         api = f'{self.url}/repos/{issue["repository"]}'
         html = f'https://github.com/{issue["repository"]}'
         number = issue['number']
@@ -328,7 +331,6 @@ class GitHubSimulator(LoopbackServer):
             'user': _user('octocat'),
             'labels': [self._label(issue['repository'], name) for name in issue['labels']],
             'state': issue['state'],
-            'state_reason': issue['state_reason'],
             'locked': False,
             'assignee': None,
             'assignees': [],
@@ -342,6 +344,10 @@ class GitHubSimulator(LoopbackServer):
             'active_lock_reason': None,
             'body': None,
         }
+        if issue['state_reason'] is not None:
+            # GitHub serves null for an issue never closed and for a pull request; the description's enum
+            # (nullable, without null among its values) rejects null, so the key is left out instead.
+            served['state_reason'] = issue['state_reason']
         if issue['pull_request'] is not None:
             merged = issue['pull_request']['merged_at']
             served['draft'] = False
@@ -352,7 +358,8 @@ class GitHubSimulator(LoopbackServer):
                 'patch_url': f'{html}/pull/{number}.patch',
                 'merged_at': _iso(merged) if merged else None,
             }
-        served.update(copy.deepcopy(self._served_as.get(issue_id, {})))
+        if malformed:
+            served.update(copy.deepcopy(self._served_as.get(issue_id, {})))
         return served
 
     def _label(self, repository: str, name: str) -> dict:
