@@ -65,8 +65,8 @@ class DatadogIncidentsSource(Source):
     # Datadog's DORA Metrics reads these incidents itself: no DORA failures unless asked for.
     sends_dora_failures = False
     # Each window reads the whole horizon (the search has no time filter) and keeps what was modified in it:
-    # `total` counts the whole search, never a window's share, so it never cuts one.
-    max_per_batch = 1_000_000
+    # `total` counts the whole search, not the window's share.
+    total_is_windows = False
 
     def __init__(self, config, http, api_url: str, **clock):
         # Until the Datadog key look-ups take a configuration: they read only `check.config` and the Agent.
