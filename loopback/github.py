@@ -38,6 +38,7 @@ import itertools
 import json
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import urlencode
@@ -64,9 +65,10 @@ class GitHubSimulator(LoopbackServer):
     # GitHub has no environments: the instance's `env` applies.
     expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
 
-    def __init__(self, token: str = 'ghp_simGitHubToken0123456789', rate_limit=RATE_LIMIT):
+    def __init__(self, token: str = 'ghp_simGitHubToken0123456789', rate_limit=RATE_LIMIT, prefix: str = ''):
         super().__init__()
         self.token = token
+        self.prefix = prefix  # GitHub Enterprise Server serves the REST API under `/api/v3`
         self.rate_limit = rate_limit
         self.spec_violations: list[str] = []
         self.repositories: dict[str, int] = {}  # 'owner/name' (as created) -> repository id
@@ -80,14 +82,14 @@ class GitHubSimulator(LoopbackServer):
 
     @property
     def list_path(self) -> str:
-        return f'/repos/{REPOSITORY}/issues'
+        return f'{self.prefix}/repos/{REPOSITORY}/issues'
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
         return {
             'source': self.source,
             'api_token': self.token,
-            'api_url': self.url,
+            'api_url': self.url + self.prefix,
             'repositories': [REPOSITORY],
             **options,
         }
@@ -195,6 +197,10 @@ class GitHubSimulator(LoopbackServer):
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
+        if self.prefix:
+            if not request.path.startswith(self.prefix + '/'):
+                return Response.json(404, _error('Not Found', '404'))
+            request = replace(request, path=request.path[len(self.prefix) :])
         problem = request_problem('github', request)
         if problem:
             self.spec_violations.append(problem)
@@ -301,7 +307,7 @@ class GitHubSimulator(LoopbackServer):
 
         def url(page: int) -> str:
             query = [(k, v) for k, v in request.query if k != 'page'] + [('page', str(page))]
-            return f'{self.url}/repositories/{self.repositories[repository]}/issues?{urlencode(query)}'
+            return f'{self.url}{self.prefix}/repositories/{self.repositories[repository]}/issues?{urlencode(query)}'
 
         relations = []
         if number > 1:
@@ -313,7 +319,7 @@ class GitHubSimulator(LoopbackServer):
         return ', '.join(f'<{url(page)}>; rel="{rel}"' for rel, page in relations)
 
     def _served(self, issue_id: str, issue: dict, malformed: bool = True) -> dict:
-        api = f'{self.url}/repos/{issue["repository"]}'
+        api = f'{self.url}{self.prefix}/repos/{issue["repository"]}'
         html = f'https://github.com/{issue["repository"]}'
         number = issue['number']
         kind = 'pull' if issue['pull_request'] is not None else 'issues'
@@ -367,7 +373,7 @@ class GitHubSimulator(LoopbackServer):
         return {
             'id': label_id,
             'node_id': f'LA_kwDO{label_id}',
-            'url': f'{self.url}/repos/{repository}/labels/{name}',
+            'url': f'{self.url}{self.prefix}/repos/{repository}/labels/{name}',
             'name': name,
             'color': 'd73a4a' if name == LABEL else 'ededed',
             'default': False,
