@@ -233,9 +233,7 @@ def test_the_simulator_answers_like_datadog(sim):
 
 @pytest.fixture
 def settings(sim, intake):
-    instance = sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
-    del instance['send_dora_failures']  # the tool's own default
-    return instance
+    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
 
 
 def test_no_dora_failures_by_default_but_metrics_events_and_change_failures_flow(
