@@ -91,6 +91,10 @@ class DatadogIncidentsSource(Source):
         self.api_url = (config.api_url or datadog_api_url(agent)).rstrip('/')
         super().__init__(config, http, self.api_url, **clock)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._api_key, self._app_key
+
     def make_api(self, http, api_url: str, token) -> JsonApi:
         headers = {'DD-API-KEY': self._api_key, 'DD-APPLICATION-KEY': self._app_key, 'Accept': 'application/json'}
         return JsonApi(http, api_url, headers, _describer((self._api_key, self._app_key)))
