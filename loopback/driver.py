@@ -51,6 +51,18 @@ class SourceSimulator(Protocol):
     def reveal(self, incident_id: str) -> None:
         """The API now shows a hidden resolution, stamped with its original time."""
 
+    # -- late and corrected resolutions: what a tool's users do after the fact (its update time moves to now)
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """Enters now an incident that already happened and was resolved at `resolved_at` (Rootly's
+        retrospective incidents, FireHydrant's "Create Resolved Incident", incident.io's retrospective
+        mode); returns its id."""
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """Resolves it now, with its resolve time set back to `at` (the responder enters when it really ended)."""
+
+    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
+        """Edits the start or resolve time of a resolved incident now (a post-incident review)."""
+
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to an active state; a later `resolve` is a new resolution of the same incident."""
 

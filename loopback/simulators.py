@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .datadog_incidents import DatadogIncidentsSimulator
 from .firehydrant import FireHydrantSimulator
+from .github import GitHubSimulator
 from .incident_io import IncidentIoSimulator
 from .pagerduty import PagerDutySimulator
 from .rootly import RootlySimulator
@@ -13,6 +15,8 @@ SIMULATORS = {
     'rootly': RootlySimulator,
     'firehydrant': FireHydrantSimulator,
     'incident_io': IncidentIoSimulator,
+    'github': GitHubSimulator,
+    'datadog_incidents': DatadogIncidentsSimulator,
 }
 
 

@@ -70,7 +70,7 @@ def test_a_run_with_nothing_new_emits_nothing_and_remembers_the_same_incidents(
     assert (
         stored_cursor(datadog_agent)['reported']
         == reported
-        == {f'pagerduty:{incident}': int(ago(now, hours=4).timestamp()) * 1000}
+        == {f'pagerduty:{incident}': [ms(ago(now, hours=4)), ms(ago(now, hours=5)), ms(ago(now, hours=4))]}
     )
 
 
@@ -242,3 +242,7 @@ def test_dora_api_answering_202_is_success(
 
     assert run(make_check(instance)) == []
     aggregator.assert_metric('dora.check.outbox.pending', value=0)
+
+
+def ms(moment):
+    return int(moment.timestamp()) * 1000

@@ -23,7 +23,10 @@ def tool(request):
 
 @pytest.fixture
 def settings(tool, intake):
-    return tool.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    # DORA failures on for every tool (`datadog_incidents` sends none by default): the suite checks them too.
+    return tool.instance(
+        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
+    )
 
 
 def expected_tags(tool):
@@ -57,7 +60,8 @@ def test_first_run_reads_the_lookback_including_an_incident_created_40_days_ago(
     aggregator.assert_metric(INCIDENTS_COUNT, value=1, count=1)
     assert dora_ids(intake) == [f'{tool.source}:{old}']
     attributes = intake.failures[0]['data']['attributes']
-    assert attributes['services'] == [tool.expected_tags['service']] and attributes['severity'] == 'sev1'
+    assert attributes['services'] == [tool.expected_tags['service']]
+    assert attributes['severity'] == tool.expected_tags['severity']
 
 
 def test_each_resolution_counts_once_across_runs_and_restarts(aggregator, make_check, run, tool, settings, intake, now):
@@ -178,9 +182,11 @@ def test_a_rejected_token_is_an_error_naming_the_option_not_the_token(aggregator
     caplog.set_level(logging.DEBUG)
     wrong = 'wrong-token-0123456789'
 
-    error = make_check({**settings, 'api_token': wrong}).run()
+    credential = getattr(tool, 'credential', 'api_token')  # the option holding what the tool checks
 
-    assert 'api_token' in error and wrong not in error + caplog.text
+    error = make_check({**settings, credential: wrong}).run()
+
+    assert credential in error and wrong not in error + caplog.text
     aggregator.assert_metric('dora.check.source.can_connect', value=0)
 
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from datadog_checks.dora_incidents.sources.reader import Reader
 from datadog_checks.dora_incidents.sources.pagerduty import PagerDutySource, is_incident_id
 from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
@@ -74,7 +75,7 @@ def test_every_resolve_entry_becomes_an_incident_or_a_named_skip_or_is_not_repor
     entries = [{'id': f'R{n}', 'type': 'resolve_log_entry', 'incident': incident} for n, incident in enumerate(raw)]
     entries.insert(0, {'id': 'R-good', 'type': 'resolve_log_entry', 'incident': valid_incident(99)})
 
-    batch = source()._batch(iter(entries), NOW)
+    batch = Reader(source())._batch(entries, NOW, NOW)
 
     assert 'PINC00099' in {incident.id for incident in batch.incidents}  # a bad neighbour never hides a good one
     for incident in batch.incidents:

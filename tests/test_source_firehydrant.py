@@ -188,7 +188,7 @@ def test_a_long_lookback_is_read_in_windows_of_30_days_oldest_first(sim):
 
 
 def test_a_window_with_more_than_a_batch_is_halved(sim, monkeypatch):
-    monkeypatch.setattr(firehydrant, 'MAX_BATCH', 2)
+    monkeypatch.setattr(firehydrant.FireHydrantSource, 'max_per_batch', 2)
     ids = [resolved_incident(sim, resolved_at=NOW - DAY + n * 4 * HOUR + HOUR) for n in range(5)]
     batches = read(sim)
     assert all(len(batch.incidents) <= 2 for batch in batches)
@@ -247,7 +247,7 @@ def test_a_record_without_an_id_is_skipped_by_position(sim):
     [batch] = read(sim)
     assert batch.incidents == []
     reason = "`id` is not a FireHydrant id: 'None'"
-    assert batch.skipped == [Skipped('firehydrant', f'{LIST_PATH} page 1 item 1', reason)]
+    assert batch.skipped == [Skipped('firehydrant', f'record 1 of the window from {utc(NOW - DAY)}', reason)]
 
 
 @pytest.mark.parametrize(

@@ -250,7 +250,7 @@ def test_a_long_lookback_is_read_in_windows_oldest_first(sim, now):
 
 
 def test_a_window_with_too_many_resolutions_is_halved(sim, now, monkeypatch):
-    monkeypatch.setattr(incident_io, 'MAX_PER_BATCH', 2)
+    monkeypatch.setattr(incident_io.IncidentIoSource, 'max_per_batch', 2)
     ids = []
     for n in range(5):
         ids.append(sim.open(now - timedelta(hours=10)))

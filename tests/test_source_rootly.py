@@ -204,8 +204,7 @@ def test_pages_follow_links_next(sim, monkeypatch):
 
 def test_a_window_larger_than_a_batch_is_halved_until_each_half_fits(sim, monkeypatch):
     monkeypatch.setattr(rootly, 'PAGE_SIZE', 2)
-    monkeypatch.setattr(rootly, 'MAX_PAGES', 2)
-    monkeypatch.setattr(rootly, 'MAX_PER_BATCH', 4)
+    monkeypatch.setattr(rootly.RootlySource, 'max_per_batch', 4)
     ids = [resolved_incident(sim, NOW - 30 * HOUR, NOW - 20 * HOUR + i * HOUR) for i in range(10)]
     batches = read(sim)
     assert sorted(i.id for i in incidents(batches)) == sorted(ids)
@@ -216,8 +215,7 @@ def test_a_window_larger_than_a_batch_is_halved_until_each_half_fits(sim, monkey
 
 def test_without_meta_a_window_too_large_is_found_by_paging(sim, monkeypatch):
     monkeypatch.setattr(rootly, 'PAGE_SIZE', 2)
-    monkeypatch.setattr(rootly, 'MAX_PAGES', 2)
-    monkeypatch.setattr(rootly, 'MAX_PER_BATCH', 4)
+    monkeypatch.setattr(rootly.RootlySource, 'max_per_batch', 4)
     monkeypatch.setattr(rootly, '_total', lambda page: None)  # as the 2025-04 description, which has no `meta`
     ids = [resolved_incident(sim, NOW - 30 * HOUR, NOW - 20 * HOUR + i * HOUR) for i in range(10)]
     batches = read(sim)

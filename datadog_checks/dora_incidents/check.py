@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from datadog_checks.base import AgentCheck, ConfigurationError
 
@@ -22,6 +22,8 @@ from .sources import make_source, source_class
 class DoraIncidentsCheck(AgentCheck, ConfigMixin):
     # Metric names are written out in full: `dora.*` like Datadog's own DORA metrics, `dora.check.*` for health.
     __NAMESPACE__ = ''
+    # The clock `max_run_time` is measured by; tests replace it on an instance to run on a virtual clock.
+    monotonic = staticmethod(time.monotonic)
 
     def __init__(self, name, init_config, instances):
         super().__init__(name, init_config, instances)
@@ -54,18 +56,27 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
     def _set_up(self) -> None:
         if self.config.api_token:
             self.register_secret(self.config.api_token)
-        source = make_source(self.config, set(self.instance), self.http)
+        source = make_source(self.config, set(self.instance), self.http, self.monotonic)
+        for secret in source.secrets:  # a tool may read with keys other than `api_token` (Datadog's)
+            self.register_secret(secret)
         dora = self._dora_api()
-        outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)
-        self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning)
+        outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.sends_dora_failures())
+        horizon = timedelta(seconds=self.config.initial_lookback)
+        self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning, horizon)
+
+    def sends_dora_failures(self) -> bool:
+        """`send_dora_failures` as set, else the tool's default (off where Datadog reads the tool itself)."""
+        if 'send_dora_failures' in self.instance:
+            return self.config.send_dora_failures
+        return source_class(self.config.source).sends_dora_failures
 
     def _dora_api(self) -> DatadogApi | None:
         # Marking change failures needs the Datadog API even when failure events are not sent.
-        wanted = self.config.send_dora_failures or self.config.mark_change_failures
+        wanted = self.sends_dora_failures() or self.config.mark_change_failures
         return dora_api(self) if wanted else None
 
     def check(self, _):
-        deadline = time.monotonic() + self.config.max_run_time
+        deadline = self.monotonic() + self.config.max_run_time
         reporter = self._reporter
         cursor = reporter.store.load()
         reporter.outputs.begin(deadline)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,16 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Batch:
-    """Every resolution the source holds with a resolve time in [since, through).
+    """Every resolution the source lists in [since, through): by resolve time, or for a tool that lists by
+    update time, every resolution changed (resolved, corrected) in it. Each lands in exactly one batch.
 
-    `through` is where the cursor may safely advance once the batch has been emitted.
+    `through` is where the cursor may safely advance once the batch has been emitted. `cut`: the run's
+    budget ended the read inside this batch's window; `resume` (kept in the cursor) is where the next run
+    goes on (None: it reads the window again).
     """
 
     incidents: list[SourceIncident]
     skipped: list[Skipped]
     through: datetime
+    cut: bool = False
+    resume: Any = None

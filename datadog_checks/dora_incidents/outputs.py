@@ -174,7 +174,7 @@ def _event(incident: Incident, resolution: Resolution, tags: list[str], now: dat
     origin = incident.origin
     label = origin.number or origin.id
     link = f'[{label}]({origin.url})' if origin.url else label
-    verb = 'resolved again' if resolution is Resolution.AGAIN else 'resolved'
+    verb = {Resolution.AGAIN: 'resolved again', Resolution.CORRECTED: 'corrected'}.get(resolution, 'resolved')
     services = ', '.join(f'`{service}`' for service in incident.services) or '`unknown`'
     # Datadog drops events dated more than 18 hours ago without an error: an older resolution (first
     # run, backlog) is stamped now, and its text says when it happened.

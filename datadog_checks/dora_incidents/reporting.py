@@ -8,12 +8,11 @@ after the run's emission is complete; the backfill, which emits no metrics, afte
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .cursor import Cursor, CursorStore, Resolution
+from .cursor import REMEMBER, Cursor, CursorStore, Resolution
 from .incident import Batch
 from .mapping import Mapper
 from .outputs import Outputs
@@ -36,12 +35,23 @@ class Progress:
 
 
 class Reporter:
-    def __init__(self, source: Source, mapper: Mapper, outputs: Outputs, store: CursorStore, warn: Callable):
+    def __init__(
+        self,
+        source: Source,
+        mapper: Mapper,
+        outputs: Outputs,
+        store: CursorStore,
+        warn: Callable,
+        horizon: timedelta = timedelta(days=1),
+    ):
         self.source = source
         self.mapper = mapper
         self.outputs = outputs
         self.store = store
         self._warn = warn
+        # The late-change horizon (`initial_lookback`): how far behind what a run reads a resolution entered
+        # or corrected late is still reported. Incidents are remembered at least as long.
+        self.horizon = horizon
 
     def catch_up(
         self,
@@ -53,19 +63,24 @@ class Reporter:
     ) -> Progress:
         """Reads [since, until) batch by batch until caught up or out of time."""
         progress = Progress()
-        if time.monotonic() >= deadline:
+        if self.source.monotonic() >= deadline:
             # The budget went on the outbox: reading more would only queue more behind it.
             progress.out_of_time = True
             return progress
+        cursor.remember = max(REMEMBER, self.horizon)
+        # A resolution entered or corrected late is reported if resolved within the horizon behind what is
+        # read; the first run reports its lookback only.
+        horizon = since - self.horizon if cursor.watermark is not None else since
         try:
-            for batch in self.source.resolved(since, until, deadline):
-                self._emit(batch, cursor, progress)
+            for batch in self.source.resolved(since, until, deadline, cursor.resume):
+                self._emit(batch, cursor, progress, horizon)
                 # Never past the source's own clock: a host clock ahead of it would otherwise skip
                 # resolutions the source has not written yet.
                 cursor.advance(min(batch.through, self.source.clock()))
+                cursor.resume = batch.resume
                 if after_batch:
                     after_batch(cursor)
-                if time.monotonic() >= deadline and cursor.watermark < until:
+                if batch.cut or (self.source.monotonic() >= deadline and cursor.watermark < until):
                     progress.out_of_time = True
                     break
         except CredentialsRejected as e:
@@ -79,14 +94,14 @@ class Reporter:
         self.outputs.save()
         self.store.save(cursor)
 
-    def _emit(self, batch: Batch, cursor: Cursor, progress: Progress) -> None:
+    def _emit(self, batch: Batch, cursor: Cursor, progress: Progress, horizon: datetime) -> None:
         now = self.source.clock()
         for found in batch.incidents:
             if not self.mapper.selects(found):
                 continue
-            resolution = cursor.classify(found)
-            if resolution is Resolution.SEEN:
-                progress.already_reported += 1
+            resolution = cursor.classify(found, horizon)
+            if resolution in (Resolution.SEEN, Resolution.TOO_OLD):
+                progress.already_reported += resolution is Resolution.SEEN
                 continue
             self.outputs.emit(self.mapper.to_datadog(found), resolution, now)
             cursor.record(found)

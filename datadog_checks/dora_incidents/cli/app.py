@@ -164,10 +164,11 @@ def _show_cursor(cursor_state):
         return
     lag = datetime.now(timezone.utc) - cursor_state.watermark
     console.print(f'Watermark: {cursor_state.watermark.isoformat()} ({_human(lag)} ago)')
-    console.print(f'Incidents remembered: {len(cursor_state.reported)} (reported within the last 30 days)')
+    remembered = f'resolved within {cursor_state.remember.days} days of the watermark'
+    console.print(f'Incidents remembered: {len(cursor_state.reported)} ({remembered})')
     table = Table('incident', 'resolved at (reported)')
-    for key, ms in list(cursor_state.reported.items())[-10:]:
-        table.add_row(key, datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat())
+    for key, resolved_at in cursor_state.latest(10):
+        table.add_row(key, resolved_at.isoformat())
     console.print(table)
 
 

@@ -5,6 +5,7 @@ Adding a tool = one module subclassing `Source`, one line here, one simulator in
 
 from __future__ import annotations
 
+import time
 from importlib import import_module
 
 from datadog_checks.base import ConfigurationError
@@ -17,6 +18,8 @@ SOURCES = {
     'rootly': ('rootly', 'RootlySource'),
     'firehydrant': ('firehydrant', 'FireHydrantSource'),
     'incident_io': ('incident_io', 'IncidentIoSource'),
+    'github': ('github', 'GitHubSource'),
+    'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
 }
 
 
@@ -34,7 +37,7 @@ def tool_options() -> dict[str, set[str]]:
     return owners
 
 
-def make_source(config, configured: set[str], http) -> Source:
+def make_source(config, configured: set[str], http, monotonic=time.monotonic) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
     if cls.needs_api_token and not config.api_token:
@@ -44,7 +47,7 @@ def make_source(config, configured: set[str], http) -> Source:
             raise ConfigurationError(
                 f'`{option}` is an option of {", ".join(sorted(owners))}, not of `source: {config.source}`; remove it'
             )
-    return cls(config, http, config.api_url or cls.default_api_url)
+    return cls(config, http, config.api_url or cls.default_api_url, monotonic=monotonic)
 
 
 __all__ = ['CredentialsRejected', 'Source', 'SourceError', 'make_source', 'source_class']

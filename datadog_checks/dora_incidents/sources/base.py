@@ -1,17 +1,20 @@
 """The contract every incident source fulfils, and the record-reading helpers they share.
 
-A source turns its API's objects into `SourceIncident`s, in the tool's own terms: it never names a
+A source turns its API's records into `SourceIncident`s, in the tool's own terms: it never names a
 Datadog service, team or env (that is `mapping.py`), never emits anything and never touches the cursor.
+The reading loop (windows, pages, cuts, budget) is `reader.py`'s, the same for every tool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
-from ..incident import Batch, Named
-from .http import JsonApi
+from ..incident import Batch, Named, SourceIncident
+from .http import Answer, JsonApi
+from .reader import MIN_WINDOW, Page, Reader, Request, Resume, utc  # noqa: F401 (what tool modules import)
 
 # A resolve time this far past our clock is a broken record, not a clock difference.
 CLOCK_SKEW = timedelta(hours=1)
@@ -19,12 +22,14 @@ MAX_TITLE = 500
 # The longest time range one read covers: a long lookback or backfill is read a window at a time, and
 # every tool's API accepts it (PagerDuty refuses more than 6 months between `since` and `until`).
 MAX_WINDOW = timedelta(days=30)
-# A window holding more than one batch is halved, down to this: APIs filter on whole seconds.
-MIN_WINDOW = timedelta(seconds=1)
+MAX_PER_BATCH = 1_000
+# What a tool's list filters its windows on.
+RESOLVED = 'resolved'  # the resolve time: a resolution entered late, or corrected, is not listed again
+UPDATED = 'updated'  # the update time: every resolution, late entry or correction moves it, so all are read
 
 
 class Source:
-    """One incident tool. Subclasses set the class attributes and implement `resolved`."""
+    """One incident tool: the class attributes, `make_api`, and what `reader.py`'s docstring lists."""
 
     name: ClassVar[str]  # the `source:` value: a published contract
     display_name: ClassVar[str]
@@ -34,36 +39,65 @@ class Source:
     # Whether the tool reads with `api_token` (required then), and what that token must be.
     needs_api_token: ClassVar[bool] = True
     api_token_help: ClassVar[str] = 'set it to a read-only API token of the incident tool'
+    # Whether `send_dora_failures` defaults to true (false where Datadog's DORA Metrics reads the tool itself).
+    sends_dora_failures: ClassVar[bool] = True
+    # Those of `options` that select which incidents are read: they scope the cursor (check.py).
+    scope_options: ClassVar[frozenset[str]] = frozenset()
+    listing: ClassVar[str] = RESOLVED
+    max_window: ClassVar[timedelta] = MAX_WINDOW
+    max_per_batch: ClassVar[int] = MAX_PER_BATCH
+    # Whether a page's `total` counts the window's records (then it sizes windows), or the whole list (a
+    # search without a time filter): then it only tells that the list moved while it was paged.
+    total_is_windows: ClassVar[bool] = True
 
-    def __init__(self, config, http, api_url: str):
+    def __init__(self, config, http, api_url: str, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
         self.api: JsonApi = self.make_api(http, api_url, config.api_token)
+        self.api.monotonic = monotonic
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         raise NotImplementedError
 
-    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        """Yield, oldest first, batches covering every resolution with a resolve time in [since, until)."""
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the source reads with besides `api_token`, to be scrubbed from every message."""
+        return ()
+
+    def resolved(
+        self, since: datetime, until: datetime, deadline: float, resume: Resume | None = None
+    ) -> Iterator[Batch]:
+        """Yield, oldest first, batches covering every resolution listed in [since, until) (see `Batch`)."""
+        return Reader(self).batches(since, until, deadline, resume)
+
+    # -- what each tool supplies (reader.py says how it is used) --------------------------------------
+    def prepare(self, deadline: float) -> None:
+        """Look-ups needed before reading (none by default)."""
+
+    def request(self, start: datetime, end: datetime, token: Any) -> Request:
         raise NotImplementedError
+
+    def page(self, answer: Answer, token: Any) -> Page:
+        raise NotImplementedError
+
+    def incident(self, record) -> SourceIncident | None:
+        raise NotImplementedError
+
+    def record_id(self, record) -> str | None:
+        return text(record.get('id')) if isinstance(record, dict) else None
+
+    def listed_at(self, record, incident: SourceIncident | None) -> datetime | None:
+        """The time the window filters on; by default the resolve time of a tool that lists by it."""
+        if self.listing == RESOLVED and incident is not None:
+            return incident.resolved_at
+        return None
+
+    def monotonic(self) -> float:
+        """The run's clock, which the deadline is measured by (injectable: tests run on a virtual one)."""
+        return self.api.monotonic()
 
     def clock(self) -> datetime:
         """Now by the source's clock: the cursor never moves past it."""
         return self.api.clock()
-
-
-def windows(start: datetime, end: datetime, step: timedelta = MAX_WINDOW) -> list[tuple[datetime, datetime]]:
-    """[start, end) cut into consecutive windows of at most `step`, oldest first."""
-    cuts = []
-    while start < end:
-        cuts.append((start, min(start + step, end)))
-        start = cuts[-1][1]
-    return cuts
-
-
-def halves(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    """[start, end) cut in two at a whole second; only for windows longer than MIN_WINDOW."""
-    middle = start + timedelta(seconds=max(1, int((end - start).total_seconds()) // 2))
-    return [(start, middle), (middle, end)]
 
 
 def parse_time(value: Any, field: str) -> datetime:
@@ -125,8 +159,3 @@ def named(raw: dict, id_field: str = 'id', name_field: str = 'name') -> Named | 
 
 def title(value, fallback: str) -> str:
     return (text(value) or fallback)[:MAX_TITLE]
-
-
-def utc(moment: datetime) -> str:
-    """Explicit UTC, so an account's time zone never shifts a window."""
-    return moment.astimezone(timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z')

@@ -32,17 +32,16 @@ teams = `team_assignments[].team`; environments = `environments[]`; severity = `
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import requests
 
-from ..incident import Batch, Named, Skipped, SourceIncident
+from ..incident import Named, SourceIncident
 from .base import (
-    MIN_WINDOW,
+    Page,
+    Request,
     Source,
     checked_times,
-    halves,
     named,
     obj,
     objects,
@@ -51,16 +50,11 @@ from .base import (
     text,
     title,
     utc,
-    windows,
 )
-from .http import JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 200  # FireHydrant's cap on `per_page`
-# Resolutions held in memory before the cursor may advance: bounds memory and checkpoints often.
-MAX_BATCH = 1_000
-# A window whose matches keep changing while it is read is read at most this many times.
-MAX_READS = 3
 RESOLVING_PHASES = frozenset({'post_incident', 'closed'})
 _ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
 
@@ -80,8 +74,8 @@ class FireHydrantSource(Source):
     default_api_url = 'https://api.firehydrant.io'
     options = frozenset({'restored_at'})
 
-    def __init__(self, config, http, api_url: str):
-        super().__init__(config, http, api_url.rstrip('/'))
+    def __init__(self, config, http, api_url: str, **clock):
+        super().__init__(config, http, api_url.rstrip('/'), **clock)
         self._mitigated = getattr(config, 'restored_at', None) == 'mitigated'
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
@@ -90,85 +84,32 @@ class FireHydrantSource(Source):
         headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
         return JsonApi(http, api_url, headers, _describer(token))
 
-    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        pending = windows(since, until)
-        while pending:
-            start, end = pending.pop(0)
-            batch = self._window(start, end, since, until, deadline)
-            if batch is None:  # too many matches for one batch: halve the window
-                pending[:0] = halves(start, end)
-                continue
-            yield batch
-
-    def _window(self, start, end, since, until, deadline) -> Batch | None:
-        for _ in range(MAX_READS):
-            first = self._page(start, end, 1, deadline)
-            count = first['pagination']['count']
-            if count > MAX_BATCH and end - start > MIN_WINDOW:
-                return None
-            batch = self._read(first, count, start, end, since, until, deadline)
-            if batch is not None:
-                return batch
-        raise SourceError(
-            f'FireHydrant {LIST_PATH}: the incidents resolved between {utc(start)} and {utc(end)} kept changing '
-            f'while they were read; will retry next run'
-        )
-
-    def _read(self, page, count, start, end, since, until, deadline) -> Batch | None:
-        """The window's batch, or None when its matches changed between pages (page numbers shifted)."""
-        incidents: dict[str, SourceIncident] = {}
-        skipped: dict[str, Skipped] = {}
-        number = 1
-        while True:
-            if page['pagination']['count'] != count:
-                return None
-            for position, raw in enumerate(page['data']):
-                self._collect(raw, f'page {number} item {position + 1}', since, until, incidents, skipped)
-            following = page['pagination']['next']
-            if following is None:
-                resolutions = sorted(incidents.values(), key=lambda incident: incident.resolved_at)
-                return Batch(resolutions, list(skipped.values()), end)
-            if following != number + 1 or following > count:
-                # Every page holds at least one match: a `next` past the count would never end.
-                raise SourceError(
-                    f'FireHydrant {LIST_PATH} page {number} of {count} matches names page {following!r} next'
-                )
-            number = following
-            page = self._page(start, end, number, deadline)
-
-    def _collect(self, raw, where: str, since, until, incidents: dict, skipped: dict) -> None:
-        try:
-            incident = self._incident(raw)
-        except (ValueError, TypeError, AttributeError, LookupError) as e:
-            # One bad record must never stall the others: it is skipped, by id, and counted.
-            record_id = _id_of(raw, where)
-            skipped[record_id] = Skipped(self.name, record_id, str(e))
-            return
-        if incident is not None and since <= incident.resolved_at < until:
-            incidents[incident.id] = incident
-
-    def _page(self, start: datetime, end: datetime, page: int, deadline: float) -> dict:
+    def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
             ('resolved_at_or_after', utc(start)),
             ('resolved_at_or_before', utc(_ceil_second(end))),
-            ('page', page),
+            ('page', token or 1),
             ('per_page', PAGE_SIZE),
         ]
-        try:
-            body = self.api.get(LIST_PATH, params, deadline)
-        except SourceError as e:
-            if type(e) is not SourceError or 'FireHydrant' in str(e):
-                raise
-            raise SourceError(f'FireHydrant {LIST_PATH}: {e}') from None  # name the tool, not only its URL
-        if not isinstance(body.get('data'), list):
-            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {page}) without a `data` list')
+        return Request(LIST_PATH, params)
+
+    def page(self, answer: Answer, token) -> Page:
+        body, number = answer.body, token or 1
+        if not isinstance(body, dict) or not isinstance(body.get('data'), list):
+            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {number}) without a `data` list')
         pagination = body.get('pagination')
         if not isinstance(pagination, dict) or not _is_int(pagination.get('count')):
-            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {page}) without a `pagination` count')
-        following = pagination.get('next')
+            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {number}) without a `pagination` count')
+        count, following = pagination['count'], pagination.get('next')
         if following is not None and not _is_int(following):
-            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {page}) with `pagination.next` {following!r}')
-        return body
+            raise SourceError(f'FireHydrant answered {LIST_PATH} (page {number}) with `pagination.next` {following!r}')
+        if following is not None and (following != number + 1 or following > count):
+            # Every page holds at least one match: a `next` past the count would never end.
+            raise SourceError(f'FireHydrant {LIST_PATH} page {number} of {count} matches names page {following!r} next')
+        return Page(body['data'], following, count)
+
+    def incident(self, record) -> SourceIncident | None:
+        return self._incident(record)
 
     def _incident(self, raw) -> SourceIncident | None:
         """The resolution a record describes, or None when it is not one to report."""
@@ -299,12 +240,6 @@ def _describer(token: str):
         return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
 
     return describe_error
-
-
-def _id_of(raw, where: str) -> str:
-    if isinstance(raw, dict) and text(raw.get('id')):
-        return raw['id'][:64]
-    return f'{LIST_PATH} {where}'
 
 
 def _is_int(value) -> bool:

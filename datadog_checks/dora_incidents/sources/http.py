@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -28,9 +29,24 @@ class CredentialsRejected(SourceError):
     """The source refused the credential (401/403): a configuration problem, not a passing fault."""
 
 
-class JsonApi:
-    """GETs JSON through `self.http`, honouring rate limits within the run's deadline.
+class OutOfTime(Exception):
+    """The run's budget (`max_run_time`) is spent: no request was started. Not an error: the next run goes on."""
 
+
+@dataclass(frozen=True)
+class Answer:
+    """A decoded answer: its JSON (an object or a top-level array), its headers, its `Link` relations."""
+
+    body: dict | list
+    headers: Mapping[str, str] = field(default_factory=dict)
+    links: Mapping[str, str] = field(default_factory=dict)  # rel -> URL, from the `Link` header
+
+
+class JsonApi:
+    """Sends JSON requests through `self.http`, honouring rate limits within the run's deadline.
+
+    No request starts once `monotonic()` has reached the deadline (`OutOfTime`): the run's budget holds
+    however slow the source is. `monotonic` is injectable so that tests can run on a virtual clock.
     `clock()` is the source's own time (its `Date` header), so a host clock running ahead of the source's
     never moves the cursor past resolutions the source has not written yet.
     """
@@ -41,28 +57,49 @@ class JsonApi:
         base_url: str,
         headers: Mapping[str, str],
         describe_error: Callable[[requests.Response], str],
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self._http = http
         self._base_url = base_url
         self._headers = dict(headers)
         self._describe_error = describe_error
+        self.monotonic = monotonic
         self._skew = 0.0  # seconds the host clock runs ahead of the source's, from the last answer
 
     def get(self, path: str, params: list[tuple[str, Any]] | None, deadline: float) -> dict:
-        """`path` is relative to the base URL, or an absolute URL the source handed out (a `next` link)."""
+        """A GET answered with a JSON object."""
+        body = self.request('GET', path, params, deadline).body
+        if not isinstance(body, dict):
+            raise SourceError(f'{self._base_url}{path} answered with JSON that is not an object')
+        return body
+
+    def request(
+        self, method: str, path: str, params: list[tuple[str, Any]] | None, deadline: float, json: Any = None
+    ) -> Answer:
+        """`path` is relative to the base URL, or an absolute URL the source handed out (a `next` link);
+        `json` is the body of a POST (searches)."""
         url = path if path.startswith(('http://', 'https://')) else self._base_url + path
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            response = self._send(url, params, last_attempt=attempt == MAX_ATTEMPTS)
+            if self.monotonic() >= deadline:
+                raise OutOfTime
+            response = self._send(method, url, params, json, last_attempt=attempt == MAX_ATTEMPTS)
             if response is None:
                 continue  # a kept-alive connection the server had closed: once more, on a new one
             self._note_clock(response)
-            if response.status_code not in RETRIED_STATUSES:
+            if not self.retried(response):
                 return self._decode(response, path)
-            wait = retry_after(response, attempt)
-            if attempt == MAX_ATTEMPTS or wait > MAX_RETRY_WAIT or time.monotonic() + wait > deadline:
+            wait = self.wait(response, attempt)
+            if attempt == MAX_ATTEMPTS or wait > MAX_RETRY_WAIT or self.monotonic() + wait > deadline:
                 break
             time.sleep(wait)
         raise SourceError(f'{self._describe_error(response)}; will retry next run')
+
+    def retried(self, response: requests.Response) -> bool:
+        """Whether the answer is a passing fault (rate limit, server error) to retry after `wait`."""
+        return response.status_code in RETRIED_STATUSES
+
+    def wait(self, response: requests.Response, attempt: int) -> float:
+        return retry_after(response, attempt)
 
     def clock(self) -> datetime:
         """Now, by the source's clock as of its last answer (the host's clock before any answer)."""
@@ -81,9 +118,11 @@ class JsonApi:
         ahead = time.time() - server - 1.0
         self._skew = ahead if ahead > 0 else 0.0
 
-    def _send(self, url: str, params, last_attempt: bool) -> requests.Response | None:
+    def _send(self, method: str, url: str, params, body, last_attempt: bool) -> requests.Response | None:
+        send = self._http.post if method == 'POST' else self._http.get
+        extra = {} if body is None else {'json': body}
         try:
-            return self._http.get(url, params=params, extra_headers=self._headers, persist=True)  # keep-alive
+            return send(url, params=params, extra_headers=self._headers, persist=True, **extra)  # keep-alive
         except requests.ConnectionError as e:
             if last_attempt or isinstance(e, requests.exceptions.ConnectTimeout):
                 raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
@@ -95,7 +134,7 @@ class JsonApi:
         except requests.RequestException as e:
             raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
 
-    def _decode(self, response: requests.Response, path: str) -> dict:
+    def _decode(self, response: requests.Response, path: str) -> Answer:
         if response.status_code in (401, 403):
             raise CredentialsRejected(self._describe_error(response))
         if response.status_code >= 400:
@@ -107,9 +146,10 @@ class JsonApi:
                 f'{self._base_url}{path} answered HTTP {response.status_code} with a body that is not JSON '
                 f'(content-type {response.headers.get("content-type", "unknown")!r}): a proxy in between?'
             ) from None
-        if not isinstance(body, dict):
-            raise SourceError(f'{self._base_url}{path} answered with JSON that is not an object')
-        return body
+        if not isinstance(body, (dict, list)):
+            raise SourceError(f'{self._base_url}{path} answered with JSON that is neither an object nor an array')
+        links = {rel: link['url'] for rel, link in (response.links or {}).items() if link.get('url')}
+        return Answer(body, response.headers, links)
 
 
 def retry_after(response: requests.Response, attempt: int) -> float:

@@ -34,18 +34,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import requests
 
-from ..incident import Batch, Named, Skipped, SourceIncident
+from ..incident import Named, SourceIncident
 from .base import (
-    MIN_WINDOW,
+    Page,
+    Request,
     Source,
     checked_times,
-    halves,
     named,
     obj,
     objects,
@@ -53,17 +52,14 @@ from .base import (
     restore_time,
     text,
     title,
-    windows,
 )
-from .http import JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/v2/incidents'
 TIMESTAMPS_PATH = '/v2/incident_timestamps'
 PAGE_SIZE = 250  # the most the vendor allows
-MAX_PER_BATCH = 1_000
 # `updated_at[gte]` takes a date that the account may read in its own time zone: a day early covers any.
 DATE_SLACK = timedelta(days=1)
-MAX_PAGES = 10_000  # a cursor that never ends is a broken API, not a big account
 # Timestamps can be renamed or added in settings: their ids are looked up again after this long.
 TIMESTAMPS_TTL = 3600.0
 RESOLVED_CATEGORIES = ('learning', 'closed')
@@ -107,8 +103,8 @@ class IncidentIoSource(Source):
     )
     page_size = PAGE_SIZE
 
-    def __init__(self, config, http, api_url: str):
-        super().__init__(config, http, api_url)
+    def __init__(self, config, http, api_url: str, **clock):
+        super().__init__(config, http, api_url, **clock)
         self._names = {
             'started': _option(config, 'started_timestamp', 'Impact started'),
             'mitigated': _option(config, 'mitigated_timestamp', 'Fixed'),
@@ -127,49 +123,26 @@ class IncidentIoSource(Source):
         headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
         return JsonApi(http, api_url.rstrip('/'), headers, lambda response: describe_error(response, token))
 
-    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        ids = self._timestamps(deadline)
-        pending = windows(since, until)
-        while pending:
-            start, end = pending.pop(0)
-            batch = self._window(start, end, ids, deadline)
-            if batch is None:
-                pending[:0] = halves(start, end)
-                continue
-            yield batch  # a record re-read by every window is skipped (and named) once: the cursor knows
+    def prepare(self, deadline: float) -> None:
+        self._timestamps(deadline)
 
-    # -- reading -----------------------------------------------------------------------------------
-    def _window(self, start: datetime, end: datetime, ids: TimestampIds, deadline: float) -> Batch | None:
-        """The window's resolutions; None when it holds more than a batch may and can still be halved."""
-        incidents: dict[str, SourceIncident] = {}
-        skipped: list[Skipped] = []
-        for raw in self._records(start, deadline):
-            outcome = self._read(raw, start, end, ids)
-            if isinstance(outcome, Skipped):
-                skipped.append(outcome)
-            elif outcome is not None:
-                incidents[outcome.id] = outcome
-                if len(incidents) > MAX_PER_BATCH and end - start > MIN_WINDOW:
-                    return None
-        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, end)
-
-    def _records(self, start: datetime, deadline: float) -> Iterator:
+    def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
             ('page_size', self.page_size),
             ('updated_at[gte]', (start - DATE_SLACK).date().isoformat()),
             *[('status_category[one_of]', category) for category in RESOLVED_CATEGORIES],
         ]
-        after, seen = None, set()
-        for _ in range(MAX_PAGES):
-            page = self.api.get(LIST_PATH, params + ([('after', after)] if after else []), deadline)
-            records, after = _page(page)
-            yield from records
-            if not records or after is None:
-                return
-            if after in seen:
-                raise SourceError(f'incident.io {LIST_PATH} handed out the page cursor {after[:40]!r} twice')
-            seen.add(after)
-        raise SourceError(f'incident.io {LIST_PATH} went on for more than {MAX_PAGES} pages')
+        return Request(LIST_PATH, params + ([('after', token)] if token else []))
+
+    def page(self, answer: Answer, token) -> Page:
+        records, after = _page(answer.body)
+        return Page(records, after if records else None)
+
+    def incident(self, record) -> SourceIncident | None:
+        return self._read(record, self._timestamp_ids)
+
+    def record_id(self, record) -> str | None:
+        return _id_of(record)
 
     def _timestamps(self, deadline: float) -> TimestampIds:
         if self._timestamp_ids is None or time.monotonic() - self._timestamps_read_at > TIMESTAMPS_TTL:
@@ -196,28 +169,22 @@ class IncidentIoSource(Source):
         return TimestampIds(found['started'], found['mitigated'], found['resolved'])
 
     # -- one record --------------------------------------------------------------------------------
-    def _read(self, raw, start: datetime, end: datetime, ids: TimestampIds) -> SourceIncident | Skipped | None:
-        """The record's resolution if it is a failure resolved in [start, end), a Skipped if malformed."""
+    def _read(self, raw, ids: TimestampIds) -> SourceIncident | None:
+        """The record's resolution if it is a failure; raises ValueError (and the like) if malformed."""
         incident_id = _id_of(raw)
-        try:
-            if incident_id.startswith('unidentified'):
-                raise ValueError('the record has no incident.io id')
-            category = _resolved_category(raw)
-            if category is None:
-                return None
-            times = _timestamp_values(raw, ids)
-            resolution = times.get(ids.resolved)
-            if resolution is None and category != 'closed':
-                return None  # post-incident without a resolution time: reported once it is closed
-            created_at = parse_time(raw.get('created_at'), 'created_at')
-            resolution = resolution or parse_time(raw.get('updated_at'), 'updated_at')
-            resolved_at = max(resolution, created_at)
-            if not start <= resolved_at < end:
-                return None
-            return self._incident(raw, incident_id, created_at, resolution, resolved_at, times, ids)
-        except (ValueError, TypeError, AttributeError, LookupError) as e:
-            # One bad record must never stall the others: it is skipped, by id, and counted.
-            return Skipped(self.name, incident_id, str(e))
+        if incident_id.startswith('unidentified'):
+            raise ValueError('the record has no incident.io id')
+        category = _resolved_category(raw)
+        if category is None:
+            return None
+        times = _timestamp_values(raw, ids)
+        resolution = times.get(ids.resolved)
+        if resolution is None and category != 'closed':
+            return None  # post-incident without a resolution time: reported once it is closed
+        created_at = parse_time(raw.get('created_at'), 'created_at')
+        resolution = resolution or parse_time(raw.get('updated_at'), 'updated_at')
+        resolved_at = max(resolution, created_at)
+        return self._incident(raw, incident_id, created_at, resolution, resolved_at, times, ids)
 
     def _incident(self, raw: dict, incident_id, created_at, resolution, resolved_at, times, ids) -> SourceIncident:
         started_at = times.get(ids.started) or created_at
@@ -246,7 +213,9 @@ class IncidentIoSource(Source):
         )
 
 
-def _page(page: dict) -> tuple[list, str | None]:
+def _page(page) -> tuple[list, str | None]:
+    if not isinstance(page, dict):
+        raise SourceError(f'incident.io answered {LIST_PATH} with JSON that is not an object')
     records = page.get('incidents')
     if not isinstance(records, list):
         raise SourceError(f'incident.io answered {LIST_PATH} without an `incidents` list')

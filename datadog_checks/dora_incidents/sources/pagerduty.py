@@ -6,40 +6,23 @@ incident created weeks ago and resolved now is invisible to a time-windowed inci
 "resolve log entries created in [since, until)" — whenever the incident was created, and once more
 each time a reopened incident is resolved again. `include[]=incidents` embeds the incident itself.
 
-Offset pagination stops at 10,000 results, so a window holding more entries than a batch may hold is cut
-in time. Where is estimated from the window's `total` (its first page asks `total=true`): the next window
-ends where SPLIT_TARGET of the entries still expected would be, were they spread evenly, and each window
-read corrects what is expected of the rest. A window whose own `total` is still too large (entries
-bunched) is cut the same way. Reading N entries spread over a window costs about ceil(N/100) pages, plus
-one probe and a partial page per window.
+Offset pagination (`offset`, `limit` 100, `more`, `total=true`) stops at 10,000 results; the reader
+cuts a window holding more entries than a batch by its `total` (reader.py).
 """
 
 from __future__ import annotations
 
-import math
 import re
-import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import requests
 
-from ..incident import Batch, SourceIncident, Skipped
-from .base import Source, checked_times, named, obj, objects, parse_time, text, title, utc, windows
-from .http import JsonApi, SourceError
+from ..incident import SourceIncident
+from .base import Page, Request, Source, checked_times, named, obj, objects, parse_time, text, title, utc
+from .http import Answer, JsonApi, SourceError
 
 PAGE_SIZE = 100
 OFFSET_CAP = 10_000
-# Entries read before the cursor may advance. Smaller than the offset cap so that a run with a time
-# budget checkpoints often, and memory stays bounded however large the backlog.
-MAX_ENTRIES_PER_BATCH = 1_000
-# What a cut window is sized for: 9 full pages, below the batch limit, so that unevenly spread entries
-# seldom need a second cut.
-SPLIT_TARGET = 900
-# PagerDuty accepts at most 6 months between `since` and `until`; a month keeps each window's first
-# (`total=true`) request cheap, and a long `initial_lookback` or backfill is read a month at a time.
-MAX_WINDOW = timedelta(days=30)
-MIN_WINDOW = timedelta(seconds=1)
 _INCIDENT_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
 
 US_API, EU_API = 'https://api.pagerduty.com', 'https://api.eu.pagerduty.com'
@@ -58,9 +41,10 @@ class PagerDutySource(Source):
     display_name = 'PagerDuty'
     default_api_url = US_API
     options = frozenset({'service_ids', 'team_ids', 'urgencies'})
+    scope_options = options
 
-    def __init__(self, config, http, api_url: str):
-        super().__init__(config, http, api_url)
+    def __init__(self, config, http, api_url: str, **clock):
+        super().__init__(config, http, api_url, **clock)
         self._team_ids = list(config.team_ids or ())
         self._urgencies = frozenset(config.urgencies or ())
 
@@ -72,38 +56,11 @@ class PagerDutySource(Source):
         }
         return JsonApi(http, api_url, headers, describe_error)
 
-    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        # Ranges still to read, innermost last: (end, entries expected between `start` and it, None: unknown).
-        ranges: list[tuple[datetime, int | None]] = [
-            (end, None) for _, end in reversed(windows(since, until, MAX_WINDOW))
-        ]
-        start = since
-        while ranges:
-            end, expected = ranges[-1]
-            if start >= end:
-                ranges.pop()
-                continue
-            stop = _stop(start, end, expected)
-            try:
-                _in_time(deadline)  # e.g. the run's budget went to sending the DORA outbox: nothing new is read
-                first = self._page(start, stop, offset=0, deadline=deadline, total=True)
-                total = first.get('total')
-                found = total if isinstance(total, int) else 0
-                if found > MAX_ENTRIES_PER_BATCH and stop - start > MIN_WINDOW:
-                    # Too many for one batch: [start, stop) is cut by its own total, the rest by what remains.
-                    ranges[-1:] = [(end, None if expected is None else expected - found), (stop, found)]
-                    continue
-                batch = self._batch(self._entries(first, start, stop, deadline), stop)
-            except _OutOfTime:
-                # Past `max_run_time` in the middle of a window: none of it is reported, the cursor stays
-                # before it, and the next run reads it again.
-                yield Batch([], [], start)
-                return
-            ranges[-1] = (end, None if expected is None else expected - found)
-            start = stop
-            yield batch
-
-    def _page(self, start, end, offset, deadline, total=False) -> dict:
+    def request(self, start: datetime, end: datetime, token) -> Request:
+        offset = token or 0
+        if offset + PAGE_SIZE > OFFSET_CAP:
+            # Only reachable when one second holds more entries than the cap: refuse rather than skip.
+            raise SourceError(f'more than {OFFSET_CAP} log entries between {utc(start)} and {utc(end)}')
         params = [
             ('since', utc(start)),
             ('until', utc(end)),
@@ -112,44 +69,29 @@ class PagerDutySource(Source):
             ('include[]', 'incidents'),
             ('limit', PAGE_SIZE),
             ('offset', offset),
-            ('total', 'true' if total else 'false'),
+            ('total', 'true'),  # every page: a total that moves between pages means the offsets shifted
         ]
         params += [('team_ids[]', team_id) for team_id in self._team_ids]
-        page = self.api.get('/log_entries', params, deadline)
-        if not isinstance(page.get('log_entries'), list):
+        return Request('/log_entries', params)
+
+    def page(self, answer: Answer, token) -> Page:
+        body = answer.body
+        if not isinstance(body, dict) or not isinstance(body.get('log_entries'), list):
             raise SourceError('PagerDuty answered /log_entries without a `log_entries` list')
-        return page
+        total = body.get('total')
+        following = (token or 0) + PAGE_SIZE if body.get('more') else None
+        return Page(body['log_entries'], following, total if type(total) is int else None)
 
-    def _entries(self, first: dict, start, end, deadline) -> Iterator[dict]:
-        page, offset = first, 0
-        while True:
-            yield from page['log_entries']
-            if not page.get('more'):
-                return
-            offset += PAGE_SIZE
-            if offset + PAGE_SIZE > OFFSET_CAP:
-                # Only reachable when one second holds more entries than the cap: refuse rather than skip.
-                raise SourceError(f'more than {OFFSET_CAP} log entries between {utc(start)} and {utc(end)}')
-            _in_time(deadline)
-            page = self._page(start, end, offset, deadline)
+    def incident(self, record) -> SourceIncident | None:
+        if not isinstance(record, dict) or record.get('type') != 'resolve_log_entry':
+            return None
+        return self._incident(record.get('incident'))
 
-    def _batch(self, entries: Iterator[dict], through: datetime) -> Batch:
-        incidents: dict[str, SourceIncident] = {}
-        skipped: list[Skipped] = []
-        for entry in entries:
-            if not isinstance(entry, dict) or entry.get('type') != 'resolve_log_entry':
-                continue
-            raw = entry.get('incident')
-            try:
-                incident = self._incident(raw)
-            except (ValueError, TypeError, AttributeError, LookupError) as e:
-                # One bad record must never stall the others: it is skipped, by name, and counted.
-                skipped.append(Skipped(self.name, _id_of(raw, entry), str(e)))
-                continue
-            if incident is not None:
-                # A window can hold several resolutions of a reopened incident; all embed its current state.
-                incidents[incident.id] = incident
-        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, through)
+    def record_id(self, record) -> str | None:
+        raw = record.get('incident') if isinstance(record, dict) else None
+        if isinstance(raw, dict) and text(raw.get('id')):
+            return raw['id']
+        return f'log entry {record.get("id", "?")}' if isinstance(record, dict) else None
 
     def _incident(self, raw) -> SourceIncident | None:
         """The resolution an embedded incident describes, or None when it is not one to report."""
@@ -217,27 +159,3 @@ def _severity(raw: dict) -> str | None:
     """PagerDuty has no severity: Datadog's own PagerDuty source uses the priority, we fall back to urgency."""
     priority = obj(raw, 'priority')
     return text(priority.get('summary')) or text(priority.get('name')) or text(raw.get('urgency'))
-
-
-def _id_of(raw, entry) -> str:
-    if isinstance(raw, dict) and text(raw.get('id')):
-        return raw['id'][:64]
-    return f'log entry {entry.get("id", "?")}'
-
-
-def _stop(start: datetime, end: datetime, expected: int | None) -> datetime:
-    """Where the next window ends: where SPLIT_TARGET of the `expected` entries in [start, end), spread evenly,
-    would be. In whole seconds, as `since`/`until` are sent; shorter than [start, end) when cut at all."""
-    if expected is None or expected <= SPLIT_TARGET:
-        return end
-    seconds = max(MIN_WINDOW.total_seconds(), math.floor((end - start).total_seconds() * SPLIT_TARGET / expected))
-    return min(end, start + timedelta(seconds=seconds))
-
-
-class _OutOfTime(Exception):
-    pass
-
-
-def _in_time(deadline: float) -> None:
-    if time.monotonic() >= deadline:
-        raise _OutOfTime

@@ -6,10 +6,9 @@ and is listed again, same `id`, once resolved again. Windows are at most 30 days
 
 Paging: `page[size]=100` (the API's maximum), `page[number]` 1, 2, ... while `links.next` is set, in
 `created_at` order. The next page is asked for with our own parameters rather than by fetching the URL
-the answer names, so the key only ever goes to `api_url`. Rootly rejects deep page numbers, so a window
-holding more than `MAX_PER_BATCH` incidents (by `meta.total_count`, or found by paging) is halved until
-each half fits, which also bounds a batch. Pages are offsets: a window whose total changes while it is
-paged is read again.
+the answer names, so the key only ever goes to `api_url`. Rootly rejects deep page numbers: the reader cuts a
+window holding more than a batch (by `meta.total_count`, or found by paging) before asking past it, and
+reads again a window whose total changes while it is paged (pages are offsets).
 
 Not failures: status `cancelled` (or a `cancelled_at`); kinds `test`, `test_sub`, `example`, `example_sub`
 and scheduled maintenance (`scheduled`, `scheduled_sub`); duplicates (`duplicate_incident_id`). An
@@ -25,33 +24,16 @@ the attributes as `{data: {id, attributes: {name}}}` (no `include` needed); seve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime
 
 import requests
 
-from ..incident import Batch, Named, Skipped, SourceIncident
-from .base import (
-    MIN_WINDOW,
-    Source,
-    checked_times,
-    halves,
-    obj,
-    objects,
-    parse_time,
-    restore_time,
-    text,
-    title,
-    utc,
-    windows,
-)
-from .http import JsonApi, SourceError
+from ..incident import Named, SourceIncident
+from .base import Page, Request, Source, checked_times, obj, objects, parse_time, restore_time, text, title, utc
+from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 100
-MAX_PER_BATCH = 1_000
-MAX_PAGES = MAX_PER_BATCH // PAGE_SIZE
-MAX_REREADS = 2
 RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
 # Every status Rootly documents: anything else is a record we do not understand.
 KNOWN_STATUSES = frozenset(
@@ -89,8 +71,8 @@ class RootlySource(Source):
     default_api_url = 'https://api.rootly.com'
     options = frozenset({'restored_at'})
 
-    def __init__(self, config, http, api_url: str):
-        super().__init__(config, http, api_url)
+    def __init__(self, config, http, api_url: str, **clock):
+        super().__init__(config, http, api_url, **clock)
         self._mitigated = getattr(config, 'restored_at', None) == 'mitigated'
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
@@ -101,73 +83,29 @@ class RootlySource(Source):
         }
         return JsonApi(http, (api_url or self.default_api_url).rstrip('/'), headers, _describer(token))
 
-    def resolved(self, since: datetime, until: datetime, deadline: float) -> Iterator[Batch]:
-        pending = windows(since, until)
-        while pending:
-            start, end = pending.pop(0)
-            records = self._window(start, end, deadline)
-            if records is None:  # too many for one batch: halve the window
-                pending[:0] = halves(start, end)
-                continue
-            yield self._batch(records, start, end)
-
-    def _window(self, start: datetime, end: datetime, deadline: float) -> list | None:
-        """Every record of the window, or None when the window holds more than one batch may."""
-        for _ in range(MAX_REREADS + 1):
-            read = self._read(start, end, deadline)
-            if read is None:
-                if end - start > MIN_WINDOW:
-                    return None
-                raise SourceError(f'more than {MAX_PER_BATCH} Rootly incidents resolved at {utc(start)}')
-            records, steady = read
-            if steady:
-                return records
-        raise SourceError(f'Rootly incidents resolved {utc(start)} to {utc(end)} kept changing while being read')
-
-    def _read(self, start: datetime, end: datetime, deadline: float) -> tuple[list, bool] | None:
-        """The window's records and whether its total held still while paging; None past one batch."""
-        records, totals = [], set()
-        for number in range(1, MAX_PAGES + 1):
-            page = self._page(start, end, number, deadline)
-            total = _total(page)
-            if total is not None and total > MAX_PER_BATCH:
-                return None
-            totals.add(total)
-            records += page['data']
-            if not page['links'].get('next'):
-                # Pages are offsets: an incident leaving the window between two pages shifts the next ones.
-                return records, len(totals) == 1
-        return None
-
-    def _page(self, start: datetime, end: datetime, number: int, deadline: float) -> dict:
+    def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
             ('filter[resolved_at][gte]', utc(start)),
             ('filter[resolved_at][lt]', utc(end)),
             ('sort', 'created_at'),
             ('page[size]', PAGE_SIZE),
-            ('page[number]', number),
+            ('page[number]', token or 1),
         ]
-        page = self.api.get(LIST_PATH, params, deadline)
-        if not isinstance(page.get('data'), list):
+        return Request(LIST_PATH, params)
+
+    def page(self, answer: Answer, token) -> Page:
+        page = answer.body
+        if not isinstance(page, dict) or not isinstance(page.get('data'), list):
             raise SourceError(f'Rootly answered GET {LIST_PATH} without a `data` list')
         links = page.get('links')
         if not isinstance(links, dict) or not isinstance(links.get('next'), (str, type(None))):
             raise SourceError(f'Rootly answered GET {LIST_PATH} without valid `links` (needed to page)')
-        return page
+        # The next page is asked for with our own parameters rather than the URL named, so that the key
+        # only ever goes to `api_url`.
+        return Page(page['data'], (token or 1) + 1 if links.get('next') else None, _total(page))
 
-    def _batch(self, records: list, start: datetime, end: datetime) -> Batch:
-        incidents: dict[str, SourceIncident] = {}
-        skipped: list[Skipped] = []
-        for position, record in enumerate(records):
-            try:
-                incident = self._incident(record)
-            except (ValueError, TypeError, AttributeError, LookupError) as e:
-                skipped.append(Skipped(self.name, _id_of(record, position), str(e)))
-                continue
-            # The API filtered already; checking again keeps a lax filter from moving the cursor wrongly.
-            if incident is not None and start <= incident.resolved_at < end:
-                incidents[incident.id] = incident
-        return Batch(sorted(incidents.values(), key=lambda i: i.resolved_at), skipped, end)
+    def incident(self, record) -> SourceIncident | None:
+        return self._incident(record)
 
     def _incident(self, record) -> SourceIncident | None:
         """The resolution a record describes, or None when it is not a failure to report."""
@@ -253,12 +191,6 @@ def _total(page: dict) -> int | None:
     meta = page.get('meta')
     total = meta.get('total_count') if isinstance(meta, dict) else None
     return total if type(total) is int else None
-
-
-def _id_of(record, position: int) -> str:
-    if isinstance(record, dict) and text(record.get('id')):
-        return record['id'][:64]
-    return f'record {position + 1} of the window'
 
 
 def _describer(token: str):

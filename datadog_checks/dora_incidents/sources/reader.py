@@ -1,0 +1,293 @@
+"""The one reading loop every source runs: windows, pages, cuts, re-reads, the run's budget, batches.
+
+What a tool module supplies (a `Source` subclass, see base.py), and nothing more:
+
+- `request(start, end, token) -> Request`: the request for the window [start, end) and the page `token`
+  (None for the first page; otherwise whatever `page()` returned as `next`: a page number, an offset, a
+  cursor token or a `Link` URL). A POST search sets `method='POST'` and `json`.
+- `page(answer: Answer, token) -> Page`: the records of the answer to the page `token` (`answer.body` is
+  an object or a top-level array; `answer.headers` and `answer.links` hold e.g. `X-Total-Count` and
+  `Link: rel="next"`), the token of the next page (None: last page) and the window's total, when the API
+  gives one. A malformed page raises `SourceError` naming what is wrong.
+- `incident(record) -> SourceIncident | None`: None when the record is not a failure (yet); raises
+  ValueError/TypeError/LookupError/AttributeError for a malformed record, which is then skipped by name.
+- `record_id(record) -> str | None`: the record's id for naming a skipped record.
+- `listed_at(record, incident) -> datetime | None`: the time the API's window filters on (the resolve time,
+  or the update time for tools that list by update time); a record outside [start, end) by it is dropped,
+  so that each resolution lands in exactly one batch. None: trust the API's filter.
+- `describe_error(response)` (through `make_api`): the user-facing hint for an HTTP error.
+- optionally `prepare(deadline)`: look-ups before the first window (incident.io's timestamp ids).
+- class attributes: `listing` (`RESOLVED` or `UPDATED`), `max_window`, `max_per_batch`.
+
+What the reader does with that:
+
+- `[since, until)` is cut into windows of at most `max_window`, oldest first, every cut on a whole second.
+- A window whose first page's total exceeds `max_per_batch` is cut where `max_per_batch` * CUT_TARGET of
+  its records would end, were they spread evenly (the next window is sized by the same density); a
+  window whose records exceed `max_per_batch` without a total is halved. Neither goes below MIN_WINDOW.
+- A window whose total changes between its pages (offset or page-number paging shifted) is read again,
+  at most MAX_READS times.
+- Before every request the run's deadline is checked (`JsonApi` raises `OutOfTime` without sending). A
+  window the budget cut is not thrown away: what it read is yielded as a batch that does not move the
+  cursor past the window's start, carrying `resume` (the window, the next page's token and the total
+  seen), which the cursor keeps; the next run continues with that page. A resumed page whose total
+  differs from the one kept starts the window over (the cursor knows what it already reported).
+- Records are turned into incidents; a malformed one is skipped once per batch, by id (the cursor
+  counts and names it once across batches); incidents are de-duplicated by id, oldest resolution first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..incident import Batch, Skipped, SourceIncident
+from .http import OutOfTime, SourceError
+
+# A window is cut so that its share of a batch is this fraction, so that unevenly spread records seldom
+# need a second cut.
+CUT_TARGET = 0.9
+MAX_READS = 3
+MIN_WINDOW = timedelta(seconds=1)
+MALFORMED = (ValueError, TypeError, AttributeError, LookupError)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of a window's page: `path` relative to `api_url`, or an absolute URL from a `Link`."""
+
+    path: str
+    params: list[tuple[str, Any]] = field(default_factory=list)
+    method: str = 'GET'
+    json: Any = None
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list
+    next: Any = None  # the next page's token (page number, offset, cursor, URL); None: this was the last
+    total: int | None = None  # the window's number of records, when the API says
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a window cut by the run's budget goes on: kept in the cursor between runs."""
+
+    start: datetime
+    end: datetime
+    token: Any
+    total: int | None
+
+    def to_document(self) -> dict:
+        return {'start': self.start.isoformat(), 'end': self.end.isoformat(), 'token': self.token, 'total': self.total}
+
+    @classmethod
+    def from_document(cls, data) -> Resume:
+        if not isinstance(data, dict) or not isinstance(data.get('token'), (int, str)):
+            raise ValueError('`resume` is not a window and a page token')
+        total = data.get('total')
+        if total is not None and type(total) is not int:
+            raise ValueError('`resume.total` is not a number')
+        start, end = (datetime.fromisoformat(data[name]) for name in ('start', 'end'))
+        if start.tzinfo is None or end.tzinfo is None or not start < end:
+            raise ValueError('`resume` is not a window')
+        return cls(start, end, data['token'], total)
+
+
+class _Cut(Exception):
+    """The window holds more than a batch: read [start, stop) first, the rest after. `total`: what the window
+    holds, when its first page said."""
+
+    def __init__(self, stop: datetime, total: int | None = None):
+        self.stop, self.total = stop, total
+
+
+class _Shifted(Exception):
+    """The window's total changed while it was paged: read it again."""
+
+
+@dataclass
+class _Window:
+    """A window still to read. `expected`: records the API said [start, end) holds (None: unknown), shared
+    with the window before it, which debits what it found; `owes`: the `expected` this window debits."""
+
+    start: datetime
+    end: datetime
+    expected: list[int] | None = None
+    owes: list[int] | None = None
+
+
+class Reader:
+    def __init__(self, source):
+        self.source = source
+
+    def batches(self, since: datetime, until: datetime, deadline: float, resume: Resume | None) -> Iterator[Batch]:
+        source = self.source
+        try:
+            source.prepare(deadline)
+        except OutOfTime:
+            yield Batch([], [], since, cut=True, resume=resume)
+            return
+        if resume is not None and since <= resume.start < until:
+            start = resume.end
+            pending = [_Window(resume.start, resume.end)]
+        else:
+            start, pending, resume = since, [], None
+        pending += [_Window(*cut) for cut in windows(start, until, source.max_window)]
+        while pending:
+            window = pending.pop(0)
+            resumed = resume is not None and (window.start, window.end) == (resume.start, resume.end)
+            token, total = (resume.token, resume.total) if resumed else (None, None)
+            resume = None
+            if not resumed and window.expected:
+                ahead = self._sized(window)
+                if ahead:
+                    pending[:0] = ahead
+                    continue
+            try:
+                batch, found = self._window(window.start, window.end, token, total, deadline)
+            except _Cut as cut:
+                pending[:0] = self._cut(window, cut)
+                continue
+            if window.owes is not None and not batch.cut:
+                window.owes[0] -= found
+            yield batch
+            if batch.cut:
+                return
+
+    def _sized(self, window: _Window) -> list[_Window]:
+        """A window expected to hold more than a batch, cut where CUT_TARGET of a batch would end were its
+        records spread evenly; [] when it fits."""
+        expected, target = window.expected[0], self.source.max_per_batch * CUT_TARGET
+        span = (window.end - window.start).total_seconds()
+        if expected <= target or window.end - window.start <= MIN_WINDOW:
+            return []
+        stop = window.start + timedelta(seconds=max(1, math.floor(span * target / expected)))
+        if stop >= window.end:
+            return []
+        return [_Window(window.start, stop, owes=window.expected), _Window(stop, window.end, window.expected)]
+
+    def _cut(self, window: _Window, cut: _Cut) -> list[_Window]:
+        if cut.total is None:  # halved: what each half holds is unknown
+            return [_Window(window.start, cut.stop), _Window(cut.stop, window.end)]
+        if window.owes is not None:
+            window.owes[0] -= cut.total  # the window before knows what this one holds
+        expected = [cut.total]
+        return [_Window(window.start, cut.stop, owes=expected), _Window(cut.stop, window.end, expected)]
+
+    def _window(self, start, end, token, total, deadline) -> tuple[Batch, int]:
+        """The window's batch and how many records it held; cut short by the budget, the batch's `cut` is
+        set and its `resume` says where to go on."""
+        for _ in range(MAX_READS):
+            records: list = []
+            try:
+                for records_read, token, total in self._pages(start, end, token, total, deadline):
+                    records += records_read
+            except _Shifted:
+                token = total = None
+                continue
+            except OutOfTime:
+                resume = Resume(start, end, token, total) if token is not None else None
+                return self._batch(records, start, start, cut=True, resume=resume), len(records)
+            return self._batch(records, start, end), total if total is not None else len(records)
+        raise SourceError(
+            f'{self.source.display_name}: the records between {utc(start)} and {utc(end)} kept changing while '
+            f'they were read; will retry next run'
+        )
+
+    def _pages(self, start, end, token, total, deadline) -> Iterator[tuple[list, Any, int | None]]:
+        """(records in the window, the token after them, the total) per page; raises _Cut or _Shifted."""
+        source, kept = self.source, 0
+        while True:
+            page = self._page(source.request(start, end, token), token, deadline)
+            if page.total is not None:
+                if source.total_is_windows and total is None and token is None and page.total > source.max_per_batch:
+                    self._cut_by_total(start, end, page.total)
+                if total is not None and page.total != total:
+                    raise _Shifted  # offsets moved between two pages (or two runs)
+                total = page.total
+            records = [record for record in page.records if self._in_window(record, start, end)]
+            kept += len(records)
+            # A batch's worth read and more to come: cut before asking for a page past it (some APIs refuse
+            # deep pages).
+            full = kept > source.max_per_batch or (kept == source.max_per_batch and page.next is not None)
+            if full and end - start > MIN_WINDOW:
+                raise _Cut(_middle(start, end))
+            if page.next is not None and page.next == token:
+                raise SourceError(f'{source.display_name} handed out the same page ({str(token)[:40]!r}) twice')
+            yield records, page.next, total
+            if page.next is None:
+                return
+            token = page.next
+
+    def _cut_by_total(self, start: datetime, end: datetime, total: int) -> None:
+        if end - start <= MIN_WINDOW:
+            return
+        span = (end - start).total_seconds()
+        stop = start + timedelta(seconds=max(1, math.floor(span * self.source.max_per_batch * CUT_TARGET / total)))
+        raise _Cut(stop if stop < end else _middle(start, end), total)
+
+    def _page(self, request: Request, token, deadline: float) -> Page:
+        api = self.source.api
+        try:
+            answer = api.request(request.method, request.path, request.params, deadline, json=request.json)
+        except SourceError as e:
+            if type(e) is SourceError and self.source.display_name not in str(e):
+                raise SourceError(f'{self.source.display_name} {request.path}: {e}') from None  # name the tool
+            raise
+        return self.source.page(answer, token)
+
+    def _in_window(self, record, start: datetime, end: datetime) -> bool:
+        """Whether the record's listing time is in [start, end); a record that cannot tell is kept (and is
+        skipped as malformed later, if it is)."""
+        try:
+            incident = self.source.incident(record)
+            listed = self.source.listed_at(record, incident)
+        except MALFORMED:
+            return True
+        return listed is None or start <= listed < end
+
+    def _batch(self, records: list, start, through, cut: bool = False, resume: Resume | None = None) -> Batch:
+        incidents: dict[str, SourceIncident] = {}
+        skipped: dict[str, Skipped] = {}
+        for position, record in enumerate(records):
+            try:
+                incident = self.source.incident(record)
+            except MALFORMED as e:
+                # One bad record must never stall the others: it is skipped, by name, and counted.
+                name = _name_of(self.source, record, position, start)
+                skipped[name] = Skipped(self.source.name, name, str(e))
+                continue
+            if incident is not None:
+                incidents[incident.id] = incident
+        found = sorted(incidents.values(), key=lambda incident: incident.resolved_at)
+        return Batch(found, list(skipped.values()), through, cut=cut, resume=resume)
+
+
+def _name_of(source, record, position: int, start: datetime) -> str:
+    try:
+        name = source.record_id(record)
+    except MALFORMED:
+        name = None
+    return name[:64] if isinstance(name, str) and name else f'record {position + 1} of the window from {utc(start)}'
+
+
+def windows(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive windows of at most `step`, oldest first."""
+    cuts = []
+    while start < end:
+        cuts.append((start, min(start + step, end)))
+        start = cuts[-1][1]
+    return cuts
+
+
+def _middle(start: datetime, end: datetime) -> datetime:
+    return start + timedelta(seconds=max(1, int((end - start).total_seconds()) // 2))
+
+
+def utc(moment: datetime) -> str:
+    """Explicit UTC, so an account's time zone never shifts a window."""
+    return moment.astimezone(timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z')
