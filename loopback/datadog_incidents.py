@@ -154,6 +154,27 @@ class DatadogIncidentsSimulator(LoopbackServer):
         with self._lock:
             self._before.pop(incident_id, None)
 
+    # -- late and corrected resolutions (Datadog lets responders edit an incident's times afterwards) -------
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """An incident imported after the fact: `created` is the import (now), its other times are the past."""
+        with self._lock:
+            incident_id = self.open(started_at, **open_options)
+            now = datetime.now(UTC)
+            self.update(incident_id, created=now, state='resolved', resolved=resolved_at, modified=now)
+            self.update(incident_id, customer_impact_end=resolved_at)
+            return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """Resolved now, its `resolved` time edited back to `at`."""
+        with self._lock:
+            self.resolve(incident_id, at)
+            self.update(incident_id, modified=datetime.now(UTC))
+
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
+        """Edits the customer impact start (the start the check reads) or `resolved`, now."""
+        changes = {'customer_impact_start': started_at, 'resolved': resolved_at}
+        self.update(incident_id, **{k: v for k, v in changes.items() if v is not None}, modified=datetime.now(UTC))
+
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `active`: `resolved` keeps its stale value, as Datadog keeps it."""
         with self._lock:

@@ -109,6 +109,30 @@ class GitHubSimulator(LoopbackServer):
         with self._lock:
             self._before.pop(incident_id, None)
 
+    # -- late and corrected resolutions --------------------------------------------------------------
+    # GitHub stamps `created_at` and `closed_at` with the moment they happen and lets nobody edit them. What
+    # reaches the check late is the label: an issue closed long ago that someone labels `incident` now.
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """An issue opened and closed in the past, labelled an incident only now."""
+        with self._lock:
+            issue_id = self.open(started_at, **open_options)
+            self.issues[issue_id]['labels'].remove(LABEL)
+            self.close(issue_id, resolved_at)
+            self.label(issue_id, LABEL, _now())
+            return issue_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """GitHub cannot backdate a closure: the nearest thing is an issue closed at `at` without its label
+        (taken off by mistake) and labelled again now."""
+        with self._lock:
+            self.issues[incident_id]['labels'].remove(LABEL)
+            self.close(incident_id, at)
+            self.label(incident_id, LABEL, _now())
+
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
+        """GitHub has no way to edit `created_at` or `closed_at`: nothing to simulate."""
+        raise NotImplementedError('GitHub cannot edit when an issue was created or closed')
+
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
             self._before.pop(incident_id, None)
