@@ -17,8 +17,12 @@ Follows FireHydrant's published description (its derived copy, `loopback/specs/f
 - Lifecycle: FireHydrant's default phases and milestones. Resolving sets the `resolved` milestone;
   reopening moves back to `investigating` and clears the milestones after it (milestones must stay in
   order); archiving sets `discarded_at` and hides the incident from the list unless `archived=true`.
+- `updated_after` / `updated_before` (read as [after, before): the description does not say) filter on when the incident was last changed, which
+  the incident entity does not serve: resolving, reopening, editing a milestone, revealing move it.
+- After the fact: `enter_resolved` is "Create Resolved Incident" (created now with milestones up to
+  Resolved, which the description allows on create); `resolve_backdated` and `correct` edit milestones now.
 - Late visibility: a hidden resolution leaves the incident served as it was (active, its old milestones,
-  its old resolution time if any) until `reveal`. The incident entity has no updated time to bump.
+  its old resolution time if any) until `reveal`, which counts as a change now.
 
 Every request and every answer is validated against the derived description (`spec_violations`); a
 request it rejects is answered 400 with FireHydrant's ErrorEntity. Answers with a status the description
@@ -69,6 +73,8 @@ SIMULATED = frozenset(
         'per_page',
         'resolved_at_or_after',
         'resolved_at_or_before',
+        'updated_after',
+        'updated_before',
         'created_at_or_after',
         'created_at_or_before',
         'archived',
@@ -110,6 +116,7 @@ class _State:
     reached: dict[str, datetime] = field(default_factory=dict)  # milestone slug -> when, in lifecycle order
     history: list[tuple[str, datetime]] = field(default_factory=list)  # every transition (`milestones`)
     resolved_at: datetime | None = None  # what `resolved_at_or_*` filter on
+    updated_at: datetime | None = None  # what `updated_after`/`updated_before` filter on: not served
     discarded_at: datetime | None = None
 
     def move(self, slug: str, at: datetime) -> None:
@@ -183,6 +190,7 @@ class FireHydrantSimulator(LoopbackServer):
             functionalities=list(functionalities or []),
             environments=[environment] if environment else [],
             teams=list(teams if teams is not None else [team] if team else []),
+            updated_at=started_at,
         )
         state.move('started', started_at)
         state.reached['detected'] = started_at
@@ -196,7 +204,38 @@ class FireHydrantSimulator(LoopbackServer):
     def reveal(self, incident_id: str) -> None:
         with self._lock:
             incident = self._incidents[incident_id]
+            incident.truth.updated_at = datetime.now(UTC)
             incident.shown = copy.deepcopy(incident.truth)
+
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """ "Create Resolved Incident": created now with its milestones, the Resolved one in the past."""
+        incident_id = self.open(started_at, **open_options)
+        now = datetime.now(UTC)
+
+        def created_resolved(state: _State) -> None:
+            _resolve(state, resolved_at)
+            state.created_at = now
+
+        self._change(incident_id, resolved_at, created_resolved, updated_at=now)
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        self._change(incident_id, at, lambda state: _resolve(state, at), updated_at=datetime.now(UTC))
+
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
+        """Edits milestones (FireHydrant lets responders edit when each was reached)."""
+
+        def edit(state: _State) -> None:
+            for slug, at in (('started', started_at), ('resolved', resolved_at)):
+                if at is not None:
+                    state.reached[slug] = at
+                    state.history = [(s, at if s == slug else when) for s, when in state.history]
+            if started_at is not None:
+                state.started_at = started_at
+            if resolved_at is not None:
+                state.resolved_at = resolved_at
+
+        self._change(incident_id, started_at or resolved_at, edit, updated_at=datetime.now(UTC))
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         self._change(incident_id, at, lambda state: state.move('investigating', at))
@@ -233,12 +272,14 @@ class FireHydrantSimulator(LoopbackServer):
         with self._lock:
             return self._render(self._incidents[incident_id])[0]
 
-    def _change(self, incident_id: str, at: datetime, change, hidden: bool = False) -> None:
+    def _change(self, incident_id: str, at: datetime, change, hidden: bool = False, updated_at=None) -> None:
+        """`updated_at`: when the change was made (default `at`, as if made when it happened)."""
         with self._lock:
             incident = self._incidents[incident_id]
             if at < incident.truth.started_at:
                 raise ValueError(f'{at.isoformat()} is before the incident started: FireHydrant answers 422')
             change(incident.truth)
+            incident.truth.updated_at = updated_at or at
             if not hidden:
                 incident.shown = copy.deepcopy(incident.truth)
 
@@ -337,6 +378,8 @@ class _Query:
         self.resolved_before = self.time('resolved_at_or_before')
         self.created_after = self.time('created_at_or_after')
         self.created_before = self.time('created_at_or_before')
+        self.updated_after = self.time('updated_after')  # [after, before): the description does not say
+        self.updated_before = self.time('updated_before')
         self.archived = (self._values.get('archived') or 'false').lower() == 'true'
         self.milestones = self.ids('current_milestones')
         self.services, self.teams = self.ids('services'), self.ids('teams')
@@ -379,6 +422,10 @@ class _Query:
                 return False
             if self.resolved_before and state.resolved_at > self.resolved_before:
                 return False
+        if self.updated_after and state.updated_at < self.updated_after:
+            return False
+        if self.updated_before and not state.updated_at < self.updated_before:
+            return False
         if self.created_after and state.created_at < self.created_after:
             return False
         if self.created_before and state.created_at > self.created_before:

@@ -24,6 +24,10 @@ Closed, Declined, Canceled, Merged; timestamps spelt as in the vendor's examples
 "Resolved at"; reopening moves it back to Investigating and clears "Resolved at" (the status rule sets it
 again on the next resolution); "Fixed at" keeps its first value.
 
+After the fact: `enter_resolved` declares a retrospective incident now ("Reported at" when it began, no
+"Impact started"); `resolve_backdated` and `correct` set "Resolved at"/"Impact started" now, which updates
+the incident, as editing a timestamp does in incident.io.
+
 Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`,
 which shows it with its original "Resolved at" and an `updated_at` of the reveal: what incident.io
 shows when a responder resolves an incident late and backdates its resolution, the common way a
@@ -185,6 +189,32 @@ class IncidentIoSimulator(LoopbackServer):
     def reveal(self, incident_id: str) -> None:
         self._shown.pop(incident_id, None)
         self.incidents[incident_id]['updated_at'] = iso(datetime.now(UTC))
+
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """A retrospective incident declared now (incident.io's `retrospective` mode), post-incident: "Reported
+        at" is when it began (the responder enters it), no "Impact started", "Resolved at" in the past."""
+        incident_id = self.open(started_at, mode='retrospective', **open_options)
+        now = datetime.now(UTC)
+        self.incidents[incident_id]['created_at'] = iso(now)
+        for name in ('Accepted at', 'Impact started'):
+            self.set_timestamp(incident_id, name, None, touch=False)
+        self.resolve(incident_id, resolved_at)
+        self.incidents[incident_id]['updated_at'] = iso(now)
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        self.resolve(incident_id, at)
+        self.incidents[incident_id]['updated_at'] = iso(datetime.now(UTC))
+
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
+        for name, value in (('Impact started', started_at), ('Resolved at', resolved_at)):
+            if value is not None:
+                self.set_timestamp(incident_id, name, value)
+
+    def set_severity(self, incident_id: str, severity: str, at: datetime) -> None:
+        """An edit that has nothing to do with the incident's times."""
+        self.incidents[incident_id]['severity'] = self._severity(severity)
+        self.incidents[incident_id]['updated_at'] = iso(at)
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         self.move(incident_id, 'Investigating', at)

@@ -25,6 +25,8 @@ Rootly's API overview and its own MCP server where the description is silent):
 - Time: an incident's resolution is listed from its resolve time on. A `hidden` resolution (a lagging
   index) is listed as the incident was before it, until `reveal`; then it is listed with its original
   `resolved_at` and an `updated_at` of the reveal, as the record was written late.
+- After the fact (`enter_resolved`, `resolve_backdated`, `correct`): a retrospective (`backfilled`) incident
+  entered now, a resolve time set back, a time edited in the review; each moves `updated_at` to now.
 - Restart (`reopen`): back to `started` with `resolved_at`, `mitigated_at` and `closed_at` cleared.
 - Not failures (`open_non_failures`): cancelled, test/test_sub, example/example_sub, scheduled maintenance,
   and a duplicate of another incident, each with a `resolved_at` so that only the check can tell.
@@ -171,6 +173,22 @@ class RootlySimulator(LoopbackServer):
             self._before.pop(incident_id, None)
             self.incidents[incident_id]['updated_at'] = datetime.now(UTC)
 
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """A retrospective incident: Rootly's `backfilled` kind, entered now for an incident that is over."""
+        incident_id = self.open(started_at, **open_options)
+        now = datetime.now(UTC)
+        self.update(
+            incident_id, kind='backfilled', status='resolved', resolved_at=resolved_at, created_at=now, updated_at=now
+        )
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, status='resolved', resolved_at=at, updated_at=datetime.now(UTC))
+
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
+        times = {'started_at': started_at, 'resolved_at': resolved_at}
+        self.update(incident_id, **{k: v for k, v in times.items() if v is not None}, updated_at=datetime.now(UTC))
+
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
             self._before.pop(incident_id, None)
@@ -184,14 +202,15 @@ class RootlySimulator(LoopbackServer):
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:
-            kinds = ('test', 'test_sub', 'example', 'example_sub', 'scheduled')
+            kinds = ('test', 'test_sub', 'example', 'example_sub', 'scheduled', 'scheduled_sub')
             reasons = (*kinds, 'cancelled', 'duplicate')
             ids = {reason: self.open(started_at, title=f'Not a failure: {reason}') for reason in reasons}
             for reason, incident_id in ids.items():
                 self.resolve(incident_id, resolved_at)
                 if reason in kinds:
                     self.update(incident_id, kind=reason)
-            self.update(ids['scheduled'], status='completed')  # scheduled maintenance ends `completed`
+            for scheduled in ('scheduled', 'scheduled_sub'):
+                self.update(ids[scheduled], status='completed')  # scheduled maintenance ends `completed`
             self.update(ids['cancelled'], status='cancelled', cancelled_at=resolved_at, cancellation_message='Not one')
             self.update(ids['duplicate'], duplicate_incident_id=str(uuid.uuid4()))  # of an incident not listed here
             return list(ids.values())

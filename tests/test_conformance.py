@@ -4,21 +4,37 @@ Adding a tool adds a line to loopback/simulators.py; these scenarios then run ag
 """
 
 import logging
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
+from datadog_checks.dora_incidents.sources import make_source, source_class
+from datadog_checks.dora_incidents.sources.base import UPDATED
 from loopback.server import Fault
 from loopback.simulators import SIMULATORS, make_simulator
 
 from .common import INCIDENTS_COUNT, TIME_TO_RESTORE, ago, counted, dora_ids, restores
 
+# The tools whose API lists by update time: they read late and corrected resolutions.
+BY_UPDATE_TIME = sorted(name for name in SIMULATORS if source_class(name).listing == UPDATED)
 
-@pytest.fixture(params=sorted(SIMULATORS))
-def tool(request):
-    simulator = make_simulator(request.param)
+
+def running(name):
+    simulator = make_simulator(name)
     with simulator:
         yield simulator
     assert simulator.spec_violations == [], 'the check sent requests (or got answers) the API description rejects'
+
+
+@pytest.fixture(params=sorted(SIMULATORS))
+def tool(request):
+    yield from running(request.param)
+
+
+@pytest.fixture(params=BY_UPDATE_TIME)
+def late_tool(request):
+    yield from running(request.param)
 
 
 @pytest.fixture
@@ -221,3 +237,125 @@ def test_resolutions_around_a_window_cut_are_each_reported_once(aggregator, make
     run(make_check({**settings, 'initial_lookback': 40 * 86400}))
 
     assert sorted(restores(aggregator)) == sorted(incidents) and counted(aggregator) == 4
+
+
+def test_resolutions_at_a_window_cut_land_in_exactly_one_batch(make_check, tool, settings):
+    check = make_check({**settings, 'initial_lookback': 40 * 86400})
+    check.load_configuration_models()
+    source = make_source(check.config, set(check.instance), check.http)
+    until = datetime.now(timezone.utc).replace(microsecond=0)
+    cut = until - timedelta(days=10)  # where the first 30-day window of [until - 40 days, until) ends
+    incidents = []
+    for offset in (-1.5, -0.5, 0, 0.5, 1.5):
+        incident = tool.open(cut - timedelta(hours=1))
+        tool.resolve(incident, cut + timedelta(seconds=offset))
+        incidents.append(incident)
+
+    batches = list(source.resolved(until - timedelta(days=40), until, time.monotonic() + 30))
+
+    assert len(batches) == 2 and batches[0].through == cut
+    listed = [incident.id for batch in batches for incident in batch.incidents]
+    assert sorted(listed) == sorted(incidents)  # each once: none in both batches, none in neither
+
+
+def test_an_incident_reopened_after_its_resolution_is_not_a_failure_yet_nor_malformed(
+    aggregator, make_check, run, tool, settings, now
+):
+    incident = tool.open(ago(now, hours=3))
+    tool.resolve(incident, ago(now, hours=2))
+    tool.reopen(incident, ago(now, hours=1))
+    check = make_check(settings)
+
+    assert run(check) == []
+    assert restores(aggregator) == {}
+    aggregator.assert_metric('dora.check.incidents.skipped', value=0)
+    tool.resolve(incident, ago(now, minutes=1))
+    run(check)
+    assert set(restores(aggregator)) == {incident} and counted(aggregator) == 1
+
+
+def test_a_re_resolution_40_days_after_the_first_is_not_counted_again(
+    aggregator, make_check, run, tool, settings, intake, now
+):
+    incident = tool.open(ago(now, days=41))
+    tool.resolve(incident, ago(now, days=40))
+    check = make_check({**settings, 'initial_lookback': 45 * 86400})
+    run(check)
+    tool.reopen(incident, ago(now, minutes=3))
+    tool.resolve(incident, ago(now, minutes=1))
+
+    run(check)
+
+    assert counted(aggregator) == 1 and len(restores(aggregator)[incident]) == 2
+    assert (
+        intake.latest_by_id()[f'{tool.source}:{incident}']['finished_at']
+        == int(ago(now, minutes=1).timestamp()) * 10**9
+    )
+
+
+def test_late_resolutions_count_once_and_corrections_update_without_counting(
+    aggregator, make_check, run, late_tool, intake, now
+):
+    tool = late_tool
+    settings = tool.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    corrected = tool.open(ago(now, hours=4))
+    tool.resolve(corrected, ago(now, hours=1))
+    check = make_check(settings)
+    run(check)
+    assert counted(aggregator) == 1
+
+    # After that run, entered now with times behind the cursor:
+    retrospective = tool.enter_resolved(ago(now, hours=5), ago(now, hours=3))  # an incident already over
+    backdated = tool.open(ago(now, hours=6))
+    tool.resolve_backdated(backdated, ago(now, hours=2))  # resolved now, its resolve time set 2 h back
+    tool.correct(corrected, resolved_at=ago(now, hours=1, minutes=30))  # the review moves it 30 min earlier
+    too_late = tool.enter_resolved(ago(now, days=3), ago(now, days=2))  # behind the late-change horizon
+    aggregator.reset()
+    requests_before = len(tool.requests)
+    run(check)
+    run(check)  # nothing new: read again, recognised
+
+    assert (counted(aggregator), restores(aggregator)) == (
+        2,
+        {retrospective: [2 * 3600], backdated: [4 * 3600], corrected: [2.5 * 3600]},
+    ), [retrospective, backdated, corrected]
+    assert too_late not in dora_ids(intake)
+    latest = intake.latest_by_id()[f'{tool.source}:{corrected}']
+    assert latest['finished_at'] == int(ago(now, hours=1, minutes=30).timestamp()) * 10**9
+    [correction] = [e for e in aggregator.events if e['aggregation_key'] == f'dora_incidents:{tool.source}:{corrected}']
+    assert 'corrected' in correction['msg_title']
+    list_requests = [r for r in tool.requests[requests_before:] if r.path == tool.list_path]
+    assert len(list_requests) == 2  # steady state: one request a run, nothing re-read from history
+
+
+LATENCY = 0.2  # seconds each answer takes, on the check's virtual clock
+
+
+def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, make_check, run, tool, settings, now):
+    """Every request costs LATENCY on a virtual clock the check runs on (whatever this machine's speed), so
+    a 1-second budget allows 5 requests, and a run may start no request once it is spent."""
+    incidents = []
+    count = 6 * tool.max_page_size + 5
+    for n in range(count):
+        incident = tool.open(ago(now, hours=21))
+        tool.resolve(incident, ago(now, hours=20, seconds=-n * 40))
+        incidents.append(incident)
+    settings = {**settings, 'max_run_time': 1, 'send_events': False, 'send_dora_failures': False}
+
+    per_run, stopped = [], 0
+    for _ in range(40):
+        check = make_check(settings)
+        check.monotonic = lambda: time.monotonic() + LATENCY * len(tool.requests)
+        before = len(tool.requests)
+        warnings = run(check)
+        per_run.append(len(tool.requests) - before)
+        stopped += any('Stopped after `max_run_time`' in warning for warning in warnings)
+        if not warnings:
+            break
+
+    assert stopped >= 2, f'the backlog fit in one run: the budget was never exercised ({per_run})'
+    # A request started before the deadline may end after it: one request of slack, never more.
+    assert max(per_run) * LATENCY <= 1 + LATENCY, per_run
+    assert sorted(restores(aggregator)) == sorted(incidents)
+    assert all(len(values) == 1 for values in restores(aggregator).values())
+    assert counted(aggregator) == count

@@ -47,6 +47,11 @@ def list_queries(sim):
     return [dict(request.query) for request in sim.requests if request.path == LIST_PATH]
 
 
+def later():
+    """Past what the simulator stamps as changed now (a reveal): `NOW` is when the module was loaded."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
 def resolved_incident(sim, started_at=None, resolved_at=NOW - HOUR, **fields):
     incident_id = sim.open(started_at or resolved_at - 2 * HOUR, **fields)
     sim.resolve(incident_id, resolved_at)
@@ -112,30 +117,28 @@ def test_restored_at_mitigated_uses_the_mitigated_milestone_else_the_resolution(
     assert found[unmitigated].restored_at == found[unmitigated].resolved_at == NOW - HOUR
 
 
-def test_the_api_filters_on_the_resolve_time_with_no_other_filter(sim):
+def test_the_api_filters_on_the_update_time_with_no_other_filter(sim):
     old = resolved_incident(sim, started_at=NOW - 40 * DAY, resolved_at=NOW - HOUR)  # opened long ago
     resolved_incident(sim, started_at=NOW - 30 * HOUR, resolved_at=NOW - 25 * HOUR)  # before `since`
 
     assert [incident.id for incident in incidents(read(sim))] == [old]
     [query] = list_queries(sim)
     assert query == {
-        'resolved_at_or_after': utc(NOW - DAY),
-        'resolved_at_or_before': utc(NOW),
+        'updated_after': utc(NOW - DAY),
+        'updated_before': utc(NOW),
         'page': '1',
         'per_page': '200',
     }
     assert sim.requests[0].headers['authorization'] == f'Bearer {sim.token}'
 
 
-def test_the_upper_bound_is_rounded_up_and_the_window_is_half_open(sim):
-    until = NOW - HOUR + timedelta(milliseconds=500)
-    inside = resolved_incident(sim, resolved_at=NOW - HOUR + timedelta(milliseconds=200))
-    resolved_incident(sim, resolved_at=NOW - HOUR + timedelta(milliseconds=700))  # after `until`
+def test_the_window_is_half_open_on_the_update_time(sim):
     at_start = resolved_incident(sim, resolved_at=NOW - DAY)
+    resolved_incident(sim, resolved_at=NOW)  # at `until`: the next window's
 
-    found = {incident.id for incident in incidents(read(sim, until=until))}
-    assert found == {inside, at_start}
-    assert list_queries(sim)[0]['resolved_at_or_before'] == utc(NOW - HOUR + timedelta(seconds=1))
+    assert [incident.id for incident in incidents(read(sim))] == [at_start]
+    query = list_queries(sim)[0]
+    assert (query['updated_after'], query['updated_before']) == (utc(NOW - DAY), utc(NOW))
 
 
 def test_archived_and_reopened_incidents_are_not_failures(sim):
@@ -150,7 +153,7 @@ def test_a_reopened_incident_resolved_again_is_a_new_resolution_of_the_same_id(s
     incident_id = resolved_incident(sim, resolved_at=NOW - 3 * HOUR)
     [first] = incidents(read(sim))
     sim.reopen(incident_id, NOW - 2 * HOUR)
-    assert incidents(read(sim)) == []  # still listed by the resolve-time filter, but active again
+    assert incidents(read(sim)) == []  # listed (it changed), but active again
     sim.resolve(incident_id, NOW - HOUR)
     [second] = incidents(read(sim))
     assert first.id == second.id == incident_id
@@ -162,7 +165,7 @@ def test_a_hidden_resolution_appears_at_its_own_time_once_revealed(sim):
     sim.resolve(incident_id, NOW - 2 * HOUR, hidden=True)
     assert incidents(read(sim)) == []
     sim.reveal(incident_id)
-    [incident] = incidents(read(sim))
+    [incident] = incidents(read(sim, until=later()))
     assert incident.resolved_at == NOW - 2 * HOUR
 
 
@@ -180,7 +183,7 @@ def test_a_long_lookback_is_read_in_windows_of_30_days_oldest_first(sim):
     batches = read(sim, since=NOW - 70 * DAY)
     assert [batch.through for batch in batches] == [NOW - 40 * DAY, NOW - 10 * DAY, NOW]
     assert [incident.id for incident in incidents(batches)] == ids
-    assert [query['resolved_at_or_after'] for query in list_queries(sim)] == [
+    assert [query['updated_after'] for query in list_queries(sim)] == [
         utc(NOW - 70 * DAY),
         utc(NOW - 40 * DAY),
         utc(NOW - 10 * DAY),
@@ -326,7 +329,7 @@ def test_the_driver_interface_once_each(sim):
     driver.resolve(incident_id, NOW - 2 * HOUR, hidden=True)
     assert incidents(read(sim)) == []
     driver.reveal(incident_id)
-    [incident] = incidents(read(sim))
+    [incident] = incidents(read(sim, until=later()))
     assert incident.resolved_at == NOW - 2 * HOUR
 
     filters = {'services': None, 'service_ids': None, 'teams': None, 'severities': None}

@@ -28,6 +28,11 @@ def sim():
     assert simulator.spec_violations == [], 'requests or answers the incident.io API description rejects'
 
 
+def later():
+    """Past what the simulator stamps as updated now (a reveal, an entry after the fact)."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
 def make_source(sim, **options):
     config = {'api_token': sim.token, 'api_url': sim.url, 'restored_at': 'resolved', 'team_field': 'Team', **options}
     return IncidentIoSource(types.SimpleNamespace(**config), RequestsWrapper({'timeout': 5}, {}), sim.url)
@@ -84,14 +89,14 @@ def test_a_text_field_names_a_service_and_fields_are_found_by_id_too(sim, now):
     assert incident.services == (Named(None, 'Search'),)
 
 
-def test_impact_start_missing_starts_at_creation(sim, now):
+def test_impact_start_missing_starts_at_reported_at(sim, now):
     incident_id = sim.open(now - timedelta(hours=3))
     sim.set_timestamp(incident_id, 'Impact started', None)
     sim.set_timestamp(incident_id, 'Reported at', now - timedelta(hours=2))
     sim.resolve(incident_id, now - timedelta(minutes=30))
 
     [incident] = reported(read(make_source(sim), now - timedelta(days=1), now))
-    assert incident.started_at == now - timedelta(hours=3)  # created_at, not another timestamp
+    assert incident.started_at == now - timedelta(hours=2)  # "Reported at": every incident has one
 
 
 def test_restored_at_mitigated_uses_fixed_at_else_the_resolution(sim, now):
@@ -160,7 +165,7 @@ def test_post_incident_is_resolved_and_closing_it_later_is_not_a_new_resolution(
     assert first.resolved_at == again.resolved_at == now - timedelta(hours=4)
 
 
-def test_closed_without_a_resolution_time_is_resolved_at_its_update(sim, now):
+def test_closed_without_a_resolution_time_is_resolved_at_closed_at(sim, now):
     closed = sim.open(now - timedelta(hours=5))
     sim.close(closed, now - timedelta(hours=2))  # straight to Closed: no "Resolved at"
     waiting = sim.open(now - timedelta(hours=5))
@@ -170,15 +175,34 @@ def test_closed_without_a_resolution_time_is_resolved_at_its_update(sim, now):
     assert incident.id == closed and incident.resolved_at == now - timedelta(hours=2)
 
 
-def test_a_retrospective_incident_is_reported_when_it_is_entered(sim, now):
+def test_a_retrospective_incident_is_listed_when_it_is_entered_with_its_own_times(sim, now):
     incident_id = sim.open(now - timedelta(minutes=10), mode='retrospective')
     sim.set_timestamp(incident_id, 'Impact started', now - timedelta(days=3), touch=False)
     sim.resolve(incident_id, now - timedelta(days=2, hours=20))
     sim.close(incident_id, now - timedelta(minutes=10))
 
     [incident] = reported(read(make_source(sim), now - timedelta(hours=1), now))
-    assert incident.resolved_at == now - timedelta(minutes=10)
+    assert incident.resolved_at == now - timedelta(days=2, hours=20)  # the cursor decides if it is too late
     assert incident.restored_at - incident.started_at == timedelta(hours=4)
+
+
+def test_a_retrospective_incident_without_impact_started_starts_at_reported_at(sim, now):
+    incident_id = sim.enter_resolved(now - timedelta(hours=5), now - timedelta(hours=3))
+
+    [incident] = reported(read(make_source(sim), now - timedelta(hours=1), later()))
+    assert (incident.started_at, incident.resolved_at) == (now - timedelta(hours=5), now - timedelta(hours=3))
+    assert incident.id == incident_id
+
+
+def test_a_closed_incident_edited_later_keeps_its_closed_at(sim, now):
+    closed = sim.open(now - timedelta(hours=5))
+    sim.close(closed, now - timedelta(hours=2))  # straight to Closed: no "Resolved at"
+    source = make_source(sim)
+    [first] = reported(read(source, now - timedelta(days=1), now))
+    sim.set_severity(closed, 'SEV2', now - timedelta(minutes=5))  # an edit two hours later
+
+    [second] = reported(read(source, now - timedelta(days=1), now))
+    assert first.resolved_at == second.resolved_at == first.restored_at == second.restored_at
 
 
 def test_a_reopened_incident_resolved_again_is_a_new_resolution(sim, now):
@@ -198,7 +222,7 @@ def test_a_late_resolution_keeps_its_time(sim, now):
     source = make_source(sim)
     assert reported(read(source, now - timedelta(minutes=10), now)) == []
     sim.reveal(incident_id)
-    [incident] = reported(read(source, now - timedelta(minutes=10), now))
+    [incident] = reported(read(source, now - timedelta(minutes=10), later()))
     assert incident.resolved_at == now - timedelta(minutes=3)
 
 
@@ -215,6 +239,7 @@ def test_the_list_filters_on_update_time_and_resolved_categories(sim, now):
         [
             ('page_size', '250'),
             ('updated_at[gte]', (since - timedelta(days=1)).date().isoformat()),  # a day early: any time zone
+            ('updated_at[lte]', (now + timedelta(days=1)).date().isoformat()),
             ('status_category[one_of]', 'learning'),
             ('status_category[one_of]', 'closed'),
         ]
@@ -290,6 +315,8 @@ def test_a_malformed_record_is_skipped_by_id_and_the_others_reported(sim, now):
     sim.resolve(good, now - timedelta(hours=1))
     bad = sim.open(now - timedelta(hours=3))
     sim.resolve(bad, now - timedelta(hours=1))
+    for name in ('Impact started', 'Reported at'):  # so that the start is `created_at`
+        sim.set_timestamp(bad, name, None, touch=False)
     sim.mangle(bad, created_at='last Tuesday')
     nonsense = sim.open(now - timedelta(hours=3))
     sim.resolve(nonsense, now - timedelta(hours=1))

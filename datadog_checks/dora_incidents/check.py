@@ -80,7 +80,10 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         reporter = self._reporter
         cursor = reporter.store.load()
         reporter.outputs.begin(deadline)
-        since, until = cursor.window(datetime.now(timezone.utc).replace(microsecond=0), self.config.initial_lookback)
+        # Up to the end of the current second (windows are whole seconds): a change made this second is read
+        # now; the cursor still never moves past the source's clock (reporting.py).
+        now = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+        since, until = cursor.window(now, self.config.initial_lookback)
         if cursor.watermark is None:
             self._recover(cursor, since, until)
         progress = reporter.catch_up(cursor, since, until, deadline)

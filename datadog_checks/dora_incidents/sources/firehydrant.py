@@ -1,14 +1,18 @@
-"""FireHydrant: resolutions read from `GET /v1/incidents`, which FireHydrant filters on the resolve time.
+"""FireHydrant: resolutions read from `GET /v1/incidents`, filtered on the incident's update time.
 
-Endpoint and filter: `resolved_at_or_after` / `resolved_at_or_before` select incidents by when they were
-resolved, whenever they were opened, so a window of resolve times is one query (`start_date`/`end_date`
-would select by start instead and miss an incident opened weeks ago and resolved now). Both bounds are
-inclusive and whole seconds: the upper one is rounded up and anything resolved outside [since, until) is
-dropped here. The filter keeps matching an incident that was reopened after its resolution (the API
-description says so), so each record's own state is checked too.
+Endpoint and filter: `updated_after` / `updated_before` select the incidents changed in a window, whenever
+they were opened. Resolving an incident changes it, and so does everything done after the fact: a
+retroactive incident ("Create Resolved Incident", created now with milestones in the past), a Resolved
+milestone set back, a milestone corrected in the review. So one query per run finds new, late and
+corrected resolutions alike; the cursor tells them apart (cursor.py). (`resolved_at_or_after` would miss
+all three, `start_date`/`end_date` an incident opened weeks ago.) The incident entity does not serve its
+update time, so the API's filter is trusted, read as [after, before) like every window here: the
+description says neither bound's inclusiveness. Were `updated_after` exclusive, only a change stamped on
+the exact microsecond of a cut could be missed; were `updated_before` inclusive, such a change would be
+listed twice, and the cursor recognises it.
 
 Paging: `page` (from 1) and `per_page` (at most 200); `pagination.next` is the next page number or null,
-`pagination.count` the number of matches. A window (30 days at most) whose count exceeds a batch is halved
+`pagination.count` the number of matches. A window (30 days at most) whose count exceeds a batch is cut
 in time until it fits. Page numbers shift when the matches change between two pages, so a window whose
 count changed while it was read is read again.
 
@@ -38,6 +42,7 @@ import requests
 
 from ..incident import Named, SourceIncident
 from .base import (
+    UPDATED,
     Page,
     Request,
     Source,
@@ -73,6 +78,7 @@ class FireHydrantSource(Source):
     display_name = 'FireHydrant'
     default_api_url = 'https://api.firehydrant.io'
     options = frozenset({'restored_at'})
+    listing = UPDATED
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url.rstrip('/'), **clock)
@@ -86,8 +92,8 @@ class FireHydrantSource(Source):
 
     def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
-            ('resolved_at_or_after', utc(start)),
-            ('resolved_at_or_before', utc(_ceil_second(end))),
+            ('updated_after', utc(start)),
+            ('updated_before', utc(_ceil_second(end))),
             ('page', token or 1),
             ('per_page', PAGE_SIZE),
         ]

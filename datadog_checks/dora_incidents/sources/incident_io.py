@@ -2,13 +2,13 @@
 
 What is read, and why: the list can filter on `created_at` and `updated_at` only, and an incident has no
 top-level resolve time. Resolving an incident (moving it to a post-incident or closed status) updates it,
-so every incident resolved since `since` was updated since then: the source asks for
+and so does everything done after the fact: a retrospective incident entered now, a "Resolved at" set
+back, a timestamp corrected in the review. So the source lists by update time: it asks for
 `status_category[one_of]=learning` and `=closed` (post-incident and closed: both are resolved) with
-`updated_at[gte]` a day before `since`, and keeps those whose resolve time is in [since, until). The date
-filter is sent as a date, the only spelling the vendor documents, and a day early, whatever time zone
-the account reads it in; there is no upper bound, because an incident resolved in the window may have
-been edited since. So a long lookback is read in 30-day windows, each re-reading what changed after its
-start, and a window holding more resolutions than a batch may hold is halved until it fits.
+`updated_at[gte]` a day before the window and `updated_at[lte]` a day after it (dates, the only spelling
+the vendor documents, a day wide whatever time zone the account reads them in), and keeps the records
+whose `updated_at` is in the window. New, late and corrected resolutions are then told apart by the
+cursor (cursor.py); steady state is one request per run.
 
 Paging: `page_size` (at most 250) and the `after` cursor from `pagination_meta`, until a page comes back
 without one or empty.
@@ -18,12 +18,12 @@ they are dropped here too); the `triage`, `declined`, `canceled` and `merged` st
 incidents) and `live`/`paused` (active: reopened) are neither asked for nor reported.
 
 Times come from the incident's timestamps, found by name through `GET /v2/incident_timestamps` (exactly,
-else ignoring case and a trailing " at", so `Resolved` finds "Resolved at"): the resolution is
-`resolved_timestamp`, or for a closed incident without one its `updated_at` (any later edit then moves
-it: that incident is reported again as a re-resolution); a post-incident one without it waits until it
-is closed. The resolve time the cursor tracks is never before `created_at`, so a retrospective incident,
-entered after the fact, is reported when it was entered. Impact start: `started_timestamp`, else
-`created_at`. Restore: the resolution, or with `restored_at: mitigated` the `mitigated_timestamp`.
+else ignoring case and a trailing " at", so `Resolved` finds "Resolved at"). Start: `started_timestamp`
+("Impact started"), else "Reported at" (every incident has one; a retrospective incident's is when it
+was reported, not when it was entered), else `created_at`. Resolution: `resolved_timestamp`
+("Resolved at"), else for a closed incident "Closed at" (set when it was closed: later edits do not move
+it, unlike `updated_at`); a post-incident one without it waits until it is resolved or closed. Restore:
+the resolution, or with `restored_at: mitigated` the `mitigated_timestamp`.
 
 Services, teams and environments are the values of the custom fields named by `service_field`,
 `team_field` and `environment_field` (catalog entries by id and name, options by id and value, text as a
@@ -41,6 +41,7 @@ import requests
 
 from ..incident import Named, SourceIncident
 from .base import (
+    UPDATED,
     Page,
     Request,
     Source,
@@ -84,6 +85,8 @@ class TimestampIds:
     started: str | None
     mitigated: str | None
     resolved: str
+    reported: str | None = None  # "Reported at": the start when `started` is unset (retrospective incidents)
+    closed: str | None = None  # "Closed at": the resolution of a closed incident without `resolved`
 
 
 class IncidentIoSource(Source):
@@ -102,6 +105,7 @@ class IncidentIoSource(Source):
         }
     )
     page_size = PAGE_SIZE
+    listing = UPDATED
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)
@@ -109,6 +113,9 @@ class IncidentIoSource(Source):
             'started': _option(config, 'started_timestamp', 'Impact started'),
             'mitigated': _option(config, 'mitigated_timestamp', 'Fixed'),
             'resolved': _option(config, 'resolved_timestamp', 'Resolved'),
+            # incident.io's own timestamps, every account has them: not options.
+            'reported': 'Reported at',
+            'closed': 'Closed at',
         }
         self._mitigated = _option(config, 'restored_at', 'resolved') == 'mitigated'
         self._fields = {
@@ -130,6 +137,7 @@ class IncidentIoSource(Source):
         params = [
             ('page_size', self.page_size),
             ('updated_at[gte]', (start - DATE_SLACK).date().isoformat()),
+            ('updated_at[lte]', (end + DATE_SLACK).date().isoformat()),
             *[('status_category[one_of]', category) for category in RESOLVED_CATEGORIES],
         ]
         return Request(LIST_PATH, params + ([('after', token)] if token else []))
@@ -143,6 +151,9 @@ class IncidentIoSource(Source):
 
     def record_id(self, record) -> str | None:
         return _id_of(record)
+
+    def listed_at(self, record, incident) -> datetime | None:
+        return parse_time(record.get('updated_at'), 'updated_at')
 
     def _timestamps(self, deadline: float) -> TimestampIds:
         if self._timestamp_ids is None or time.monotonic() - self._timestamps_read_at > TIMESTAMPS_TTL:
@@ -166,7 +177,7 @@ class IncidentIoSource(Source):
                     f'incident.io has no incident timestamp named {self._names[role]!r} (`{role}_timestamp`); '
                     f'this account has: {have}'
                 )
-        return TimestampIds(found['started'], found['mitigated'], found['resolved'])
+        return TimestampIds(**found)
 
     # -- one record --------------------------------------------------------------------------------
     def _read(self, raw, ids: TimestampIds) -> SourceIncident | None:
@@ -178,24 +189,25 @@ class IncidentIoSource(Source):
         if category is None:
             return None
         times = _timestamp_values(raw, ids)
-        resolution = times.get(ids.resolved)
-        if resolution is None and category != 'closed':
-            return None  # post-incident without a resolution time: reported once it is closed
-        created_at = parse_time(raw.get('created_at'), 'created_at')
-        resolution = resolution or parse_time(raw.get('updated_at'), 'updated_at')
-        resolved_at = max(resolution, created_at)
-        return self._incident(raw, incident_id, created_at, resolution, resolved_at, times, ids)
+        # A closed incident without a resolution time resolved when it was closed: "Closed at" stays put
+        # when the incident is edited later, `updated_at` would not.
+        resolution = times.get(ids.resolved) or (times.get(ids.closed) if category == 'closed' else None)
+        if resolution is None:
+            if category == 'closed':
+                raise ValueError(f'closed without {self._names["resolved"]!r} or "Closed at"')
+            return None  # post-incident without a resolution time: reported once it is resolved or closed
+        return self._incident(raw, incident_id, resolution, times, ids)
 
-    def _incident(self, raw: dict, incident_id, created_at, resolution, resolved_at, times, ids) -> SourceIncident:
-        started_at = times.get(ids.started) or created_at
+    def _incident(self, raw: dict, incident_id, resolution, times, ids) -> SourceIncident:
+        start = next((role for role in ('started', 'reported') if times.get(getattr(ids, role))), None)
+        started_at = times[getattr(ids, start)] if start else parse_time(raw.get('created_at'), 'created_at')
         restored_at = resolution
         if self._mitigated and times.get(ids.mitigated):
             restored_at = restore_time(resolution, times[ids.mitigated])
         try:
-            checked_times(started_at, restored_at, resolved_at)
+            checked_times(started_at, restored_at, resolution)
         except ValueError as e:
-            start = self._names['started'] if times.get(ids.started) else 'created_at'
-            raise ValueError(f'{e} (start: {start})') from None
+            raise ValueError(f'{e} (start: {self._names[start] if start else "created_at"})') from None
         reference = text(raw.get('reference'))
         return SourceIncident(
             source=self.name,
@@ -205,7 +217,7 @@ class IncidentIoSource(Source):
             url=text(raw.get('permalink')),
             started_at=started_at,
             restored_at=restored_at,
-            resolved_at=resolved_at,
+            resolved_at=resolution,
             services=_field_values(raw, self._fields['services']),
             teams=_field_values(raw, self._fields['teams']),
             environments=_field_values(raw, self._fields['environments']),
@@ -247,7 +259,7 @@ def _resolved_category(raw) -> str | None:
 
 def _timestamp_values(raw: dict, ids: TimestampIds) -> dict[str, datetime]:
     """The values of the timestamps the options name, by timestamp id; unset ones are absent."""
-    wanted = {ids.started, ids.mitigated, ids.resolved} - {None}
+    wanted = {ids.started, ids.mitigated, ids.resolved, ids.reported, ids.closed} - {None}
     values: dict[str, datetime] = {}
     for entry in objects(raw, 'incident_timestamp_values'):
         stamp = obj(entry, 'incident_timestamp')

@@ -256,6 +256,7 @@ class Reader:
         for position, record in enumerate(records):
             try:
                 incident = self.source.incident(record)
+                self.source.listed_at(record, incident)  # a record that cannot say when it changed is malformed
             except MALFORMED as e:
                 # One bad record must never stall the others: it is skipped, by name, and counted.
                 name = _name_of(self.source, record, position, start)

@@ -1,8 +1,12 @@
-"""Rootly REST API (JSON:API): `GET /v1/incidents` filtered on the resolve time.
+"""Rootly REST API (JSON:API): `GET /v1/incidents` filtered on the update time.
 
-Endpoint and filter: `filter[resolved_at][gte]` / `filter[resolved_at][lt]` select exactly the incidents
-resolved in a window, whenever they were created; a restarted (reopened) incident loses its `resolved_at`
-and is listed again, same `id`, once resolved again. Windows are at most 30 days long.
+Endpoint and filter: `filter[updated_at][gte]` / `filter[updated_at][lt]` select the incidents changed in a
+window. Resolving an incident updates it, and so does everything done after the fact: a retrospective
+(`backfilled`) incident entered now, a resolve time set back, a start or resolve time corrected in the
+review. So one query per run finds new, late and corrected resolutions alike; the cursor tells them apart
+(cursor.py). A restarted (reopened) incident loses its `resolved_at` and is listed again, same `id`, once
+resolved again. Windows are at most 30 days long; a record whose `updated_at` is outside the window asked
+for is left to the window that holds it.
 
 Paging: `page[size]=100` (the API's maximum), `page[number]` 1, 2, ... while `links.next` is set, in
 `created_at` order. The next page is asked for with our own parameters rather than by fetching the URL
@@ -29,7 +33,20 @@ from datetime import datetime
 import requests
 
 from ..incident import Named, SourceIncident
-from .base import Page, Request, Source, checked_times, obj, objects, parse_time, restore_time, text, title, utc
+from .base import (
+    UPDATED,
+    Page,
+    Request,
+    Source,
+    checked_times,
+    obj,
+    objects,
+    parse_time,
+    restore_time,
+    text,
+    title,
+    utc,
+)
 from .http import Answer, JsonApi, SourceError
 
 LIST_PATH = '/v1/incidents'
@@ -70,6 +87,7 @@ class RootlySource(Source):
     display_name = 'Rootly'
     default_api_url = 'https://api.rootly.com'
     options = frozenset({'restored_at'})
+    listing = UPDATED
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)
@@ -85,8 +103,8 @@ class RootlySource(Source):
 
     def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
-            ('filter[resolved_at][gte]', utc(start)),
-            ('filter[resolved_at][lt]', utc(end)),
+            ('filter[updated_at][gte]', utc(start)),
+            ('filter[updated_at][lt]', utc(end)),
             ('sort', 'created_at'),
             ('page[size]', PAGE_SIZE),
             ('page[number]', token or 1),
@@ -107,6 +125,9 @@ class RootlySource(Source):
     def incident(self, record) -> SourceIncident | None:
         return self._incident(record)
 
+    def listed_at(self, record, incident) -> datetime | None:
+        return parse_time(obj(record, 'attributes').get('updated_at'), 'updated_at')
+
     def _incident(self, record) -> SourceIncident | None:
         """The resolution a record describes, or None when it is not a failure to report."""
         incident_id, attrs = _identity(record)
@@ -117,9 +138,10 @@ class RootlySource(Source):
             return None
         if status is not None and status not in KNOWN_STATUSES:
             raise ValueError(f'unknown status {str(status)[:32]!r}')
-        # No `status` at all (the 2025-04 description has none): the filter on `resolved_at` has to do.
         if status is not None and status not in RESOLVED_STATUSES:
             return None  # cancelled, or restarted since: a restarted one is reported at its next resolution
+        if status is None and attrs.get('resolved_at') is None:
+            return None  # not resolved (the 2025-04 description has no `status`: `resolved_at` tells)
         started_at, restored_at, resolved_at = self._times(attrs)
         sequential = attrs.get('sequential_id')
         number = f'INC-{sequential}' if type(sequential) is int else None
