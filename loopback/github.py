@@ -69,6 +69,7 @@ class GitHubSimulator(LoopbackServer):
         super().__init__()
         self.token = token
         self.prefix = prefix  # GitHub Enterprise Server serves the REST API under `/api/v3`
+        self.edits_times = False  # `created_at` and `closed_at` are stamped when they happen (see `correct`)
         self.rate_limit = rate_limit
         self.spec_violations: list[str] = []
         self.repositories: dict[str, int] = {}  # 'owner/name' (as created) -> repository id

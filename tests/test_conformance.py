@@ -297,7 +297,11 @@ def test_late_resolutions_count_once_and_corrections_update_without_counting(
     aggregator, make_check, run, late_tool, intake, now
 ):
     tool = late_tool
-    settings = tool.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    settings = tool.instance(
+        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
+    )
+    # GitHub stamps a closure when it happens and lets nobody edit it: its only late resolutions are late labels.
+    edits_times = getattr(tool, 'edits_times', True)
     corrected = tool.open(ago(now, hours=4))
     tool.resolve(corrected, ago(now, hours=1))
     check = make_check(settings)
@@ -308,22 +312,25 @@ def test_late_resolutions_count_once_and_corrections_update_without_counting(
     retrospective = tool.enter_resolved(ago(now, hours=5), ago(now, hours=3))  # an incident already over
     backdated = tool.open(ago(now, hours=6))
     tool.resolve_backdated(backdated, ago(now, hours=2))  # resolved now, its resolve time set 2 h back
-    tool.correct(corrected, resolved_at=ago(now, hours=1, minutes=30))  # the review moves it 30 min earlier
+    if edits_times:
+        tool.correct(corrected, resolved_at=ago(now, hours=1, minutes=30))  # the review moves it 30 min earlier
     too_late = tool.enter_resolved(ago(now, days=3), ago(now, days=2))  # behind the late-change horizon
     aggregator.reset()
     requests_before = len(tool.requests)
     run(check)
     run(check)  # nothing new: read again, recognised
 
+    late = {retrospective: [2 * 3600], backdated: [4 * 3600]}
     assert (counted(aggregator), restores(aggregator)) == (
         2,
-        {retrospective: [2 * 3600], backdated: [4 * 3600], corrected: [2.5 * 3600]},
+        {**late, corrected: [2.5 * 3600]} if edits_times else late,
     ), [retrospective, backdated, corrected]
     assert too_late not in dora_ids(intake)
     latest = intake.latest_by_id()[f'{tool.source}:{corrected}']
-    assert latest['finished_at'] == int(ago(now, hours=1, minutes=30).timestamp()) * 10**9
-    [correction] = [e for e in aggregator.events if e['aggregation_key'] == f'dora_incidents:{tool.source}:{corrected}']
-    assert 'corrected' in correction['msg_title']
+    resolved_at = ago(now, hours=1, minutes=30) if edits_times else ago(now, hours=1)
+    assert latest['finished_at'] == int(resolved_at.timestamp()) * 10**9
+    events = [e for e in aggregator.events if e['aggregation_key'] == f'dora_incidents:{tool.source}:{corrected}']
+    assert [('corrected' in event['msg_title']) for event in events] == ([True] if edits_times else [])
     list_requests = [r for r in tool.requests[requests_before:] if r.path == tool.list_path]
     assert len(list_requests) == 2  # steady state: one request a run, nothing re-read from history
 
@@ -353,7 +360,8 @@ def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, 
         if not warnings:
             break
 
-    assert stopped >= 2, f'the backlog fit in one run: the budget was never exercised ({per_run})'
+    # Every run but the last stopped on its budget (GitHub reads this backlog in 7 requests: 2 runs or more).
+    assert stopped == len(per_run) - 1 >= 1, f'the budget was not what ended the runs ({per_run})'
     # A request started before the deadline may end after it: one request of slack, never more.
     assert max(per_run) * LATENCY <= 1 + LATENCY, per_run
     assert sorted(restores(aggregator)) == sorted(incidents)
