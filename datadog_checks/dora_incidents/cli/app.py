@@ -15,7 +15,7 @@ from rich.table import Table
 from datadog_checks.base.stubs import aggregator
 
 from ..cursor import CursorStore
-from ..sources import SourceError
+from ..sources import SOURCES, SourceError
 from .runtime import (
     AGENT_RUN_PATH,
     AgentCache,
@@ -49,7 +49,7 @@ def main(ctx, state_path):
 
 @main.command()
 @click.option('--source', default='pagerduty', show_default=True,
-              type=click.Choice(['pagerduty', 'rootly', 'firehydrant', 'incident_io']), help='Which tool to simulate.')  # fmt: skip
+              type=click.Choice(sorted(SOURCES)), help='Which tool to simulate.')  # fmt: skip
 def demo(source):
     """Run the real check twice against a built-in incident tool simulator (needs a source checkout)."""
     try:
