@@ -287,3 +287,13 @@ def test_a_refused_application_key_is_a_run_error_naming_both_keys(aggregator, m
     assert '`datadog_app_key`' in report['message'] and '`datadog_api_key`' in report['message']
     assert 'wrong-app-key-123456' not in error + caplog.text
     aggregator.assert_metric('dora.check.source.can_connect', value=0)
+
+
+def test_no_application_key_anywhere_is_an_error_naming_it(make_check, sim, settings, datadog_agent):
+    datadog_agent._config.pop('app_key', None)
+    instance = {key: value for key, value in settings.items() if key != 'datadog_app_key'}
+
+    [report] = json.loads(make_check(instance).run())
+
+    assert '`datadog_app_key`' in report['message'] and 'incident_read' in report['message']
+    assert sim.requests == []
