@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
+from .lag import Lag
 from .server import Fault, LoopbackServer, Request, Response
 from .spec import request_problem, response_problem
 
@@ -71,7 +72,6 @@ DOCUMENTED_FACETS = {
 }
 _SIMULATED = {'state', 'severity', 'customer_impacted'}
 _TERM = re.compile(r'\s*(-?)([\w.]+):(\([^)]*\)|"[^"]*"|\S+)\s*')
-NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 def datadog_severity(name: str) -> str:
@@ -98,7 +98,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
         self.rate_limit = rate_limit
         self.spec_violations: list[str] = []
         self.incidents: dict[str, dict] = {}  # id -> attributes, timestamps as datetimes
-        self._before: dict[str, tuple[datetime, dict]] = {}  # id -> (listed from, what was listed until then)
+        self._lag = Lag()  # resolutions not visible yet
         self._served_as: dict[str, dict] = {}
         self._public_ids = itertools.count(1)
         self._window: tuple[float, int] = (time.time(), 0)
@@ -143,16 +143,14 @@ class DatadogIncidentsSimulator(LoopbackServer):
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         with self._lock:
             incident = self.incidents[incident_id]
-            self._before.pop(incident_id, None)
-            if hidden or at > datetime.now(UTC):
-                self._before[incident_id] = (NEVER if hidden else at, copy.deepcopy(incident))
+            self._lag.hold(incident_id, incident, at, hidden)
             incident.update(state='resolved', resolved=at, modified=at)
             if incident['customer_impacted'] and incident['customer_impact_end'] is None:
                 incident['customer_impact_end'] = at
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._before.pop(incident_id, None)
+            self._lag.show(incident_id)
 
     # -- late and corrected resolutions (Datadog lets responders edit an incident's times afterwards) -------
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
@@ -178,7 +176,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `active`: `resolved` keeps its stale value, as Datadog keeps it."""
         with self._lock:
-            self._before.pop(incident_id, None)
+            self._lag.show(incident_id)
             self.incidents[incident_id].update(state='active', modified=at)
 
     def corrupt(self, incident_id: str) -> None:
@@ -275,7 +273,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
         now = datetime.now(UTC)
         selected = [
             (incident_id, listed)
-            for incident_id, listed in ((i, self._listed(i, now)) for i in self.incidents)
+            for incident_id, listed in ((i, self._lag.listed(i, attrs, now)) for i, attrs in self.incidents.items())
             if (not listed['is_test'] or listed['listed']) and all(matches(listed) for matches in predicates)
         ]
         descending = query.get('sort', 'created') == '-created'
@@ -298,12 +296,6 @@ class DatadogIncidentsSimulator(LoopbackServer):
             'meta': {'pagination': {'offset': offset, 'size': size, 'next_offset': offset + size}},
         }
         return Response.json(200, document)
-
-    def _listed(self, incident_id: str, now: datetime) -> dict:
-        before = self._before.get(incident_id)
-        if before is not None and now < before[0]:
-            return before[1]
-        return self.incidents[incident_id]
 
     def _served(self, incident_id: str, attrs: dict, malformed: bool = True) -> dict:
         served = {

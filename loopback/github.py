@@ -44,6 +44,7 @@ from typing import ClassVar
 from urllib.parse import urlencode
 
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
+from .lag import Lag
 from .server import Fault, LoopbackServer, Request, Response
 from .spec import request_problem, response_problem
 
@@ -55,7 +56,6 @@ RATE_LIMIT = (5000, 3600)  # requests per token per window of seconds (a fixed w
 DOCS = 'https://docs.github.com/rest'
 _ISSUES = re.compile(r'/repos/([^/]+)/([^/]+)/issues')
 _SIMULATED = {'state', 'labels', 'since', 'sort', 'direction', 'per_page', 'page'}
-NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 class GitHubSimulator(LoopbackServer):
@@ -74,7 +74,7 @@ class GitHubSimulator(LoopbackServer):
         self.spec_violations: list[str] = []
         self.repositories: dict[str, int] = {}  # 'owner/name' (as created) -> repository id
         self.issues: dict[str, dict] = {}  # issue id -> the issue as stored, timestamps as datetimes
-        self._before: dict[str, tuple[datetime, dict]] = {}  # id -> (listed from, what was listed until then)
+        self._lag = Lag()  # closures not visible yet
         self._served_as: dict[str, dict] = {}  # id -> fields served in place of the stored ones (corrupt)
         self._ids = itertools.count(3_000_000_001)
         self._numbers: dict[str, itertools.count] = {}
@@ -108,7 +108,7 @@ class GitHubSimulator(LoopbackServer):
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._before.pop(incident_id, None)
+            self._lag.show(incident_id)
 
     # -- late and corrected resolutions --------------------------------------------------------------
     # GitHub stamps `created_at` and `closed_at` with the moment they happen and lets nobody edit them. What
@@ -136,7 +136,7 @@ class GitHubSimulator(LoopbackServer):
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
-            self._before.pop(incident_id, None)
+            self._lag.show(incident_id)
             issue = self.issues[incident_id]
             issue.update(state='open', state_reason='reopened', closed_at=None, closed_by=None, updated_at=_second(at))
 
@@ -202,9 +202,7 @@ class GitHubSimulator(LoopbackServer):
     def close(self, issue_id: str, at: datetime, *, reason: str = 'completed', hidden: bool = False) -> None:
         with self._lock:
             issue = self.issues[issue_id]
-            self._before.pop(issue_id, None)
-            if hidden or at > _now():
-                self._before[issue_id] = (NEVER if hidden else at, copy.deepcopy(issue))
+            self._lag.hold(issue_id, issue, at, hidden)
             reason = None if issue['pull_request'] is not None else reason  # pull requests have no reason
             at = _second(at)
             issue.update(state='closed', state_reason=reason, closed_at=at, closed_by='octocat', updated_at=at)
@@ -298,7 +296,7 @@ class GitHubSimulator(LoopbackServer):
         since = _parse(query['since'], 'since') if 'since' in query else None
         selected = []
         for issue_id in self.issues:
-            listed = self._listed(issue_id, now)
+            listed = self._lag.listed(issue_id, self.issues[issue_id], now)
             if listed['repository'] != repository or (state != 'all' and listed['state'] != state):
                 continue
             if not wanted <= {label.lower() for label in listed['labels']}:
@@ -320,12 +318,6 @@ class GitHubSimulator(LoopbackServer):
         if link:
             headers['Link'] = link
         return Response(200, json.dumps(body).encode(), headers)
-
-    def _listed(self, issue_id: str, now: datetime) -> dict:
-        before = self._before.get(issue_id)
-        if before is not None and now < before[0]:
-            return before[1]
-        return self.issues[issue_id]
 
     def _link(self, request: Request, repository: str, number: int, pages: int) -> str:
         """GitHub's `Link`: on `/repositories/{id}/issues`, only the relations that exist for this page."""

@@ -35,7 +35,7 @@ from ..change_failures import datadog_app_key
 from ..incident import Named, SourceIncident
 from ..outputs import datadog_api_key, datadog_api_url
 from .base import UPDATED, Page, Request, Source, checked_times, obj, parse_time, text, title
-from .http import Answer, JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError, error_text, json_object
 
 SEARCH_PATH = '/api/v2/incidents/search'
 QUERY = 'state:(resolved OR completed)'
@@ -199,20 +199,8 @@ def _app_url(api_url: str, public_id) -> str | None:
 def _describer(secrets: tuple[str, ...]):
     def describe_error(response: requests.Response) -> str:
         hint = HINTS.get(response.status_code, 'Datadog answered HTTP {status}').format(status=response.status_code)
-        detail = _errors(response)
-        for secret in secrets:
-            if secret:
-                detail = detail.replace(secret, '***')
-        return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
+        errors = json_object(response).get('errors')
+        detail = '; '.join(str(error)[:100] for error in errors if error) if isinstance(errors, list) else ''
+        return error_text(hint, response, detail, secrets)
 
     return describe_error
-
-
-def _errors(response: requests.Response) -> str:
-    """Datadog's error body: `{"errors": ["..."]}`."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ''
-    errors = body.get('errors') if isinstance(body, dict) else None
-    return '; '.join(str(error)[:100] for error in errors or [] if error)

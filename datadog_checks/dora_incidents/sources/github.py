@@ -34,7 +34,7 @@ from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
 from .base import UPDATED, Page, Request, Source, checked_times, parse_time, text, title, utc
-from .http import Answer, JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError, error_text, json_object
 
 PAGE_SIZE = 100
 DEFAULT_LABEL = 'incident'
@@ -229,21 +229,13 @@ def _describer(token: str):
         status = 429 if is_rate_limited(response) else response.status_code
         repository = '/'.join(urlsplit(response.url or '').path.split('/')[2:4]) or 'of `repositories`'
         hint = HINTS.get(status, 'GitHub answered HTTP {status}').format(status=status, repository=repository)
-        detail = _message(response)
-        if token:
-            detail = detail.replace(token, '***')  # an error page that echoes the request must not leak the token
-        return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
+        return error_text(hint, response, _message(response), [token])
 
     return describe_error
 
 
 def _message(response: requests.Response) -> str:
     """GitHub's error body: `{"message": ..., "errors": [...]}`."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ''
-    if not isinstance(body, dict):
-        return ''
+    body = json_object(response)
     parts = [body.get('message')] + [str(error)[:100] for error in body.get('errors') or [] if error]
     return '; '.join(part for part in parts if isinstance(part, str) and part)
