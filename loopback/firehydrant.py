@@ -17,8 +17,9 @@ Follows FireHydrant's published description (its derived copy, `loopback/specs/f
 - Lifecycle: FireHydrant's default phases and milestones. Resolving sets the `resolved` milestone;
   reopening moves back to `investigating` and clears the milestones after it (milestones must stay in
   order); archiving sets `discarded_at` and hides the incident from the list unless `archived=true`.
-- `updated_after` / `updated_before` (read as [after, before): the description does not say) filter on when the incident was last changed, which
-  the incident entity does not serve: resolving, reopening, editing a milestone, revealing move it.
+- `updated_after` / `updated_before` (read as [after, before): the description does not say) filter on
+  when the incident was last changed, which the incident entity does not serve: resolving, reopening,
+  editing a milestone, revealing move it.
 - After the fact: `enter_resolved` is "Create Resolved Incident" (created now with milestones up to
   Resolved, which the description allows on create); `resolve_backdated` and `correct` edit milestones now.
 - Late visibility: a hidden resolution leaves the incident served as it was (active, its old milestones,

@@ -152,7 +152,7 @@ class RootlySimulator(LoopbackServer):
                 'resolution_message': None,
                 'cancellation_message': None,
                 'retrospective_progress_status': 'not_started',
-                **{field: None for field in TIMES},
+                **dict.fromkeys(TIMES),
                 'created_at': started_at,
                 'updated_at': started_at,
                 'started_at': started_at,

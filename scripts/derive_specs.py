@@ -1,6 +1,6 @@
 """Derive the minimal vendor API descriptions the tests validate against (`loopback/specs/<vendor>.json`).
 
-Run by hand, when a vendor's description changes or an operation is added to OPERATIONS below:
+Run by hand, when a vendor's description changes or an operation is added to a source's `api_description`:
 
     .venv/bin/python scripts/derive_specs.py [--from DIR]... [VENDOR]...
 
@@ -22,59 +22,13 @@ import re
 import sys
 from pathlib import Path
 
-# vendor -> its description in DIR, where that file comes from (see DIR/README.md), the operations to keep.
-OPERATIONS = {
-    'pagerduty': {
-        'file': 'pagerduty-rest-v2.openapi.json',
-        'from': ('PagerDuty/api-schema', 'reference/REST/openapiv3.json', '2026-08'),
-        'operations': [
-            ('GET', '/log_entries'),
-            ('GET', '/incidents'),
-            ('GET', '/incidents/{id}'),
-        ],
-    },
-    'rootly': {
-        'file': 'rootly.swagger.json',  # OpenAPI 3.0.1 despite its name
-        'from': ('rootlyhq/rootly-go', 'swagger.json', '2025-04'),
-        'operations': [
-            ('GET', '/v1/incidents'),
-        ],
-    },
-    'firehydrant': {
-        'file': 'firehydrant.openapi.yaml',
-        'from': ('firehydrant/terraform-provider-firehydrant-v2', 'openapi.yaml', '2025-02'),
-        'operations': [
-            ('GET', '/v1/incidents'),
-            ('GET', '/v1/incidents/{incident_id}'),
-        ],
-    },
-    'incident_io': {
-        'file': 'incident-io.openapi3.json',
-        'from': ('incident-io/sdk-go', 'openapi3.json', '2026-08'),
-        'operations': [
-            ('GET', '/v2/incidents'),
-            ('GET', '/v2/incident_timestamps'),
-        ],
-    },
-    'github': {
-        # Not beside the others (13 MB): `npm pack @octokit/openapi@23.0.2`, which packages
-        # github/rest-api-description with the `x-octokit` extension; pass its directory with `--from`.
-        'file': 'github-api.github.com.json',
-        'from': ('github/rest-api-description (npm @octokit/openapi@23.0.2)', 'package/generated/api.github.com.json', '23.0.2'),
-        'operations': [
-            ('GET', '/repos/{owner}/{repo}/issues'),
-        ],
-    },
-    'datadog_incidents': {
-        'file': 'datadog-v2.openapi.yaml',
-        'from': ('DataDog/datadog-api-client-python', '.generator/schemas/v2/openapi.yaml', '2026-04-14'),
-        'operations': [
-            ('GET', '/api/v2/incidents/search'),
-        ],
-    },
-}
-
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+from datadog_checks.dora_incidents.sources import SOURCES, source_class  # noqa: E402
+
+# vendor -> its description in DIR, where that file comes from (see DIR/README.md), the operations to keep:
+# what each source declares (`Source.api_description`).
+OPERATIONS = {name: source_class(name).api_description for name in SOURCES}
 DEFAULT_SOURCE = REPOSITORY.parent / 'shared' / 'specs'
 TARGET = REPOSITORY / 'loopback' / 'specs'
 

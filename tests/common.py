@@ -1,7 +1,7 @@
 """Helpers shared by the test modules."""
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from datadog_checks.dora_incidents.cursor import CACHE_KEY
 from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids, restores  # noqa: F401
@@ -9,6 +9,11 @@ from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids
 
 def ago(now, **delta):
     return now - timedelta(**delta)
+
+
+def later():
+    """The next whole second: past what a simulator stamps as changed now (a reveal, an entry after the fact)."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 def cursor_keys(datadog_agent):

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datadog_checks.dora_incidents.sources.reader import Reader
 from datadog_checks.dora_incidents.sources.pagerduty import PagerDutySource, is_incident_id
+from datadog_checks.dora_incidents.sources.reader import Reader
 from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
 from loopback.pagerduty import PagerDutySimulator, iso

@@ -17,6 +17,8 @@ from loopback.driver import SourceSimulator
 from loopback.firehydrant import LIST_PATH, FireHydrantSimulator, ref_id
 from loopback.server import Fault
 
+from .common import later
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -45,11 +47,6 @@ def incidents(batches):
 
 def list_queries(sim):
     return [dict(request.query) for request in sim.requests if request.path == LIST_PATH]
-
-
-def later():
-    """Past what the simulator stamps as changed now (a reveal): `NOW` is when the module was loaded."""
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 def resolved_incident(sim, started_at=None, resolved_at=NOW - HOUR, **fields):

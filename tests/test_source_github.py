@@ -307,3 +307,15 @@ def test_a_steady_run_costs_one_request_per_repository(make_check, run, sim, set
     run(check)
 
     assert len(list_requests(sim)) - before == 2
+
+
+def test_the_repositories_and_the_label_scope_the_cursor(make_check, settings):
+    def cache_id(**override):
+        check = make_check({**settings, **override})
+        check.load_configuration_models()
+        return check.persistent_cache_id()
+
+    base = cache_id()
+    assert cache_id(repositories=['acme/checkout']) == base and cache_id(label='incident') == base
+    assert cache_id(repositories=['acme/checkout', 'acme/search']) != base
+    assert len({base, cache_id(label='outage'), cache_id(label='incidnet')}) == 3  # a label is not its letters

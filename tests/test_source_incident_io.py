@@ -15,6 +15,8 @@ from loopback.driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from loopback.incident_io import IncidentIoSimulator
 from loopback.server import Fault
 
+from .common import later
+
 
 @pytest.fixture
 def now():
@@ -26,11 +28,6 @@ def sim():
     with IncidentIoSimulator() as simulator:
         yield simulator
     assert simulator.spec_violations == [], 'requests or answers the incident.io API description rejects'
-
-
-def later():
-    """Past what the simulator stamps as updated now (a reveal, an entry after the fact)."""
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 def make_source(sim, **options):

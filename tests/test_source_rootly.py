@@ -16,6 +16,8 @@ from loopback.driver import SourceSimulator
 from loopback.rootly import LIST_PATH, RootlySimulator
 from loopback.server import Fault
 
+from .common import later
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
 
@@ -43,11 +45,6 @@ def incidents(batches):
 
 def list_queries(sim):
     return [dict(request.query) for request in sim.requests if request.path == LIST_PATH]
-
-
-def later():
-    """Past what the simulator stamps as updated now (a reveal): `NOW` is when the module was loaded."""
-    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
 
 
 def resolved_incident(sim, started_at=NOW - 3 * HOUR, resolved_at=NOW - HOUR, **fields):

@@ -12,11 +12,11 @@ from datadog_checks.base import AgentCheck, ConfigurationError
 from .change_failures import change_failures, datadog_app_key, recover_reported
 from .config_models import ConfigMixin
 from .cursor import Cursor, CursorStore
-from .mapping import Mapper
 from .datadog_api import DatadogApi, DatadogError
+from .mapping import Mapper
 from .outputs import Health, Outputs, datadog_api_url, dora_api
 from .reporting import Progress, Reporter
-from .sources import make_source, source_class
+from .sources import make_source, scope_filters, source_class
 
 
 class DoraIncidentsCheck(AgentCheck, ConfigMixin):
@@ -43,10 +43,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         scope = {
             'source': config.source,
             'api_url': (config.api_url or source_class(config.source).default_api_url).rstrip('/').lower(),
-            'filters': {
-                name: sorted(set(getattr(config, name) or ()))
-                for name in ('services', 'service_ids', 'teams', 'team_ids', 'severities', 'urgencies')
-            },
+            'filters': scope_filters(config),
             # The instance's own key tells two organisations apart; the Agent's key (rotated with the Agent)
             # is the Agent's organisation, so rotating it keeps the cursor.
             'datadog': [datadog_api_url(self).rstrip('/').lower(), _fingerprint(self.config.datadog_api_key)],

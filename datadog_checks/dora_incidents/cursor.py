@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 from .durable import DurableJson, LostWrite
-from .incident import SourceIncident, Skipped
+from .incident import Skipped, SourceIncident
 from .sources.reader import Resume
 
 CACHE_KEY = 'cursor'

@@ -1,6 +1,7 @@
 """Incident sources: the `source:` value -> the module and class that read that tool.
 
-Adding a tool = one module subclassing `Source`, one line here, one simulator in `loopback/`.
+Adding a tool = one module subclassing `Source`, one line here, one simulator in `loopback/` (README,
+"Adding an incident tool"). Everything else that depends on the tools reads this registry.
 """
 
 from __future__ import annotations
@@ -37,6 +38,25 @@ def tool_options() -> dict[str, set[str]]:
     return owners
 
 
+# Options of every tool that select which incidents are read (mapping.py applies them).
+COMMON_SCOPE = frozenset({'services', 'teams', 'severities'})
+# The filters every cursor scope has named since 0.1.0, set or not: naming them keeps existing cursors.
+NAMED_SCOPE = COMMON_SCOPE | {'service_ids', 'team_ids', 'urgencies'}
+
+
+def scope_filters(config) -> dict[str, list[str]]:
+    """The options that select which incidents are read, normalised: part of the cursor's scope. A tool's
+    `scope_options` count once set, so that adding a tool never changes another tool's cursor."""
+    names = set(COMMON_SCOPE).union(*(source_class(name).scope_options for name in SOURCES))
+    values = {name: sorted(set(_listed(getattr(config, name, None)))) for name in names}
+    return {name: value for name, value in values.items() if value or name in NAMED_SCOPE}
+
+
+def _listed(value) -> list:
+    """An option's values: a list as is, one string (GitHub's `label`) as one value, not its letters."""
+    return [value] if isinstance(value, str) else list(value or ())
+
+
 def make_source(config, configured: set[str], http, monotonic=time.monotonic) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
@@ -50,4 +70,4 @@ def make_source(config, configured: set[str], http, monotonic=time.monotonic) ->
     return cls(config, http, config.api_url or cls.default_api_url, monotonic=monotonic)
 
 
-__all__ = ['CredentialsRejected', 'Source', 'SourceError', 'make_source', 'source_class']
+__all__ = ['CredentialsRejected', 'Source', 'SourceError', 'make_source', 'scope_filters', 'source_class']

@@ -43,6 +43,9 @@ class Source:
     sends_dora_failures: ClassVar[bool] = True
     # Those of `options` that select which incidents are read: they scope the cursor (check.py).
     scope_options: ClassVar[frozenset[str]] = frozenset()
+    # The vendor's published API description and the operations used: `scripts/derive_specs.py`
+    # keeps those in `loopback/specs/<name>.json`, which the simulator validates against.
+    api_description: ClassVar[dict] = {}
     listing: ClassVar[str] = RESOLVED
     max_window: ClassVar[timedelta] = MAX_WINDOW
     max_per_batch: ClassVar[int] = MAX_PER_BATCH

@@ -61,6 +61,11 @@ class DatadogIncidentsSource(Source):
     default_api_url = 'https://api.datadoghq.com'
     options = frozenset({'creation_horizon'})
     listing = UPDATED
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'datadog-v2.openapi.yaml',
+        'from': ('DataDog/datadog-api-client-python', '.generator/schemas/v2/openapi.yaml', '2026-04-14'),
+        'operations': [('GET', SEARCH_PATH)],
+    }
     needs_api_token = False
     # Datadog's DORA Metrics reads these incidents itself: no DORA failures unless asked for.
     sends_dora_failures = False

@@ -77,6 +77,11 @@ class FireHydrantSource(Source):
     name = 'firehydrant'
     display_name = 'FireHydrant'
     default_api_url = 'https://api.firehydrant.io'
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'firehydrant.openapi.yaml',
+        'from': ('firehydrant/terraform-provider-firehydrant-v2', 'openapi.yaml', '2025-02'),
+        'operations': [('GET', '/v1/incidents'), ('GET', '/v1/incidents/{incident_id}')],
+    }
     options = frozenset({'restored_at'})
     listing = UPDATED
 

@@ -81,6 +81,17 @@ class GitHubSource(Source):
     options = frozenset({'repositories', 'label'})
     scope_options = frozenset({'repositories', 'label'})
     listing = UPDATED
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        # Not beside the others (13 MB): `npm pack @octokit/openapi@23.0.2`, which packages
+        # github/rest-api-description with the `x-octokit` extension; pass its directory with `--from`.
+        'file': 'github-api.github.com.json',
+        'from': (
+            'github/rest-api-description (npm @octokit/openapi@23.0.2)',
+            'package/generated/api.github.com.json',
+            '23.0.2',
+        ),
+        'operations': [('GET', '/repos/{owner}/{repo}/issues')],
+    }
     api_token_help = TOKEN_HELP
 
     def __init__(self, config, http, api_url: str, **clock):

@@ -93,6 +93,11 @@ class IncidentIoSource(Source):
     name = 'incident_io'
     display_name = 'incident.io'
     default_api_url = 'https://api.incident.io'
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'incident-io.openapi3.json',
+        'from': ('incident-io/sdk-go', 'openapi3.json', '2026-08'),
+        'operations': [('GET', '/v2/incidents'), ('GET', '/v2/incident_timestamps')],
+    }
     options = frozenset(
         {
             'restored_at',

@@ -40,6 +40,11 @@ class PagerDutySource(Source):
     name = 'pagerduty'
     display_name = 'PagerDuty'
     default_api_url = US_API
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'pagerduty-rest-v2.openapi.json',
+        'from': ('PagerDuty/api-schema', 'reference/REST/openapiv3.json', '2026-08'),
+        'operations': [('GET', '/log_entries'), ('GET', '/incidents'), ('GET', '/incidents/{id}')],
+    }
     options = frozenset({'service_ids', 'team_ids', 'urgencies'})
     scope_options = options
 

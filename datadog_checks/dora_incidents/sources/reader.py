@@ -105,6 +105,14 @@ class _Cut(Exception):
         self.stop, self.total = stop, total
 
 
+@dataclass
+class _Position:
+    """Where a window's read is: the token of the page to ask for next and the total its pages gave."""
+
+    token: Any
+    total: int | None
+
+
 class _Shifted(Exception):
     """The window's total changed while it was paged: read it again."""
 
@@ -183,32 +191,38 @@ class Reader:
         set and its `resume` says where to go on."""
         for _ in range(MAX_READS):
             records: list = []
+            at = _Position(token, total)
             try:
-                for records_read, token, total in self._pages(start, end, token, total, deadline):
-                    records += records_read
+                for page_records in self._pages(start, end, at, deadline):
+                    records += page_records
             except _Shifted:
                 token = total = None
                 continue
             except OutOfTime:
-                resume = Resume(start, end, token, total) if token is not None else None
+                resume = Resume(start, end, at.token, at.total) if at.token is not None else None
                 return self._batch(records, start, start, cut=True, resume=resume), len(records)
-            return self._batch(records, start, end), total if total is not None else len(records)
+            return self._batch(records, start, end), at.total if at.total is not None else len(records)
         raise SourceError(
             f'{self.source.display_name}: the records between {utc(start)} and {utc(end)} kept changing while '
             f'they were read; will retry next run'
         )
 
-    def _pages(self, start, end, token, total, deadline) -> Iterator[tuple[list, Any, int | None]]:
-        """(records in the window, the token after them, the total) per page; raises _Cut or _Shifted."""
-        source, kept = self.source, 0
+    def _pages(self, start, end, at: _Position, deadline) -> Iterator[list]:
+        """The records in the window, page by page, `at` following; raises _Cut or _Shifted."""
+        source, kept, seen = self.source, 0, set()
         while True:
-            page = self._page(source.request(start, end, token), token, deadline)
+            page = self._page(source.request(start, end, at.token), at.token, deadline)
             if page.total is not None:
-                if source.total_is_windows and total is None and token is None and page.total > source.max_per_batch:
+                if (
+                    source.total_is_windows
+                    and at.total is None
+                    and at.token is None
+                    and page.total > source.max_per_batch
+                ):
                     self._cut_by_total(start, end, page.total)
-                if total is not None and page.total != total:
+                if at.total is not None and page.total != at.total:
                     raise _Shifted  # offsets moved between two pages (or two runs)
-                total = page.total
+                at.total = page.total
             records = [record for record in page.records if self._in_window(record, start, end)]
             kept += len(records)
             # A batch's worth read and more to come: cut before asking for a page past it (some APIs refuse
@@ -216,12 +230,13 @@ class Reader:
             full = kept > source.max_per_batch or (kept == source.max_per_batch and page.next is not None)
             if full and end - start > MIN_WINDOW:
                 raise _Cut(_middle(start, end))
-            if page.next is not None and page.next == token:
-                raise SourceError(f'{source.display_name} handed out the same page ({str(token)[:40]!r}) twice')
-            yield records, page.next, total
+            if page.next is not None and (page.next == at.token or page.next in seen):
+                raise SourceError(f'{source.display_name} handed out the same page ({str(page.next)[:40]!r}) twice')
+            seen.add(page.next)
+            yield records
             if page.next is None:
                 return
-            token = page.next
+            at.token = page.next
 
     def _cut_by_total(self, start: datetime, end: datetime, total: int) -> None:
         if end - start <= MIN_WINDOW:

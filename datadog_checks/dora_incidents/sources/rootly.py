@@ -86,6 +86,11 @@ class RootlySource(Source):
     name = 'rootly'
     display_name = 'Rootly'
     default_api_url = 'https://api.rootly.com'
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+        'file': 'rootly.swagger.json',  # OpenAPI 3.0.1 despite its name
+        'from': ('rootlyhq/rootly-go', 'swagger.json', '2025-04'),
+        'operations': [('GET', '/v1/incidents')],
+    }
     options = frozenset({'restored_at'})
     listing = UPDATED
 
