@@ -339,26 +339,28 @@ LATENCY = 0.2  # seconds each answer takes, on the check's virtual clock
 
 
 def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, make_check, run, tool, settings, now):
-    """Every request costs LATENCY on a virtual clock the check runs on (whatever this machine's speed), so
-    a 1-second budget allows 5 requests, and a run may start no request once it is spent."""
+    """Every request costs LATENCY on a virtual clock the check runs on, and nothing else does (whatever this
+    machine's speed), so a 1-second budget allows 5 requests, and a run may start no request once it is
+    spent: a backlog of 11 pages takes 3 runs."""
     incidents = []
-    count = 6 * tool.max_page_size + 5
+    count = 10 * tool.max_page_size + 5
     for n in range(count):
         incident = tool.open(ago(now, hours=21))
-        tool.resolve(incident, ago(now, hours=20, seconds=-n * 40))
+        tool.resolve(incident, ago(now, hours=20, seconds=-n * (18 * 3600 // count)))  # over 18 hours
         incidents.append(incident)
     settings = {**settings, 'max_run_time': 1, 'send_events': False, 'send_dora_failures': False}
 
     per_run, stopped = [], 0
     for _ in range(40):
         check = make_check(settings)
-        check.monotonic = lambda: time.monotonic() + LATENCY * len(tool.requests)
         before = len(tool.requests)
+        origin = time.monotonic() - LATENCY * before  # this run starts at the host's time
+        check.monotonic = lambda origin=origin: origin + LATENCY * len(tool.requests)
         warnings = run(check)
         per_run.append(len(tool.requests) - before)
         stopped += any('Stopped after `max_run_time`' in warning for warning in warnings)
-        if not warnings:
-            break
+        if not warnings or len(restores(aggregator)) == count and len(per_run) > stopped:
+            break  # caught up, or everything reported and one more run read it all again
 
     # Every run but the last stopped on its budget (GitHub reads this backlog in 7 requests: 2 runs or more).
     assert stopped == len(per_run) - 1 >= 1, f'the budget was not what ended the runs ({per_run})'

@@ -39,6 +39,27 @@ def test_stays_bounded_however_many_incidents_pass(monkeypatch):
     assert min(times[0] for times in cursor.reported.values()) == int((T0 + timedelta(seconds=900)).timestamp() * 1000)
 
 
+def test_a_version_1_cursor_is_read_and_its_incidents_are_recognised():
+    first = incident(1, T0)
+    stored = {'version': 1, 'watermark': T0.isoformat(), 'reported': {first.key: int(T0.timestamp() * 1000)}}
+    cursor = Cursor.from_document(json.loads(json.dumps(stored)))
+    assert cursor.watermark == T0 and cursor.resume is None
+    assert cursor.classify(first) is Resolution.SEEN
+    assert cursor.classify(incident(1, T0 + timedelta(hours=2))) is Resolution.AGAIN
+    assert cursor.to_document()['version'] == 2
+
+
+def test_a_changed_start_or_resolve_time_is_a_correction_and_an_old_unknown_one_too_late():
+    cursor = Cursor()
+    cursor.record(incident(1, T0))
+    moved_back = incident(1, T0 - timedelta(minutes=30))
+    assert cursor.classify(moved_back) is Resolution.CORRECTED
+    started_earlier = SourceIncident('pagerduty', 'P000001', None, 't', None, T0 - timedelta(hours=3), T0, T0)
+    assert cursor.classify(started_earlier) is Resolution.CORRECTED
+    assert cursor.classify(incident(2, T0 - timedelta(days=2)), horizon=T0 - timedelta(days=1)) is Resolution.TOO_OLD
+    assert cursor.classify(incident(2, T0), horizon=T0 - timedelta(days=1)) is Resolution.NEW
+
+
 def test_forgets_incidents_resolved_long_before_the_watermark():
     cursor = Cursor()
     cursor.record(incident(1, T0))

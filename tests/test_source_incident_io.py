@@ -271,17 +271,23 @@ def test_a_long_lookback_is_read_in_windows_oldest_first(sim, now):
     assert gte == [(now - timedelta(days=d + 1)).date().isoformat() for d in (70, 40, 10)]
 
 
-def test_a_window_with_too_many_resolutions_is_halved(sim, now, monkeypatch):
+def test_a_window_with_more_than_a_batch_is_read_a_batch_at_a_time(sim, now, monkeypatch):
+    """The date filter cannot narrow a window's pages: a full batch is handed over and the window goes on
+    from the next page (the cursor keeps where), instead of being halved and read again."""
     monkeypatch.setattr(incident_io.IncidentIoSource, 'max_per_batch', 2)
     ids = []
     for n in range(5):
         ids.append(sim.open(now - timedelta(hours=10)))
         sim.resolve(ids[-1], now - timedelta(hours=5 - n))
+    source = make_source(sim)
+    source.page_size = 2
 
-    batches = read(make_source(sim), now - timedelta(hours=8), now)
-    assert all(len(b.incidents) <= 2 for b in batches)
-    assert [i.id for i in reported(batches)] == ids
-    assert [b.through for b in batches] == sorted(b.through for b in batches) and batches[-1].through == now
+    batches = read(source, now - timedelta(hours=8), now)
+    assert [len(b.incidents) for b in batches] == [2, 2, 1]
+    assert sorted(i.id for i in reported(batches)) == sorted(ids)
+    assert [b.through for b in batches] == [now - timedelta(hours=8)] * 2 + [now]
+    assert [b.resume is not None for b in batches] == [True, True, False]
+    assert len([r for r in sim.requests if r.path == '/v2/incidents']) == 3  # nothing read twice
 
 
 def test_a_rate_limit_is_waited_out(sim, now):

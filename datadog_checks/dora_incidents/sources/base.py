@@ -49,6 +49,7 @@ class Source:
     listing: ClassVar[str] = RESOLVED
     max_window: ClassVar[timedelta] = MAX_WINDOW
     max_per_batch: ClassVar[int] = MAX_PER_BATCH
+    narrows: ClassVar[bool] = True  # a narrower window asks for fewer pages (reader.py)
     # Whether a page's `total` counts the window's records (then it sizes windows), or the whole list (a
     # search without a time filter): then it only tells that the list moved while it was paged.
     total_is_windows: ClassVar[bool] = True

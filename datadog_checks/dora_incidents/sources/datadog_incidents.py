@@ -72,6 +72,7 @@ class DatadogIncidentsSource(Source):
     # Each window reads the whole horizon (the search has no time filter) and keeps what was modified in it:
     # `total` counts the whole search, not the window's share.
     total_is_windows = False
+    narrows = False  # a narrower window reads the same pages
 
     def __init__(self, config, http, api_url: str, **clock):
         # Until the Datadog key look-ups take a configuration: they read only `check.config` and the Agent.

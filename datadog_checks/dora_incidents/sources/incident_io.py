@@ -111,6 +111,7 @@ class IncidentIoSource(Source):
     )
     page_size = PAGE_SIZE
     listing = UPDATED
+    narrows = False  # `updated_at` is filtered by the day: a narrower window reads the same pages
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)

@@ -17,20 +17,23 @@ What a tool module supplies (a `Source` subclass, see base.py), and nothing more
   so that each resolution lands in exactly one batch. None: trust the API's filter.
 - `describe_error(response)` (through `make_api`): the user-facing hint for an HTTP error.
 - optionally `prepare(deadline)`: look-ups before the first window (incident.io's timestamp ids).
-- class attributes: `listing` (`RESOLVED` or `UPDATED`), `max_window`, `max_per_batch`.
+- class attributes: `listing` (`RESOLVED` or `UPDATED`), `max_window`, `max_per_batch`, `narrows` (False
+  when the API cannot bound a window's pages, e.g. a date-only filter: reading a narrower window would
+  read the same pages, so a full batch is yielded and the window goes on from the next page instead).
 
 What the reader does with that:
 
 - `[since, until)` is cut into windows of at most `max_window`, oldest first, every cut on a whole second.
 - A window whose first page's total exceeds `max_per_batch` is cut where `max_per_batch` * CUT_TARGET of
-  its records would end, were they spread evenly (the next window is sized by the same density); a
-  window whose records exceed `max_per_batch` without a total is halved. Neither goes below MIN_WINDOW.
+  its records would end, were they spread evenly (at most in the middle); the rest is sized by what its
+  total leaves. A window whose records exceed `max_per_batch` without a total is halved (for a tool that
+  `narrows`). Neither goes below MIN_WINDOW.
 - A window whose total changes between its pages (offset or page-number paging shifted) is read again,
   at most MAX_READS times.
 - Before every request the run's deadline is checked (`JsonApi` raises `OutOfTime` without sending). A
   window the budget cut is not thrown away: what it read is yielded as a batch that does not move the
-  cursor past the window's start, carrying `resume` (the window, the next page's token and the total
-  seen), which the cursor keeps; the next run continues with that page. A resumed page whose total
+  cursor past the window's start, carrying `resume` (the window as cut so far, the next page's token and
+  the total seen), which the cursor keeps; the next run continues with that window and page. A resumed page whose total
   differs from the one kept starts the window over (the cursor knows what it already reported).
 - Records are turned into incidents; a malformed one is skipped once per batch, by id (the cursor
   counts and names it once across batches); incidents are de-duplicated by id, oldest resolution first.
@@ -78,7 +81,7 @@ class Resume:
 
     start: datetime
     end: datetime
-    token: Any
+    token: Any  # None: from the window's first page
     total: int | None
 
     def to_document(self) -> dict:
@@ -86,7 +89,7 @@ class Resume:
 
     @classmethod
     def from_document(cls, data) -> Resume:
-        if not isinstance(data, dict) or not isinstance(data.get('token'), (int, str)):
+        if not isinstance(data, dict) or not isinstance(data.get('token'), (int, str, type(None))):
             raise ValueError('`resume` is not a window and a page token')
         total = data.get('total')
         if total is not None and type(total) is not int:
@@ -156,15 +159,14 @@ class Reader:
                     pending[:0] = ahead
                     continue
             try:
-                batch, found = self._window(window.start, window.end, token, total, deadline)
+                for batch, found in self._window(window.start, window.end, token, total, deadline):
+                    if window.owes is not None and batch.through == window.end:
+                        window.owes[0] -= found
+                    yield batch
+                    if batch.cut:
+                        return
             except _Cut as cut:
                 pending[:0] = self._cut(window, cut)
-                continue
-            if window.owes is not None and not batch.cut:
-                window.owes[0] -= found
-            yield batch
-            if batch.cut:
-                return
 
     def _sized(self, window: _Window) -> list[_Window]:
         """A window expected to hold more than a batch, cut where CUT_TARGET of a batch would end were its
@@ -186,22 +188,31 @@ class Reader:
         expected = [cut.total]
         return [_Window(window.start, cut.stop, owes=expected), _Window(cut.stop, window.end, expected)]
 
-    def _window(self, start, end, token, total, deadline) -> tuple[Batch, int]:
+    def _window(self, start, end, token, total, deadline) -> Iterator[tuple[Batch, int]]:
         """The window's batch and how many records it held; cut short by the budget, the batch's `cut` is
-        set and its `resume` says where to go on."""
+        set and its `resume` says where to go on. A tool whose window does not narrow its pages yields a
+        batch's worth at a time, each resuming the window, rather than cut it."""
+        source = self.source
         for _ in range(MAX_READS):
             records: list = []
             at = _Position(token, total)
             try:
                 for page_records in self._pages(start, end, at, deadline):
                     records += page_records
+                    if not source.narrows and len(records) >= source.max_per_batch and at.token is not None:
+                        # A batch's worth, more to come: hand it over; the window goes on from the next page.
+                        yield self._batch(records, start, start, resume=Resume(start, end, at.token, at.total)), 0
+                        records = []
             except _Shifted:
                 token = total = None
                 continue
             except OutOfTime:
-                resume = Resume(start, end, at.token, at.total) if at.token is not None else None
-                return self._batch(records, start, start, cut=True, resume=resume), len(records)
-            return self._batch(records, start, end), at.total if at.total is not None else len(records)
+                # Even before its first page: the window as narrowed so far is not cut again from scratch.
+                resume = Resume(start, end, at.token, at.total)
+                yield self._batch(records, start, start, cut=True, resume=resume), len(records)
+                return
+            yield self._batch(records, start, end), at.total if at.total is not None else len(records)
+            return
         raise SourceError(
             f'{self.source.display_name}: the records between {utc(start)} and {utc(end)} kept changing while '
             f'they were read; will retry next run'
@@ -228,22 +239,23 @@ class Reader:
             # A batch's worth read and more to come: cut before asking for a page past it (some APIs refuse
             # deep pages).
             full = kept > source.max_per_batch or (kept == source.max_per_batch and page.next is not None)
-            if full and end - start > MIN_WINDOW:
+            if full and source.narrows and end - start > MIN_WINDOW:
                 raise _Cut(_middle(start, end))
             if page.next is not None and (page.next == at.token or page.next in seen):
                 raise SourceError(f'{source.display_name} handed out the same page ({str(page.next)[:40]!r}) twice')
             seen.add(page.next)
+            at.token = page.next  # where to go on, once these records are handed over
             yield records
             if page.next is None:
                 return
-            at.token = page.next
 
     def _cut_by_total(self, start: datetime, end: datetime, total: int) -> None:
         if end - start <= MIN_WINDOW:
             return
         span = (end - start).total_seconds()
         stop = start + timedelta(seconds=max(1, math.floor(span * self.source.max_per_batch * CUT_TARGET / total)))
-        raise _Cut(stop if stop < end else _middle(start, end), total)
+        # At most half: records bunched in a moment would otherwise take a probe per 10% shaved off.
+        raise _Cut(min(stop, _middle(start, end)), total)
 
     def _page(self, request: Request, token, deadline: float) -> Page:
         api = self.source.api
