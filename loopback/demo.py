@@ -25,30 +25,6 @@ HEALTH_PREFIX = 'dora.check.'
 METADATA = Path(__file__).resolve().parents[1] / 'metadata.csv'
 # How metadata.csv's units read after a value.
 UNITS = {'second': 's', 'occurrence': 'incident(s)', 'event': 'event(s)', 'item': 'incident(s)'}
-# Why the check reports none of the incidents each simulator's `open_non_failures` makes, in the order it returns them.
-NOT_FAILURES = {
-    'pagerduty': ['merged into another incident (the incident it was merged into is the failure)'],
-    'rootly': [
-        'kind `test`',
-        'kind `test_sub`',
-        'kind `example`',
-        'kind `example_sub`',
-        'kind `scheduled` (maintenance, ends `completed`)',
-        'cancelled',
-        'a duplicate of another incident',
-    ],
-    'firehydrant': ['archived (declared by mistake)', 'resolved, then reopened: not resolved any more'],
-    'incident_io': [
-        'a test incident',
-        'a tutorial incident',
-        'declined',
-        'canceled',
-        'merged into another incident',
-        'still in triage: never an incident',
-    ],
-}
-
-
 def seed(tool, intake: DatadogIntake, now: datetime) -> list[str]:
     """The incidents of the README's story; returns the ids of those that are not failures."""
     # Deployments Datadog DORA knows of: v41 ran for days, v42 went out before the outage, v41 came back.
@@ -134,8 +110,8 @@ def print_failures(failures: list[dict]) -> None:
         print('  ' + json.dumps(body['data']['attributes']))
 
 
-def print_not_failures(source: str, ids: list[str], reported: set[str]) -> None:
-    reasons = NOT_FAILURES.get(source, [])
+def print_not_failures(tool, ids: list[str], reported: set[str]) -> None:
+    reasons = tool.not_failures
     if len(reasons) != len(ids):  # the simulator changed its kinds: show them undescribed rather than wrongly
         reasons = ['(kind not described here)'] * len(ids)
     print(f'\nFiltered out: the tool\'s kinds that are not failures ({len(ids)}):')
@@ -180,7 +156,7 @@ def main(source: str = 'pagerduty') -> None:
         print('1 opened 40 days ago and resolved 30 min ago, 1 mapped by service name to `billing`, 1 still open.')
         print('Deployments of checkout_api: v41 (2 days ago), v42 (4h ago, before the outage), v41 again (2h20 ago).')
         reported = run_check(instance, 'First run (no cursor yet: looks back `initial_lookback` = 1 day)', intake)
-        print_not_failures(source, not_failures, reported)
+        print_not_failures(tool, not_failures, reported)
         print_markings(intake)
         sent, marked = len(intake.failures), len(intake.patches)
         reported = run_check(instance, 'Second run (after an Agent restart): nothing is re-sent', intake)

@@ -69,6 +69,9 @@ class SourceSimulator(Protocol):
     def corrupt(self, incident_id: str) -> None:
         """Makes its record malformed (a timestamp that is not one), so the check must skip it by name."""
 
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them.
+    not_failures: tuple[str, ...]
+
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """Creates and closes one incident of each kind the tool records that is not a failure (cancelled,
         declined, merged, test, ...); returns their ids. The check must report none of them."""

@@ -246,6 +246,12 @@ class FireHydrantSimulator(LoopbackServer):
         with self._lock:
             self._incidents[incident_id].corrupt = fields or {'started_at': 'yesterday, around lunch'}
 
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
+    not_failures = (
+        'archived (declared by mistake)',
+        'resolved, then reopened: not resolved any more',
+    )
+
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """An archived incident, and one resolved then reopened (the resolved-time filter still lists it)."""
         archived = self.open(started_at, title='Declared by mistake')

@@ -227,6 +227,16 @@ class IncidentIoSimulator(LoopbackServer):
         created = datetime.fromisoformat(self.incidents[incident_id]['created_at'])
         self.set_timestamp(incident_id, 'Impact started', created + timedelta(days=36525))
 
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
+    not_failures = (
+        'a test incident',
+        'a tutorial incident',
+        'declined',
+        'canceled',
+        'merged into another incident',
+        'still in triage: never an incident',
+    )
+
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """One incident of each kind that is not a failure: test and tutorial incidents resolved like real
         ones, declined, canceled and merged incidents, and one still in triage."""

@@ -189,6 +189,15 @@ class JiraSimulator(LoopbackServer):
         """Its `created` is served as a string that is no date-time; the search still sees the real one."""
         self._served_as.setdefault(_issue_id(incident_id), {})['created'] = 'a while ago'
 
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
+    not_failures = (
+        'resolved as Duplicate',
+        "resolved as Won't Do",
+        'resolved as Cannot Reproduce',
+        'canceled (resolution Declined)',
+        'a Task, not an Incident (outside the JQL)',
+    )
+
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """Resolved as a duplicate, as won't do, as cannot reproduce; canceled (declined); and a Task
         resolved as done (not an incident: the default JQL leaves it out)."""

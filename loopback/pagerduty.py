@@ -132,6 +132,13 @@ class PagerDutySimulator(LoopbackServer):
     def reveal(self, incident_id) -> None:
         self._hidden -= {e['id'] for _, _, e in self._entries if e['incident_id'] == incident_id}
 
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
+    not_failures = (
+        'merged into another incident (the incident it was merged into is the failure)',
+        'resolved, then triggered again: not resolved (yet)',
+        'resolved, then acknowledged again: not resolved (yet)',
+    )
+
     def open_non_failures(self, started_at, resolved_at) -> list[str]:
         """Merged into another; and resolved, then triggered again or acknowledged again: their resolve log
         entries embed an incident that is not resolved (yet), which is not a failure and not malformed."""

@@ -200,6 +200,17 @@ class RootlySimulator(LoopbackServer):
         with self._lock:
             self._served_as[incident_id] = {'started_at': 'sometime last week'}
 
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
+    not_failures = (
+        'kind `test`',
+        'kind `test_sub`',
+        'kind `example`',
+        'kind `example_sub`',
+        'kind `scheduled` (maintenance, ends `completed`)',
+        'cancelled',
+        'a duplicate of another incident',
+    )
+
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:
             kinds = ('test', 'test_sub', 'example', 'example_sub', 'scheduled', 'scheduled_sub')

@@ -183,6 +183,14 @@ class ServiceNowSimulator(LoopbackServer):
         """Its `opened_at` is served as a value that is no date-time; the query still sees the real one."""
         self._served_as.setdefault(incident_id, {})['opened_at'] = {'display_value': 'last week', 'value': 'soon'}
 
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
+    not_failures = (
+        'canceled',
+        'state New, with a resolve time',
+        'state In Progress, with a resolve time',
+        'state On Hold, with a resolve time',
+    )
+
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """Canceled, and one each left New, In Progress and On Hold with a resolve time (an import, a
         reopen that kept it): only the state tells."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .datadog_incidents import DatadogIncidentsSimulator
 from .firehydrant import FireHydrantSimulator
+from .github import GitHubSimulator
 from .incident_io import IncidentIoSimulator
 from .jira import JiraSimulator
 from .pagerduty import PagerDutySimulator
@@ -17,6 +19,8 @@ SIMULATORS = {
     'incident_io': IncidentIoSimulator,
     'servicenow': ServiceNowSimulator,
     'jira': JiraSimulator,
+    'github': GitHubSimulator,
+    'datadog_incidents': DatadogIncidentsSimulator,
 }
 
 

@@ -2,9 +2,10 @@
 
 Run by hand, when a vendor's description changes or an operation is added to a source's `api_description`:
 
-    .venv/bin/python scripts/derive_specs.py [--from DIR]
+    .venv/bin/python scripts/derive_specs.py [--from DIR]... [VENDOR]...
 
-DIR (default `../shared/specs` beside the repository) holds the vendors' published descriptions. This script
+Each DIR (default `../shared/specs` beside the repository) holds vendors' published descriptions; a vendor's
+file is taken from the first DIR that has it. This script
 is the only thing that reads them: tests and simulators read the derived files only, so a clone of the
 repository is self-contained. A derived file is an OpenAPI 3.0 document with only the operations listed
 below, every component they reach through `$ref`, and facts only (no descriptions, summaries, examples,
@@ -217,6 +218,14 @@ def load(path: Path) -> tuple[dict, str]:
     return json.loads(data), hashlib.sha256(data).hexdigest()
 
 
+def _find(directories: list[Path], name: str) -> Path:
+    """The first of the directories holding that file."""
+    for directory in directories:
+        if (directory / name).is_file():
+            return directory / name
+    sys.exit(f'{name} is in none of {", ".join(map(str, directories))}: pass its directory with --from')
+
+
 def _sorted(node):
     if isinstance(node, dict):
         return {key: _sorted(node[key]) for key in sorted(node)}
@@ -234,7 +243,9 @@ def render(document: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--from', dest='source', type=Path, default=DEFAULT_SOURCE, help='vendor descriptions')
+    parser.add_argument(
+        '--from', dest='sources', type=Path, action='append', help=f'vendor descriptions (repeatable; {DEFAULT_SOURCE})'
+    )
     # Vendors that publish no description we could find (ServiceNow, Jira) have one written by hand from their
     # API reference, named in its `x-derived-from`: never overwritten here.
     derived = sorted(vendor for vendor, table in OPERATIONS.items() if not table.get('hand_written'))
@@ -245,7 +256,7 @@ def main(argv=None) -> int:
         table = OPERATIONS[vendor]
         if table.get('hand_written'):
             sys.exit(f'{vendor}: its description is written by hand (loopback/specs/{vendor}.json), not derived')
-        source, sha256 = load(args.source / table['file'])
+        source, sha256 = load(_find(args.sources or [DEFAULT_SOURCE], table['file']))
         text = render(derive(source, vendor, table, sha256))
         target = TARGET / f'{vendor}.json'
         changed = not target.is_file() or target.read_text() != text

@@ -39,7 +39,10 @@ def late_tool(request):
 
 @pytest.fixture
 def settings(tool, intake):
-    return tool.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    # DORA failures on for every tool (`datadog_incidents` sends none by default): the suite checks them too.
+    return tool.instance(
+        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
+    )
 
 
 def expected_tags(tool):
@@ -73,7 +76,8 @@ def test_first_run_reads_the_lookback_including_an_incident_created_40_days_ago(
     aggregator.assert_metric(INCIDENTS_COUNT, value=1, count=1)
     assert dora_ids(intake) == [f'{tool.source}:{old}']
     attributes = intake.failures[0]['data']['attributes']
-    assert attributes['services'] == [tool.expected_tags['service']] and attributes['severity'] == 'sev1'
+    assert attributes['services'] == [tool.expected_tags['service']]
+    assert attributes['severity'] == tool.expected_tags['severity']
 
 
 def test_each_resolution_counts_once_across_runs_and_restarts(aggregator, make_check, run, tool, settings, intake, now):
@@ -196,9 +200,11 @@ def test_a_rejected_token_is_an_error_naming_the_option_not_the_token(aggregator
     caplog.set_level(logging.DEBUG)
     wrong = 'wrong-token-0123456789'
 
-    error = make_check({**settings, 'api_token': wrong}).run()
+    credential = getattr(tool, 'credential', 'api_token')  # the option holding what the tool checks
 
-    assert 'api_token' in error and wrong not in error + caplog.text
+    error = make_check({**settings, credential: wrong}).run()
+
+    assert credential in error and wrong not in error + caplog.text
     aggregator.assert_metric('dora.check.source.can_connect', value=0)
 
 
@@ -274,7 +280,11 @@ def test_late_resolutions_count_once_and_corrections_update_without_counting(
     aggregator, make_check, run, late_tool, intake, now
 ):
     tool = late_tool
-    settings = tool.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    settings = tool.instance(
+        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
+    )
+    # GitHub stamps a closure when it happens and lets nobody edit it: its only late resolutions are late labels.
+    edits_times = getattr(tool, 'edits_times', True)
     corrected = tool.open(ago(now, hours=4))
     tool.resolve(corrected, ago(now, hours=1))
     check = make_check(settings)
@@ -285,22 +295,25 @@ def test_late_resolutions_count_once_and_corrections_update_without_counting(
     retrospective = tool.enter_resolved(ago(now, hours=5), ago(now, hours=3))  # an incident already over
     backdated = tool.open(ago(now, hours=6))
     tool.resolve_backdated(backdated, ago(now, hours=2))  # resolved now, its resolve time set 2 h back
-    tool.correct(corrected, resolved_at=ago(now, hours=1, minutes=30))  # the review moves it 30 min earlier
+    if edits_times:
+        tool.correct(corrected, resolved_at=ago(now, hours=1, minutes=30))  # the review moves it 30 min earlier
     too_late = tool.enter_resolved(ago(now, days=3), ago(now, days=2))  # behind the late-change horizon
     aggregator.reset()
     requests_before = len(tool.requests)
     run(check)
     run(check)  # nothing new: read again, recognised
 
+    late = {retrospective: [2 * 3600], backdated: [4 * 3600]}
     assert (counted(aggregator), restores(aggregator)) == (
         2,
-        {retrospective: [2 * 3600], backdated: [4 * 3600], corrected: [2.5 * 3600]},
+        {**late, corrected: [2.5 * 3600]} if edits_times else late,
     ), [retrospective, backdated, corrected]
     assert too_late not in dora_ids(intake)
     latest = intake.latest_by_id()[f'{tool.source}:{corrected}']
-    assert latest['finished_at'] == int(ago(now, hours=1, minutes=30).timestamp()) * 10**9
-    [correction] = [e for e in aggregator.events if e['aggregation_key'] == f'dora_incidents:{tool.source}:{corrected}']
-    assert 'corrected' in correction['msg_title']
+    resolved_at = ago(now, hours=1, minutes=30) if edits_times else ago(now, hours=1)
+    assert latest['finished_at'] == int(resolved_at.timestamp()) * 10**9
+    events = [e for e in aggregator.events if e['aggregation_key'] == f'dora_incidents:{tool.source}:{corrected}']
+    assert [('corrected' in event['msg_title']) for event in events] == ([True] if edits_times else [])
     list_requests = [r for r in tool.requests[requests_before:] if r.path == tool.list_path]
     assert len(list_requests) == 2  # steady state: one request a run, nothing re-read from history
 
@@ -318,7 +331,8 @@ def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, 
 
     per_run, stopped = run_on_virtual_clock(make_check, run, tool, settings, aggregator, count)
 
-    assert stopped >= 2, f'the backlog fit in one run: the budget was never exercised ({per_run})'
+    # Every run but the last stopped on its budget (GitHub reads this backlog in 7 requests: 2 runs or more).
+    assert stopped == len(per_run) - 1 >= 1, f'the budget was not what ended the runs ({per_run})'
     # A request started before the deadline may end after it: one request of slack, never more.
     assert max(per_run) * LATENCY <= 1 + LATENCY, per_run
     assert sorted(restores(aggregator)) == sorted(incidents)

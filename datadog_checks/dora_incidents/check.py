@@ -59,16 +59,24 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
                 self.register_secret(secret)
         reject_unknown(self.instance)
         source = make_source(self.config, set(self.instance), self.http, self.monotonic)
+        for secret in source.secrets:  # a tool may read with keys other than `api_token` (Datadog's)
+            self.register_secret(secret)
         dora = self._dora_api()
-        outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.config.send_dora_failures)
+        outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.sends_dora_failures())
         self._deployments = deployment_counter(self, dora)
         horizon = timedelta(seconds=self.config.initial_lookback)
         self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning, horizon)
 
+    def sends_dora_failures(self) -> bool:
+        """`send_dora_failures` as set, else the tool's default (off where Datadog reads the tool itself)."""
+        if 'send_dora_failures' in self.instance:
+            return self.config.send_dora_failures
+        return source_class(self.config.source).sends_dora_failures
+
     def _dora_api(self) -> DatadogApi | None:
         # Marking change failures and counting deployments need the Datadog API even when failures are not sent.
         config = self.config
-        wanted = config.send_dora_failures or config.mark_change_failures or config.deployment_metrics
+        wanted = self.sends_dora_failures() or config.mark_change_failures or config.deployment_metrics
         return datadog_api(self) if wanted else None
 
     def check(self, _):

@@ -24,6 +24,10 @@ def instance_change_failure_window():
     return 86400
 
 
+def instance_creation_horizon():
+    return 7776000
+
+
 def instance_deployment_metrics():
     return False
 
@@ -62,6 +66,10 @@ def instance_kerberos_delegate():
 
 def instance_kerberos_force_initiate():
     return False
+
+
+def instance_label():
+    return 'incident'
 
 
 def instance_log_requests():

@@ -76,6 +76,7 @@ class InstanceConfig(BaseModel):
     aws_service: Optional[str] = None
     change_failure_window: Optional[int] = Field(None, ge=60)
     connect_timeout: Optional[float] = None
+    creation_horizon: Optional[int] = Field(None, ge=86400)
     datadog_api_key: Optional[str] = None
     datadog_api_url: Optional[str] = None
     datadog_app_key: Optional[str] = None
@@ -98,6 +99,7 @@ class InstanceConfig(BaseModel):
     kerberos_hostname: Optional[str] = None
     kerberos_keytab: Optional[str] = None
     kerberos_principal: Optional[str] = None
+    label: Optional[str] = None
     log_requests: Optional[bool] = None
     mark_change_failures: Optional[bool] = None
     max_run_time: Optional[int] = Field(None, ge=1)
@@ -110,6 +112,7 @@ class InstanceConfig(BaseModel):
     persist_connections: Optional[bool] = None
     proxy: Optional[Proxy] = None
     read_timeout: Optional[float] = None
+    repositories: Optional[tuple[str, ...]] = None
     request_size: Optional[float] = None
     resolved_timestamp: Optional[str] = None
     restored_at: Optional[Literal['resolved', 'mitigated']] = None
@@ -122,7 +125,16 @@ class InstanceConfig(BaseModel):
     services: Optional[tuple[str, ...]] = None
     severities: Optional[tuple[str, ...]] = None
     skip_proxy: Optional[bool] = None
-    source: Literal['pagerduty', 'rootly', 'firehydrant', 'incident_io', 'servicenow', 'jira']
+    source: Literal[
+        'pagerduty',
+        'rootly',
+        'firehydrant',
+        'incident_io',
+        'servicenow',
+        'jira',
+        'github',
+        'datadog_incidents',
+    ]
     started_field: Optional[str] = None
     started_timestamp: Optional[str] = None
     tags: Optional[tuple[str, ...]] = None

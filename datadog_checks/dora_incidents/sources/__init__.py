@@ -21,6 +21,8 @@ SOURCES = {
     'incident_io': ('incident_io', 'IncidentIoSource'),
     'servicenow': ('servicenow', 'ServiceNowSource'),
     'jira': ('jira', 'JiraSource'),
+    'github': ('github', 'GitHubSource'),
+    'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
 }
 
 
@@ -48,20 +50,25 @@ def scope_filters(config) -> dict[str, list[str]]:
     """The options that select which incidents are read, normalised: part of the cursor's scope. A tool's
     `scope_options` count once set, so that adding a tool never changes another tool's cursor."""
     names = set(COMMON_SCOPE).union(*(source_class(name).scope_options for name in SOURCES))
-    values = {name: sorted(set(getattr(config, name, None) or ())) for name in names}
+    values = {name: sorted(set(_listed(getattr(config, name, None)))) for name in names}
     return {name: value for name, value in values.items() if value or name in NAMED_SCOPE}
+
+
+def _listed(value) -> list:
+    """An option's values: a list as is, one string (GitHub's `label`) as one value, not its letters."""
+    return [value] if isinstance(value, str) else list(value or ())
 
 
 def make_source(config, configured: set[str], http, monotonic=time.monotonic) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
+    if cls.needs_api_token and not config.api_token:
+        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`: {cls.api_token_help}')
     for option, owners in sorted(tool_options().items()):
         if option in configured and config.source not in owners:
             raise ConfigurationError(
                 f'`{option}` is an option of {", ".join(sorted(owners))}, not of `source: {config.source}`; remove it'
             )
-    if cls.needs_api_token and not config.api_token:
-        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`')
     return cls(config, http, config.api_url or cls.default_api_url, monotonic=monotonic)
 
 

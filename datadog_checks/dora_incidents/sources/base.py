@@ -36,6 +36,12 @@ class Source:
     default_api_url: ClassVar[str]
     # Options of this tool beyond the common ones; setting another tool's option is a configuration error.
     options: ClassVar[frozenset[str]] = frozenset()
+    # Whether the tool reads with `api_token` (required then), and what that token must be. False for a tool
+    # with credentials of its own kind (ServiceNow: `username`/`password`; Datadog: its API and application keys).
+    needs_api_token: ClassVar[bool] = True
+    api_token_help: ClassVar[str] = 'set it to a read-only API token of the incident tool'
+    # Whether `send_dora_failures` defaults to true (false where Datadog's DORA Metrics reads the tool itself).
+    sends_dora_failures: ClassVar[bool] = True
     # Those of `options` that select which incidents are read: they scope the cursor (check.py).
     scope_options: ClassVar[frozenset[str]] = frozenset()
     # The vendor's published API description and the operations used: `scripts/derive_specs.py`
@@ -45,8 +51,9 @@ class Source:
     max_window: ClassVar[timedelta] = MAX_WINDOW
     max_per_batch: ClassVar[int] = MAX_PER_BATCH
     narrows: ClassVar[bool] = True  # a narrower window asks for fewer pages (reader.py)
-    # False for a tool with credentials of its own kind (ServiceNow: `username`/`password`, or `api_token`).
-    needs_api_token: ClassVar[bool] = True
+    # Whether a page's `total` counts the window's records (then it sizes windows), or the whole list (a
+    # search without a time filter): then it only tells that the list moved while it was paged.
+    total_is_windows: ClassVar[bool] = True
 
     def __init__(self, config, http, api_url: str, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
@@ -55,6 +62,11 @@ class Source:
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         raise NotImplementedError
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the source reads with besides `api_token`, to be scrubbed from every message."""
+        return ()
 
     def resolved(
         self, since: datetime, until: datetime, deadline: float, resume: Resume | None = None

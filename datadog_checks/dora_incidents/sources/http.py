@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -86,13 +86,20 @@ class JsonApi:
             if response is None:
                 continue  # a kept-alive connection the server had closed: once more, on a new one
             self._note_clock(response)
-            if response.status_code not in RETRIED_STATUSES:
+            if not self.retried(response):
                 return self._decode(response, path)
-            wait = retry_after(response, attempt)
+            wait = self.wait(response, attempt)
             if attempt == MAX_ATTEMPTS or wait > MAX_RETRY_WAIT or self.monotonic() + wait > deadline:
                 break
             time.sleep(wait)
         raise SourceError(f'{self._describe_error(response)}; will retry next run')
+
+    def retried(self, response: requests.Response) -> bool:
+        """Whether the answer is a passing fault (rate limit, server error) to retry after `wait`."""
+        return response.status_code in RETRIED_STATUSES
+
+    def wait(self, response: requests.Response, attempt: int) -> float:
+        return retry_after(response, attempt)
 
     def clock(self) -> datetime:
         """Now, by the source's clock as of its last answer (the host's clock before any answer)."""
@@ -143,6 +150,24 @@ class JsonApi:
             raise SourceError(f'{self._base_url}{path} answered with JSON that is neither an object nor an array')
         links = {rel: link['url'] for rel, link in (response.links or {}).items() if link.get('url')}
         return Answer(body, response.headers, links)
+
+
+def error_text(hint: str, response: requests.Response, detail: str, secrets: Iterable[str | None]) -> str:
+    """`<hint> (HTTP <status>: <detail>)`, the server's detail scrubbed of every secret (an error page may echo
+    the request)."""
+    for secret in secrets:
+        if secret:
+            detail = detail.replace(secret, '***')
+    return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
+
+
+def json_object(response: requests.Response) -> dict:
+    """The answer's JSON object, else empty: an error page may be anything."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def retry_after(response: requests.Response, attempt: int) -> float:

@@ -224,7 +224,12 @@ class Reader:
         while True:
             page = self._page(source.request(start, end, at.token), at.token, deadline)
             if page.total is not None:
-                if at.total is None and at.token is None and page.total > source.max_per_batch:
+                if (
+                    source.total_is_windows
+                    and at.total is None
+                    and at.token is None
+                    and page.total > source.max_per_batch
+                ):
                     self._cut_by_total(start, end, page.total)
                 if at.total is not None and page.total != at.total:
                     raise _Shifted  # offsets moved between two pages (or two runs)

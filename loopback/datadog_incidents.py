@@ -1,0 +1,387 @@
+"""A stateful loopback Datadog Incident Management API: `GET /api/v2/incidents/search`, as Datadog describes it.
+
+A server of its own, apart from the DORA intake (`intake.py`), although a check may be configured with one
+URL for both in production. What it does like Datadog (the derived description
+`loopback/specs/datadog_incidents.json`, from Datadog's v2 description, plus Datadog's incident docs where the
+description is silent):
+
+- `DD-API-KEY` and `DD-APPLICATION-KEY`: either one missing or wrong is a 403 `{"errors": ["Forbidden"]}`,
+  which does not say which key (the default keys are the intake's, as one organisation's would be).
+- `query` (required): facets joined by `AND`, values of one facet by `OR`: `state:(resolved OR completed)`,
+  `severity:(SEV-1 OR SEV-2)`. Simulated facets: `state`, `severity`, `customer_impacted`. A facet Datadog
+  does not document (`from_ts`, `resolved`, `modified`, ...) is a 400, as Datadog answers; a documented one
+  this simulator does not implement is a 400 "not simulated", so that no test relies on a facet ignored.
+- `sort`: `created` (default) or `-created`, ties by id; there is no other order and no time facet.
+- Pages: `page[offset]` from 0, `page[size]` (default 10) at most 100, else a 400. `total` counts every
+  match; `meta.pagination.next_offset` is `offset + size` even on the last page.
+- Attributes: `created` (for an imported incident, the import), `declared`, `detected`, `resolved` ("when the
+  state last changed from active or stable to resolved or completed": moving to `completed` and later edits
+  keep it, and a reopen does not clear it), `modified` (every change), `customer_impacted`,
+  `customer_impact_start` / `_end`, `severity` (`SEV-0`...`SEV-5`, `UNKNOWN`), `state`, `is_test`,
+  `public_id`, and `fields` (`severity`, `state` dropdowns; `services`, `teams` autocompletes).
+- Test incidents (`is_test`) are hidden from search unless their declarer opted in (`listed=True`).
+- Rate limit: every answer carries `X-RateLimit-Limit`, `-Period`, `-Remaining`, `-Reset` (seconds to the
+  reset) and `-Name`; past it, 429 `{"errors": ["Too many requests"]}`.
+- Time: a resolution is listed from its `resolved` time on; a `hidden` one (a lagging index) is listed as
+  the incident was before it until `reveal`, then as it was written (`resolved` and `modified` of the resolution).
+- Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved.
+
+Every request and every 200 answer is checked against the derived description; violations are kept in
+`spec_violations`, and a request violation is answered with a 400.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from .driver import SERVICE, SEVERITY, TEAM, TITLE
+from .lag import Lag
+from .server import Fault, LoopbackServer, Request, Response
+from .spec import request_problem, response_problem
+
+LIST_PATH = '/api/v2/incidents/search'
+DEFAULT_PAGE_SIZE = 10
+MAX_PAGE_SIZE = 100
+RATE_LIMIT = (600, 60)  # requests per organisation per period of seconds, as X-RateLimit-Limit/-Period say
+STATES = ('active', 'stable', 'resolved', 'completed')
+SEVERITIES = ('UNKNOWN', 'SEV-0', 'SEV-1', 'SEV-2', 'SEV-3', 'SEV-4', 'SEV-5')
+# The facets Datadog's incident search documents (its response's facets, and the incident attributes).
+DOCUMENTED_FACETS = {
+    'state',
+    'severity',
+    'customer_impacted',
+    'commander',
+    'created_by',
+    'last_modified_by',
+    'responder',
+    'team',
+    'teams',
+    'services',
+    'impact',
+    'postmortem',
+    'time_to_repair',
+    'time_to_resolve',
+    'detection_method',
+}
+_SIMULATED = {'state', 'severity', 'customer_impacted'}
+_TERM = re.compile(r'\s*(-?)([\w.]+):(\([^)]*\)|"[^"]*"|\S+)\s*')
+
+
+def datadog_severity(name: str) -> str:
+    """The driver's `SEV1` as Datadog spells it: `SEV-1`."""
+    match = re.fullmatch(r'SEV-?(\d)', name.upper())
+    return f'SEV-{match.group(1)}' if match else 'UNKNOWN'
+
+
+class DatadogIncidentsSimulator(LoopbackServer):
+    source = 'datadog_incidents'
+    list_path = LIST_PATH
+    max_page_size = MAX_PAGE_SIZE
+    # `fields.services` / `fields.teams` values and `SEV-1` as Datadog tags; no environments.
+    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev-1'}
+
+    def __init__(
+        self, api_key: str = 'sim-datadog-api-key', app_key: str = 'sim-datadog-app-key', rate_limit=RATE_LIMIT
+    ):
+        super().__init__()
+        self.api_key = api_key
+        self.app_key = app_key
+        self.token = app_key  # what must never leak
+        self.credential = 'datadog_app_key'  # the option a wrong credential is set in (there is no `api_token`)
+        self.rate_limit = rate_limit
+        self.spec_violations: list[str] = []
+        self.incidents: dict[str, dict] = {}  # id -> attributes, timestamps as datetimes
+        self._lag = Lag()  # resolutions not visible yet
+        self._served_as: dict[str, dict] = {}
+        self._public_ids = itertools.count(1)
+        self._window: tuple[float, int] = (time.time(), 0)
+
+    # -- the driver interface ------------------------------------------------------------------------
+    def instance(self, **options) -> dict:
+        """No `api_token`: the Datadog keys. `send_dora_failures` keeps the tool's default (off)."""
+        return {
+            'source': self.source,
+            'api_url': self.url,
+            'datadog_api_key': self.api_key,
+            'datadog_app_key': self.app_key,
+            **options,
+        }
+
+    def open(self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=None, severity=SEVERITY):
+        """Declared at `started_at`, customer-impacting from then. Datadog has no environments."""
+        with self._lock:
+            incident_id = str(uuid.uuid4())
+            severity = datadog_severity(severity) if severity else 'UNKNOWN'
+            self.incidents[incident_id] = {
+                'title': title,
+                'public_id': next(self._public_ids),
+                'created': started_at,
+                'declared': started_at,
+                'detected': started_at,
+                'modified': started_at,
+                'resolved': None,
+                'customer_impacted': True,
+                'customer_impact_start': started_at,
+                'customer_impact_end': None,
+                'customer_impact_scope': 'Customers cannot check out',
+                'severity': severity,
+                'state': 'active',
+                'is_test': False,
+                'listed': True,
+                'services': [service] if service else [],
+                'teams': [team] if team else [],
+            }
+            return incident_id
+
+    def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
+        with self._lock:
+            incident = self.incidents[incident_id]
+            self._lag.hold(incident_id, incident, at, hidden)
+            incident.update(state='resolved', resolved=at, modified=at)
+            if incident['customer_impacted'] and incident['customer_impact_end'] is None:
+                incident['customer_impact_end'] = at
+
+    def reveal(self, incident_id: str) -> None:
+        with self._lock:
+            self._lag.show(incident_id)
+
+    # -- late and corrected resolutions (Datadog lets responders edit an incident's times afterwards) -------
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """An incident imported after the fact: `created` is the import (now), its other times are the past."""
+        with self._lock:
+            incident_id = self.open(started_at, **open_options)
+            now = datetime.now(UTC)
+            self.update(incident_id, created=now, state='resolved', resolved=resolved_at, modified=now)
+            self.update(incident_id, customer_impact_end=resolved_at)
+            return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """Resolved now, its `resolved` time edited back to `at`."""
+        with self._lock:
+            self.resolve(incident_id, at)
+            self.update(incident_id, modified=datetime.now(UTC))
+
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
+        """Edits the customer impact start (the start the check reads) or `resolved`, now."""
+        changes = {'customer_impact_start': started_at, 'resolved': resolved_at}
+        self.update(incident_id, **{k: v for k, v in changes.items() if v is not None}, modified=datetime.now(UTC))
+
+    def reopen(self, incident_id: str, at: datetime) -> None:
+        """Back to `active`: `resolved` keeps its stale value, as Datadog keeps it."""
+        with self._lock:
+            self._lag.show(incident_id)
+            self.incidents[incident_id].update(state='active', modified=at)
+
+    def corrupt(self, incident_id: str) -> None:
+        """Its `customer_impact_start` (the start) is served as a string that is no timestamp."""
+        self.serve_as(incident_id, customer_impact_start='sometime last week')
+
+    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
+    not_failures = (
+        'a test incident (`is_test`)',
+    )
+
+    def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
+        with self._lock:
+            test = self.open(started_at, title='Not a failure: a test incident')
+            self.update(test, is_test=True, listed=True)  # its declarer opted in to show it in search
+            self.resolve(test, resolved_at)
+            return [test]
+
+    def rate_limited(self, seconds: int = 1) -> Fault:
+        headers = {**self._limit_headers(0, seconds), 'Content-Type': 'application/json'}
+        return Fault(
+            status=429, headers=headers, body=json.dumps({'errors': ['Too many requests']}).encode(), path=LIST_PATH
+        )
+
+    # -- more of Datadog, for tool-specific tests ----------------------------------------------------
+    def update(self, incident_id: str, **attributes) -> None:
+        """Sets attributes as stored (timestamps as datetimes; `services`, `teams` as lists of names)."""
+        with self._lock:
+            self.incidents[incident_id].update(attributes)
+
+    def complete(self, incident_id: str, at: datetime) -> None:
+        """Moves a resolved incident to `completed` (its postmortem done): `resolved` does not move."""
+        self.update(incident_id, state='completed', modified=at)
+
+    def serve_as(self, incident_id: str, **attributes) -> None:
+        with self._lock:
+            self._served_as.setdefault(incident_id, {}).update(attributes)
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        if (request.headers.get('dd-api-key'), request.headers.get('dd-application-key')) != (
+            self.api_key,
+            self.app_key,
+        ):
+            return Response.json(403, {'errors': ['Forbidden']})
+        problem = request_problem('datadog_incidents', request)
+        if problem:
+            self.spec_violations.append(problem)
+            return Response.json(400, {'errors': [problem]})
+        response = self._answer(request)
+        if response.status == 200:
+            # Records made malformed on purpose (`serve_as`) break the description by design: the answer is
+            # checked as it would be without them.
+            checked = self._search(request, malformed=False) if self._served_as else response
+            problem = response_problem('datadog_incidents', request, checked)
+            if problem:
+                self.spec_violations.append(problem)
+        return response
+
+    def _answer(self, request: Request) -> Response:
+        limited = self._count_call()
+        if limited:
+            return limited
+        try:
+            response = self._search(request)
+        except ValueError as e:
+            response = Response.json(400, {'errors': [str(e)]})
+        start, _ = self._window
+        response.headers.update(self._limit_headers(self._remaining(), start + self.rate_limit[1] - time.time()))
+        return response
+
+    def _count_call(self) -> Response | None:
+        budget, period = self.rate_limit
+        start, used = self._window
+        if time.time() >= start + period:
+            start, used = time.time(), 0
+        if used >= budget:
+            headers = self._limit_headers(0, start + period - time.time())
+            return Response.json(429, {'errors': ['Too many requests']}, headers)
+        self._window = (start, used + 1)
+        return None
+
+    def _remaining(self) -> int:
+        return max(0, self.rate_limit[0] - self._window[1])
+
+    def _limit_headers(self, remaining: int, reset_in: float) -> dict:
+        budget, period = self.rate_limit
+        return {
+            'X-RateLimit-Limit': str(budget),
+            'X-RateLimit-Period': str(period),
+            'X-RateLimit-Remaining': str(remaining),
+            'X-RateLimit-Reset': str(max(1, int(reset_in + 0.999))),
+            'X-RateLimit-Name': 'incidents_search',
+        }
+
+    def _search(self, request: Request, malformed: bool = True) -> Response:
+        query = dict(request.query)
+        predicates = _parse_query(query['query'])
+        now = datetime.now(UTC)
+        selected = [
+            (incident_id, listed)
+            for incident_id, listed in ((i, self._lag.listed(i, attrs, now)) for i, attrs in self.incidents.items())
+            if (not listed['is_test'] or listed['listed']) and all(matches(listed) for matches in predicates)
+        ]
+        descending = query.get('sort', 'created') == '-created'
+        selected.sort(key=lambda item: (item[1]['created'], item[0]), reverse=descending)
+        size = int(query.get('page[size]', DEFAULT_PAGE_SIZE))
+        offset = int(query.get('page[offset]', 0))
+        if not 1 <= size <= MAX_PAGE_SIZE or offset < 0:
+            raise ValueError(f'page[size] must be between 1 and {MAX_PAGE_SIZE} and page[offset] at least 0')
+        page = selected[offset : offset + size]
+        document = {
+            'data': {
+                'type': 'incidents_search_results',
+                'attributes': {
+                    'facets': _facets(listed for _, listed in selected),
+                    'incidents': [{'data': self._served(i, attrs, malformed)} for i, attrs in page],
+                    'total': len(selected),
+                },
+            },
+            'included': [],
+            'meta': {'pagination': {'offset': offset, 'size': size, 'next_offset': offset + size}},
+        }
+        return Response.json(200, document)
+
+    def _served(self, incident_id: str, attrs: dict, malformed: bool = True) -> dict:
+        served = {
+            'title': attrs['title'],
+            'public_id': attrs['public_id'],
+            'created': _iso(attrs['created']),
+            'declared': _iso(attrs['declared']),
+            'detected': _iso(attrs['detected']) if attrs['detected'] else None,
+            'modified': _iso(attrs['modified']),
+            'resolved': _iso(attrs['resolved']) if attrs['resolved'] else None,
+            'customer_impacted': attrs['customer_impacted'],
+            'customer_impact_start': _iso(attrs['customer_impact_start']) if attrs['customer_impact_start'] else None,
+            'customer_impact_end': _iso(attrs['customer_impact_end']) if attrs['customer_impact_end'] else None,
+            'customer_impact_scope': attrs['customer_impact_scope'],
+            'customer_impact_duration': _impact_seconds(attrs),
+            'severity': attrs['severity'],
+            'state': attrs['state'],
+            'is_test': attrs['is_test'],
+            'archived': None,
+            'case_id': None,
+            'visibility': 'organization',
+            'notification_handles': [],
+            'fields': {
+                'severity': {'type': 'dropdown', 'value': attrs['severity']},
+                'state': {'type': 'dropdown', 'value': attrs['state']},
+                'services': {'type': 'autocomplete', 'value': list(attrs['services']) or None},
+                'teams': {'type': 'autocomplete', 'value': list(attrs['teams']) or None},
+            },
+        }
+        if malformed:
+            served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
+        user = {'data': {'type': 'users', 'id': '00000000-0000-0000-0000-0000000000a1'}}
+        relationships = {'created_by_user': user, 'last_modified_by_user': user, 'commander_user': None}
+        return {'id': incident_id, 'type': 'incidents', 'attributes': served, 'relationships': relationships}
+
+
+def _parse_query(text: str) -> list:
+    """One predicate per `facet:value` or `facet:(a OR b)` term; terms joined by AND (or a space)."""
+    predicates, position = [], 0
+    text = text.strip()
+    while position < len(text):
+        match = _TERM.match(text, position)
+        if not match:
+            raise ValueError(f'invalid query at {text[position:][:40]!r}')
+        negated, facet, values = match.groups()
+        position = match.end()
+        if text[position : position + 4] == 'AND ':
+            position += 4
+        if facet not in DOCUMENTED_FACETS:
+            raise ValueError(f'Invalid query: unknown facet {facet!r}')
+        if facet not in _SIMULATED:
+            raise ValueError(f'facet {facet!r} is not simulated by the loopback Datadog')
+        wanted = {value.strip().strip('"') for value in values.strip('()').split(' OR ')}
+        predicates.append(_predicate(facet, wanted, bool(negated)))
+    return predicates
+
+
+def _predicate(facet: str, wanted: set[str], negated: bool):
+    def matches(attrs):
+        value = attrs[facet]
+        value = str(value).lower() if isinstance(value, bool) else value
+        return (value in wanted) != negated
+
+    return matches
+
+
+def _facets(incidents) -> dict:
+    states, severities = {}, {}
+    for attrs in incidents:
+        states[attrs['state']] = states.get(attrs['state'], 0) + 1
+        severities[attrs['severity']] = severities.get(attrs['severity'], 0) + 1
+    return {
+        'state': [{'name': name, 'count': count} for name, count in sorted(states.items())],
+        'severity': [{'name': name, 'count': count} for name, count in sorted(severities.items())],
+    }
+
+
+def _impact_seconds(attrs: dict) -> int:
+    start, end = attrs['customer_impact_start'], attrs['customer_impact_end']
+    return int((end - start).total_seconds()) if start and end else 0
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec='microseconds')
