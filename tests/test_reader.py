@@ -14,7 +14,7 @@ from datadog_checks.base.utils.http import RequestsWrapper
 
 from datadog_checks.dora_incidents.incident import SourceIncident
 from datadog_checks.dora_incidents.sources.base import UPDATED, Page, Request, Source, parse_time
-from datadog_checks.dora_incidents.sources.http import JsonApi
+from datadog_checks.dora_incidents.sources.http import JsonApi, SourceError
 from datadog_checks.dora_incidents.sources.reader import Resume
 from loopback.server import LoopbackServer, Response
 
@@ -125,3 +125,13 @@ def test_a_run_out_of_budget_resumes_from_its_next_page(tracker):
     [second] = list(make(LinkTool, tracker).resolved(NOW - timedelta(days=1), NOW, time.monotonic() + 30, resume))
     assert not second.cut and [incident.id for incident in second.incidents] == ['I4'] and second.through == NOW
     assert len(tracker.requests) == 3  # nothing read twice
+
+
+def test_a_link_to_another_host_is_not_followed_with_the_credential(tracker):
+    class Elsewhere(LinkTool):
+        def page(self, answer, token):
+            return Page(answer.body, 'https://elsewhere.example/issues?page=2', 5)
+
+    with pytest.raises(SourceError, match='another host'):
+        list(make(Elsewhere, tracker).resolved(NOW - timedelta(days=1), NOW, time.monotonic() + 30))
+    assert len(tracker.requests) == 1

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -79,6 +80,9 @@ class JsonApi:
         """`path` is relative to the base URL, or an absolute URL the source handed out (a `next` link);
         `json` is the body of a POST (searches)."""
         url = path if path.startswith(('http://', 'https://')) else self._base_url + path
+        if _origin(url) != _origin(self._base_url):
+            # A `next` link elsewhere would carry the credential there.
+            raise SourceError(f'{self._base_url} handed out a link to another host ({_origin(url)}); not followed')
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if self.monotonic() >= deadline:
                 raise OutOfTime
@@ -168,6 +172,11 @@ def json_object(response: requests.Response) -> dict:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f'{parts.scheme}://{parts.netloc}'.lower()
 
 
 def retry_after(response: requests.Response, attempt: int) -> float:
