@@ -207,6 +207,7 @@ class RootlySimulator(LoopbackServer):
         'kind `example`',
         'kind `example_sub`',
         'kind `scheduled` (maintenance, ends `completed`)',
+        'kind `scheduled_sub` (maintenance, ends `completed`)',
         'cancelled',
         'a duplicate of another incident',
     )

@@ -331,8 +331,9 @@ def test_a_backlog_with_latency_spreads_over_runs_within_the_budget(aggregator, 
 
     per_run, stopped = run_on_virtual_clock(make_check, run, tool, settings, aggregator, count)
 
-    # Every run but the last stopped on its budget (GitHub reads this backlog in 7 requests: 2 runs or more).
-    assert stopped == len(per_run) - 1 >= 1, f'the budget was not what ended the runs ({per_run})'
+    # The budget ended runs (GitHub reads this backlog in 7 requests: once at least; incident.io and Datadog
+    # read their whole listing every run, so they may stop on the budget even once caught up).
+    assert stopped >= 1, f'the backlog fit in one run: the budget was never exercised ({per_run})'
     # A request started before the deadline may end after it: one request of slack, never more.
     assert max(per_run) * LATENCY <= 1 + LATENCY, per_run
     assert sorted(restores(aggregator)) == sorted(incidents)

@@ -43,9 +43,10 @@ def backfill(check, since: datetime, until: datetime, on_window: Callable[[datet
     """
     source = make_source(check.config, set(check.instance), check.http)
     store = CursorStore(check, STATE_KEY)
-    reporter = Reporter(
-        source, Mapper(check.config), Outputs(check, datadog_api(check), send_metrics=False), store, check.warning
-    )
+    outputs = Outputs(check, datadog_api(check), send_metrics=False)
+    # The whole backfill is the late-change horizon: a resumed backfill still reports a resolution entered late
+    # anywhere in [since, until).
+    reporter = Reporter(source, Mapper(check.config), outputs, store, check.warning, horizon=until - since)
     cursor = store.load()
     summary = Summary(resumed_from=cursor.watermark)
     start = max(since, cursor.watermark - OVERLAP) if cursor.watermark else since
