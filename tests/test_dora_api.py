@@ -116,3 +116,17 @@ def test_an_outbox_written_by_0_1_0_is_still_sent(
     run(make_check(instance))  # the upgraded Agent restarts
 
     assert sorted(set(dora_ids(intake))) == sorted(f'pagerduty:{i}' for i in resolved)
+
+
+def test_an_incident_without_service_or_team_is_counted_but_not_sent_as_a_dora_failure(
+    aggregator, make_check, run, instance, intake, pagerduty, now
+):
+    orphan = pagerduty.trigger('PCHKOUT', ago(now, hours=2))
+    pagerduty.resolve(orphan, ago(now, hours=1))
+    pagerduty.corrupt(orphan, service=None, teams=None)  # Datadog answers 400 to a failure naming neither
+
+    [warning] = run(make_check(instance))
+
+    assert f'pagerduty:{orphan}' in warning and 'no service and no team' in warning
+    assert intake.failures == [] and intake.problems == []
+    assert counted(aggregator) == 1 and restores(aggregator) == {orphan: [3600]}

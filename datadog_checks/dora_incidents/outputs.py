@@ -105,7 +105,14 @@ class Outputs:
             self._check.event(_event(incident, resolution, tags, now))
         causing = self._changes.causing(incident) if self._changes is not None else None
         if self._dora is not None and self._send_failures:
-            self._dora.send(failure_write(failure_payload(incident, self._tags, causing)))
+            if incident.services or incident.team:
+                self._dora.send(failure_write(failure_payload(incident, self._tags, causing)))
+            else:  # Datadog refuses a failure without either (HTTP 400): say why instead of sending it
+                self._check.warning(
+                    'No DORA failure for incident %s: it names no service and no team; map its service in '
+                    '`service_mapping` (or give it a team in the incident tool)',
+                    incident.key,
+                )
         if self._changes is not None:
             self._changes.mark(incident)  # after the failure: a marking that fails must not hold it back
 
