@@ -392,11 +392,63 @@ def test_assets_for_a_metric_namespace_query_it_and_stay_valid(cli, tmp_path):
         model, body = (Dashboard, document) if path.parent.name == 'dashboards' else (Monitor, document['definition'])
         validate_and_convert_types(body, (model,), ['asset'], True, True, Configuration())
         queried |= set(re.findall(r'(?:avg|sum|min|max):([a-z_][a-z0-9_.]*)\{', json.dumps(document)))
-    assert {'dora_incidents.time_to_restore', 'dora_incidents.incidents.count'} <= queried
-    assert not {'dora.time_to_restore', 'dora.incidents.count'} & queried  # nothing left on the default namespace
-    assert 'dora.check.source.can_connect' in queried and 'dora.deployments.count' in queried  # these keep their names
+    dora_metrics = {
+        'time_to_restore',
+        'incidents.count',
+        'change_failures.count',
+        'failed_deployment_recovery_time',
+        'deployments.rework',
+        'deployments.count',
+    }
+    assert {f'dora_incidents.{name}' for name in dora_metrics} <= queried
+    assert not {f'dora.{name}' for name in dora_metrics} & queried  # nothing left on the default namespace
+    assert 'dora.check.source.can_connect' in queried  # health metrics keep their names
 
 
 def test_assets_refuse_a_namespace_that_is_no_metric_prefix(cli, tmp_path):
     result, _ = cli('assets', '--metric-namespace', 'Dora Incidents', '--out', str(tmp_path / 'x'))
     assert one_line_error(result) and 'metric prefix' in str(result.exception) and not (tmp_path / 'x').exists()
+
+
+def test_a_dry_run_leaves_the_failures_a_backfill_queued_queued(command, pagerduty, intake, now, tmp_path):
+    for days in (1, 2, 3):
+        incident = pagerduty.trigger('PSEARCH', ago(now, days=days, hours=2))
+        pagerduty.resolve(incident, ago(now, days=days))
+    intake.inject(Fault(status=500, path='/api/v2/dora/failure', times=1_000))
+    assert command('backfill', '--since', '7d').returncode == 1  # queued: Datadog answered 500
+    intake.clear_faults()
+    received = len(intake.failures)
+    queued = outbox_entries(tmp_path / 'state.json')
+    assert len(queued) == 3
+    backoff_passed(tmp_path / 'state.json')  # the queued writes are due again: the next run would send them
+
+    assert command('check', '--commit').returncode == 0  # a dry run: it must not take the queue as sent
+
+    assert len(intake.failures) == received
+    assert outbox_entries(tmp_path / 'state.json') == queued
+
+
+def outbox_entries(state_path):
+    """The ids of the DORA writes queued in a CLI state file: the outbox's newest slot (durable.py)."""
+    state = json.loads(state_path.read_text())
+    slots = [json.loads(value) for key, value in state.items() if 'dora_outbox' in key]
+    newest = max(slots, key=lambda slot: slot['sequence'])
+    return sorted(item['write']['key'] for item in newest['document']['items'])
+
+
+def backoff_passed(state_path):
+    """Makes every write queued in a CLI state file due now, as if its backoff had run out."""
+    state = json.loads(state_path.read_text())
+    for key in [k for k in state if 'outbox' in k]:
+        stored = json.loads(state[key])
+        for item in stored['document']['items']:
+            item['next_at'] = 0
+        state[key] = json.dumps(stored)
+    state_path.write_text(json.dumps(state))
+
+
+def test_check_validates_the_keys_when_only_deployment_metrics_uses_them(command, intake):
+    out = command('check', send_dora_failures=False, deployment_metrics=True, datadog_app_key=intake.app_key)
+
+    assert out.returncode == 0, out.stderr
+    assert 'Datadog API key: valid' in out.stdout and 'Datadog application key: valid' in out.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from datadog_checks.dev.utils import get_metadata_metrics
 
+from datadog_checks.dora_incidents.reporting import Reporter
 from loopback.intake import DEPLOYMENTS_PATH
 
 from . import test_change_failures
@@ -188,6 +189,30 @@ def test_deployments_are_counted_exactly_once_across_runs_and_restarts(
     ]
     assert deployments_listed(intake) == 4  # one list request per run in steady state
     aggregator.assert_metrics_using_metadata(get_metadata_metrics(), check_submission_type=True)
+
+
+class Killed(BaseException):
+    """The Agent's process dying mid-run: nothing of the run is committed (not an Exception the check catches)."""
+
+
+def test_a_run_killed_before_its_metrics_were_committed_counts_its_deployments_again(
+    aggregator, make_check, run, counting, intake, now, monkeypatch
+):
+    run(make_check(counting))  # the first run: what is listed now counts as known
+    deploy(intake, now, 'v2', 0.2)
+    dying = make_check(counting)
+
+    def killed(*_):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Reporter, 'commit', killed)  # dies once the run's emission is complete, before it returns
+        with pytest.raises(Killed):
+            dying.run()
+    aggregator.reset()  # the Agent never committed what that run submitted
+    run(make_check(counting))  # restarted
+
+    assert [value for value, _ in points(aggregator, DEPLOYMENTS)] == [1]
 
 
 def test_deployments_are_paged_past_1000(aggregator, make_check, run, counting, intake, now):

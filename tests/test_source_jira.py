@@ -1,5 +1,6 @@
 """What is specific to Jira: read over real HTTP from the loopback Jira Cloud site (`loopback/jira.py`)."""
 
+import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from datadog_checks.dora_incidents.incident import Named
 from datadog_checks.dora_incidents.sources.http import CredentialsRejected, SourceError
 from datadog_checks.dora_incidents.sources.jira import JiraSource
 from loopback.jira import IMPACT_START_FIELD, MYSELF_PATH, SEARCH_PATH, TEAM_FIELD, JiraSimulator
+from loopback.server import Fault
 
 from .common import ZONES
 
@@ -169,6 +171,18 @@ def test_rejected_credentials_name_the_options_not_the_token(sim):
 
     assert '`username`' in str(refused.value) and '`api_token`' in str(refused.value)
     assert 'ATATT-wrong-token' not in str(refused.value)
+
+
+def test_an_error_page_echoing_the_basic_credential_never_shows_it(sim):
+    basic = base64.b64encode(f'{sim.email}:{sim.token}'.encode()).decode()
+    echo = json.dumps({'errorMessages': [f'Authorization: Basic {basic} is not allowed here']}).encode()
+    sim.inject(Fault(status=400, body=echo, path=SEARCH_PATH))
+
+    with pytest.raises(SourceError) as failed:
+        read(sim)
+
+    assert 'is not allowed here' in str(failed.value) and basic not in str(failed.value)
+    assert basic in source(sim).secrets  # registered with the check, so its logs scrub it too
 
 
 def test_the_owners_zone_is_read_once_an_hour_and_an_unknown_one_is_an_error(sim):

@@ -91,12 +91,13 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         if cursor.watermark is None:
             self._recover(cursor, since, until)
         if self._deployments is not None:
-            # Before the backlog, which may spend the run's budget: one list request in steady state. Its own state,
-            # saved before the run returns, like the cursor.
+            # Before the backlog, which may spend the run's budget: one list request in steady state.
             self._deployments.run()
         progress = reporter.catch_up(cursor, since, until, deadline)
         # Once, now that the run's emission is complete: the Agent commits this run's metrics when it returns.
         reporter.commit(cursor)
+        if self._deployments is not None:
+            self._deployments.save()
         self._report(progress, cursor.lag(reporter.source.clock()))
 
     def _recover(self, cursor: Cursor, since: datetime, until: datetime) -> None:

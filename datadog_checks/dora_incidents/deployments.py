@@ -69,11 +69,17 @@ class DeploymentCounter:
         # Remembered: only what the next run's list can still answer, a deployment started within MARGIN of now.
         horizon = _ms(now - MARGIN)
         self._state = _State(now, {key: started for key, started in seen.items() if started >= horizon})
+        return counted
+
+    def save(self) -> None:
+        """With the cursor, once the run's emission is complete: a run killed before its metrics were committed
+        counts its deployments again next run rather than never."""
+        if self._state is None:
+            return
         try:
             self._store.save(self._state)
         except LostWrite as e:
             self._check.log.warning('The deployments counted could not be saved in the persistent cache: %s', e)
-        return counted
 
     def _load(self) -> _State | None:
         if self._state is None:

@@ -164,7 +164,8 @@ def backfill(state_path, config_path, instance, since):
     if summary.undelivered:
         raise CliError(
             f'{summary.pending} DORA failure(s) did not reach Datadog and stay queued in {state.path}: '
-            f'{summary.undelivered}. Fix it and run the same command again: they are sent first.'
+            f'{check.sanitize(summary.undelivered)}. Fix it and run the command again: queued failures go first (a new '
+            '`datadog_api_key` or `datadog_api_url` is a new destination: its backfill starts afresh and sends them all)'
         )
 
 

@@ -12,10 +12,13 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from ..change_failures import CHANGE_FAILURES_COUNT, RECOVERY_TIME, REWORK_COUNT
+from ..deployments import DEPLOYMENTS_COUNT
 from ..outputs import INCIDENTS_COUNT, TIME_TO_RESTORE
 from .runtime import CliError
 
-NAMESPACED = (TIME_TO_RESTORE, INCIDENTS_COUNT)  # what `metric_namespace` prefixes
+# What `metric_namespace` prefixes: every DORA metric the check emits (its health metrics stay `dora.check.*`).
+NAMESPACED = (TIME_TO_RESTORE, INCIDENTS_COUNT, CHANGE_FAILURES_COUNT, RECOVERY_TIME, REWORK_COUNT, DEPLOYMENTS_COUNT)
 DEFAULT_NAMESPACE = 'dora'
 KINDS = ('dashboards', 'monitors')
 _NAMESPACE = re.compile(r'[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*')  # as the config model validates it

@@ -14,8 +14,8 @@ VALIDATE_PATH = '/api/v1/validate'  # Datadog's "is this API key valid"
 def validate_keys(check) -> list[str]:
     """One line per key Datadog accepted, or a CliError naming the key it refused or the API it could not reach."""
     config = check.config
-    if not (config.send_dora_failures or config.mark_change_failures):
-        return ['Datadog keys: not used (`send_dora_failures` and `mark_change_failures` are off)']
+    if not (check.sends_dora_failures() or config.mark_change_failures or config.deployment_metrics):
+        return ['Datadog keys: not used (`send_dora_failures`, `mark_change_failures` and `deployment_metrics` are off)']
     url = keys.api_url(check)
     api = datadog_api(check)
     answer = api.http.send('GET', VALIDATE_PATH, None)

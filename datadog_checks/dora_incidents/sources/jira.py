@@ -23,7 +23,6 @@ priority's name.
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +33,19 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, describer, obj, parse_time, text, title
+from .base import (
+    UPDATED,
+    Page,
+    Request,
+    Source,
+    basic_credential,
+    checked_times,
+    describer,
+    obj,
+    parse_time,
+    text,
+    title,
+)
 from .http import Answer, JsonApi, SourceError
 
 SEARCH_PATH = '/rest/api/3/search/jql'
@@ -94,9 +105,13 @@ class JiraSource(Source):
         self._zone_read = float('-inf')
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
-        basic = base64.b64encode(f'{self.config.username}:{token}'.encode()).decode()
+        basic = basic_credential(self.config.username, token)
         headers = {'Authorization': f'Basic {basic}', 'Accept': 'application/json'}
-        return JsonApi(http, api_url.rstrip('/'), headers, describer('Jira', HINTS, _error_detail, token))
+        return JsonApi(http, api_url.rstrip('/'), headers, describer('Jira', HINTS, _error_detail, token, basic))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(filter(None, [basic_credential(self.config.username, self.config.api_token)]))
 
     def prepare(self, deadline: float) -> None:
         """The token owner's time zone, which JQL date literals are read in."""
