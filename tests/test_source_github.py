@@ -206,6 +206,20 @@ def test_a_rate_limit_reset_beyond_the_run_is_an_error_for_this_run_not_a_refuse
     assert not isinstance(raised.value, CredentialsRejected) and 'rate limit' in str(raised.value)
 
 
+def test_nothing_is_sent_again_before_a_rate_limit_reset_beyond_the_run(sim):
+    closed(sim)
+    sim.inject(sim.rate_limited(seconds=600))
+    reader = source(sim)
+    with pytest.raises(SourceError):
+        list(reader.resolved(NOW - 24 * HOUR, NOW + timedelta(seconds=1), time.monotonic() + 30))
+    sent = len(sim.requests)
+
+    with pytest.raises(SourceError, match='rate limit'):  # the next run, 600 s early
+        list(reader.resolved(NOW - 24 * HOUR, NOW + timedelta(seconds=1), time.monotonic() + 30))
+
+    assert len(sim.requests) == sent
+
+
 def test_a_403_that_is_no_rate_limit_is_a_refused_token_naming_the_option(sim):
     body = b'{"message": "Resource not accessible by personal access token", "status": "403"}'
     sim.inject(Fault(status=403, body=body, path=sim.list_path))

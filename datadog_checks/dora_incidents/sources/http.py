@@ -66,6 +66,8 @@ class JsonApi:
         self._describe_error = describe_error
         self.monotonic = monotonic
         self._skew = 0.0  # seconds the host clock runs ahead of the source's, from the last answer
+        # A rate limit's reset beyond a run: nothing is sent before it (GitHub bans clients that keep asking).
+        self._quiet_until = 0.0
 
     def get(self, path: str, params: list[tuple[str, Any]] | None, deadline: float) -> dict:
         """A GET answered with a JSON object."""
@@ -83,6 +85,9 @@ class JsonApi:
         if _origin(url) != _origin(self._base_url):
             # A `next` link elsewhere would carry the credential there.
             raise SourceError(f'{self._base_url} handed out a link to another host ({_origin(url)}); not followed')
+        quiet = self._quiet_until - self.monotonic() if self._quiet_until else 0.0
+        if quiet > 0:
+            raise SourceError(f'{self._base_url} asked to wait {quiet:.0f} s more (rate limit); will retry after that')
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if self.monotonic() >= deadline:
                 raise OutOfTime
@@ -94,6 +99,7 @@ class JsonApi:
                 return self._decode(response, path)
             wait = self.wait(response, attempt)
             if attempt == MAX_ATTEMPTS or wait > MAX_RETRY_WAIT or self.monotonic() + wait > deadline:
+                self._quiet_until = self.monotonic() + wait
                 break
             time.sleep(wait)
         raise SourceError(f'{self._describe_error(response)}; will retry next run')
