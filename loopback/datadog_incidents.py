@@ -184,9 +184,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
         self.serve_as(incident_id, customer_impact_start='sometime last week')
 
     # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
-    not_failures = (
-        'a test incident (`is_test`)',
-    )
+    not_failures = ('a test incident (`is_test`)',)
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:

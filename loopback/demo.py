@@ -25,6 +25,8 @@ HEALTH_PREFIX = 'dora.check.'
 METADATA = Path(__file__).resolve().parents[1] / 'metadata.csv'
 # How metadata.csv's units read after a value.
 UNITS = {'second': 's', 'occurrence': 'incident(s)', 'event': 'event(s)', 'item': 'incident(s)'}
+
+
 def seed(tool, intake: DatadogIntake, now: datetime) -> list[str]:
     """The incidents of the README's story; returns the ids of those that are not failures."""
     # Deployments Datadog DORA knows of: v41 ran for days, v42 went out before the outage, v41 came back.

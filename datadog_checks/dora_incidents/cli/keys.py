@@ -15,7 +15,9 @@ def validate_keys(check) -> list[str]:
     """One line per key Datadog accepted, or a CliError naming the key it refused or the API it could not reach."""
     config = check.config
     if not (check.sends_dora_failures() or config.mark_change_failures or config.deployment_metrics):
-        return ['Datadog keys: not used (`send_dora_failures`, `mark_change_failures` and `deployment_metrics` are off)']
+        return [
+            'Datadog keys: not used (`send_dora_failures`, `mark_change_failures` and `deployment_metrics` are off)'
+        ]
     url = keys.api_url(check)
     api = datadog_api(check)
     answer = api.http.send('GET', VALIDATE_PATH, None)

@@ -17,7 +17,7 @@ import yaml
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..check import DoraIncidentsCheck
-from ..datadog import DORA_PATH, DatadogApi, datadog_api
+from ..datadog import DORA_PATH, DatadogApi
 from ..datadog.http import Answer
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
