@@ -306,7 +306,10 @@ def test_the_simulators_own_rate_limit_and_request_validation(sim):
     api.get(LIST_PATH, [('page', 1)], time.monotonic() + 5)
     with pytest.raises(SourceError, match='rate limit'):
         api.get(LIST_PATH, [('page', 1)], time.monotonic() + 0.5)
+    with pytest.raises(SourceError, match='wait 60 s more'):  # nothing is sent before the reset
+        api.get(LIST_PATH, [('page', 1)], time.monotonic() + 5)
     sim.rate_limit = None
+    api = source(sim).api  # a check that starts afresh (the reset passed)
     with pytest.raises(SourceError, match='HTTP 400'):
         api.get(LIST_PATH, [('per_page', 'many')], time.monotonic() + 5)
     assert len(sim.spec_violations) == 1 and 'per_page' in sim.spec_violations[0]

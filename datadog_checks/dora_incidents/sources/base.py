@@ -167,22 +167,6 @@ def title(value, fallback: str) -> str:
     return (text(value) or fallback)[:MAX_TITLE]
 
 
-def describer(tool: str, hints: dict[int, str], detail: Callable[[Any], str], *secrets: str | None):
-    """`describe_error` for `JsonApi`: the hint for the status and what the tool said (from `detail`, given
-    the response), every secret (a token, a password, a Basic credential) blanked out in case an error page
-    echoes the request."""
-
-    def describe_error(response) -> str:
-        hint = hints.get(response.status_code, f'{tool} answered HTTP {response.status_code}')
-        said = detail(response)
-        for secret in secrets:
-            if secret:
-                said = said.replace(secret, '***')
-        return f'{hint} (HTTP {response.status_code}{": " + said[:300] if said else ""})'
-
-    return describe_error
-
-
 def basic_credential(username: str | None, secret: str | None) -> str | None:
     """What HTTP Basic auth sends for `username:secret` (base64): a secret too, in case a page echoes it."""
     if not (username and secret):

@@ -27,14 +27,13 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-import requests
 
 from datadog_checks.base import ConfigurationError
 
 from ..datadog import keys
 from ..incident import Named, SourceIncident
 from .base import UPDATED, Page, Request, Source, checked_times, obj, parse_time, text, title
-from .http import Answer, JsonApi, SourceError, error_text, json_object
+from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/api/v2/incidents/search'
 QUERY = 'state:(resolved OR completed)'
@@ -102,7 +101,7 @@ class DatadogIncidentsSource(Source):
 
     def make_api(self, http, api_url: str, token) -> JsonApi:
         headers = {'DD-API-KEY': self._api_key, 'DD-APPLICATION-KEY': self._app_key, 'Accept': 'application/json'}
-        return JsonApi(http, api_url, headers, _describer((self._api_key, self._app_key)))
+        return JsonApi(http, api_url, headers, describer('Datadog', HINTS, _error_detail, self._api_key, self._app_key))
 
     # -- reading -------------------------------------------------------------------------------------
     def request(self, start: datetime, end: datetime, token) -> Request:
@@ -201,11 +200,7 @@ def _app_url(api_url: str, public_id) -> str | None:
     return f'https://{app}/incidents/{public_id}'
 
 
-def _describer(secrets: tuple[str, ...]):
-    def describe_error(response: requests.Response) -> str:
-        hint = HINTS.get(response.status_code, 'Datadog answered HTTP {status}').format(status=response.status_code)
-        errors = json_object(response).get('errors')
-        detail = '; '.join(str(error)[:100] for error in errors if error) if isinstance(errors, list) else ''
-        return error_text(hint, response, detail, secrets)
-
-    return describe_error
+def _error_detail(body: dict) -> str:
+    """Datadog's `{"errors": [...]}`: strings, or objects with `title` and `detail`."""
+    errors = body.get('errors')
+    return '; '.join(str(error)[:100] for error in errors if error) if isinstance(errors, list) else ''

@@ -38,7 +38,6 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-import requests
 
 from ..incident import Named, SourceIncident
 from .base import (
@@ -56,7 +55,7 @@ from .base import (
     title,
     utc,
 )
-from .http import Answer, JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 200  # FireHydrant's cap on `per_page`
@@ -68,7 +67,7 @@ HINTS = {
     'or bot token of this organization',
     403: 'the FireHydrant token may not read incidents: `api_token` needs an API key or bot token whose role '
     'can view incidents (API keys have Owner permissions by default)',
-    404: 'FireHydrant has no {path} here: check `api_url` (default https://api.firehydrant.io)',
+    404: f'FireHydrant has no {LIST_PATH} here: check `api_url` (default https://api.firehydrant.io)',
     429: 'FireHydrant rate limit reached (about 50 requests per 10 seconds, shared by every token of the account)',
 }
 
@@ -93,7 +92,7 @@ class FireHydrantSource(Source):
         token = token.strip()
         token = token[len('Bearer ') :].strip() if token.lower().startswith('bearer ') else token
         headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
-        return JsonApi(http, api_url, headers, _describer(token))
+        return JsonApi(http, api_url, headers, describer('FireHydrant', HINTS, _error_detail, token))
 
     def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
@@ -235,22 +234,11 @@ def _severity(raw: dict) -> str | None:
     return text(severity)
 
 
-def _describer(token: str):
-    def describe_error(response: requests.Response) -> str:
-        detail = ''
-        try:
-            body = response.json()
-            parts = [body.get('error'), body.get('detail'), *(body.get('messages') or [])]
-            detail = '; '.join(str(part) for part in parts if part)
-        except (ValueError, AttributeError, TypeError):
-            pass
-        if token:
-            detail = detail.replace(token, '<api_token>')
-        hint = HINTS.get(response.status_code, 'FireHydrant answered HTTP {status} to {path}')
-        hint = hint.format(status=response.status_code, path=LIST_PATH)
-        return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
-
-    return describe_error
+def _error_detail(body: dict) -> str:
+    """FireHydrant's `{"error", "detail", "messages": [...]}`."""
+    messages = body.get('messages') if isinstance(body.get('messages'), list) else []
+    parts = [body.get('error'), body.get('detail'), *messages]
+    return '; '.join(str(part) for part in parts if part)
 
 
 def _is_int(value) -> bool:

@@ -162,6 +162,17 @@ class JsonApi:
         return Answer(body, response.headers, links)
 
 
+def describer(tool: str, hints: Mapping[int, str], detail: Callable[[dict], str], *secrets: str | None):
+    """`describe_error` for a tool's `JsonApi`: the hint for the status (`{status}` filled in), and what the tool
+    said (`detail` of the answer's JSON object), every secret blanked out."""
+
+    def describe_error(response: requests.Response) -> str:
+        hint = hints.get(response.status_code, f'{tool} answered HTTP {{status}}').format(status=response.status_code)
+        return error_text(hint, response, detail(json_object(response)), secrets)
+
+    return describe_error
+
+
 def error_text(hint: str, response: requests.Response, detail: str, secrets: Iterable[str | None]) -> str:
     """`<hint> (HTTP <status>: <detail>)`, the server's detail scrubbed of every secret (an error page may echo
     the request)."""

@@ -37,7 +37,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import requests
 
 from ..incident import Named, SourceIncident
 from .base import (
@@ -54,7 +53,7 @@ from .base import (
     text,
     title,
 )
-from .http import Answer, JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/v2/incidents'
 TIMESTAMPS_PATH = '/v2/incident_timestamps'
@@ -134,7 +133,7 @@ class IncidentIoSource(Source):
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
-        return JsonApi(http, api_url.rstrip('/'), headers, lambda response: describe_error(response, token))
+        return JsonApi(http, api_url.rstrip('/'), headers, describer('incident.io', HINTS, _error_detail, token))
 
     def prepare(self, deadline: float) -> None:
         self._timestamps(deadline)
@@ -329,17 +328,8 @@ def _option(config, name: str, default):
     return getattr(config, name, None) or default
 
 
-def describe_error(response: requests.Response, token: str) -> str:
-    """A user-facing cause: the hint for the status, and what incident.io said (never the token)."""
-    message = ''
-    try:
-        body = response.json()
-        errors = body.get('errors') or []
-        message = '; '.join(str(e.get('message')) for e in errors if isinstance(e, dict) and e.get('message'))
-        message = message or str(body.get('type') or '')
-    except (ValueError, AttributeError):
-        pass
-    if token:
-        message = message.replace(token, '<api_token>')
-    hint = HINTS.get(response.status_code, 'incident.io answered HTTP {status}').format(status=response.status_code)
-    return f'{hint} (HTTP {response.status_code}{": " + message[:200] if message else ""})'
+def _error_detail(body: dict) -> str:
+    """incident.io's `{"type", "errors": [{"message"}]}`."""
+    errors = body.get('errors') if isinstance(body.get('errors'), list) else []
+    message = '; '.join(str(e.get('message')) for e in errors if isinstance(e, dict) and e.get('message'))
+    return message or str(body.get('type') or '')

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import requests
 
 from datadog_checks.base import ConfigurationError
 
@@ -40,13 +39,12 @@ from .base import (
     Source,
     basic_credential,
     checked_times,
-    describer,
     obj,
     parse_time,
     text,
     title,
 )
-from .http import Answer, JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/rest/api/3/search/jql'
 MYSELF_PATH = '/rest/api/3/myself'
@@ -236,14 +234,8 @@ def _fields(record) -> dict:
     return fields
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(body: dict) -> str:
     """Jira's `{"errorMessages": [...], "errors": {field: message}}`."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ''
-    if not isinstance(body, dict):
-        return ''
     messages = [str(m) for m in body.get('errorMessages') or [] if m]
     errors = body.get('errors') if isinstance(body.get('errors'), dict) else {}
     return '; '.join([*messages, *(f'{field}: {message}' for field, message in errors.items())])

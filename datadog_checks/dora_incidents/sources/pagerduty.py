@@ -19,7 +19,7 @@ import requests
 
 from ..incident import SourceIncident
 from .base import Page, Request, Source, checked_times, named, obj, objects, parse_time, text, title, utc
-from .http import Answer, JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError, error_text, json_object
 
 PAGE_SIZE = 100
 OFFSET_CAP = 10_000
@@ -148,16 +148,13 @@ def _team(raw: dict):
 
 
 def describe_error(response: requests.Response) -> str:
-    message = ''
-    try:
-        error = response.json().get('error') or {}
-        message = '; '.join(str(part) for part in [error.get('message'), *(error.get('errors') or [])] if part)
-    except (ValueError, AttributeError):
-        pass
+    error = json_object(response).get('error')
+    error = error if isinstance(error, dict) else {}
+    errors = error.get('errors') if isinstance(error.get('errors'), list) else []
+    message = '; '.join(str(part) for part in [error.get('message'), *errors] if part)
     other_region = US_API if 'eu.pagerduty.com' in (response.url or '') else EU_API
     hint = HINTS.get(response.status_code, 'PagerDuty answered HTTP {status}')
-    hint = hint.format(other_region=other_region, status=response.status_code)
-    return f'{hint} (HTTP {response.status_code}{": " + message[:200] if message else ""})'
+    return error_text(hint.format(other_region=other_region, status=response.status_code), response, message, ())
 
 
 def _severity(raw: dict) -> str | None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-import requests
 
 from ..incident import Named, SourceIncident
 from .base import (
@@ -47,7 +46,7 @@ from .base import (
     title,
     utc,
 )
-from .http import Answer, JsonApi, SourceError
+from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/v1/incidents'
 PAGE_SIZE = 100
@@ -104,7 +103,12 @@ class RootlySource(Source):
             'Accept': 'application/vnd.api+json',
             'Content-Type': 'application/vnd.api+json',
         }
-        return JsonApi(http, (api_url or self.default_api_url).rstrip('/'), headers, _describer(token))
+        return JsonApi(
+            http,
+            (api_url or self.default_api_url).rstrip('/'),
+            headers,
+            describer('Rootly', HINTS, _error_detail, token),
+        )
 
     def request(self, start: datetime, end: datetime, token) -> Request:
         params = [
@@ -220,25 +224,8 @@ def _total(page: dict) -> int | None:
     return total if type(total) is int else None
 
 
-def _describer(token: str):
-    def describe_error(response: requests.Response) -> str:
-        hint = HINTS.get(response.status_code, 'Rootly answered HTTP {status}').format(status=response.status_code)
-        detail = _error_detail(response)
-        if token:
-            detail = detail.replace(token, '***')  # an error page that echoes the request must not leak the key
-        return f'{hint} (HTTP {response.status_code}{": " + detail[:200] if detail else ""})'
-
-    return describe_error
-
-
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(body: dict) -> str:
     """JSON:API `errors[]` (title, detail), or Rootly's rate-limit `{"error": "..."}`."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ''
-    if not isinstance(body, dict):
-        return ''
     if isinstance(body.get('error'), str):
         return body['error']
     errors = body.get('errors') if isinstance(body.get('errors'), list) else []

@@ -23,13 +23,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import requests
 
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, basic_credential, checked_times, describer, text, title
-from .http import Answer, JsonApi, SourceError
+from .base import UPDATED, Page, Request, Source, basic_credential, checked_times, text, title
+from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/api/now/table/incident'
 PAGE_SIZE = 250
@@ -212,12 +211,9 @@ def sn_time(raw: str, field: str) -> datetime:
         raise ValueError(f'`{field}` is not a ServiceNow date-time: {str(raw)[:64]!r}') from None
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(body: dict) -> str:
     """ServiceNow's `{"error": {"message", "detail"}, "status": "failure"}`."""
-    try:
-        error = response.json().get('error')
-    except (ValueError, AttributeError):
-        return ''
+    error = body.get('error')
     if not isinstance(error, dict):
         return ''
     return ': '.join(str(part) for part in (error.get('message'), error.get('detail')) if part)
