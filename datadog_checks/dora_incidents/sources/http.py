@@ -98,8 +98,9 @@ class JsonApi:
             if not self.retried(response):
                 return self._decode(response, path)
             wait = self.wait(response, attempt)
-            if attempt == MAX_ATTEMPTS or wait > MAX_RETRY_WAIT or self.monotonic() + wait > deadline:
+            if wait > MAX_RETRY_WAIT:  # a reset no run may wait for: until then, asking again is only noise
                 self._quiet_until = self.monotonic() + wait
+            if attempt == MAX_ATTEMPTS or wait > MAX_RETRY_WAIT or self.monotonic() + wait > deadline:
                 break
             time.sleep(wait)
         raise SourceError(f'{self._describe_error(response)}; will retry next run')
