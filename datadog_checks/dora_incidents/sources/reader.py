@@ -15,11 +15,14 @@ What a tool module supplies (a `Source` subclass, see base.py), and nothing more
 - `listed_at(record, incident) -> datetime | None`: the time the API's window filters on (the resolve time,
   or the update time for tools that list by update time); a record outside [start, end) by it is dropped,
   so that each resolution lands in exactly one batch. None: trust the API's filter.
-- `describe_error(response)` (through `make_api`): the user-facing hint for an HTTP error.
-- optionally `prepare(deadline)`: look-ups before the first window (incident.io's timestamp ids).
+- `make_api`: its `JsonApi`, with `http.describer(tool, hints, detail, *secrets)` for the user-facing hint of
+  an HTTP error (`detail` reads the tool's error body).
+- optionally `prepare(deadline)`: look-ups before the first window (incident.io's timestamp ids, Jira's zone).
 - class attributes: `listing` (`RESOLVED` or `UPDATED`), `max_window`, `max_per_batch`, `narrows` (False
   when the API cannot bound a window's pages, e.g. a date-only filter: reading a narrower window would
-  read the same pages, so a full batch is yielded and the window goes on from the next page instead).
+  read the same pages, so a full batch is yielded and the window goes on from the next page instead),
+  `total_is_windows` (False when a page's total counts more than the window: a search without a time
+  filter, ServiceNow's zone margins; it then only tells that the list moved).
 
 What the reader does with that:
 
