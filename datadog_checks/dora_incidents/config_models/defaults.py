@@ -80,6 +80,10 @@ def instance_mark_change_failures():
     return False
 
 
+def instance_max_response_size():
+    return 32
+
+
 def instance_max_run_time():
     return 10
 

@@ -102,6 +102,7 @@ class InstanceConfig(BaseModel):
     label: Optional[str] = None
     log_requests: Optional[bool] = None
     mark_change_failures: Optional[bool] = None
+    max_response_size: Optional[int] = Field(None, ge=1)
     max_run_time: Optional[int] = Field(None, ge=1)
     metric_namespace: Optional[str] = None
     metric_patterns: Optional[MetricPatterns] = None

@@ -60,6 +60,8 @@ class Source:
         self.config = config
         self.api: JsonApi = self.make_api(http, api_url, config.api_token)
         self.api.monotonic = monotonic
+        self.api.tool = self.display_name
+        self.api.max_response_size = getattr(config, 'max_response_size', None) or self.api.max_response_size
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         raise NotImplementedError
