@@ -87,6 +87,8 @@ def _read(raw, limit: int, give_up_at: float) -> bytes:
                 raise TooLarge('a larger answer once decompressed')
             parts.append(piece)
             data = decoder.unconsumed_tail
+            if decoder.eof and decoder.unused_data:  # gzip members one after another make one body
+                data, decoder = decoder.unused_data, zlib.decompressobj(wbits=47)
     if decoder is not None and not decoder.eof:
         raise BadAnswer(f'an answer cut off: its {encoding} stream ends early')
     return b''.join(parts)
