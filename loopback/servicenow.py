@@ -7,6 +7,12 @@ every answer with a documented status, is checked against that description (`spe
 
 - Auth: `Authorization: Basic` (a user's name and password) or `Bearer` (an OAuth access token); anything
   else is a 401 `{"error": {"message": "User Not Authenticated", ...}, "status": "failure"}`.
+- OAuth: `POST /oauth_token.do` (form-encoded `grant_type=client_credentials`, `client_id`, `client_secret`),
+  as ServiceNow's "OAuth inbound" documentation and its client credentials grant (Washington DC and later,
+  `glide.oauth.inbound.client.credential.grant_type.enabled`) describe it: `{"access_token", "scope",
+  "token_type": "Bearer", "expires_in": 1799}` (access tokens live 30 minutes by default). A wrong client is a
+  401 `{"error_description": "access_denied", "error": "server_error"}`, as the live instance answers. Tokens
+  expire by `clock` (injectable: a test's virtual clock); an expired one is a 401 like any unknown token.
 - `sysparm_query`: an encoded query. Conditions `field<op>value` joined by `^` (and), `^OR` (or, with the
   previous condition), `^NQ` (a new query, or'ed with the others); `ORDERBY<field>` / `ORDERBYDESC<field>`.
   Operators `=`, `!=`, `>`, `>=`, `<`, `<=`, `IN`, `NOT IN`, `ISEMPTY`, `ISNOTEMPTY`, `LIKE`, `STARTSWITH`.
@@ -44,11 +50,12 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 import re
 import time
 from datetime import UTC, datetime
 from typing import ClassVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
@@ -58,6 +65,7 @@ from .spec import document, request_problem, response_problem
 
 VENDOR = 'servicenow'
 TABLE_PATH = '/api/now/table/'
+OAUTH_PATH = '/oauth_token.do'
 LIST_PATH = TABLE_PATH + 'incident'
 MAX_ROWS = 10_000
 PAGE_SIZE = 250  # what the check asks for; the conformance suite reads past one such page
@@ -101,6 +109,10 @@ class ServiceNowSimulator(LoopbackServer):
     ):
         super().__init__()
         self.username, self.password, self.token = username, password, token
+        self.client_id, self.client_secret = 'sim-servicenow-client', 'sim-servicenow-client-secret'
+        self.token_life = 1799  # seconds, as ServiceNow's default access token lifespan (1,800) answers
+        self.clock = time.monotonic  # what OAuth tokens expire by
+        self.issued: dict[str, float] = {}  # OAuth access token -> when it expires, by `clock`
         self.zone = ZoneInfo(time_zone)
         self.rate_limit = SlidingWindow(rate_limit)
         self.spec_violations: list[str] = []
@@ -111,9 +123,12 @@ class ServiceNowSimulator(LoopbackServer):
         self._numbers = itertools.count(10001)
 
     # -- the driver interface ------------------------------------------------------------------------
-    def instance(self, basic_auth: bool = False, **options) -> dict:
-        """With an OAuth access token in `api_token`, or `basic_auth` with the user's name and password."""
+    def instance(self, basic_auth: bool = False, oauth: bool = False, **options) -> dict:
+        """With an OAuth access token in `api_token`, or `basic_auth` with the user's name and password, or
+        `oauth` with an OAuth client (`client_id`, `client_secret`)."""
         auth = {'username': self.username, 'password': self.password} if basic_auth else {'api_token': self.token}
+        if oauth:
+            auth = {'client_id': self.client_id, 'client_secret': self.client_secret}
         return {'source': self.source, 'api_url': self.url, **auth, **options}
 
     def open(
@@ -236,6 +251,8 @@ class ServiceNowSimulator(LoopbackServer):
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
+        if request.path == OAUTH_PATH:
+            return self._grant(request)
         if not self._authorized(request.headers.get('authorization', '')):  # before the description's security
             return _error(401, 'User Not Authenticated', 'Required to provide Auth information')
         problem = request_problem(VENDOR, request)
@@ -264,7 +281,20 @@ class ServiceNowSimulator(LoopbackServer):
 
     def _authorized(self, header: str) -> bool:
         basic = base64.b64encode(f'{self.username}:{self.password}'.encode()).decode()
+        if header.startswith('Bearer ') and self.issued.get(header[7:], 0) > self.clock():
+            return True
         return header in (f'Basic {basic}', f'Bearer {self.token}')
+
+    def _grant(self, request: Request) -> Response:
+        form = dict(parse_qsl(request.body.decode()))
+        if request.method != 'POST' or form.get('grant_type') != 'client_credentials':
+            return Response.json(400, {'error_description': 'invalid_request', 'error': 'invalid_request'})
+        if (form.get('client_id'), form.get('client_secret')) != (self.client_id, self.client_secret):
+            return Response.json(401, {'error_description': 'access_denied', 'error': 'server_error'})
+        token = f'sim-oauth-access-{len(self.issued) + 1:04d}-{os.urandom(8).hex()}'
+        self.issued[token] = self.clock() + self.token_life
+        body = {'access_token': token, 'scope': 'useraccount', 'token_type': 'Bearer', 'expires_in': self.token_life}
+        return Response.json(200, body)
 
     def _count_call(self) -> Response | None:
         wait = self.rate_limit.wait()

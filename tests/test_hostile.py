@@ -133,9 +133,7 @@ def test_a_redirect_within_the_configured_host_is_followed(aggregator, make_chec
 
 
 @pytest.mark.parametrize('kind', sorted(MALFORMED))
-def test_a_malformed_answer_is_an_error_about_the_tool(
-    aggregator, make_check, run, tool, settings, now, kind, caplog
-):
+def test_a_malformed_answer_is_an_error_about_the_tool(aggregator, make_check, run, tool, settings, now, kind, caplog):
     body, says = MALFORMED[kind]
     incidents = resolved(tool, now)
     tool.inject(Fault(path=tool.list_path, status=200, body=body, headers={'Content-Type': 'application/json'}))

@@ -75,6 +75,8 @@ class InstanceConfig(BaseModel):
     aws_region: Optional[str] = None
     aws_service: Optional[str] = None
     change_failure_window: Optional[int] = Field(None, ge=60)
+    client_id: Optional[str] = None
+    client_secret: Optional[str] = None
     connect_timeout: Optional[float] = None
     creation_horizon: Optional[int] = Field(None, ge=86400)
     datadog_api_key: Optional[str] = None

@@ -97,10 +97,16 @@ class JsonApi:
         return body
 
     def request(
-        self, method: str, path: str, params: list[tuple[str, Any]] | None, deadline: float, json: Any = None
+        self,
+        method: str,
+        path: str,
+        params: list[tuple[str, Any]] | None,
+        deadline: float,
+        json: Any = None,
+        form: Mapping[str, str] | None = None,
     ) -> Answer:
         """`path` is relative to the base URL, or an absolute URL the source handed out (a `next` link);
-        `json` is the body of a POST (searches)."""
+        `json` is the body of a POST (searches), `form` a form-encoded one (an OAuth token request)."""
         url = path if path.startswith(('http://', 'https://')) else self._base_url + path
         if _origin(url) != _origin(self._base_url):
             # A `next` link elsewhere would carry the credential there.
@@ -113,14 +119,15 @@ class JsonApi:
             if self.monotonic() >= deadline:
                 raise OutOfTime
             attempt += 1
-            response = self._send(method, url, params, json, path, last_attempt=attempt == MAX_ATTEMPTS)
+            body = {'json': json} if json is not None else {'data': form} if form is not None else {}
+            response = self._send(method, url, params, body, path, last_attempt=attempt == MAX_ATTEMPTS)
             if response is None:
                 continue  # a kept-alive connection the server had closed: once more, on a new one
             if response.status_code in REDIRECTS and redirects < MAX_REDIRECTS:
                 url, redirects, attempt = self._redirected(response, url, path), redirects + 1, attempt - 1
                 params = None  # the query is the Location's
                 if response.status_code not in (307, 308):
-                    method, json = 'GET', None
+                    method, json, form = 'GET', None, None
                 continue
             self._note_clock(response)
             if not self.retried(response):
@@ -171,11 +178,12 @@ class JsonApi:
         ahead = time.time() - server - 1.0
         self._skew = ahead if ahead > 0 else 0.0
 
-    def _send(self, method: str, url: str, params, body, path: str, last_attempt: bool) -> requests.Response | None:
+    def _send(
+        self, method: str, url: str, params, body: dict, path: str, last_attempt: bool
+    ) -> requests.Response | None:
         """The answer, its body read (within `max_response_size` and `timeout`); None for a kept-alive
-        connection the server had closed."""
+        connection the server had closed. `body`: `json=` or `data=` for `requests`, or nothing."""
         send = self._http.post if method == 'POST' else self._http.get
-        extra = {} if body is None else {'json': body}
         give_up_at = time.monotonic() + self.timeout
         try:
             response = send(
@@ -185,7 +193,7 @@ class JsonApi:
                 persist=True,  # keep-alive
                 stream=True,  # the body is read here, within bounds
                 allow_redirects=False,  # `_redirected` decides
-                **extra,
+                **body,
             )
         except requests.ConnectionError as e:
             if last_attempt or isinstance(e, requests.exceptions.ConnectTimeout):
