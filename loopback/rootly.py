@@ -7,9 +7,15 @@ Rootly's API overview and its own MCP server where the description is silent):
 - JSON:API documents: `data[]` of `{id, type: incidents, attributes}`; `links` (`self`, `first`, `prev`,
   `next`, `last`: absolute URLs keeping the request's query); `meta` (`current_page`, `next_page`,
   `prev_page`, `total_count`, `total_pages`: in Rootly's current description, not in the 2025-04 one).
-  Services, teams (`groups`), environments and the severity are embedded in the attributes as
-  `{data: {id, type, attributes}}` resources; `status`, `url` and `sequential_id` are served too (in
-  Rootly's current SDKs, absent from the 2025-04 description's response schema).
+  Services, teams (`groups`) and environments are served as the live API serves them, not as the
+  description's attributes schema has them: only as JSON:API `relationships` (`relationships.services.data =
+  [{id, type: services}]`), the resources themselves in the top-level `included` array when the request asks
+  for them with `include=` (a comma-separated list, as JSON:API has it, although the description's enum names
+  one value: the simulator validates each value). This follows replayed answers recorded from the live
+  service (the public recordings of Rootly's SDK tests; issue 19): their `attributes` have no `services` or
+  `groups`. The severity stays embedded in the attributes as `{data: {id, type, attributes}}`; `status`,
+  `url` and `sequential_id` are served too (in Rootly's current SDKs, absent from the 2025-04 description's
+  response schema).
 - Filters: `filter[<time>_at][gt|gte|lt|lte]` on every timestamp the description lists (an incident
   without that timestamp never matches), `filter[status]`, `filter[kind]`, the id and slug filters of
   services, teams, environments and severity (comma-separated values). Other described filters answer
@@ -252,7 +258,7 @@ class RootlySimulator(LoopbackServer):
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
-        problem = request_problem('rootly', request)
+        problem = _include_problem(request) or request_problem('rootly', _one_include(request))
         if problem:
             self.spec_violations.append(problem)
             return _errors(400, 'Bad Request', problem)
@@ -326,6 +332,15 @@ class RootlySimulator(LoopbackServer):
                 'total_pages': pages,
             },
         }
+        wanted = set(filter(None, (_one(query, 'include') or '').split(',')))
+        included = {}
+        for _, attrs in page:
+            for field in RELATED if wanted else ():
+                for ref in attrs.get(field) or []:
+                    if field in wanted:
+                        included.setdefault((field, ref['data']['id']), {**ref['data'], 'type': field})
+        if wanted:
+            document['included'] = list(included.values())
         return Response(200, json.dumps(document).encode(), {'Content-Type': JSON_API})
 
     def _listed(self, incident_id: str, now: datetime) -> dict:
@@ -336,9 +351,15 @@ class RootlySimulator(LoopbackServer):
         return self.incidents[incident_id]
 
     def _served(self, incident_id: str, attrs: dict) -> dict:
+        """The record as the live API lists it: services, teams and environments as relationships."""
         served = {key: self._iso(value) if isinstance(value, datetime) else value for key, value in attrs.items()}
+        relationships = {}
+        for field in RELATED:
+            refs = served.pop(field, None) or []
+            relationships[field] = {'data': [{'id': ref['data']['id'], 'type': field} for ref in refs]}
         served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
-        return {'id': incident_id, 'type': 'incidents', 'attributes': served}
+        record = {'id': incident_id, 'type': 'incidents', 'attributes': served, 'relationships': relationships}
+        return record
 
     def _links(self, request: Request, number: int, pages: int) -> dict:
         def link(page: int) -> str:
@@ -402,6 +423,26 @@ def _filters(query: list[tuple[str, str]]) -> list:
 def _time_filter(field, compare, bound):
     # Like SQL: an incident without that timestamp matches no comparison.
     return lambda attrs: attrs.get(field) is not None and compare(attrs[field], bound)
+
+
+RELATED = ('services', 'groups', 'environments')  # served as relationships, not attributes
+
+
+def _one_include(request: Request) -> Request:
+    """The request as the description can validate it: `include` holds one value there."""
+    query = [(k, v.split(',')[0] if k == 'include' else v) for k, v in request.query]
+    return Request(request.method, request.path, query, request.headers, request.body)
+
+
+def _include_problem(request: Request) -> str | None:
+    """Each value of a comma-separated `include`, validated as the description's one value."""
+    names = next((value.split(',') for key, value in request.query if key == 'include'), [])
+    for name in names[1:]:
+        query = [(k, name if k == 'include' else v) for k, v in request.query]
+        problem = request_problem('rootly', Request(request.method, request.path, query, request.headers, b''))
+        if problem:
+            return problem
+    return None
 
 
 def _resource_filter(field, key, wanted):

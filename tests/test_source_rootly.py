@@ -162,6 +162,7 @@ def test_the_query_filters_on_update_time_in_utc_with_full_pages(sim):
         'sort': 'created_at',
         'page[size]': '100',
         'page[number]': '1',
+        'include': 'services,groups,environments',  # the live API names them only as relationships
     }
     request = sim.requests[0]
     assert request.headers['authorization'] == f'Bearer {sim.token}'
