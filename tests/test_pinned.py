@@ -1,13 +1,32 @@
 """Behaviours that were right but unguarded (issue 19's mutation sample): each test fails when the code that
 guards it is reverted. Over HTTP against the loopback servers."""
 
+import time
+
 import pytest
 
+from loopback.firehydrant import FireHydrantSimulator
 from loopback.intake import DEPLOYMENTS_PATH
+from loopback.rootly import RootlySimulator
 
 from .common import ago
-from .test_change_failures import deploy, marking, requests_to  # noqa: F401 (a fixture)
-from .test_source_rootly import HOUR, NOW, incidents, read, resolved_incident, sim  # noqa: F401 (a fixture)
+from .test_change_failures import deploy, requests_to
+from .test_source_firehydrant import incidents as firehydrant_incidents
+from .test_source_firehydrant import resolved_incident as firehydrant_incident
+from .test_source_firehydrant import source as firehydrant_source
+from .test_source_rootly import HOUR, NOW, incidents, read, resolved_incident
+
+
+@pytest.fixture
+def sim():
+    with RootlySimulator() as simulator:
+        yield simulator
+    assert simulator.spec_violations == []
+
+
+@pytest.fixture
+def marking(instance, intake):
+    return {**instance, 'mark_change_failures': True, 'datadog_app_key': intake.app_key}
 
 
 @pytest.mark.parametrize('kind', ['scheduled', 'scheduled_sub'])
@@ -35,3 +54,20 @@ def test_two_incidents_of_one_cause_patch_its_deployment_once_with_one_writer(
 
     assert intake.markings() == {failed: {'change_failure': True}}
     assert [r.path for r in requests_to(intake, 'PATCH', DEPLOYMENTS_PATH)] == [f'{DEPLOYMENTS_PATH}/{failed}']
+
+
+def test_an_offset_paged_window_cut_by_the_budget_resumes_after_the_list_moved():
+    with FireHydrantSimulator(max_page_size=2) as sim:
+        ids = [firehydrant_incident(sim, resolved_at=NOW - (n + 1) * HOUR) for n in range(4)]
+        first = firehydrant_source(sim)
+        first.api.monotonic = lambda: len(sim.requests)  # one request's worth of budget: page 1, then cut
+        [batch] = first.resolved(NOW - 24 * HOUR, NOW, deadline=1)
+        assert batch.cut and batch.resume is not None and len(batch.incidents) == 2
+        sim.archive(batch.incidents[0].id, NOW - HOUR)  # page 2 of the list now starts one incident later
+
+        batches = list(firehydrant_source(sim).resolved(NOW - 24 * HOUR, NOW, time.monotonic() + 30, batch.resume))
+
+        read_then = {incident.id for incident in batch.incidents}
+        read_now = {incident.id for incident in firehydrant_incidents(batches)}
+        assert read_then | read_now == set(ids)  # the archived one was read before it moved the list
+        assert sim.spec_violations == []
