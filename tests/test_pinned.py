@@ -1,12 +1,15 @@
 """Behaviours that were right but unguarded (issue 19's mutation sample): each test fails when the code that
 guards it is reverted. Over HTTP against the loopback servers."""
 
+import threading
 import time
 
 import pytest
 
+from datadog_checks.dora_incidents.datadog import DORA_PATH, DatadogApi, Write
+
 from loopback.firehydrant import FireHydrantSimulator
-from loopback.intake import DEPLOYMENTS_PATH
+from loopback.intake import DEPLOYMENTS_PATH, DatadogIntake
 from loopback.rootly import RootlySimulator
 
 from .common import ago
@@ -71,3 +74,60 @@ def test_an_offset_paged_window_cut_by_the_budget_resumes_after_the_list_moved()
         read_now = {incident.id for incident in firehydrant_incidents(batches)}
         assert read_then | read_now == set(ids)  # the archived one was read before it moved the list
         assert sim.spec_violations == []
+
+
+class HoldingIntake(DatadogIntake):
+    """Holds the first DORA failure it receives (outside the server's lock) until `release` is set; notes the
+    arrival of the next one (which the pool must not send while the first is in flight)."""
+
+    def __init__(self):
+        super().__init__()
+        self.held, self.release, self.newer = threading.Event(), threading.Event(), threading.Event()
+
+    def _serve(self, request):
+        if self._held(request):
+            if not self.held.is_set():
+                self.held.set()
+                self.release.wait(60)
+            else:
+                self.newer.set()
+        return super()._serve(request)
+
+    def _held(self, request) -> bool:
+        return request.path == DORA_PATH and b'"first"' not in request.body
+
+
+def dora_failure(key: str, name: str) -> Write:
+    body = {'data': {'attributes': {'id': key, 'name': name, 'started_at': 1, 'finished_at': 2, 'services': ['s']}}}
+    return Write(key, 'POST', DORA_PATH, body, f'the DORA failure {key}')
+
+
+def test_a_newer_write_never_overtakes_an_older_one_in_flight_and_save_waits_for_both(make_check, instance):
+    check = make_check({**instance, 'dora_concurrency': 4})
+    check.load_configuration_models()
+    key = 'pagerduty:Q000000000000001'
+    with HoldingIntake() as intake:
+        api = DatadogApi(check, intake.url, intake.api_key)
+        api.begin(time.monotonic() + 3_600)
+        # A first write answered: the pool now keeps up to `dora_concurrency` writes in flight.
+        api.send(dora_failure('pagerduty:Q000000000000000', 'first'))
+        api.save()
+        api.send(dora_failure(key, 'older'))
+        assert intake.held.wait(60)  # in flight, held by the intake
+        api.send(dora_failure(key, 'newer'))
+        saved = threading.Event()
+        threading.Thread(target=lambda: (api.save(), saved.set()), daemon=True).start()
+
+        # A free worker could send the newer write now; it must wait behind the older one. (A bounded wait:
+        # it can only let a faulty pool show itself, never make a correct one fail.)
+        assert not intake.newer.wait(1) and not saved.is_set()
+        intake.release.set()
+        assert saved.wait(60)
+
+        assert intake.problems == [] and [b['data']['attributes']['name'] for b in intake.failures] == [
+            'first',
+            'older',
+            'newer',
+        ]
+        assert intake.latest_by_id()[key]['name'] == 'newer'
+        api.finish()
