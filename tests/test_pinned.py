@@ -7,7 +7,6 @@ import time
 import pytest
 
 from datadog_checks.dora_incidents.datadog import DORA_PATH, DatadogApi, Write
-
 from loopback.firehydrant import FireHydrantSimulator
 from loopback.intake import DEPLOYMENTS_PATH, DatadogIntake
 from loopback.rootly import RootlySimulator
