@@ -184,14 +184,41 @@ class DatadogIncidentsSimulator(LoopbackServer):
         self.serve_as(incident_id, customer_impact_start='sometime last week')
 
     # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
-    not_failures = ('a test incident (`is_test`)',)
+    not_failures = (
+        'a test incident (`is_test`)',
+        'declared after the fact as resolved, without a customer impact (`resolved: null`)',
+    )
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:
             test = self.open(started_at, title='Not a failure: a test incident')
             self.update(test, is_test=True, listed=True)  # its declarer opted in to show it in search
             self.resolve(test, resolved_at)
-            return [test]
+            after_the_fact = self.declare_resolved(
+                started_at, title='Not a failure: declared resolved, no customer impact', impact=None
+            )
+            return [test, after_the_fact]
+
+    def declare_resolved(self, started_at: datetime, *, impact: tuple | None, **open_options) -> str:
+        """An incident declared now straight in the `resolved` state: Datadog then keeps `resolved: null` (its
+        `time_to_resolve` is 0), as its live API answers (issue 19); `impact` is the customer impact's
+        (start, end), or None for none."""
+        with self._lock:
+            incident_id = self.open(started_at, **open_options)
+            now = datetime.now(UTC)
+            start, end = impact or (None, None)
+            self.update(
+                incident_id,
+                created=now,
+                declared=now,
+                modified=now,
+                state='resolved',
+                resolved=None,
+                customer_impacted=impact is not None,
+                customer_impact_start=start,
+                customer_impact_end=end,
+            )
+            return incident_id
 
     def rate_limited(self, seconds: int = 1) -> Fault:
         headers = {**self._limit_headers(0, seconds), 'Content-Type': 'application/json'}
