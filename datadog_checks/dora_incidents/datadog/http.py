@@ -56,7 +56,7 @@ class DatadogHttp:
         self.proxy = _proxy_for(self._base_url, wrapper)
         self.verify = wrapper.options['verify']
         connect, read = wrapper.options['timeout']
-        self._timeout = max(connect, read)  # a whole request's: connect, headers and body (`read_body`)
+        self._timeout = max(connect, read)  # the whole body's, from the headers on (`read_body`)
         self._max_response_size = getattr(check.config, 'max_response_size', None) or DEFAULT_MAX_RESPONSE_SIZE
         options = {
             'maxsize': max(1, connections),  # one kept-alive connection per concurrent write
@@ -76,14 +76,13 @@ class DatadogHttp:
         headers = self._app_headers if app_key else self._headers
         data = json.dumps(body, separators=(',', ':')).encode() if body is not None else None
         for attempt in (1, 2):
-            give_up_at = time.monotonic() + self._timeout
             try:
                 # No redirect is followed: Datadog's API answers where it is asked, and the keys travel in headers
                 # that urllib3 would carry to any host a redirect names.
                 response = self._pool.request(
                     method, url, body=data, headers=headers, preload_content=False, redirect=False
                 )
-                content = read_body(response, self._max_response_size * MiB, give_up_at)
+                content = read_body(response, self._max_response_size * MiB, time.monotonic() + self._timeout)
                 break
             except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
                 return Answer(None, f'cannot reach {url}: {_cause(e)}', {})

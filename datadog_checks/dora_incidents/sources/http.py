@@ -184,7 +184,6 @@ class JsonApi:
         """The answer, its body read (within `max_response_size` and `timeout`); None for a kept-alive
         connection the server had closed. `body`: `json=` or `data=` for `requests`, or nothing."""
         send = self._http.post if method == 'POST' else self._http.get
-        give_up_at = time.monotonic() + self.timeout
         try:
             response = send(
                 url,
@@ -205,6 +204,9 @@ class JsonApi:
             raise SourceError(f'the connection to {self._base_url} broke in the middle of an answer') from None
         except requests.RequestException as e:
             raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
+        # The whole body within `timeout` from the headers on (each read of those has `timeout` too): measured
+        # from the send, a loaded host would fail answers that are only slow to start.
+        give_up_at = time.monotonic() + self.timeout
         try:
             content = read_body(response.raw, self.max_response_size * MiB, give_up_at)
         except TooLarge as e:
