@@ -5,6 +5,7 @@ from __future__ import annotations
 from .datadog_incidents import DatadogIncidentsSimulator
 from .firehydrant import FireHydrantSimulator
 from .github import GitHubSimulator
+from .grafana_irm import GrafanaIrmSimulator
 from .incident_io import IncidentIoSimulator
 from .jira import JiraSimulator
 from .pagerduty import PagerDutySimulator
@@ -21,6 +22,7 @@ SIMULATORS = {
     'jira': JiraSimulator,
     'github': GitHubSimulator,
     'datadog_incidents': DatadogIncidentsSimulator,
+    'grafana_irm': GrafanaIrmSimulator,
 }
 
 

@@ -22,7 +22,7 @@ with `StatusService.QueryOrgStatuses`) and not `isDrill`. Times: start = `incide
 `createdTime`; restore and resolution = `incidentEnd`, else `closedTime`. `closedTime` is stamped when
 someone closes the incident and cannot be entered or edited: an incident declared after the fact would
 otherwise look resolved today, and a corrected end would not move the resolution. Unset times are `""`.
-Identity: id = `incidentID`; services and team = the values of the labels keyed `service_label_key` /
+Identity: id = `<stack host>:<incidentID>` (IRM numbers incidents per stack), number `#<incidentID>`; services and team = the values of the labels keyed `service_label_key` /
 `team_label_key`; severity = `severityLabel` (none while `Pending`, IRM's "not set yet").
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from datadog_checks.base import ConfigurationError
 
@@ -75,6 +76,7 @@ class GrafanaIrmSource(Source):
 
     def __init__(self, config, http, api_url: str, **kwargs):
         self.stack = stack_url(api_url)
+        self._host = urlsplit(self.stack).netloc.lower()
         super().__init__(config, http, self.stack, **kwargs)
         self._query = (config.incident_query or '').strip()
         self._service_key = config.service_label_key or DEFAULT_SERVICE_LABEL
@@ -132,7 +134,9 @@ class GrafanaIrmSource(Source):
         return Page(records, next_value if more is True and records and not past else None)
 
     def record_id(self, record) -> str | None:
-        return text(record.get('incidentID')) if isinstance(record, dict) else None
+        """`<stack host>:<incidentID>`: IRM numbers incidents per stack, so the same id repeats across stacks."""
+        incident_id = text(record.get('incidentID')) if isinstance(record, dict) else None
+        return f'{self._host}:{incident_id}' if incident_id else None
 
     def listed_at(self, record, incident) -> datetime | None:
         return irm_time(record.get('modifiedTime'), 'modifiedTime')
@@ -140,8 +144,8 @@ class GrafanaIrmSource(Source):
     def incident(self, record) -> SourceIncident | None:
         if not isinstance(record, dict):
             raise TypeError(f'the record is a {type(record).__name__}, not an object')
-        incident_id = self.record_id(record)
-        if incident_id is None:
+        reported_id, incident_id = self.record_id(record), text(record.get('incidentID'))
+        if reported_id is None or incident_id is None:
             raise ValueError('the record has no `incidentID`')
         if record.get('isDrill') is True or str(record.get('status') or '').lower() not in self._resolved_statuses:
             return None  # a drill, or active (again)
@@ -157,7 +161,7 @@ class GrafanaIrmSource(Source):
         slug = text(record.get('slug'))
         return SourceIncident(
             source=self.name,
-            id=incident_id,
+            id=reported_id,
             number=f'#{incident_id}',
             title=title(record.get('title'), f'Grafana IRM incident #{incident_id}'),
             url=f'{self.stack}/a/grafana-irm-app/incidents/{incident_id}' + (f'/{slug}' if slug else ''),
