@@ -253,6 +253,12 @@ def test_a_missing_or_old_api_url_is_a_configuration_error(sim, api_url, named):
         source(sim, api_url=api_url)
 
 
+@pytest.mark.parametrize('query', ['ended:2026-01-01T00:00:00Z,2026-02-01T00:00:00Z', 'label:a (declared:x,y)'])
+def test_a_date_range_in_incident_query_is_a_configuration_error(sim, query):
+    with pytest.raises(ConfigurationError, match='`incident_query` must not hold a date range'):
+        source(sim, incident_query=query)
+
+
 @pytest.mark.parametrize(
     'options, named',
     [

@@ -50,6 +50,9 @@ DEFAULT_SERVICE_LABEL, DEFAULT_TEAM_LABEL = 'service', 'team'
 # RFC 3339 as IRM writes it: any number of fractional digits (Python reads at most 6), `Z` or an offset.
 _TIME = re.compile(r'(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?', re.IGNORECASE)
 
+# The query language's date ranges (`declared:<from>,<to>`, ...).
+_DATE_RANGE = re.compile(r'(?:^|[\s(])-?(declared|started|resolved|ended):', re.IGNORECASE)
+
 HINTS = {
     401: 'Grafana refused the service account token in `api_token` (expired, revoked, or of another stack)',
     403: 'the Grafana service account of `api_token` may not read incidents: give it the Viewer role',
@@ -78,7 +81,7 @@ class GrafanaIrmSource(Source):
         self.stack = stack_url(api_url)
         self._host = urlsplit(self.stack).netloc.lower()
         super().__init__(config, http, self.stack, **kwargs)
-        self._query = (config.incident_query or '').strip()
+        self._query = incident_query(config.incident_query)
         self._service_key = config.service_label_key or DEFAULT_SERVICE_LABEL
         self._team_key = config.team_label_key or DEFAULT_TEAM_LABEL
         self._resolved_statuses = frozenset({RESOLVED})
@@ -187,6 +190,18 @@ def stack_url(api_url: str | None) -> str:
             'https://<stack>.grafana.net'
         )
     return stack.removesuffix(RPC_PATH).rstrip('/')
+
+
+def incident_query(query: str | None) -> str:
+    """`incident_query` as sent; a date range in it would hide the late and corrected ends the check reads."""
+    query = (query or '').strip()
+    dated = _DATE_RANGE.search(query)
+    if dated:
+        raise ConfigurationError(
+            f'`incident_query` must not hold a date range (`{dated.group(1)}:`): the check reads every incident '
+            'changed since its last run itself'
+        )
+    return query
 
 
 def irm_time(value, field: str, optional: bool = False) -> datetime | None:
