@@ -158,10 +158,11 @@ def test_late_and_corrected_resolutions_are_read_by_their_modification(sim):
     corrected = resolved(sim, NOW - 40 * HOUR)
     late = sim.enter_resolved(NOW - 50 * HOUR, NOW - 48 * HOUR)  # declared now, over two days ago
     sim.correct(corrected, resolved_at=NOW - 41 * HOUR)  # the review moves its end
+    now = datetime.now(UTC)  # the changes are stamped now (NOW is when the module was collected)
 
     found = {
         incident.id: incident
-        for incident in read(sim, since=NOW - timedelta(minutes=1), until=NOW + timedelta(minutes=1))
+        for incident in read(sim, since=now - timedelta(minutes=1), until=now + timedelta(minutes=1))
     }
 
     assert set(found) == {late, corrected}
