@@ -18,7 +18,7 @@ from loopback.simulators import SIMULATORS, make_simulator
 from .common import INCIDENTS_COUNT, LATENCY, TIME_TO_RESTORE, ago, counted, dora_ids, restores, run_on_virtual_clock
 
 # The tools whose API lists by update time: they read late and corrected resolutions.
-BY_UPDATE_TIME = sorted(name for name in SIMULATORS if source_class(name).listing == UPDATED)
+BY_UPDATE_TIME = sorted(name for name in SIMULATORS if source_class(name).reading.listing == UPDATED)
 
 
 def running(name):

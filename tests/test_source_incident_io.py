@@ -2,6 +2,7 @@
 
 import time
 import types
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -274,7 +275,9 @@ def test_a_long_lookback_is_read_in_windows_oldest_first(sim, now):
 def test_a_window_with_more_than_a_batch_is_read_a_batch_at_a_time(sim, now, monkeypatch):
     """The date filter cannot narrow a window's pages: a full batch is handed over and the window goes on
     from the next page (the cursor keeps where), instead of being halved and read again."""
-    monkeypatch.setattr(incident_io.IncidentIoSource, 'max_per_batch', 2)
+    monkeypatch.setattr(
+        incident_io.IncidentIoSource, 'reading', replace(incident_io.IncidentIoSource.reading, max_per_batch=2)
+    )
     ids = []
     for n in range(5):
         ids.append(sim.open(now - timedelta(hours=10)))

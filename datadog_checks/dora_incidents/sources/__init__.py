@@ -62,8 +62,9 @@ def _listed(value) -> list:
 def make_source(config, configured: set[str], http, monotonic=time.monotonic) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
-    if cls.needs_api_token and not config.api_token:
-        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`: {cls.api_token_help}')
+    if cls.credentials.needs_api_token and not config.api_token:
+        needed = cls.credentials.api_token_help
+        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`: {needed}')
     for option, owners in sorted(tool_options().items()):
         if option in configured and config.source not in owners:
             raise ConfigurationError(

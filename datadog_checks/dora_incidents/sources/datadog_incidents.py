@@ -27,12 +27,11 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-
 from datadog_checks.base import ConfigurationError
 
 from ..datadog import keys
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, obj, parse_time, text, title
+from .base import Credentials, Page, Reading, Request, Source, checked_times, obj, parse_time, text, title
 from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/api/v2/incidents/search'
@@ -58,19 +57,19 @@ class DatadogIncidentsSource(Source):
     display_name = 'Datadog Incident Management'
     default_api_url = 'https://api.datadoghq.com'
     options = frozenset({'creation_horizon'})
-    listing = UPDATED
     api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
         'file': 'datadog-v2.openapi.yaml',
         'from': ('DataDog/datadog-api-client-python', '.generator/schemas/v2/openapi.yaml', '2026-04-14'),
         'operations': [('GET', SEARCH_PATH)],
     }
-    needs_api_token = False
     # Datadog's DORA Metrics reads these incidents itself: no DORA failures unless asked for.
     sends_dora_failures = False
     # Each window reads the whole horizon (the search has no time filter) and keeps what was modified in it:
     # `total` counts the whole search, not the window's share.
-    total_is_windows = False
-    narrows = False  # a narrower window reads the same pages
+    # A narrower window reads the same pages.
+    reading = Reading(narrows=False, total_is_windows=False)
+    # Not `api_token`: the check's own Datadog keys (datadog/keys.py), else the Agent's.
+    credentials = Credentials(needs_api_token=False, secret_options=('datadog_api_key', 'datadog_app_key'))
 
     def __init__(self, config, http, api_url: str, **clock):
         # The check's own Datadog site and keys (datadog/keys.py), which read only `check.config` and the Agent.

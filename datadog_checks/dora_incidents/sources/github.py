@@ -33,7 +33,7 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, parse_time, text, title, utc
+from .base import Credentials, Page, Request, Source, checked_times, parse_time, text, title, utc
 from .http import Answer, JsonApi, SourceError, error_text, json_object
 
 PAGE_SIZE = 100
@@ -80,7 +80,6 @@ class GitHubSource(Source):
     default_api_url = 'https://api.github.com'
     options = frozenset({'repositories', 'label'})
     scope_options = frozenset({'repositories', 'label'})
-    listing = UPDATED
     api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
         # Not beside the others (13 MB): `npm pack @octokit/openapi@23.0.2`, which packages
         # github/rest-api-description with the `x-octokit` extension; pass its directory with `--from`.
@@ -92,7 +91,7 @@ class GitHubSource(Source):
         ),
         'operations': [('GET', '/repos/{owner}/{repo}/issues')],
     }
-    api_token_help = TOKEN_HELP
+    credentials = Credentials(api_token_help=TOKEN_HELP)
 
     def __init__(self, config, http, api_url: str, **clock):
         self.repositories = _repositories(getattr(config, 'repositories', None))

@@ -37,11 +37,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-
 from ..incident import Named, SourceIncident
 from .base import (
-    UPDATED,
     Page,
+    Reading,
     Request,
     Source,
     checked_times,
@@ -109,8 +108,7 @@ class IncidentIoSource(Source):
         }
     )
     page_size = PAGE_SIZE
-    listing = UPDATED
-    narrows = False  # `updated_at` is filtered by the day: a narrower window reads the same pages
+    reading = Reading(narrows=False)  # `updated_at` is filtered by the day: a narrower window reads the same pages
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)

@@ -28,22 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import (
-    UPDATED,
-    Page,
-    Request,
-    Source,
-    basic_credential,
-    checked_times,
-    obj,
-    parse_time,
-    text,
-    title,
-)
+from .base import Page, Request, Source, basic_credential, checked_times, obj, parse_time, text, title
 from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/rest/api/3/search/jql'
@@ -79,7 +67,6 @@ class JiraSource(Source):
     }
     options = frozenset({'jql', 'service_field', 'team_field', 'started_field'})
     scope_options = frozenset({'jql'})
-    listing = UPDATED
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not api_url:

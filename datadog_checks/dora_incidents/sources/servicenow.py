@@ -23,11 +23,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, basic_credential, checked_times, text, title
+from .base import Credentials, Page, Reading, Request, Source, basic_credential, checked_times, text, title
 from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/api/now/table/incident'
@@ -57,11 +56,10 @@ class ServiceNowSource(Source):
     api_description = {'hand_written': True, 'operations': [('GET', '/api/now/table/{tableName}')]}
     options = frozenset({'started_field', 'encoded_query'})
     scope_options = frozenset({'encoded_query'})
-    needs_api_token = False
-    listing = UPDATED
-    max_per_batch = 5_000
     # X-Total-Count counts the zone margins too (hours either side of the window): no measure of a window's share.
-    total_is_windows = False
+    reading = Reading(total_is_windows=False, max_per_batch=5_000)
+    # Basic auth (`username`/`password`) or an OAuth access token in `api_token`.
+    credentials = Credentials(needs_api_token=False, secret_options=('password',))
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not api_url:
