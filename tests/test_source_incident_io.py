@@ -1,7 +1,6 @@
 """The incident.io source against the incident.io simulator, over real HTTP: what is specific to this tool."""
 
 import time
-import types
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +15,7 @@ from loopback.driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from loopback.incident_io import IncidentIoSimulator
 from loopback.server import Fault
 
-from .common import later
+from .common import instance_config, later
 
 
 @pytest.fixture
@@ -33,7 +32,9 @@ def sim():
 
 def make_source(sim, **options):
     config = {'api_token': sim.token, 'api_url': sim.url, 'restored_at': 'resolved', 'team_field': 'Team', **options}
-    return IncidentIoSource(types.SimpleNamespace(**config), RequestsWrapper({'timeout': 5}, {}), sim.url)
+    return IncidentIoSource(
+        instance_config(source='incident_io', **config), RequestsWrapper({'timeout': 5}, {}), sim.url
+    )
 
 
 def read(source, since, until, deadline=10.0):

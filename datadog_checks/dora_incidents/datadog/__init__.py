@@ -32,7 +32,7 @@ class DatadogApi:
         concurrency: int | None = None,
         http: DatadogHttp | None = None,  # anything with DatadogHttp's `send` (the CLI's dry run records instead)
     ):
-        concurrency = max(1, concurrency or getattr(check.config, 'dora_concurrency', None) or DEFAULT_CONCURRENCY)
+        concurrency = max(1, concurrency or check.config.dora_concurrency or DEFAULT_CONCURRENCY)
         self.http = http or DatadogHttp(check, base_url, api_key, app_key, concurrency)
         self.outbox = Outbox(check)
         self.pool = WritePool(check, self.http, self.outbox, concurrency)

@@ -50,7 +50,7 @@ def scope_filters(config) -> dict[str, list[str]]:
     """The options that select which incidents are read, normalised: part of the cursor's scope. A tool's
     `scope_options` count once set, so that adding a tool never changes another tool's cursor."""
     names = set(COMMON_SCOPE).union(*(source_class(name).scope_options for name in SOURCES))
-    values = {name: sorted(set(_listed(getattr(config, name, None)))) for name in names}
+    values = {name: sorted(set(_listed(getattr(config, name)))) for name in names}
     return {name: value for name, value in values.items() if value or name in NAMED_SCOPE}
 
 

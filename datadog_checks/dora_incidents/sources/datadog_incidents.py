@@ -74,7 +74,7 @@ class DatadogIncidentsSource(Source):
     def __init__(self, config, http, api_url: str, **clock):
         # The check's own Datadog site and keys (datadog/keys.py), which read only `check.config` and the Agent.
         agent = SimpleNamespace(config=config)
-        if getattr(config, 'api_token', None):
+        if config.api_token:
             raise ConfigurationError(
                 '`api_token` is not used with `source: datadog_incidents`, which reads with `datadog_api_key` and '
                 '`datadog_app_key`: remove it'
@@ -89,7 +89,7 @@ class DatadogIncidentsSource(Source):
                 '`datadog_app_key`: reading Datadog incidents needs an application key with `incident_read`; set it, '
                 'or the Agent `app_key`'
             )
-        horizon = getattr(config, 'creation_horizon', None) or DEFAULT_CREATION_HORIZON
+        horizon = config.creation_horizon or DEFAULT_CREATION_HORIZON
         self.creation_horizon = timedelta(seconds=horizon)
         self.api_url = (config.api_url or keys.api_url(agent)).rstrip('/')
         super().__init__(config, http, self.api_url, **clock)

@@ -94,8 +94,8 @@ class GitHubSource(Source):
     credentials = Credentials(api_token_help=TOKEN_HELP)
 
     def __init__(self, config, http, api_url: str, **clock):
-        self.repositories = _repositories(getattr(config, 'repositories', None))
-        self.label = text(getattr(config, 'label', None)) or DEFAULT_LABEL
+        self.repositories = _repositories(config.repositories)
+        self.label = text(config.label) or DEFAULT_LABEL
         super().__init__(config, http, api_url, **clock)
         self._window: tuple[datetime, datetime] | None = None  # the window being read (for the next page)
 

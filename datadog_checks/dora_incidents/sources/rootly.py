@@ -80,7 +80,7 @@ class RootlySource(Source):
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)
-        self._mitigated = getattr(config, 'restored_at', None) == 'mitigated'
+        self._mitigated = config.restored_at == 'mitigated'
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         headers = {

@@ -66,7 +66,7 @@ class ServiceNowSource(Source):
             raise ConfigurationError(
                 '`api_url` is required with `source: servicenow`: your instance, https://<name>.service-now.com'
             )
-        basic = bool(getattr(config, 'username', None) and getattr(config, 'password', None))
+        basic = bool(config.username and config.password)
         if basic == bool(config.api_token):
             raise ConfigurationError(
                 'ServiceNow needs either `username` and `password` (Basic auth) or an OAuth access token in '
@@ -74,24 +74,24 @@ class ServiceNowSource(Source):
             )
         super().__init__(config, http, api_url, **kwargs)
         self._base = api_url.rstrip('/')
-        self._started = text(getattr(config, 'started_field', None))
-        self._filters = _filters(text(getattr(config, 'encoded_query', None)))
+        self._started = text(config.started_field)
+        self._filters = _filters(text(config.encoded_query))
         self._fields = ','.join(dict.fromkeys([*FIELDS, *([self._started] if self._started else [])]))
 
     def make_api(self, http, api_url: str, token: str | None) -> JsonApi:
         headers = {'Accept': 'application/json'}
         if token:
             headers['Authorization'] = f'Bearer {token}'  # else `username`/`password`: the wrapper's Basic auth
-        password = getattr(self.config, 'password', None)
-        basic = basic_credential(getattr(self.config, 'username', None), password)
+        password = self.config.password
+        basic = basic_credential(self.config.username, password)
         return JsonApi(
             http, api_url.rstrip('/'), headers, describer('ServiceNow', HINTS, _error_detail, token, password, basic)
         )
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        password = getattr(self.config, 'password', None)
-        return tuple(filter(None, [password, basic_credential(getattr(self.config, 'username', None), password)]))
+        password = self.config.password
+        return tuple(filter(None, [password, basic_credential(self.config.username, password)]))
 
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
         return Request(
