@@ -18,7 +18,7 @@ from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..check import DoraIncidentsCheck
 from ..datadog import DORA_PATH, DatadogApi
-from ..datadog.http import Answer
+from ..datadog.client import Answer
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
 # refuses such tags unless told otherwise (the Agent accepts them).

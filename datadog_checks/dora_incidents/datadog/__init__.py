@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from datadog_checks.base import ConfigurationError
 
 from . import keys
-from .http import DatadogHttp
+from .client import DatadogHttp
 from .outbox import DORA_PATH, Outbox, Write
 from .pool import DEFAULT_CONCURRENCY, WritePool
 from .reads import DatadogError, Reader

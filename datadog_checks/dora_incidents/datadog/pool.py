@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .http import Answer, DatadogHttp
+from .client import Answer, DatadogHttp
 from .outbox import Outbox, Write, backoff
 
 DEFAULT_CONCURRENCY = 8

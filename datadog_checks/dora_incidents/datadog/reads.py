@@ -11,7 +11,7 @@ import re
 import time
 from datetime import datetime, timezone
 
-from .http import DatadogHttp
+from .client import DatadogHttp
 from .pool import WritePool, refusal
 
 LIST_LIMIT = 1_000  # the most one list answer holds
