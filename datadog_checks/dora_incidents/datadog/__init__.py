@@ -13,7 +13,7 @@ from . import keys
 from .client import DatadogHttp
 from .outbox import DORA_PATH, Outbox, Write
 from .pool import DEFAULT_CONCURRENCY, WritePool
-from .reads import DatadogError, Reader
+from .reads import DatadogError, DoraLists
 
 __all__ = ['DORA_PATH', 'DatadogApi', 'DatadogError', 'Write', 'datadog_api']
 
@@ -36,7 +36,7 @@ class DatadogApi:
         self.http = http or DatadogHttp(check, base_url, api_key, app_key, concurrency)
         self.outbox = Outbox(check)
         self.pool = WritePool(check, self.http, self.outbox, concurrency)
-        self.reader = Reader(self.http, self.pool)
+        self.lists = DoraLists(self.http, self.pool)
         self.has_app_key = bool(app_key)
 
     @property
@@ -64,7 +64,7 @@ class DatadogApi:
         self.pool.finish()
 
     def query(self, path: str, body: dict) -> dict:
-        return self.reader.query(path, body)
+        return self.lists.query(path, body)
 
 
 def datadog_api(check) -> DatadogApi:

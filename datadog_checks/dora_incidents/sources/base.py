@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
-from ..incident import Batch, Named, SourceIncident
+from ..incident import Batch, Named, SourceIncident, text  # noqa: F401 (text: what tool modules import)
 from .http import Answer, JsonApi
 from .reader import MIN_WINDOW, Page, Reader, Request, Resume, utc  # noqa: F401 (what tool modules import)
 
@@ -191,10 +191,6 @@ def objects(raw: dict, field: str) -> list[dict]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise ValueError(f'`{field}` is not a list of objects')
     return value
-
-
-def text(value) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def named(raw: dict, id_field: str = 'id', name_field: str = 'name') -> Named | None:

@@ -175,7 +175,7 @@ class Reader:
         """The window's batch and how many records it held; cut short by the budget, the batch's `cut` is
         set and its `resume` says where to go on. A tool whose window does not narrow its pages yields a
         batch's worth at a time, each resuming the window, rather than cut it."""
-        source, reading = self.source, self.source.reading
+        reading = self.source.reading
         for _ in range(MAX_READS):
             records: list = []
             at = _Position(token, total)
