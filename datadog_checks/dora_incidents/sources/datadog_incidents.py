@@ -4,7 +4,7 @@ Listing: `query=state:(resolved OR completed)` (the search answers 400 to a face
 has none on time), `sort=-created` (its only order), `page[size]=100` (its maximum), `page[offset]`. There
 is no time to filter on, so every run reads the resolved incidents created within `creation_horizon`
 (default 90 days) and stops at the first one created before it; the reader's windows are on `modified`
-(`listing = UPDATED`: every resolution, late entry or correction moves it) and the cursor tells new and
+(listed by update time: every resolution, late entry or correction moves it) and the cursor tells new and
 corrected resolutions from those already reported. Offsets shift when an incident is resolved or reopened
 while the list is paged: a page whose `total` moved makes the reader read the list again. `next_offset`
 is set even on the last page: the end is told by `total`.

@@ -2,8 +2,8 @@
 
 Listing: `state=closed&labels=<label>&since=<updated since>&sort=updated&direction=asc&per_page=100`. `since`
 is the *updated* time (every closing, reopening, labelling moves it), so the reader's windows are on
-`updated_at` (`listing = UPDATED`) and the cursor keeps the resolutions by their `closed_at`: an issue closed
-hours ago and labelled only now is a late resolution, a reopened and closed again one a corrected one.
+`updated_at` (`Reading`'s default listing) and the cursor keeps the resolutions by their `closed_at`: an issue
+closed hours ago and labelled only now is a late resolution, a reopened and closed again one a corrected one.
 
 Paging: the `Link` header says whether there is a next page. The next page is asked for on the same path
 with our own parameters (GitHub's `Link` URLs point at `/repositories/{id}/issues`; the token only ever goes
