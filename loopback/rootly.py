@@ -112,8 +112,8 @@ class RootlySimulator(ToolSimulator):
         'severity': 'sev1',
     }
 
-    def __init__(self, token: str = 'sim-rootly-token', utc_offset: timedelta = timedelta(0), rate_limit=RATE_LIMIT):
-        super().__init__(rate_limit=rate_limit)
+    def __init__(self, token='sim-rootly-token', utc_offset=timedelta(0), rate_limit=RATE_LIMIT, validate=True):
+        super().__init__(validate, rate_limit)
         self.token = token
         self._zone = timezone(utc_offset)  # the zone timestamps are written in: any offset is the same moment
         self.incidents: dict[str, dict] = {}  # id -> attributes, timestamps as datetimes
