@@ -3,9 +3,9 @@
 
 A simulator subclasses `ToolSimulator`, says what its tool is (`source`, `list_path`, `max_page_size`,
 `expected_tags`, `not_failures`, `limits`) and implements the tool's semantics: `authorize`, `route`, `invalid`
-and the driver's methods (loopback/driver.py), which are abstract here. Every request goes through `handle`:
-authorize -> validate it against the tool's description -> the rate-limit policy -> `route` -> validate the
-answer. Credentials are checked first because most descriptions declare their security scheme: validating
+and the driver's methods (loopback/driver.py), which are abstract here. Every request goes: authorize ->
+validate it against the tool's description (`_serve`: before injected faults) -> the rate-limit policy ->
+`route` -> validate the answer (`handle`). Credentials are checked first because most descriptions declare their security scheme: validating
 first would take a missing credential for a violation, where the live service answers its own 401/403.
 """
 
@@ -154,14 +154,23 @@ class ToolSimulator(LoopbackServer, ABC):
         self._malformed = True  # False while an answer is rendered again to be checked without `serve_as`
 
     # -- the pipeline --------------------------------------------------------------------------------
+    def _serve(self, request: Request) -> tuple[Response, Fault | None]:
+        # The request is checked outside the lock (openapi-core is the costliest step) and before any injected
+        # fault, so that a request a fault answers is checked too.
+        problem = None
+        if self.validate and self.authorize(request) is None:
+            problem = self.request_problem(request)
+        if problem is None:
+            return super()._serve(request)
+        with self._lock:
+            self.requests.append(request)
+            self.spec_violations.append(problem)
+        return self.invalid(problem), None
+
     def handle(self, request: Request) -> Response:
         refused = self.authorize(request)
         if refused is not None:
             return refused
-        problem = self.request_problem(request) if self.validate else None
-        if problem:
-            self.spec_violations.append(problem)
-            return self.invalid(problem)
         limited, headers = self._count(request)
         if limited is not None:
             return limited
