@@ -10,7 +10,6 @@ import inspect
 from datadog_checks.dora_incidents.sources import SOURCES
 
 from .core import ToolSimulator
-from .server import LoopbackServer
 
 
 def simulator_class(source: str) -> type[ToolSimulator]:
@@ -22,7 +21,7 @@ def simulator_class(source: str) -> type[ToolSimulator]:
             raise
         raise LookupError(f'no simulator for {source!r}: loopback/{source}.py does not exist') from None
     for _, cls in inspect.getmembers(module, inspect.isclass):
-        if issubclass(cls, LoopbackServer) and cls.__module__ == module.__name__ and cls.source == source:
+        if issubclass(cls, ToolSimulator) and cls.__module__ == module.__name__ and cls.source == source:
             return cls
     raise LookupError(f'no simulator for {source!r}: loopback/{source}.py defines no ToolSimulator of that source')
 
