@@ -14,7 +14,8 @@ import pytest
 from datadog_checks.dora_incidents.sources import SOURCES, make_source, source_class
 from datadog_checks.dora_incidents.sources.base import UPDATED
 from loopback.server import Fault
-from loopback.simulators import make_simulator
+from loopback.simulators import make_simulator, simulator_class
+from loopback.spec import SPECS
 
 from .common import INCIDENTS_COUNT, LATENCY, TIME_TO_RESTORE, ago, counted, dora_ids, restores, run_on_virtual_clock
 
@@ -27,6 +28,14 @@ def running(name):
     with simulator:
         yield simulator
     assert simulator.spec_violations == [], 'the check sent requests (or got answers) the API description rejects'
+
+
+@pytest.mark.parametrize('name', sorted(SOURCES))
+def test_every_registered_tool_has_its_simulator_and_api_description(name):
+    simulator = simulator_class(name)  # LookupError naming the missing `loopback/<name>.py`
+    assert simulator.source == name and simulator.__module__ == f'loopback.{name}'
+    assert (SPECS / f'{name}.json').is_file(), f'no API description loopback/specs/{name}.json'
+    assert len(simulator.not_failures) >= 1 and simulator.expected_tags
 
 
 @pytest.fixture(params=sorted(SOURCES))
