@@ -2,11 +2,12 @@
 "recorded now, shown later" helper, and what the simulators of query languages share.
 
 A simulator subclasses `ToolSimulator`, says what its tool is (`source`, `list_path`, `max_page_size`,
-`expected_tags`, `not_failures`, `limits`) and implements the tool's semantics: `authorize`, `route`, `invalid`
-and the driver's methods (loopback/driver.py), which are abstract here. Every request goes: authorize ->
-validate it against the tool's description (`_serve`: before injected faults) -> the rate-limit policy ->
-`route` -> validate the answer (`handle`). Credentials are checked first because most descriptions declare their security scheme: validating
-first would take a missing credential for a violation, where the live service answers its own 401/403.
+`expected_tags`, `not_failures`, `limits`) and implements the tool's semantics: `authorize`, `route`,
+`invalid` and the driver's methods (loopback/driver.py), which are abstract here. Every request goes:
+authorize -> validate it against the tool's description (`_serve`: before injected faults) -> the rate-limit
+policy -> `route` -> validate the answer (`handle`). Credentials are checked first because most descriptions
+declare their security scheme: validating first would take a missing credential for a violation, where the
+live service answers its own 401/403.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ class ToolSimulator(LoopbackServer, ABC):
     source: ClassVar[str]  # the check's `source:` value; also the name of the tool's description in specs/
     list_path: str  # the list endpoint the check reads (faults target it)
     max_page_size: int
-    expected_tags: ClassVar[dict[str, str]]
+    # The tags an incident opened with the driver's defaults must get (`Checkout API`, `Payments Team`, `SEV1`);
+    # a tool with environments adds `env` (otherwise the instance's `env: prod` applies).
+    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
     not_failures: ClassVar[tuple[str, ...]]  # why each incident `open_non_failures` makes is not a failure
     limits: ClassVar[RateLimit | None] = None
     # Answers are checked as they would be without `serve_as` (True), or as served, violations included.

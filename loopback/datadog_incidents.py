@@ -93,7 +93,7 @@ class DatadogIncidentsSimulator(ToolSimulator):
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
     # `fields.services` / `fields.teams` values and `SEV-1` as Datadog tags; no environments.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev-1'}
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'sev-1'}
 
     def __init__(
         self, api_key='sim-datadog-api-key', app_key='sim-datadog-app-key', rate_limit=RATE_LIMIT, validate=True

@@ -136,12 +136,7 @@ class FireHydrantSimulator(ToolSimulator):
         lambda quota: {'Retry-After': str(quota.wait), 'RateLimit-Limit': str(RATE_LIMIT_POOL)},
         lambda quota: {'error': 'rate limit exceeded'},
     )
-    expected_tags: ClassVar[dict[str, str]] = {
-        'service': 'checkout_api',
-        'team': 'payments_team',
-        'env': 'production',
-        'severity': 'sev1',
-    }
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'env': 'production'}
 
     def __init__(self, token: str = 'fhb-sim-firehydrant-token', max_page_size: int = MAX_PAGE_SIZE, validate=True):
         super().__init__(validate)

@@ -38,7 +38,6 @@ import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import ClassVar
 
 from .core import Invalid, Quota, RateLimit, ToolSimulator, parse_time
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
@@ -74,9 +73,8 @@ class GitHubSimulator(ToolSimulator):
     # The primary limit: a fixed window per token, answered 403 with `x-ratelimit-remaining: 0`.
     limits = RateLimit(403, _limit_headers, _rate_limit_exceeded, window='fixed', every_answer=True, content_type=JSON)
     max_page_size = MAX_PAGE_SIZE
-    # The driver's defaults as labels `service:Checkout API`, `team:Payments Team`, `severity:SEV1`;
+    # `expected_tags` are the core's, from labels `service:Checkout API`, `team:Payments Team`, `severity:SEV1`;
     # GitHub has no environments: the instance's `env` applies.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
 
     def __init__(self, token='ghp_simGitHubToken0123456789', rate_limit=RATE_LIMIT, prefix='', validate=True):
         super().__init__(validate, rate_limit)

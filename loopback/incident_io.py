@@ -41,7 +41,6 @@ import itertools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 from .core import Invalid, Quota, RateLimit, ToolSimulator, iso
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
@@ -121,7 +120,6 @@ class IncidentIoSimulator(ToolSimulator):
     )
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
 
     def __init__(self, token: str = 'inc_sim0123456789abcdef0123456789abcdef', validate: bool = True):
         super().__init__(validate)

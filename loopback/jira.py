@@ -43,7 +43,6 @@ import itertools
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -97,7 +96,6 @@ class JiraSimulator(ToolSimulator):
     check_without_served_as = False
     list_path = SEARCH_PATH
     max_page_size = MAX_PAGE
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
 
     def __init__(
         self,

@@ -40,12 +40,7 @@ class PagerDutySimulator(ToolSimulator):
     list_path = '/log_entries'
     max_page_size = 100
     # PagerDuty has no environments: the suite's instance sets `env: prod`.
-    expected_tags: ClassVar[dict[str, str]] = {
-        'service': 'checkout_api',
-        'team': 'payments_team',
-        'env': 'prod',
-        'severity': 'sev1',
-    }
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'env': 'prod'}
 
     def __init__(self, token: str = 'sim-pagerduty-token', abilities=('teams',), validate: bool = False):
         super().__init__(validate=validate)

@@ -105,12 +105,7 @@ class RootlySimulator(ToolSimulator):
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
     # The driver's defaults as Datadog spells them: `Checkout API`, `Payments Team`, `Production`, `SEV1`.
-    expected_tags: ClassVar[dict[str, str]] = {
-        'service': 'checkout_api',
-        'team': 'payments_team',
-        'env': 'production',
-        'severity': 'sev1',
-    }
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'env': 'production'}
 
     def __init__(self, token='sim-rootly-token', utc_offset=timedelta(0), rate_limit=RATE_LIMIT, validate=True):
         super().__init__(validate, rate_limit)

@@ -46,7 +46,6 @@ import json
 import re
 import time
 from datetime import UTC, datetime
-from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
@@ -86,8 +85,7 @@ class ServiceNowSimulator(ToolSimulator):
     check_without_served_as = False
     list_path = LIST_PATH
     max_page_size = PAGE_SIZE
-    # The driver's defaults: `Checkout API` (business service), `Payments Team` (assignment group), SEV1 -> P1.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
+    # `expected_tags` are the core's: `Checkout API` (business service), `Payments Team` (assignment group), P1.
 
     def __init__(
         self,
