@@ -4,8 +4,8 @@ Grafana publishes no OpenAPI description of the Incident API: this simulator and
 (`loopback/specs/grafana_irm.json`, hand-written) follow the Go client Grafana generates from the API
 (grafana/incident-go, client.gen.go: request and answer shapes, the RPC URL, the `{"error"}` body) and
 Grafana Cloud's IRM docs (service account tokens, the incident query syntax). Where neither says, the
-choice is marked "assumed" below. Every request and every 200 answer is checked against the description
-(`spec_violations`).
+choice is marked "assumed" below. Every request and every documented answer is checked against the
+description (`spec_violations`), gzipped answers as decoded.
 
 - RPC: every call is `POST <stack>/api/plugins/grafana-irm-app/resources/api/v1/<Service>.<Method>` with a
   JSON body; an unknown method is a 404 `{"error"}` (assumed). Answers are gzipped when the request accepts
@@ -33,8 +33,9 @@ choice is marked "assumed" below. Every request and every 200 answer is checked 
   resolving sets `status: resolved`, `closedTime` and, when unset, `incidentEnd`; reopening is `active`
   again with `closedTime` and `incidentEnd` cleared; `incidentStart` / `incidentEnd` can be edited any time
   (`correct`), `closedTime` cannot.
-- Rate limit: Grafana documents none for this API; `rate_limited` answers 429 with `Retry-After`, as
-  Grafana Cloud's gateway does.
+- Rate limit: Grafana documents none for this API (off by default); past `rate_limit`, and for the
+  driver's `rate_limited`, a 429 `{"message": "Too Many Requests"}` with `Retry-After`, as Grafana Cloud's
+  gateway answers.
 - Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`.
 - Not failures (`open_non_failures`): a drill (`isDrill`), resolved.
 """
@@ -42,20 +43,16 @@ choice is marked "assumed" below. Every request and every 200 answer is checked 
 from __future__ import annotations
 
 import base64
-import copy
 import gzip
 import itertools
 import json
 from datetime import UTC, datetime
-from typing import ClassVar
 from urllib.parse import urlsplit
 
+from .core import Invalid, RateLimit, ToolSimulator
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
-from .lag import Lag
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import request_problem, response_problem
+from .server import Request, Response
 
-VENDOR = 'grafana_irm'
 RPC_PATH = '/api/plugins/grafana-irm-app/resources/api/v1'
 LIST_PATH = f'{RPC_PATH}/IncidentsService.QueryIncidentPreviews'
 STATUSES_PATH = f'{RPC_PATH}/StatusService.QueryOrgStatuses'
@@ -67,34 +64,26 @@ INVALID_KEY = {'message': 'Invalid API key', 'messageId': 'api-key.invalid', 'st
 NO_KEY = {'message': 'Unauthorized', 'messageId': 'auth.unauthorized', 'statusCode': 401, 'traceID': ''}
 
 
-class _Invalid(Exception):
-    """A request the RPC refuses: `{"error": <text>}` with HTTP 400."""
-
-
-class GrafanaIrmSimulator(LoopbackServer):
-    source = VENDOR
+class GrafanaIrmSimulator(ToolSimulator):
+    source = 'grafana_irm'
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
-    # Label values and the stack's own severity label as Datadog tags; IRM has no environments.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
+    limits = RateLimit(
+        429, lambda quota: {'Retry-After': str(quota.wait)}, lambda quota: {'message': 'Too Many Requests'}
+    )
+    # Label values and the stack's own severity label as Datadog tags (the core's defaults); IRM has no environments.
 
-    def __init__(self, token: str = 'glsa_simulatedServiceAccountToken_0a1b2c3d'):
-        super().__init__()
+    def __init__(self, token: str = 'glsa_simulatedServiceAccountToken_0a1b2c3d', validate=True, rate_limit=None):
+        super().__init__(validate, rate_limit)
         self.token = token
-        self.spec_violations: list[str] = []
         self.incidents: dict[str, dict] = {}  # incidentID -> fields, times as datetimes (None: unset)
         self.statuses: list[dict] = [
             {'statusID': slug, 'incidentType': 'internal', 'name': name, 'slug': slug, 'category': category}
             for slug, name, category in BUILT_IN_STATUSES
         ]
-        self._lag = Lag()
-        self._served_as: dict[str, dict] = {}
         self._ids = itertools.count(1)
 
     # -- the driver interface ------------------------------------------------------------------------
-    def instance(self, **options) -> dict:
-        return {'source': self.source, 'api_url': self.url, 'api_token': self.token, **options}
-
     def open(self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=None, severity=SEVERITY):
         """Declared at `started_at`, its impact starting then. IRM has no environments."""
         with self._lock:
@@ -119,14 +108,14 @@ class GrafanaIrmSimulator(LoopbackServer):
         with self._lock:
             incident_id = self._known(incident_id)
             incident = self.incidents[incident_id]
-            self._lag.hold(incident_id, incident, at, hidden)
+            self.lag.hold(incident_id, incident, hidden, at)
             incident.update(status='resolved', closedTime=at, modifiedTime=at)
             if incident['incidentEnd'] is None:
                 incident['incidentEnd'] = at
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._lag.show(self._known(incident_id))
+            self.lag.show(self._known(incident_id))
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """Declared now, its start and end entered as they were, and resolved: `closedTime` is now."""
@@ -140,7 +129,7 @@ class GrafanaIrmSimulator(LoopbackServer):
     def resolve_backdated(self, incident_id: str, at: datetime) -> None:
         """Resolved now, its end entered as `at`."""
         with self._lock:
-            self.update(self._known(incident_id), incidentEnd=at)
+            self.update(incident_id, incidentEnd=at)
             self.resolve(incident_id, datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
@@ -150,12 +139,12 @@ class GrafanaIrmSimulator(LoopbackServer):
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
-            self._lag.show(self._known(incident_id))
+            self.lag.show(self._known(incident_id))
             self.update(incident_id, status='active', closedTime=None, incidentEnd=None, modifiedTime=at)
 
-    def corrupt(self, incident_id: str) -> None:
-        """Its `incidentStart` is served as a string that is no time."""
-        self.serve_as(incident_id, incidentStart='sometime last week')
+    def corrupt(self, incident_id: str, **fields) -> None:
+        """Serves `fields` in place of the stored ones (default: an `incidentStart` that is no time)."""
+        self.serve_as(self._known(incident_id), **(fields or {'incidentStart': 'sometime last week'}))
 
     not_failures = ('a drill (`isDrill`)',)
 
@@ -166,11 +155,6 @@ class GrafanaIrmSimulator(LoopbackServer):
             self.resolve(drill, resolved_at)
             return [drill]
 
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        body = json.dumps({'message': 'Too Many Requests'}).encode()
-        headers = {'Retry-After': str(seconds), 'Content-Type': 'application/json'}
-        return Fault(status=429, headers=headers, body=body, path=LIST_PATH)
-
     # -- more of IRM, for tool-specific tests ---------------------------------------------------------
     def update(self, incident_id: str, **fields) -> None:
         """Sets fields as stored (times as datetimes or None; `labels` as `[{key, label}]`)."""
@@ -180,16 +164,10 @@ class GrafanaIrmSimulator(LoopbackServer):
     def add_status(self, name: str, category: str) -> str:
         """A status of the stack's own (its slug is what previews carry)."""
         slug = '-'.join(name.lower().split())
+        status = {'statusID': f'status-{slug}', 'incidentType': 'internal', 'name': name, 'slug': slug}
         with self._lock:
-            self.statuses.append(
-                {'statusID': f'status-{slug}', 'incidentType': 'internal', 'name': name, 'slug': slug,
-                 'category': category}
-            )  # fmt: skip
+            self.statuses.append({**status, 'category': category})
         return slug
-
-    def serve_as(self, incident_id: str, **fields) -> None:
-        with self._lock:
-            self._served_as.setdefault(self._known(incident_id), {}).update(fields)
 
     def reported_id(self, incident_id: str) -> str:
         """The id the check reports an incident under: the stack's host and the `incidentID`."""
@@ -202,48 +180,28 @@ class GrafanaIrmSimulator(LoopbackServer):
             raise KeyError(f'no incident {incident_id}')
         return incident_id
 
-    # -- HTTP: authorize, validate, route, check the answer -------------------------------------------
-    def handle(self, request: Request) -> Response:
-        refused = self._refused(request.headers.get('authorization'))
-        if refused:
-            return refused
-        problem = request_problem(VENDOR, request)
-        if problem:
-            self.spec_violations.append(problem)
-            return Response.json(400, {'error': problem})
-        response, checked = self._route(request)
-        if response.status == 200:
-            # Records made malformed on purpose (`serve_as`) break the description by design: the answer is
-            # checked as it would be without them.
-            problem = response_problem(VENDOR, request, checked)
-            if problem:
-                self.spec_violations.append(problem)
-        return _encoded(request, response)
-
-    def _refused(self, header: str | None) -> Response | None:
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def authorize(self, request: Request) -> Response | None:
+        """Grafana refuses the token before the plugin sees the call."""
+        header = request.headers.get('authorization')
         if header is None:
             return Response.json(401, NO_KEY)
-        if header != f'Bearer {self.token}':
-            return Response.json(401, INVALID_KEY)
-        return None
+        return Response.json(401, INVALID_KEY) if header != f'Bearer {self.token}' else None
 
-    def _route(self, request: Request) -> tuple[Response, Response]:
-        """The answer, and the answer as it would be without records made malformed on purpose."""
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return Response.json(400, {'error': message})
+
+    def route(self, request: Request) -> Response:
         if request.method != 'POST' or request.path not in (LIST_PATH, STATUSES_PATH):
-            response = Response.json(404, {'error': f'no such method: {request.path.rsplit("/", 1)[-1]}'})
-            return response, response
-        try:
-            body = json.loads(request.body or b'{}')
-            if request.path == STATUSES_PATH:
-                response = Response.json(200, self._statuses(body))
-                return response, response
-            return (
-                Response.json(200, self._previews(body)),
-                Response.json(200, self._previews(body, malformed=False)),
-            )
-        except _Invalid as e:
-            response = Response.json(400, {'error': str(e)})
-            return response, response
+            return Response.json(404, {'error': f'no such method: {request.path.rsplit("/", 1)[-1]}'})
+        body = json.loads(request.body or b'{}')
+        answer = self._statuses(body) if request.path == STATUSES_PATH else self._previews(body)
+        return _encoded(request, Response.json(200, answer))
+
+    def answer_problem(self, request: Request, response: Response) -> str | None:
+        if response.headers.get('Content-Encoding') == 'gzip':
+            response = Response(response.status, gzip.decompress(response.body), response.headers)
+        return super().answer_problem(request, response)
 
     # -- the vendor's semantics ----------------------------------------------------------------------
     def _statuses(self, body: dict) -> dict:
@@ -251,26 +209,25 @@ class GrafanaIrmSimulator(LoopbackServer):
         statuses = [dict(s) for s in self.statuses if wanted in (None, s['incidentType'])]
         return {'configurations': [{'incidentType': 'internal', 'default': True, 'statuses': statuses}]}
 
-    def _previews(self, body: dict, malformed: bool = True) -> dict:
+    def _previews(self, body: dict) -> dict:
         query = body.get('query') or {}
         order = ORDER_FIELDS.get(query.get('orderField') or '')
         if order is None:
-            raise _Invalid(f'orderField {query["orderField"]!r} is not simulated')
+            raise Invalid(f'orderField {query["orderField"]!r} is not simulated', 'orderField')
         matches = _parse_query(query.get('queryString') or '')
         now = datetime.now(UTC)
         listed = [
             (incident_id, shown)
-            for incident_id, shown in ((i, self._lag.listed(i, fields, now)) for i, fields in self.incidents.items())
+            for incident_id, shown in ((i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items())
             if all(match(shown) for match in matches)
         ]
         descending = query.get('orderDirection') == 'DESC'
         listed.sort(key=lambda item: (item[1][order], int(item[0])), reverse=descending)
         limit = min(int(query.get('limit') or 10), MAX_PAGE_SIZE)
         offset = _offset((body.get('cursor') or {}).get('nextValue') or '')
-        page = listed[offset : offset + limit]
         more = offset + limit < len(listed)
         return {
-            'incidentPreviews': [self._served(i, fields, malformed) for i, fields in page] or None,
+            'incidentPreviews': [self._preview(i, fields) for i, fields in listed[offset : offset + limit]] or None,
             'query': {
                 'limit': limit,
                 'orderField': order,
@@ -280,17 +237,14 @@ class GrafanaIrmSimulator(LoopbackServer):
             'cursor': {'nextValue': _token(offset + limit) if more else '', 'hasMore': more},
         }
 
-    def _served(self, incident_id: str, fields: dict, malformed: bool) -> dict:
-        served = {
+    def _preview(self, incident_id: str, fields: dict) -> dict:
+        labels = [{**label, 'description': '', 'colorHex': '#3d71d9'} for label in fields['labels']]
+        preview = {
             'incidentID': incident_id,
             'severityID': f'severity-{fields["severityLabel"].lower()}',
             'severityLabel': fields['severityLabel'],
             'incidentType': 'internal',
-            'labels': [
-                {'key': label['key'], 'label': label['label'], 'description': '', 'colorHex': '#3d71d9'}
-                for label in fields['labels']
-            ]
-            or None,
+            'labels': labels or None,
             'isDrill': fields['isDrill'],
             'title': fields['title'],
             'description': '',
@@ -300,9 +254,7 @@ class GrafanaIrmSimulator(LoopbackServer):
             'version': 1,
             **{name: _rfc3339(fields[name]) for name in TIMES},
         }
-        if malformed:
-            served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
-        return served
+        return self.served(incident_id, preview)
 
 
 def _parse_query(text: str) -> list:
@@ -322,7 +274,7 @@ def _parse_query(text: str) -> list:
                 )
             )
         else:
-            raise _Invalid(f'query term {term!r} is not simulated')
+            raise Invalid(f'query term {term!r} is not simulated', 'queryString')
     return predicates
 
 
@@ -339,7 +291,7 @@ def _offset(token: str) -> int:
             return int(value)
     except ValueError:
         pass
-    raise _Invalid('invalid cursor')
+    raise Invalid('invalid cursor', 'cursor')
 
 
 def _rfc3339(moment: datetime | None) -> str:
@@ -351,6 +303,6 @@ def _rfc3339(moment: datetime | None) -> str:
 
 
 def _encoded(request: Request, response: Response) -> Response:
-    if 'gzip' not in request.headers.get('accept-encoding', '') or not response.body:
+    if 'gzip' not in request.headers.get('accept-encoding', ''):
         return response
     return Response(response.status, gzip.compress(response.body), {**response.headers, 'Content-Encoding': 'gzip'})

@@ -3,7 +3,6 @@
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,7 +16,7 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected, Sour
 from loopback.grafana_irm import LIST_PATH, RPC_PATH, STATUSES_PATH, GrafanaIrmSimulator
 from loopback.server import Fault
 
-from .common import TIME_TO_RESTORE, restores
+from .common import TIME_TO_RESTORE, instance_config, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -31,15 +30,8 @@ def sim():
 
 
 def source(sim, **options) -> GrafanaIrmSource:
-    settings = {
-        'api_token': sim.token,
-        'api_url': sim.url,
-        'service_label_key': None,
-        'team_label_key': None,
-        'incident_query': None,
-        **options,
-    }
-    return GrafanaIrmSource(SimpleNamespace(**settings), RequestsWrapper({'timeout': 5}, {}), settings['api_url'])
+    config = instance_config(**{'source': 'grafana_irm', 'api_token': sim.token, 'api_url': sim.url, **options})
+    return GrafanaIrmSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 
 def read(sim, since=NOW - 24 * HOUR, until=NOW, **options):
@@ -176,7 +168,7 @@ def test_incident_query_is_sent_and_scopes_the_cursor(sim):
 
     assert [incident.id for incident in read(sim, incident_query=' label:env:prod ')] == [chosen]
     assert list_bodies(sim)[0]['query']['queryString'] == 'label:env:prod'
-    scoped = SimpleNamespace(incident_query='label:env:prod')
+    scoped = instance_config(source='grafana_irm', incident_query='label:env:prod')
     assert scope_filters(scoped)['incident_query'] == ['label:env:prod']
 
 
@@ -202,7 +194,7 @@ def test_a_time_that_is_not_one_is_malformed(raw):
 
 def test_a_malformed_time_is_skipped_by_name(sim):
     bad, good = resolved(sim, NOW - 2 * HOUR), resolved(sim, NOW - HOUR)
-    sim.serve_as(bad, incidentEnd='2026-02-30T00:00:00Z')
+    sim.corrupt(bad, incidentEnd='2026-02-30T00:00:00Z')
 
     batches = list(source(sim).resolved(NOW - 24 * HOUR, NOW, time.monotonic() + 30))
 
@@ -241,11 +233,22 @@ def test_the_rpc_path_in_api_url_names_the_same_stack(sim):
     assert incident.url.startswith(f'{sim.url}/a/grafana-irm-app/')
 
 
+def test_both_spellings_of_the_stack_share_one_cursor(make_check, sim):
+    def cache_id(api_url):
+        check = make_check({**sim.instance(), 'api_url': api_url})
+        check.load_configuration_models()
+        return check.persistent_cache_id()
+
+    stack = cache_id(sim.url)
+    assert cache_id(f'{sim.url}{RPC_PATH}') == cache_id(f'{sim.url.upper()}{RPC_PATH}/') == stack
+    with GrafanaIrmSimulator() as other:
+        assert cache_id(f'{other.url}{RPC_PATH}') != stack
+
+
 @pytest.mark.parametrize(
     'api_url, named',
     [
         (None, '`api_url` is required'),
-        ('', '`api_url` is required'),
         ('https://acme.grafana.net/api/plugins/grafana-incident-app/resources/api/v1', 'old Grafana Incident'),
     ],
 )

@@ -10,7 +10,7 @@ Listing: the query language (`queryString`) filters on declared, started, resolv
 entered late (an incident declared after it was over), backdated or corrected move nothing but the
 incident's `modifiedTime`, so the check orders the previews by `modifiedTime`, newest first, and pages
 until a page reaches past the window's start: the reader's windows are on `modifiedTime`
-(`listing = UPDATED`), and the cursor tells new resolutions from corrections of reported ones. A
+(listed by update time, `Reading`'s default), and the cursor tells new resolutions from corrections of reported ones. A
 steady-state run reads one page. Re-reading a late-change horizon by `ended:` instead would read every
 incident of the horizon each run, and still miss a correction that moved the end further back.
 Paging is by the answer's `cursor` (`nextValue`, `hasMore`), asking for 100 a page (Grafana states no
@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, objects, text, title
+from .base import Credentials, Page, Reading, Request, Source, checked_times, objects, text, title
 from .http import Answer, JsonApi, SourceError, describer
 
 RPC_PATH = '/api/plugins/grafana-irm-app/resources/api/v1'
@@ -72,10 +72,11 @@ class GrafanaIrmSource(Source):
     }
     options = frozenset({'service_label_key', 'team_label_key', 'incident_query'})
     scope_options = frozenset({'incident_query'})
-    api_token_help = 'a Grafana service account token (glsa_...) of a service account with the Viewer role'
-    listing = UPDATED
-    narrows = False  # every window pages from the newest change: a narrower one reads the same first pages
-    total_is_windows = False  # (the answers carry no total)
+    # Every window pages from the newest change, so a narrower one reads the same first pages; no total.
+    reading = Reading(narrows=False, total_is_windows=False)
+    credentials = Credentials(
+        api_token_help='a Grafana service account token (glsa_...) of a service account with the Viewer role'
+    )
 
     def __init__(self, config, http, api_url: str, **kwargs):
         self.stack = stack_url(api_url)
@@ -85,7 +86,13 @@ class GrafanaIrmSource(Source):
         self._service_key = config.service_label_key or DEFAULT_SERVICE_LABEL
         self._team_key = config.team_label_key or DEFAULT_TEAM_LABEL
         self._resolved_statuses = frozenset({RESOLVED})
-        self._reading_from: datetime | None = None  # the start of the window being paged
+        # The start of the window being paged: `page` is not given the window, and stops once past it.
+        self._reading_from: datetime | None = None
+
+    @classmethod
+    def canonical_api_url(cls, api_url: str | None) -> str:
+        """The stack: `api_url` with or without the IRM API's path names the same one."""
+        return (api_url or '').rstrip('/').removesuffix(RPC_PATH).rstrip('/')
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         headers = {'Authorization': f'Bearer {token}', 'Accept': 'application/json'}
@@ -183,13 +190,12 @@ def stack_url(api_url: str | None) -> str:
         raise ConfigurationError(
             '`api_url` is required with `source: grafana_irm`: your Grafana Cloud stack, https://<stack>.grafana.net'
         )
-    stack = api_url.rstrip('/')
-    if OLD_PLUGIN in stack:
+    if OLD_PLUGIN in api_url:
         raise ConfigurationError(
             f'`api_url` names the old Grafana Incident plugin ({OLD_PLUGIN}), not the IRM API: set it to the stack, '
             'https://<stack>.grafana.net'
         )
-    return stack.removesuffix(RPC_PATH).rstrip('/')
+    return GrafanaIrmSource.canonical_api_url(api_url)
 
 
 def incident_query(query: str | None) -> str:
