@@ -7,10 +7,10 @@ import logging
 import pytest
 
 from datadog_checks.dora_incidents.datadog import DORA_PATH
-from datadog_checks.dora_incidents.datadog.http import DatadogHttp
-from datadog_checks.dora_incidents.sources import source_class
+from datadog_checks.dora_incidents.datadog.client import DatadogHttp
+from datadog_checks.dora_incidents.sources import SOURCES, source_class
 from loopback.server import Fault, LoopbackServer, Response
-from loopback.simulators import SIMULATORS, make_simulator
+from loopback.simulators import make_simulator
 
 from .common import ago, counted, restores
 
@@ -33,7 +33,7 @@ class Recorder(LoopbackServer):
         return Response.json(200, {'data': []})
 
 
-@pytest.fixture(params=sorted(SIMULATORS))
+@pytest.fixture(params=sorted(SOURCES))  # every tool: one without a simulator fails here
 def tool(request):
     with make_simulator(request.param) as simulator:
         yield simulator

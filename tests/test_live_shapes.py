@@ -2,7 +2,6 @@
 
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from datadog_checks.base.utils.http import RequestsWrapper
@@ -12,6 +11,7 @@ from loopback.datadog_incidents import DatadogIncidentsSimulator
 from loopback.rootly import LIST_PATH as ROOTLY_LIST_PATH
 from loopback.rootly import RootlySimulator
 
+from .common import instance_config
 from .test_source_datadog_incidents import read as read_datadog
 
 HOUR = timedelta(hours=1)
@@ -41,7 +41,7 @@ def test_rootly_services_and_teams_come_from_relationships_and_included():
         now = datetime.now(UTC).replace(microsecond=0)
         incident = rootly.open(now - 3 * HOUR)
         rootly.resolve(incident, now - HOUR)
-        config = SimpleNamespace(api_token=rootly.token, api_url=rootly.url, restored_at='resolved')
+        config = instance_config(source='rootly', api_token=rootly.token, api_url=rootly.url, restored_at='resolved')
         source = RootlySource(config, RequestsWrapper({'timeout': 5}, {}), rootly.url)
         [batch] = list(source.resolved(now - 24 * HOUR, now, time.monotonic() + 30))
         [read] = batch.incidents

@@ -7,16 +7,17 @@ A minimal tool over a loopback server, read through the real `Source.resolved` a
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from datadog_checks.base.utils.http import RequestsWrapper
 
 from datadog_checks.dora_incidents.incident import SourceIncident
-from datadog_checks.dora_incidents.sources.base import UPDATED, Page, Request, Source, parse_time
+from datadog_checks.dora_incidents.sources.base import Page, Request, Source, parse_time
 from datadog_checks.dora_incidents.sources.http import JsonApi, SourceError
 from datadog_checks.dora_incidents.sources.reader import Resume
 from loopback.server import LoopbackServer, Response
+
+from .common import instance_config
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PAGE = 2
@@ -50,7 +51,7 @@ class Tracker(LoopbackServer):
 
 
 class LinkTool(Source):
-    name, display_name, default_api_url, listing = 'links', 'Links', 'http://localhost', UPDATED
+    name, display_name, default_api_url = 'links', 'Links', 'http://localhost'
 
     def make_api(self, http, api_url, token):
         return JsonApi(http, api_url, {}, lambda response: f'HTTP {response.status_code}')
@@ -99,7 +100,7 @@ def tracker():
 
 
 def make(cls, server, monotonic=time.monotonic):
-    config = SimpleNamespace(api_token='t')
+    config = instance_config(source='pagerduty', api_token='t')
     return cls(config, RequestsWrapper({'timeout': 5}, {}), server.url, monotonic=monotonic)
 
 

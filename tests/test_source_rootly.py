@@ -1,8 +1,8 @@
 """What is specific to Rootly: the source read over real HTTP from the loopback Rootly (`loopback/rootly.py`)."""
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from datadog_checks.base.utils.http import RequestsWrapper
@@ -16,7 +16,7 @@ from loopback.driver import SourceSimulator
 from loopback.rootly import LIST_PATH, RootlySimulator
 from loopback.server import Fault
 
-from .common import later
+from .common import instance_config, later
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -31,7 +31,7 @@ def sim():
 
 def source(sim, token=None, **options) -> RootlySource:
     settings = {'api_token': token or sim.token, 'api_url': sim.url, 'restored_at': 'resolved', **options}
-    config = SimpleNamespace(**settings)
+    config = instance_config(source='rootly', **settings)
     return RootlySource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 
@@ -207,7 +207,7 @@ def test_pages_follow_links_next(sim, monkeypatch):
 
 def test_a_window_larger_than_a_batch_is_halved_until_each_half_fits(sim, monkeypatch):
     monkeypatch.setattr(rootly, 'PAGE_SIZE', 2)
-    monkeypatch.setattr(rootly.RootlySource, 'max_per_batch', 4)
+    monkeypatch.setattr(rootly.RootlySource, 'reading', replace(rootly.RootlySource.reading, max_per_batch=4))
     ids = [resolved_incident(sim, NOW - 30 * HOUR, NOW - 20 * HOUR + i * HOUR) for i in range(10)]
     batches = read(sim)
     assert sorted(i.id for i in incidents(batches)) == sorted(ids)
@@ -218,7 +218,7 @@ def test_a_window_larger_than_a_batch_is_halved_until_each_half_fits(sim, monkey
 
 def test_without_meta_a_window_too_large_is_found_by_paging(sim, monkeypatch):
     monkeypatch.setattr(rootly, 'PAGE_SIZE', 2)
-    monkeypatch.setattr(rootly.RootlySource, 'max_per_batch', 4)
+    monkeypatch.setattr(rootly.RootlySource, 'reading', replace(rootly.RootlySource.reading, max_per_batch=4))
     monkeypatch.setattr(rootly, '_total', lambda page: None)  # as the 2025-04 description, which has no `meta`
     ids = [resolved_incident(sim, NOW - 30 * HOUR, NOW - 20 * HOUR + i * HOUR) for i in range(10)]
     batches = read(sim)

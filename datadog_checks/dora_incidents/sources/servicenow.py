@@ -23,11 +23,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, basic_credential, checked_times, text, title
+from .base import Credentials, Page, Reading, Request, Source, basic_credential, checked_times, text, title
 from .http import Answer, CredentialsRejected, JsonApi, SourceError, describer
 
 LIST_PATH = '/api/now/table/incident'
@@ -109,20 +108,20 @@ class ServiceNowSource(Source):
     api_description = {'hand_written': True, 'operations': [('GET', '/api/now/table/{tableName}')]}
     options = frozenset({'started_field', 'encoded_query', 'client_id', 'client_secret'})
     scope_options = frozenset({'encoded_query'})
-    needs_api_token = False
-    listing = UPDATED
-    max_per_batch = 5_000
     # X-Total-Count counts the zone margins too (hours either side of the window): no measure of a window's share.
-    total_is_windows = False
+    reading = Reading(total_is_windows=False, max_per_batch=5_000)
+    # An OAuth client (`client_id`/`client_secret`), Basic auth (`username`/`password`) or an OAuth access token
+    # in `api_token`.
+    credentials = Credentials(needs_api_token=False, secret_options=('password', 'client_secret'))
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not api_url:
             raise ConfigurationError(
                 '`api_url` is required with `source: servicenow`: your instance, https://<name>.service-now.com'
             )
-        basic = bool(getattr(config, 'username', None) and getattr(config, 'password', None))
-        oauth = bool(getattr(config, 'client_id', None) or getattr(config, 'client_secret', None))
-        if oauth and not (getattr(config, 'client_id', None) and getattr(config, 'client_secret', None)):
+        basic = bool(config.username and config.password)
+        oauth = bool(config.client_id or config.client_secret)
+        if oauth and not (config.client_id and config.client_secret):
             raise ConfigurationError('ServiceNow OAuth needs both `client_id` and `client_secret`')
         if basic + bool(config.api_token) + oauth != 1:
             raise ConfigurationError(
@@ -132,17 +131,17 @@ class ServiceNowSource(Source):
             )
         super().__init__(config, http, api_url, **kwargs)
         self._base = api_url.rstrip('/')
-        self._started = text(getattr(config, 'started_field', None))
-        self._filters = _filters(text(getattr(config, 'encoded_query', None)))
+        self._started = text(config.started_field)
+        self._filters = _filters(text(config.encoded_query))
         self._fields = ','.join(dict.fromkeys([*FIELDS, *([self._started] if self._started else [])]))
 
     def make_api(self, http, api_url: str, token: str | None) -> JsonApi:
         headers = {'Accept': 'application/json'}
         if token:
             headers['Authorization'] = f'Bearer {token}'  # else `username`/`password`: the wrapper's Basic auth
-        password = getattr(self.config, 'password', None)
-        basic = basic_credential(getattr(self.config, 'username', None), password)
-        client_id, client_secret = getattr(self.config, 'client_id', None), getattr(self.config, 'client_secret', None)
+        password = self.config.password
+        basic = basic_credential(self.config.username, password)
+        client_id, client_secret = self.config.client_id, self.config.client_secret
         describe = describer('ServiceNow', HINTS, _error_detail, token, password, basic, client_secret)
         if client_id and client_secret:
             return OAuthApi(http, api_url.rstrip('/'), headers, describe, client_id, client_secret)
@@ -150,9 +149,8 @@ class ServiceNowSource(Source):
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        password = getattr(self.config, 'password', None)
-        basic = basic_credential(getattr(self.config, 'username', None), password)
-        return tuple(filter(None, [password, basic, getattr(self.config, 'client_secret', None)]))
+        password, secret = self.config.password, self.config.client_secret
+        return tuple(filter(None, [password, basic_credential(self.config.username, password), secret]))
 
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
         return Request(

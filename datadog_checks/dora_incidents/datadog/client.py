@@ -37,7 +37,7 @@ ERROR_DETAIL = 300  # characters of an error body shown to users
 
 
 @dataclass(frozen=True)
-class Answer:
+class DatadogAnswer:
     """Datadog's answer; `status` None when it never came (`detail` says why)."""
 
     status: int | None
@@ -57,7 +57,7 @@ class DatadogHttp:
         self.verify = wrapper.options['verify']
         connect, read = wrapper.options['timeout']
         self._timeout = max(connect, read)  # the whole body's, from the headers on (`read_body`)
-        self._max_response_size = getattr(check.config, 'max_response_size', None) or DEFAULT_MAX_RESPONSE_SIZE
+        self._max_response_size = check.config.max_response_size or DEFAULT_MAX_RESPONSE_SIZE
         options = {
             'maxsize': max(1, connections),  # one kept-alive connection per concurrent write
             'block': False,
@@ -71,7 +71,7 @@ class DatadogHttp:
         else:
             self._pool = urllib3.PoolManager(**options)
 
-    def send(self, method: str, path: str, body: dict | None, app_key: bool = False) -> Answer:
+    def send(self, method: str, path: str, body: dict | None, app_key: bool = False) -> DatadogAnswer:
         url = self._base_url + path
         headers = self._app_headers if app_key else self._headers
         data = json.dumps(body, separators=(',', ':')).encode() if body is not None else None
@@ -85,20 +85,20 @@ class DatadogHttp:
                 content = read_body(response, self._max_response_size * MiB, time.monotonic() + self._timeout)
                 break
             except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
-                return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+                return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
             except urllib3.exceptions.TimeoutError:
-                return Answer(None, f'{url} did not answer in time', {})
+                return DatadogAnswer(None, f'{url} did not answer in time', {})
             except urllib3.exceptions.ProtocolError as e:
                 # A kept-alive connection the server closed meanwhile: once more on a new one (writes are idempotent).
                 if attempt == 2:
-                    return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+                    return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
             except urllib3.exceptions.HTTPError as e:
-                return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+                return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
             except BadAnswer as e:
-                return Answer(None, self._bad_answer(e, path), {})
+                return DatadogAnswer(None, self._bad_answer(e, path), {})
         if response.status in REDIRECTS:
             host = urlsplit(redirect_target(response.headers.get('location'), url)).netloc or '(none)'
-            return Answer(
+            return DatadogAnswer(
                 None,
                 f'Datadog redirected {path} to {host} (HTTP {response.status}); nothing was sent there: set '
                 f'`datadog_api_url` to the API of your Datadog site (now {self._base_url})',
@@ -108,10 +108,10 @@ class DatadogHttp:
         try:
             document = parse_json(content) if content else None
         except BadAnswer as e:
-            return Answer(None, self._bad_answer(e, path), {})
+            return DatadogAnswer(None, self._bad_answer(e, path), {})
         except ValueError:
             document = None
-        return Answer(
+        return DatadogAnswer(
             response.status, f'HTTP {response.status}: {_error_text(document, text)}', response.headers, document
         )
 
