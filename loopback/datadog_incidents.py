@@ -19,12 +19,16 @@ description is silent):
   keep it, and a reopen does not clear it), `modified` (every change), `customer_impacted`,
   `customer_impact_start` / `_end`, `severity` (`SEV-0`...`SEV-5`, `UNKNOWN`), `state`, `is_test`,
   `public_id`, and `fields` (`severity`, `state` dropdowns; `services`, `teams` autocompletes).
+- Where the live service differs from the description: an incident declared straight in the `resolved` state
+  (after the fact, `declare_resolved`) keeps `resolved: null` (Datadog's `time_to_resolve` is 0), as the
+  replayed answers recorded from the live API in Datadog's public API client test recordings show (issue 19).
 - Test incidents (`is_test`) are hidden from search unless their declarer opted in (`listed=True`).
 - Rate limit: every answer carries `X-RateLimit-Limit`, `-Period`, `-Remaining`, `-Reset` (seconds to the
   reset) and `-Name`; past it, 429 `{"errors": ["Too many requests"]}`.
 - Time: a resolution is listed from its `resolved` time on; a `hidden` one (a lagging index) is listed as
   the incident was before it until `reveal`, then as it was written (`resolved` and `modified` of the resolution).
-- Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved.
+- Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved; an
+  incident declared resolved without a customer impact.
 
 Every request and every 200 answer is checked against the derived description; violations are kept in
 `spec_violations`, and a request violation is answered with a 400.

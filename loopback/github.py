@@ -1,7 +1,9 @@
 """A stateful loopback GitHub REST API: `GET /repos/{owner}/{repo}/issues`, as its published description says.
 
 What it does like GitHub (the derived description `loopback/specs/github.json`, from github/rest-api-description
-as packaged by npm `@octokit/openapi` 23.0.2, plus GitHub's REST reference where the description is silent):
+as packaged by npm `@octokit/openapi` 23.0.2, plus GitHub's REST reference where the description is silent:
+the `Link` header's `/repositories/{id}` URLs, the 404 for a repository the token cannot see, the secondary
+rate limit; no recorded live answer was replayed):
 
 - `Authorization: Bearer <token>` (or `token <token>`); a wrong or missing token is a 401
   `{"message": "Bad credentials", ...}`; a repository the token cannot see is a 404 `Not Found`, as GitHub

@@ -5,6 +5,9 @@ the reference notes: `limit` <= 100 with offset pagination capped at offset + li
 past it), `since`/`until` on `/incidents` filtering on `created_at`, timestamps without a zone read in
 the account's time zone, 402 for a `team_ids[]` filter without the `teams` ability, 401 for a wrong
 token, 429 with `ratelimit-reset` past a request budget, reopened and merge-resolved incidents.
+The live service beyond the description: that `since`/`until` filter on `created_at` (the description does not
+say which time) is what open-source collectors reading PagerDuty in production rely on (Apache DevLake's);
+reopening a resolved incident is PagerDuty's changelog of 2025-09-18. No recorded live answer was replayed.
 With `validate=True` (as the registry makes it) every request and answer is checked against the description
 (`spec_violations`); unchecked by default, for the benchmarks and the fault matrix, which predate it.
 """

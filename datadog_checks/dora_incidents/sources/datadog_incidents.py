@@ -12,11 +12,12 @@ is set even on the last page: the end is told by `total`.
 Not failures: test incidents (`is_test`); incidents whose state is not `resolved`/`completed` now (a
 reopened one keeps a stale `resolved`); an incident declared after the fact straight in a resolved state
 (`resolved: null`, as the live API answers for one) without a customer impact start and end. With both, it is
-reported: start = `customer_impact_start`, restore and resolution = `customer_impact_end`. Times: start = `customer_impact_start` when `customer_impacted`,
-else `declared` (`created` is the import time of an imported incident); resolution and restore =
-`resolved` ("when the state last changed from active or stable to resolved or completed"; never
-`modified`, which every edit moves). Identity: services = `fields.services.value`, teams =
-`fields.teams.value`, severity = `severity` (`SEV-1`; none when `UNKNOWN`), number `#<public_id>`.
+reported: start = `customer_impact_start`, restore and resolution = `customer_impact_end`. Other times:
+start = `customer_impact_start` when `customer_impacted`, else `declared` (`created` is the import time of an
+imported incident); resolution and restore = `resolved` ("when the state last changed from active or stable
+to resolved or completed"; never `modified`, which every edit moves). Identity: services =
+`fields.services.value`, teams = `fields.teams.value`, severity = `severity` (`SEV-1`; none when
+`UNKNOWN`), number `#<public_id>`.
 
 Credentials: the Datadog API and application keys (`datadog_api_key` / `datadog_app_key`, each falling back
 to the Agent's), no `api_token`; `api_url` defaults to where DORA writes go. A 403 does not say which key
