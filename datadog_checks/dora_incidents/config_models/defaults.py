@@ -48,6 +48,10 @@ def instance_enable_legacy_tags_normalization():
     return True
 
 
+def instance_impacts():
+    return ['minor', 'major', 'critical']
+
+
 def instance_initial_lookback():
     return 86400
 

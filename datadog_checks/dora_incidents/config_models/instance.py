@@ -90,6 +90,7 @@ class InstanceConfig(BaseModel):
     environment_field: Optional[str] = None
     extra_headers: Optional[MappingProxyType[str, Any]] = None
     headers: Optional[MappingProxyType[str, Any]] = None
+    impacts: Optional[tuple[Literal['none', 'minor', 'major', 'critical', 'maintenance'], ...]] = None
     initial_lookback: Optional[int] = Field(None, ge=1)
     jql: Optional[str] = None
     kerberos_auth: Optional[Literal['required', 'optional', 'disabled']] = None
@@ -108,6 +109,7 @@ class InstanceConfig(BaseModel):
     min_collection_interval: Optional[float] = None
     mitigated_timestamp: Optional[str] = None
     ntlm_domain: Optional[str] = None
+    page_id: Optional[str] = None
     password: Optional[str] = None
     persist_connections: Optional[bool] = None
     proxy: Optional[Proxy] = None
@@ -134,6 +136,7 @@ class InstanceConfig(BaseModel):
         'jira',
         'github',
         'datadog_incidents',
+        'statuspage',
     ]
     started_field: Optional[str] = None
     started_timestamp: Optional[str] = None
