@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import ClassVar
 
 import requests
 
@@ -73,7 +72,7 @@ class StatuspageSource(Source):
     scope_options = frozenset({'page_id', 'impacts'})
     api_token_help = 'set it to a Statuspage API key (manage.statuspage.io > your avatar > API info)'
     listing = UPDATED
-    api_description: ClassVar[dict] = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
+    api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
         'file': 'statuspage.openapi.yaml',
         'from': ('sbecker59/statuspage-api-client-go', 'api/v1/statuspage/api/openapi.yaml', '2024-08'),
         'operations': [('GET', LIST_PATH)],
