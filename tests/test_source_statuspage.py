@@ -168,6 +168,9 @@ def test_impact_none_and_maintenances_count_only_when_listed_in_impacts(sim):
     assert set(found) == {informational, maintenance}
     assert found[maintenance].resolved_at == NOW - HOUR / 2 and found[maintenance].severity == 'maintenance'
     assert [i.id for i in read(sim, impacts=['minor'])] == []
+    sim.update(maintenance, resolved_at=None)  # the `completed` update's display time then says when it ended
+    [completed] = read(sim, impacts=['maintenance'])
+    assert completed.resolved_at == NOW - HOUR / 2
 
 
 def test_an_incident_created_before_the_creation_horizon_is_not_read(sim):

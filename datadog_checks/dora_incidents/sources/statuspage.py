@@ -135,13 +135,15 @@ class StatuspageSource(Source):
         impact, status = raw.get('impact'), raw.get('status')
         if impact not in self.impacts:
             return None
-        resolved = status in RESOLVED_STATUSES or (impact == 'maintenance' and status == COMPLETED_MAINTENANCE)
-        if not resolved or raw.get('resolved_at') is None:
+        completed = impact == 'maintenance' and status == COMPLETED_MAINTENANCE
+        if status not in RESOLVED_STATUSES and not completed:
             return None  # open, reopened, or a maintenance not done yet: reported at its resolution
+        resolved_at = _resolution(raw, completed)
+        if resolved_at is None:
+            return None
         created_at = parse_time(raw.get('created_at'), 'created_at')
         if created_at < self.clock() - self.creation_horizon:
             return None  # outside what every run reads: reported by none, whichever page a run reached
-        resolved_at = parse_time(raw.get('resolved_at'), 'resolved_at')
         started_at = created_at
         if raw.get('started_at') is not None:
             started_at = min(created_at, parse_time(raw['started_at'], 'started_at'))
@@ -169,6 +171,19 @@ def _record(record) -> dict:
     if not isinstance(record, dict):
         raise TypeError(f'the incident is a {type(record).__name__}, not an object')
     return record
+
+
+def _resolution(raw: dict, completed: bool) -> datetime | None:
+    """`resolved_at`; for a completed maintenance without one, the display time of its `completed` update."""
+    if raw.get('resolved_at') is not None:
+        return parse_time(raw['resolved_at'], 'resolved_at')
+    if not completed:
+        return None  # a reopen clears it: reported at the next resolution
+    updates = [update for update in objects(raw, 'incident_updates') if update.get('status') == COMPLETED_MAINTENANCE]
+    times = [parse_time(update.get('display_at'), 'incident_updates[completed].display_at') for update in updates]
+    if not times:
+        raise ValueError('a completed maintenance with neither `resolved_at` nor a `completed` update')
+    return max(times)
 
 
 def _created(record) -> datetime | None:
