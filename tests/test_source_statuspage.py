@@ -221,6 +221,33 @@ def test_an_incident_created_while_the_list_is_paged_loses_and_doubles_nothing(s
     assert len(ids) == len(set(ids)) and set(incidents) <= set(ids)
 
 
+@pytest.mark.parametrize(
+    'body, named',
+    [
+        (json.dumps({'incidents': []}), 'no list of incidents'),
+        (json.dumps([{'id': f'x{n:011d}'} for n in range(101)]), 'more than 100'),
+    ],
+    ids=['an object', 'past the limit'],
+)
+def test_an_answer_that_is_not_a_page_of_incidents_is_an_error_naming_statuspage(sim, body, named):
+    resolved(sim)
+    sim.inject(Fault(status=200, body=body.encode(), path=sim.list_path))
+
+    with pytest.raises(SourceError) as raised:
+        read(sim)
+
+    assert 'Statuspage' in str(raised.value) and named in str(raised.value)
+
+
+def test_a_malformed_incident_is_skipped_by_id_and_the_others_read(sim):
+    bad, good = resolved(sim), resolved(sim)
+    sim.serve_as(bad, updated_at=12345)
+    batches = list(source(sim).resolved(NOW - DAY, later(), time.monotonic() + 30))
+
+    assert [i.id for b in batches for i in b.incidents] == [good]
+    assert [(s.id, "updated_at" in s.reason) for b in batches for s in b.skipped] == [(bad, True)]
+
+
 # -- answers: rate limits, errors, credentials ----------------------------------------------------------------
 
 
