@@ -4,7 +4,6 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 import requests
@@ -17,7 +16,7 @@ from datadog_checks.dora_incidents.sources.statuspage import StatuspageSource
 from loopback.server import Fault
 from loopback.statuspage import StatuspageSimulator
 
-from .common import TIME_TO_RESTORE, ago, counted, dora_ids, later, restores
+from .common import TIME_TO_RESTORE, ago, counted, dora_ids, instance_config, later, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -41,7 +40,7 @@ def source(sim, **options) -> StatuspageSource:
         'creation_horizon': None,
         **options,
     }
-    config = SimpleNamespace(**settings)
+    config = instance_config(source='statuspage', **settings)
     return StatuspageSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 
@@ -208,10 +207,10 @@ def test_an_incident_created_while_the_list_is_paged_loses_and_doubles_nothing(s
 
     original = sim._list
 
-    def listing_with_an_insertion(query):
-        if query.get('page') == '2' and len(sim.incidents) == 150:
+    def listing_with_an_insertion(request):
+        if dict(request.query).get('page') == '2' and len(sim.incidents) == 150:
             resolved(sim, started_at=NOW - HOUR, at=NOW - HOUR / 2)
-        return original(query)
+        return original(request)
 
     sim._list = listing_with_an_insertion
 
@@ -308,8 +307,8 @@ def test_an_unknown_page_is_an_error_naming_page_id(sim):
 
 @pytest.mark.parametrize(
     'options, named',
-    [({'page_id': None}, '`page_id`'), ({'page_id': 'a/b'}, '`page_id`'), ({'impacts': ['sev1']}, '`impacts`')],
-    ids=['missing page_id', 'not a page id', 'unknown impact'],
+    [({'page_id': None}, '`page_id`'), ({'page_id': 'a/b'}, '`page_id`'), ({'impacts': []}, '`impacts`')],
+    ids=['missing page_id', 'not a page id', 'no impact'],
 )
 def test_a_wrong_option_stops_at_start_naming_it(sim, options, named):
     with pytest.raises(ConfigurationError) as raised:
@@ -368,8 +367,9 @@ def test_an_unknown_page_is_a_warning_naming_page_id(aggregator, make_check, run
         ({'page_id': None}, '`page_id`'),
         ({'source': 'pagerduty', 'api_url': None}, '`page_id`'),
         ({'jql': 'project = OPS'}, '`jql`'),
+        ({'impacts': ['sev1']}, 'impacts'),
     ],
-    ids=['missing', 'refused with another tool', "another tool's option"],
+    ids=['missing', 'refused with another tool', "another tool's option", 'unknown impact'],
 )
 def test_options_are_checked_at_start(make_check, sim, settings, options, named):
     instance = {key: value for key, value in {**settings, **options}.items() if value is not None}
