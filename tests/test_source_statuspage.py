@@ -295,6 +295,14 @@ def test_the_key_is_sent_as_oauth_never_in_the_url_and_a_pasted_scheme_is_droppe
     assert refused.status_code == 401 and refused.json() == {'error': 'Could not authenticate'}
 
 
+def test_a_key_in_the_url_which_statuspage_accepts_is_refused_by_the_simulator_as_a_violation():
+    """`?api_key=` works on the live API but lands in access logs: the check must never send it."""
+    with StatuspageSimulator() as sim:
+        answer = requests.get(sim.url + sim.list_path, params={'api_key': sim.token}, timeout=5)
+
+    assert answer.status_code == 400 and len(sim.spec_violations) == 1 and '`api_key`' in sim.spec_violations[0]
+
+
 def test_an_unknown_page_is_an_error_naming_page_id(sim):
     with pytest.raises(SourceError) as raised:
         read(sim, page_id='nosuchpage12')
