@@ -111,6 +111,7 @@ class InstanceConfig(BaseModel):
     password: Optional[str] = None
     persist_connections: Optional[bool] = None
     proxy: Optional[Proxy] = None
+    query: Optional[str] = None
     read_timeout: Optional[float] = None
     repositories: Optional[tuple[str, ...]] = None
     request_size: Optional[float] = None
@@ -134,6 +135,7 @@ class InstanceConfig(BaseModel):
         'jira',
         'github',
         'datadog_incidents',
+        'opsgenie',
     ]
     started_field: Optional[str] = None
     started_timestamp: Optional[str] = None
