@@ -7,6 +7,7 @@ from .firehydrant import FireHydrantSimulator
 from .github import GitHubSimulator
 from .incident_io import IncidentIoSimulator
 from .jira import JiraSimulator
+from .opsgenie import OpsgenieSimulator
 from .pagerduty import PagerDutySimulator
 from .rootly import RootlySimulator
 from .servicenow import ServiceNowSimulator
@@ -21,6 +22,7 @@ SIMULATORS = {
     'jira': JiraSimulator,
     'github': GitHubSimulator,
     'datadog_incidents': DatadogIncidentsSimulator,
+    'opsgenie': OpsgenieSimulator,
 }
 
 

@@ -36,8 +36,10 @@ from .base import UPDATED, Page, Request, Source, checked_times, obj, objects, p
 from .http import MAX_RETRY_WAIT, Answer, JsonApi, SourceError, describer, retry_after
 
 LIST_PATH = '/v1/incidents'
-SERVICE_PATH = '/v1/services/{}'
-TEAM_PATH = '/v2/teams/{}'
+SERVICES_PATH = '/v1/services'
+TEAMS_PATH = '/v2/teams'
+SERVICE_PATH = SERVICES_PATH + '/{}'
+TEAM_PATH = TEAMS_PATH + '/{}'
 PAGE_SIZE = 100  # Opsgenie's cap on `limit`
 RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
 DEFAULT_CREATION_HORIZON = 90 * 86400
@@ -50,7 +52,7 @@ HINTS = {
     'https://api.eu.opsgenie.com`)',
     402: "Opsgenie's Incident API needs a Standard or Enterprise plan: this account's plan does not include it",
     403: 'the Opsgenie key in `api_token` may not read incidents: its API integration needs Read Access',
-    404: f'Opsgenie has no {LIST_PATH} here: check `api_url` (default https://api.opsgenie.com)',
+    404: 'Opsgenie has no such path here: check `api_url` (default https://api.opsgenie.com)',
     422: 'Opsgenie refused the incident search: check `query` (Opsgenie\'s search syntax for incidents, without '
     'status or createdAt)',
     429: 'Opsgenie rate limit reached for the incident API',
@@ -78,7 +80,13 @@ class OpsgenieSource(Source):
     api_token_help = 'set it to the key of an Opsgenie API integration with Read Access'
     api_description = {  # written by hand (loopback/specs/opsgenie.json): the vendor's is multi-file Swagger 2.0
         'hand_written': True,
-        'operations': [('GET', LIST_PATH), ('GET', '/v1/services/{id}'), ('GET', '/v2/teams/{identifier}')],
+        'operations': [
+            ('GET', LIST_PATH),
+            ('GET', SERVICES_PATH),
+            ('GET', '/v1/services/{id}'),
+            ('GET', TEAMS_PATH),
+            ('GET', '/v2/teams/{identifier}'),
+        ],
     }
     listing = UPDATED
     # Each window reads the whole horizon (the search filters on creation only) and keeps what was updated in
@@ -89,6 +97,7 @@ class OpsgenieSource(Source):
     def __init__(self, config, http, api_url: str, **clock):
         self.creation_horizon = timedelta(seconds=config.creation_horizon or DEFAULT_CREATION_HORIZON)
         self._names: dict[str, str | None] = {}  # service or team look-up path -> its name (None: unknown)
+        self._names_loaded = False
         self._deadline = 0.0
         self._horizon: datetime | None = None
         super().__init__(config, http, api_url.rstrip('/'), **clock)
@@ -100,9 +109,14 @@ class OpsgenieSource(Source):
         return _OpsgenieApi(http, api_url, headers, describer('Opsgenie', HINTS, _error_detail, token))
 
     def prepare(self, deadline: float) -> None:
-        """The run's horizon, fixed for all its pages (a moving one would move `totalCount` between pages)."""
+        """The run's horizon, fixed for all its pages (a moving one would move `totalCount` between pages); on
+        the first run, every service's and team's name (a few requests), so that a page's records seldom wait for
+        a look-up past the budget."""
         self._deadline = deadline
         self._horizon = (self.clock() - self.creation_horizon).replace(microsecond=0)
+        if not self._names_loaded:
+            self._load_names()
+            self._names_loaded = True
 
     # -- reading -------------------------------------------------------------------------------------
     def request(self, start: datetime, end: datetime, token) -> Request:
@@ -169,31 +183,65 @@ class OpsgenieSource(Source):
         return self._horizon
 
     # -- names ---------------------------------------------------------------------------------------
+    def _load_names(self) -> None:
+        names: dict[str, str | None] = {}
+        offset = 0
+        while True:
+            body = self._get(SERVICES_PATH, [('limit', PAGE_SIZE), ('offset', offset)])
+            services = body.get('data')
+            if not isinstance(services, list):
+                raise SourceError(f'Opsgenie answered {SERVICES_PATH} without a `data` list')
+            names.update(_names_of(SERVICE_PATH, services))
+            offset += len(services)
+            total = body.get('totalCount')
+            if not services or type(total) is not int or offset >= total:
+                break
+        teams = self._get(TEAMS_PATH, None).get('data')
+        if not isinstance(teams, list):
+            raise SourceError(f'Opsgenie answered {TEAMS_PATH} without a `data` list')
+        self._names = {**names, **_names_of(TEAM_PATH, teams)}
+
     def _look_up_names(self, records: list) -> None:
-        """Names of the page's services and teams not known yet: one request per id, kept for later runs."""
+        """Names of the page's services and teams not known yet (created since): one request per id, kept."""
         for record in records:
             try:
                 raw = _record(record)
-                wanted = [SERVICE_PATH.format(i) for i in _service_ids(raw)] + [
-                    TEAM_PATH.format(i) for i in _team_ids(raw)[:1]
-                ]
+                wanted = [SERVICE_PATH.format(i) for i in _service_ids(raw)]
+                wanted += [TEAM_PATH.format(i) for i in _team_ids(raw)[:1]]
             except (TypeError, ValueError):
                 continue  # a malformed record is skipped by name later
             for path in wanted:
                 if path not in self._names:
                     self._names[path] = self._look_up(path)
 
+    def _get(self, path: str, params) -> dict:
+        try:
+            return self.api.get(path, params, self._deadline)
+        except SourceError as e:
+            if 'Opsgenie' in str(e):
+                raise
+            raise SourceError(f'Opsgenie {path}: {e}') from None
+
     def _look_up(self, path: str) -> str | None:
         try:
-            data = self.api.get(path, None, self._deadline).get('data')
+            data = self._get(path, None).get('data')
         except SourceError as e:
             if '(HTTP 404' in str(e):
-                return None  # deleted since: the id stays
-            raise SourceError(f'Opsgenie {path.rsplit("/", 1)[0]}: {e}') from None
+                return None  # deleted since: its id stays
+            raise
         return text(data.get('name')) if isinstance(data, dict) else None
 
     def _named(self, path: str, identifier: str) -> Named:
         return Named(identifier, self._names.get(path.format(identifier)))
+
+
+def _names_of(path: str, listed: list) -> dict[str, str | None]:
+    """Look-up path -> name, for each service or team of a list."""
+    names = {}
+    for item in listed:
+        if isinstance(item, dict) and isinstance(item.get('id'), str) and _ID.fullmatch(item['id']):
+            names[path.format(item['id'])] = text(item.get('name'))
+    return names
 
 
 def _record(record) -> dict:
