@@ -28,6 +28,7 @@ Credentials: an API integration's key, `Authorization: GenieKey <key>`. Errors a
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 
@@ -100,6 +101,7 @@ class OpsgenieSource(Source):
         self._names_loaded = False
         self._deadline = 0.0
         self._horizon: datetime | None = None
+        self._reach_back: datetime | None = None
         super().__init__(config, http, api_url.rstrip('/'), **clock)
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
@@ -108,19 +110,27 @@ class OpsgenieSource(Source):
         headers = {'Authorization': f'GenieKey {token}', 'Accept': 'application/json'}
         return _OpsgenieApi(http, api_url, headers, describer('Opsgenie', HINTS, _error_detail, token))
 
+    def resolved(self, since: datetime, until: datetime, deadline: float, resume=None):
+        # Reading back to `since` (a backfill, a long lookback) reaches back `creation_horizon` before it.
+        self._reach_back = since
+        return super().resolved(since, until, deadline, resume)
+
     def prepare(self, deadline: float) -> None:
-        """The run's horizon, fixed for all its pages (a moving one would move `totalCount` between pages); on
-        the first run, every service's and team's name (a few requests), so that a page's records seldom wait for
-        a look-up past the budget."""
+        """The run's horizon, fixed for all its pages (a moving one would move `totalCount` between pages):
+        `creation_horizon` before the start of what is read, or before now; on the first run, every service's
+        and team's name (a few requests), so that a page's records seldom wait for a look-up past the budget."""
         self._deadline = deadline
-        self._horizon = (self.clock() - self.creation_horizon).replace(microsecond=0)
+        self._horizon = None
+        self.horizon()
         if not self._names_loaded:
             self._load_names()
             self._names_loaded = True
 
     # -- reading -------------------------------------------------------------------------------------
     def request(self, start: datetime, end: datetime, token) -> Request:
-        query = f'status: (resolved OR closed) AND createdAt >= {int(self.horizon().timestamp() * 1000)}'
+        # Created before it was last updated: nothing created after the window's end is in it.
+        created = f'createdAt >= {_ms(self.horizon())} AND createdAt < {_ms(end)}'
+        query = f'status: (resolved OR closed) AND {created}'
         if self.config.query:
             query += f' AND ({self.config.query})'
         params = [('query', query), ('offset', token or 0), ('limit', PAGE_SIZE), ('sort', 'createdAt')]
@@ -178,8 +188,11 @@ class OpsgenieSource(Source):
         )
 
     def horizon(self) -> datetime:
-        if self._horizon is None:  # read without `prepare` (a single look)
-            self._horizon = (self.clock() - self.creation_horizon).replace(microsecond=0)
+        """The oldest creation time this run reads."""
+        if self._horizon is None:
+            now = self.clock()
+            reach = min(now, self._reach_back) if self._reach_back is not None else now
+            self._horizon = (reach - self.creation_horizon).replace(microsecond=0)
         return self._horizon
 
     # -- names ---------------------------------------------------------------------------------------
@@ -233,6 +246,11 @@ class OpsgenieSource(Source):
 
     def _named(self, path: str, identifier: str) -> Named:
         return Named(identifier, self._names.get(path.format(identifier)))
+
+
+def _ms(moment: datetime) -> int:
+    """Unix milliseconds, as the search compares `createdAt`; rounded up, so that `<` keeps the whole millisecond."""
+    return math.ceil(moment.timestamp() * 1000)
 
 
 def _names_of(path: str, listed: list) -> dict[str, str | None]:
