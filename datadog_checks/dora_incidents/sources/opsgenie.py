@@ -164,7 +164,7 @@ class OpsgenieSource(Source):
         if created_at < self.horizon():
             return None  # outside what every run reads: reported by none, so that runs agree
         if raw.get('impactEndDate') is None:
-            raise ValueError('resolved without an `impactEndDate`')
+            raise ValueError('resolved without an `impactEndDate`: set its impact end in Opsgenie')
         resolved_at = parse_time(raw['impactEndDate'], 'impactEndDate')
         start = raw.get('impactStartDate')
         started_at = parse_time(start, 'impactStartDate') if start is not None else created_at
