@@ -29,43 +29,33 @@ multi-file Swagger 2.0 description, completed from opsgenie/opsgenie-go-sdk-v2).
 - Not failures (`open_non_failures`): an incident reopened after its resolution, still open, whose stale
   `impactEndDate` stays set (Opsgenie has no test or drill flag: teams tag those and use `query`).
 
-`handle` is the plumbing, in order: validate the request, authorize, rate-limit, route, validate the answer;
-the vendor's semantics are the methods it routes to.
+Requests and answers are checked against the description by the core (loopback/core.py); a request it rejects is
+answered as Opsgenie answers an invalid one, a 422.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import ClassVar
 
+from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
-from .lag import Lag
-from .querying import COMPARE, SlidingWindow
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import request_problem, response_problem
+from .server import Request, Response
 
 LIST_PATH = '/v1/incidents'
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 SERVICE_PATH = re.compile(r'/v1/services/([^/]+)')
 TEAM_PATH = re.compile(r'/v2/teams/([^/]+)')
-# Fields of Atlassian's "Search syntax for incidents"; the first ones are simulated.
-SIMULATED_FIELDS = {'status', 'priority', 'tag', 'createdAt', 'tinyId'}
-DOCUMENTED_FIELDS = SIMULATED_FIELDS | {
-    'message',
-    'description',
-    'owner',
-    'isSeen',
-    'responders',
-    'teams',
-    'impactedServices',
-    'extraProperties',
-}
+# Fields of Atlassian's "Search syntax for incidents": those simulated, and those refused as not simulated.
+SIMULATED_FIELDS = frozenset({'status', 'priority', 'tag', 'createdAt', 'tinyId'})
+UNSIMULATED = frozenset(
+    {'message', 'description', 'owner', 'isSeen', 'responders', 'teams', 'impactedServices', 'extraProperties'}
+)
 _COMPARISON = re.compile(r'(\w+)\s*(<=|>=|<|>)\s*(\d+)')
 _MATCH = re.compile(r'(\w+)\s*:\s*(\([^()]*\)|"[^"]*"|[^\s()]+)')
 THROTTLED = 'You are making too many requests! To avoid errors, we recommend you limit requests.'
@@ -77,29 +67,32 @@ def opsgenie_priority(severity: str) -> str:
     return f'P{min(5, max(1, int(match.group(1))))}' if match else 'P3'
 
 
-class OpsgenieSimulator(LoopbackServer):
+def _throttled(quota: Quota) -> dict:
+    # The period's end, not the policy's: Opsgenie names no reset, and this is all the check can wait by.
+    return {
+        'X-RateLimit-State': 'THROTTLED',
+        'X-RateLimit-Reason': 'INTEGRATION',
+        'X-RateLimit-Period-In-Sec': str(quota.wait),
+    }
+
+
+class OpsgenieSimulator(ToolSimulator):
     source = 'opsgenie'
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
+    limits = RateLimit(429, _throttled, lambda quota: _body(THROTTLED))
     # Services and teams by their names (looked up by id); `P1` as `p1`; no environments.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'p1'}
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'p1'}
 
-    def __init__(self, token: str = 'sim-opsgenie-genie-key', rate_limit=None, tiny_id_limit: int = 1_000_000):
-        super().__init__()
+    def __init__(self, token='sim-opsgenie-genie-key', rate_limit=None, tiny_id_limit=1_000_000, validate=True):
+        super().__init__(validate, rate_limit)
         self.token = token
-        self.spec_violations: list[str] = []
         self.incidents: dict[str, dict] = {}  # id -> fields, times as datetimes
         self.services: dict[str, str] = {}  # id -> name
         self.teams: dict[str, str] = {}  # id -> name
-        self._lag = Lag()
-        self._served_as: dict[str, dict] = {}
         self._tiny_ids = itertools.cycle(range(1, tiny_id_limit + 1))
-        self._limit = SlidingWindow(rate_limit)
 
     # -- the driver interface ------------------------------------------------------------------------
-    def instance(self, **options) -> dict:
-        return {'source': self.source, 'api_token': self.token, 'api_url': self.url, **options}
-
     def open(self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=None, severity=SEVERITY):
         """Created at `started_at` (impact from then). Opsgenie has no environments."""
         with self._lock:
@@ -125,12 +118,12 @@ class OpsgenieSimulator(LoopbackServer):
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         with self._lock:
             incident = self.incidents[incident_id]
-            self._lag.hold(incident_id, incident, at, hidden)
+            self.lag.hold(incident_id, incident, hidden, at)
             incident.update(status='resolved', impactEndDate=_ms(at), updatedAt=_ms(at))
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._lag.show(incident_id)
+            self.lag.show(incident_id)
 
     # -- late and corrected resolutions (Opsgenie lets the impact start and end be edited afterwards) ----
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
@@ -156,7 +149,7 @@ class OpsgenieSimulator(LoopbackServer):
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `open`: `impactEndDate` keeps its stale value, as Opsgenie keeps it."""
         with self._lock:
-            self._lag.show(incident_id)
+            self.lag.show(incident_id)
             self.update(incident_id, status='open', updatedAt=_ms(at))
 
     def corrupt(self, incident_id: str) -> None:
@@ -171,11 +164,6 @@ class OpsgenieSimulator(LoopbackServer):
             self.resolve(reopened, resolved_at)
             self.reopen(reopened, resolved_at)
             return [reopened]
-
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        headers = {**_throttled(seconds), 'Content-Type': 'application/json'}
-        body = json.dumps({'message': THROTTLED, 'took': 0.0, 'requestId': str(uuid.uuid4())}).encode()
-        return Fault(status=429, headers=headers, body=body, path=LIST_PATH)
 
     # -- more of Opsgenie, for tool-specific tests ---------------------------------------------------
     def update(self, incident_id: str, **fields) -> None:
@@ -195,91 +183,60 @@ class OpsgenieSimulator(LoopbackServer):
         with self._lock:
             return self._id_of(self.teams, name)
 
-    def serve_as(self, incident_id: str, **fields) -> None:
-        with self._lock:
-            self._served_as.setdefault(incident_id, {}).update(fields)
-
-    # -- HTTP: the plumbing ----------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        problem = request_problem('opsgenie', request)
-        if problem:
-            self.spec_violations.append(problem)
-            return _error(422, problem)
+    # -- HTTP: Opsgenie's semantics --------------------------------------------------------------------
+    def authorize(self, request: Request) -> Response | None:
         if request.headers.get('authorization') != f'GenieKey {self.token}':
             return _error(401, 'Could not authenticate')
-        wait = self._limit.wait()
-        if wait is not None:
-            return Response.json(429, _body(THROTTLED), _throttled(wait))
-        response = self._route(request, malformed=True)
-        if response.status == 200:
-            # Records made malformed on purpose (`serve_as`) break the description by design: the answer is
-            # checked as it would be without them.
-            checked = self._route(request, malformed=False) if self._served_as else response
-            problem = response_problem('opsgenie', request, checked)
-            if problem:
-                self.spec_violations.append(problem)
-        return response
+        return None
 
-    def _route(self, request: Request, malformed: bool) -> Response:
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return _error(422, message)
+
+    def route(self, request: Request) -> Response:
+        query = dict(request.query)
         if request.path == LIST_PATH:
-            try:
-                return self._list(dict(request.query), malformed)
-            except ValueError as e:
-                return _error(422, str(e))
+            return self._list(query)
         if request.path == '/v1/services':
-            return self._services(dict(request.query))
+            services = [{'id': i, 'name': name, 'description': '', 'tags': []} for i, name in self.services.items()]
+            offset, limit = int(query.get('offset', 0)), int(query.get('limit', DEFAULT_PAGE_SIZE))
+            return Response.json(
+                200, {'data': services[offset : offset + limit], 'totalCount': len(services), **_body(None)}
+            )
         if request.path == '/v2/teams':
             teams = [{'id': i, 'name': name, 'description': ''} for i, name in self.teams.items()]
             return Response.json(200, {'data': teams, **_body(None)})
         for pattern, names, kind in ((SERVICE_PATH, self.services, 'Service'), (TEAM_PATH, self.teams, 'Team')):
             match = pattern.fullmatch(request.path)
+            if match and match.group(1) in names:
+                named = {'id': match.group(1), 'name': names[match.group(1)], 'description': ''}
+                return Response.json(200, {'data': named, **_body(None)})
             if match:
-                return self._named(names, match.group(1), kind)
+                return _error(404, f'{kind} with id [{match.group(1)}] not found')
         return _error(404, f'No such path: {request.path}')
 
-    # -- HTTP: Opsgenie's semantics --------------------------------------------------------------------
-    def _list(self, query: dict, malformed: bool) -> Response:
+    def _list(self, query: dict) -> Response:
         matches = _parse(query['query'])
         now = datetime.now(UTC)
-        selected = [
-            (incident_id, listed)
-            for incident_id, listed in ((i, self._lag.listed(i, fields, now)) for i, fields in self.incidents.items())
-            if matches(listed)
-        ]
+        listed = ((i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items())
+        selected = [(incident_id, fields) for incident_id, fields in listed if matches(fields)]
         sort = query.get('sort', 'createdAt')
-        key = {'createdAt': lambda item: (item[1]['createdAt'], item[0])}.get(sort)
-        if key is None:
-            raise ValueError(f'sort by {sort} is not simulated')
-        selected.sort(key=key, reverse=query.get('order', 'desc') == 'desc')
+        if sort != 'createdAt':
+            raise Invalid(f'sort by {sort} is not simulated', 'sort')
+        selected.sort(key=lambda item: (item[1]['createdAt'], item[0]), reverse=query.get('order', 'desc') == 'desc')
         offset, limit = int(query.get('offset', 0)), int(query.get('limit', DEFAULT_PAGE_SIZE))
-        page = selected[offset : offset + limit]
         link = f'https://api.opsgenie.com{LIST_PATH}?query={query["query"]}&limit={limit}&sort={sort}'
-        last = max(0, (len(selected) - 1) // limit * limit)
-        paging = {'first': f'{link}&offset=0', 'last': f'{link}&offset={last}'}
+        paging = {'first': f'{link}&offset=0', 'last': f'{link}&offset={max(0, (len(selected) - 1) // limit * limit)}'}
         if offset + limit < len(selected):
             paging['next'] = f'{link}&offset={offset + limit}'
         document = {
-            'data': [self._served(i, fields, malformed) for i, fields in page],
+            'data': [self._served(i, fields) for i, fields in selected[offset : offset + limit]],
             'paging': paging,
             'totalCount': len(selected),
             **_body(None),
         }
         return Response.json(200, document, {'X-Request-ID': document['requestId']})
 
-    def _services(self, query: dict) -> Response:
-        offset, limit = int(query.get('offset', 0)), int(query.get('limit', DEFAULT_PAGE_SIZE))
-        services = [{'id': i, 'name': name, 'description': '', 'tags': []} for i, name in self.services.items()]
-        document = {'data': services[offset : offset + limit], 'totalCount': len(services), **_body(None)}
-        return Response.json(200, document)
-
-    def _named(self, names: dict, identifier: str, kind: str) -> Response:
-        if identifier not in names:
-            return _error(404, f'{kind} with id [{identifier}] not found')
-        return Response.json(
-            200, {'data': {'id': identifier, 'name': names[identifier], 'description': ''}, **_body(None)}
-        )
-
-    def _served(self, incident_id: str, fields: dict, malformed: bool) -> dict:
+    def _served(self, incident_id: str, fields: dict) -> dict:
         served = {
             'id': incident_id,
             'tinyId': fields['tinyId'],
@@ -306,9 +263,7 @@ class OpsgenieSimulator(LoopbackServer):
             served['ownerTeam'] = fields['ownerTeam']
         if fields['impactEndDate'] is not None:
             served['impactEndDate'] = _iso(fields['impactEndDate'])
-        if malformed:
-            served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
-        return served
+        return self.served(incident_id, served)
 
     def _id_of(self, names: dict, name: str) -> str:
         """The id of the service or team named so, created on first use."""
@@ -326,7 +281,7 @@ def _parse(text: str):
         r'\(|\)|\bAND\b|\bOR\b|\w+\s*(?:<=|>=|<|>)\s*\d+|\w+\s*:\s*(?:\([^()]*\)|"[^"]*"|[^\s()]+)', text
     )
     if re.sub(r'\s+', '', ''.join(tokens)) != re.sub(r'\s+', '', text):
-        raise ValueError(f'Invalid query: {text[:80]}')
+        raise Invalid(f'Invalid query: {text[:80]}', 'query')
     position = 0
 
     def either():
@@ -348,20 +303,20 @@ def _parse(text: str):
     def term():
         nonlocal position
         if position >= len(tokens):
-            raise ValueError(f'Invalid query: {text[:80]}')
+            raise Invalid(f'Invalid query: {text[:80]}', 'query')
         token = tokens[position]
         position += 1
         if token == '(':
             inner = either()
             if position >= len(tokens) or tokens[position] != ')':
-                raise ValueError(f'Invalid query: {text[:80]}')
+                raise Invalid(f'Invalid query: {text[:80]}', 'query')
             position += 1
             return inner
         return _condition(token)
 
     predicate = either()
     if position != len(tokens):
-        raise ValueError(f'Invalid query: {text[:80]}')
+        raise Invalid(f'Invalid query: {text[:80]}', 'query')
     return predicate
 
 
@@ -371,7 +326,7 @@ def _condition(token: str):
         field, operator, value = compared.groups()
         _known(field)
         if field != 'createdAt':
-            raise ValueError(f'Invalid query: {field} cannot be compared')
+            raise Invalid(f'Invalid query: {field} cannot be compared', 'query')
         moment = datetime.fromtimestamp(int(value) / 1000, UTC)
         return lambda fields: COMPARE[operator](fields['createdAt'], moment)
     field, values = _MATCH.fullmatch(token).groups()
@@ -386,10 +341,10 @@ def _condition(token: str):
 
 
 def _known(field: str) -> None:
-    if field not in DOCUMENTED_FIELDS:
-        raise ValueError(f'Invalid query: unknown field {field}')
+    if field in UNSIMULATED:
+        raise Invalid(f'Invalid query: field {field} is not simulated by the loopback Opsgenie', 'query')
     if field not in SIMULATED_FIELDS:
-        raise ValueError(f'Invalid query: field {field} is not simulated by the loopback Opsgenie')
+        raise Invalid(f'Invalid query: unknown field {field}', 'query')
 
 
 def _body(message: str | None) -> dict:
@@ -399,14 +354,6 @@ def _body(message: str | None) -> dict:
 
 def _error(status: int, message: str) -> Response:
     return Response.json(status, _body(message))
-
-
-def _throttled(seconds: int) -> dict:
-    return {
-        'X-RateLimit-State': 'THROTTLED',
-        'X-RateLimit-Reason': 'INTEGRATION',
-        'X-RateLimit-Period-In-Sec': str(seconds),
-    }
 
 
 def _ms(moment: datetime) -> datetime:

@@ -3,7 +3,6 @@
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 import requests
@@ -19,7 +18,7 @@ from datadog_checks.dora_incidents.sources.opsgenie import OpsgenieSource, _Opsg
 from loopback.opsgenie import LIST_PATH, OpsgenieSimulator
 from loopback.server import Fault
 
-from .common import counted, dora_ids, restores
+from .common import counted, dora_ids, instance_config, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -34,9 +33,7 @@ def sim():
 
 
 def source(sim, **options) -> OpsgenieSource:
-    config = SimpleNamespace(
-        **{'api_token': sim.token, 'api_url': sim.url, 'creation_horizon': None, 'query': None, **options}
-    )
+    config = instance_config(**{'source': 'opsgenie', 'api_token': sim.token, 'api_url': sim.url, **options})
     return OpsgenieSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 

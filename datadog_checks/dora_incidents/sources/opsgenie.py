@@ -3,7 +3,7 @@
 Listing: `query=status: (resolved OR closed) AND createdAt >= <ms>` (and `AND (<query>)`), `sort=createdAt`,
 `order=desc`, `limit=100` (its maximum), `offset`. The incident search's only time field is `createdAt`: there
 is no update or resolve time to search on. So every run reads the resolved and closed incidents created
-within `creation_horizon` (default 90 days); the reader's windows are on `updatedAt` (`listing = UPDATED`:
+within `creation_horizon` (default 90 days); the reader's windows are on `updatedAt` (listed by update time:
 a resolution, a reopen, an edited impact time all move it) and the cursor tells new and corrected
 resolutions from those already reported. Offsets shift when an incident is resolved or reopened while the
 list is paged: a page whose `totalCount` moved makes the reader read the list again.
@@ -33,7 +33,7 @@ import re
 from datetime import datetime, timedelta
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, obj, objects, parse_time, text, title
+from .base import Credentials, Page, Reading, Request, Source, checked_times, obj, objects, parse_time, text, title
 from .http import MAX_RETRY_WAIT, Answer, JsonApi, SourceError, describer, retry_after
 
 LIST_PATH = '/v1/incidents'
@@ -78,7 +78,6 @@ class OpsgenieSource(Source):
     default_api_url = 'https://api.opsgenie.com'
     options = frozenset({'query', 'creation_horizon'})
     scope_options = frozenset({'query'})
-    api_token_help = 'set it to the key of an Opsgenie API integration with Read Access'
     api_description = {  # written by hand (loopback/specs/opsgenie.json): the vendor's is multi-file Swagger 2.0
         'hand_written': True,
         'operations': [
@@ -89,11 +88,11 @@ class OpsgenieSource(Source):
             ('GET', '/v2/teams/{identifier}'),
         ],
     }
-    listing = UPDATED
-    # Each window reads the whole horizon (the search filters on creation only) and keeps what was updated in
-    # it: `totalCount` counts the whole search, not the window's share.
-    total_is_windows = False
-    narrows = False  # a narrower window reads the same pages
+    # Listed by update time. Each window reads the whole horizon (the search filters on creation only) and keeps
+    # what was updated in it: `totalCount` counts the whole search, not the window's share, and a narrower
+    # window reads the same pages.
+    reading = Reading(narrows=False, total_is_windows=False)
+    credentials = Credentials(api_token_help='set it to the key of an Opsgenie API integration with Read Access')
 
     def __init__(self, config, http, api_url: str, **clock):
         self.creation_horizon = timedelta(seconds=config.creation_horizon or DEFAULT_CREATION_HORIZON)
@@ -233,13 +232,13 @@ class OpsgenieSource(Source):
         except SourceError as e:
             if 'Opsgenie' in str(e):
                 raise
-            raise SourceError(f'Opsgenie {path}: {e}') from None
+            raise SourceError(f'Opsgenie {path}: {e}', e.status) from None
 
     def _look_up(self, path: str) -> str | None:
         try:
             data = self._get(path, None).get('data')
         except SourceError as e:
-            if '(HTTP 404' in str(e):
+            if e.status == 404:
                 return None  # deleted since: its id stays
             raise
         return text(data.get('name')) if isinstance(data, dict) else None
