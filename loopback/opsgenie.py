@@ -24,6 +24,9 @@ multi-file Swagger 2.0 description, completed from opsgenie/opsgenie-go-sdk-v2).
 - Errors `{"message", "took", "requestId"}`: 401 `Could not authenticate` (a key other than `GenieKey <token>`);
   429 with `X-RateLimit-State: THROTTLED`, `X-RateLimit-Reason` and `X-RateLimit-Period-In-Sec`, no
   `Retry-After` (Atlassian's "API rate limiting" page).
+- `GET /v2/incident-timelines/{id}/entries`: `{"data": {"entries": [...], "nextOffset"?}}`, newest first, entries
+  `{"id", "group", "type", "eventTime", ...}` of types `IncidentCreated`, `IncidentResolved`, `IncidentReopened`,
+  `IncidentClosed` (Atlassian's Incident Timeline API page; the answer's shape as open-source clients read it).
 - Time: a resolution is listed from its `impactEndDate` on; a `hidden` one (a lagging index) is listed as the
   incident was before it until `reveal`.
 - Not failures (`open_non_failures`): an incident reopened after its resolution, still open, whose stale
@@ -51,6 +54,7 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 SERVICE_PATH = re.compile(r'/v1/services/([^/]+)')
 TEAM_PATH = re.compile(r'/v2/teams/([^/]+)')
+TIMELINE_PATH = re.compile(r'/v2/incident-timelines/([^/]+)/entries')
 # Fields of Atlassian's "Search syntax for incidents": those simulated, and those refused as not simulated.
 SIMULATED_FIELDS = frozenset({'status', 'priority', 'tag', 'createdAt', 'tinyId'})
 UNSIMULATED = frozenset(
@@ -90,6 +94,7 @@ class OpsgenieSimulator(ToolSimulator):
         self.incidents: dict[str, dict] = {}  # id -> fields, times as datetimes
         self.services: dict[str, str] = {}  # id -> name
         self.teams: dict[str, str] = {}  # id -> name
+        self.timelines: dict[str, list[tuple[str, datetime]]] = {}  # id -> (entry type, event time), oldest first
         self._tiny_ids = itertools.cycle(range(1, tiny_id_limit + 1))
 
     # -- the driver interface ------------------------------------------------------------------------
@@ -113,6 +118,7 @@ class OpsgenieSimulator(ToolSimulator):
                 'responders': [{'type': 'team', 'id': team_id}] if team_id else [],
                 'tags': [],
             }
+            self.timelines[incident_id] = [('IncidentCreated', at)]
             return incident_id
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
@@ -120,6 +126,7 @@ class OpsgenieSimulator(ToolSimulator):
             incident = self.incidents[incident_id]
             self.lag.hold(incident_id, incident, hidden, at)
             incident.update(status='resolved', impactEndDate=_ms(at), updatedAt=_ms(at))
+            self.timelines[incident_id].append(('IncidentResolved', _ms(at)))
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
@@ -151,6 +158,7 @@ class OpsgenieSimulator(ToolSimulator):
         with self._lock:
             self.lag.show(incident_id)
             self.update(incident_id, status='open', updatedAt=_ms(at))
+            self.timelines[incident_id].append(('IncidentReopened', _ms(at)))
 
     def corrupt(self, incident_id: str) -> None:
         """Its `impactEndDate` is served as a string that is no date-time."""
@@ -173,7 +181,9 @@ class OpsgenieSimulator(ToolSimulator):
 
     def close(self, incident_id: str, at: datetime) -> None:
         """Closes a resolved incident: only `status` and `updatedAt` move."""
-        self.update(incident_id, status='closed', updatedAt=_ms(at))
+        with self._lock:
+            self.update(incident_id, status='closed', updatedAt=_ms(at))
+            self.timelines[incident_id].append(('IncidentClosed', _ms(at)))
 
     def service_id(self, name: str) -> str:
         with self._lock:
@@ -205,6 +215,9 @@ class OpsgenieSimulator(ToolSimulator):
         if request.path == '/v2/teams':
             teams = [{'id': i, 'name': name, 'description': ''} for i, name in self.teams.items()]
             return Response.json(200, {'data': teams, **_body(None)})
+        match = TIMELINE_PATH.fullmatch(request.path)
+        if match:
+            return self._timeline(match.group(1), int(query.get('limit', DEFAULT_PAGE_SIZE)))
         for pattern, names, kind in ((SERVICE_PATH, self.services, 'Service'), (TEAM_PATH, self.teams, 'Team')):
             match = pattern.fullmatch(request.path)
             if match and match.group(1) in names:
@@ -235,6 +248,16 @@ class OpsgenieSimulator(ToolSimulator):
             **_body(None),
         }
         return Response.json(200, document, {'X-Request-ID': document['requestId']})
+
+    def _timeline(self, incident_id: str, limit: int) -> Response:
+        if incident_id not in self.timelines:
+            return _error(404, f'Incident with id [{incident_id}] not found')
+        entries = [
+            {'id': f'{incident_id}-{n}', 'group': 'incident', 'type': kind, 'eventTime': _iso(at), 'hidden': False}
+            for n, (kind, at) in enumerate(self.timelines[incident_id])
+        ][::-1]
+        data = {'entries': entries[:limit], **({'nextOffset': str(limit)} if len(entries) > limit else {})}
+        return Response.json(200, {'data': data, **_body(None)})
 
     def _served(self, incident_id: str, fields: dict) -> dict:
         served = {

@@ -96,6 +96,37 @@ def test_the_start_is_the_impact_start_and_the_resolution_the_impact_end_never_t
     assert found == {edited: (NOW - 4 * HOUR, NOW - 2 * HOUR), no_impact_start: (NOW - 5 * HOUR, NOW - 2 * HOUR)}
 
 
+def test_without_an_impact_end_the_resolution_is_the_timelines_latest_resolve_action(sim):
+    incident_id = resolved(sim, at=NOW - 3 * HOUR)
+    sim.reopen(incident_id, NOW - 2 * HOUR)
+    sim.resolve(incident_id, NOW - HOUR)  # resolved again: the newest `IncidentResolved` entry
+    sim.update(incident_id, impactEndDate=None)
+    no_resolve_action = resolved(sim)
+    sim.update(no_resolve_action, impactEndDate=None)
+    sim.timelines[no_resolve_action] = sim.timelines[no_resolve_action][:1]  # only `IncidentCreated`
+    reader = source(sim)
+
+    batches = list(reader.resolved(NOW - DAY, NOW + timedelta(seconds=1), time.monotonic() + 30))
+    read(sim, reader=reader)  # unchanged since: asked once per incident and update
+
+    [incident] = [incident for batch in batches for incident in batch.incidents]
+    [skipped] = [skipped for batch in batches for skipped in batch.skipped]
+    assert incident.id == incident_id and incident.resolved_at == incident.restored_at == NOW - HOUR
+    assert skipped.id == no_resolve_action and 'timeline' in skipped.reason
+    timelines = [request.path for request in sim.requests if request.path.startswith('/v2/incident-timelines/')]
+    assert sorted(timelines) == sorted(f'/v2/incident-timelines/{i}/entries' for i in (incident_id, no_resolve_action))
+
+
+def test_a_service_deleted_since_keeps_its_id(sim):
+    incident_id = resolved(sim, service='Legacy Billing')
+    deleted = sim.service_id('Legacy Billing')
+    del sim.services[deleted]  # the look-up by id answers 404
+
+    [incident] = read(sim)
+
+    assert incident.id == incident_id and incident.services == (Named(deleted, None),)
+
+
 def test_times_in_opsgenies_format_keep_their_milliseconds(sim):
     at = NOW - HOUR + timedelta(milliseconds=170)
     resolved(sim, at=at)

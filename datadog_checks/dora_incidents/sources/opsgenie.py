@@ -13,8 +13,10 @@ Not failures: incidents whose status is not `resolved` or `closed` now. A reopen
 same resolution is listed again and the cursor recognises it. Opsgenie has no test or drill flag (`query`).
 
 Times: start = `impactStartDate` (defaults to `createdAt`, editable), else `createdAt`; resolution and
-restore = `impactEndDate` (set when resolved, editable). There is no `resolvedAt`, and `updatedAt` is never a
-resolve time. Date-times are UTC, milliseconds with trailing zeros dropped (`...T17:49:10.17Z`).
+restore = `impactEndDate` (set when resolved, editable), else (a resolved incident without one) the `eventTime`
+of the latest `IncidentResolved` entry of its timeline, `GET /v2/incident-timelines/{id}/entries` (one request
+per such incident and update). There is no `resolvedAt`, and `updatedAt` is never a resolve time. Date-times
+are UTC, milliseconds with trailing zeros dropped (`...T17:49:10.17Z`).
 
 Names: `impactedServices` holds service ids, named by `GET /v1/services/{id}`; the team is `ownerTeam`, else
 the first team of `responders`, named by `GET /v2/teams/{id}`. Both are looked up once per id and kept for
@@ -41,6 +43,7 @@ SERVICES_PATH = '/v1/services'
 TEAMS_PATH = '/v2/teams'
 SERVICE_PATH = SERVICES_PATH + '/{}'
 TEAM_PATH = TEAMS_PATH + '/{}'
+TIMELINE_PATH = '/v2/incident-timelines/{}/entries'
 PAGE_SIZE = 100  # Opsgenie's cap on `limit`
 RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
 DEFAULT_CREATION_HORIZON = 90 * 86400
@@ -86,6 +89,7 @@ class OpsgenieSource(Source):
             ('GET', '/v1/services/{id}'),
             ('GET', TEAMS_PATH),
             ('GET', '/v2/teams/{identifier}'),
+            ('GET', '/v2/incident-timelines/{incidentId}/entries'),
         ],
     }
     # Listed by update time. Each window reads the whole horizon (the search filters on creation only) and keeps
@@ -98,6 +102,8 @@ class OpsgenieSource(Source):
         self.creation_horizon = timedelta(seconds=config.creation_horizon or DEFAULT_CREATION_HORIZON)
         self._names: dict[str, str | None] = {}  # service or team look-up path -> its name (None: unknown)
         self._names_loaded = False
+        # (incident id, `updatedAt`) -> when its timeline says it was resolved, for those without `impactEndDate`
+        self._resolve_actions: dict[tuple[str, str], datetime | None] = {}
         self._deadline = 0.0
         self._horizon: datetime | None = None
         self._reach_back: datetime | None = None
@@ -145,6 +151,7 @@ class OpsgenieSource(Source):
             raise SourceError(f'Opsgenie answered {LIST_PATH} (offset {offset}) without a `data` list and `totalCount`')
         records, total = body['data'], body['totalCount']
         self._look_up_names(records)
+        self._look_up_resolve_actions(records)
         following = offset + len(records)
         return Page(records, following if records and following < total else None, total)
 
@@ -162,9 +169,14 @@ class OpsgenieSource(Source):
         created_at = parse_time(raw.get('createdAt'), 'createdAt')
         if created_at < self.horizon():
             return None  # outside what every run reads: reported by none, so that runs agree
-        if raw.get('impactEndDate') is None:
-            raise ValueError('resolved without an `impactEndDate`: set its impact end in Opsgenie')
-        resolved_at = parse_time(raw['impactEndDate'], 'impactEndDate')
+        if raw.get('impactEndDate') is not None:
+            resolved_at = parse_time(raw['impactEndDate'], 'impactEndDate')
+        else:
+            resolved_at = self._resolve_actions.get((incident_id, str(raw.get('updatedAt'))))
+            if resolved_at is None:
+                raise ValueError(
+                    'resolved without an `impactEndDate` or a resolution in its timeline: set its impact end'
+                )
         start = raw.get('impactStartDate')
         started_at = parse_time(start, 'impactStartDate') if start is not None else created_at
         checked_times(started_at, resolved_at, resolved_at)
@@ -225,6 +237,35 @@ class OpsgenieSource(Source):
             for path in wanted:
                 if path not in self._names:
                     self._names[path] = self._look_up(path)
+
+    def _look_up_resolve_actions(self, records: list) -> None:
+        """When the resolve action happened, from the timeline, for each resolved incident of the page without an
+        `impactEndDate`: one request per such incident and update, kept."""
+        for record in records:
+            raw = record if isinstance(record, dict) else {}
+            incident_id, key = raw.get('id'), (raw.get('id'), str(raw.get('updatedAt')))
+            if raw.get('status') not in RESOLVED_STATUSES or raw.get('impactEndDate') is not None:
+                continue
+            if isinstance(incident_id, str) and _ID.fullmatch(incident_id) and key not in self._resolve_actions:
+                self._resolve_actions[key] = self._resolve_action(incident_id)
+
+    def _resolve_action(self, incident_id: str) -> datetime | None:
+        """The latest `IncidentResolved` entry's `eventTime` (the first page, newest first); None without one."""
+        try:
+            data = self._get(TIMELINE_PATH.format(incident_id), [('limit', PAGE_SIZE)]).get('data')
+        except SourceError as e:
+            if e.status == 404:
+                return None  # deleted since
+            raise
+        entries = data.get('entries') if isinstance(data, dict) else None
+        times = []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get('type') == 'IncidentResolved':
+                try:
+                    times.append(parse_time(entry.get('eventTime'), 'eventTime'))
+                except ValueError:
+                    continue  # the incident is then skipped by name, unless another entry tells
+        return max(times, default=None)
 
     def _get(self, path: str, params) -> dict:
         try:
