@@ -90,6 +90,7 @@ class InstanceConfig(BaseModel):
     environment_field: Optional[str] = None
     extra_headers: Optional[MappingProxyType[str, Any]] = None
     headers: Optional[MappingProxyType[str, Any]] = None
+    incident_query: Optional[str] = None
     initial_lookback: Optional[int] = Field(None, ge=1)
     jql: Optional[str] = None
     kerberos_auth: Optional[Literal['required', 'optional', 'disabled']] = None
@@ -122,6 +123,7 @@ class InstanceConfig(BaseModel):
     service: Optional[str] = None
     service_field: Optional[str] = None
     service_ids: Optional[tuple[str, ...]] = None
+    service_label_key: Optional[str] = None
     service_mapping: Optional[MappingProxyType[str, ServiceMapping]] = None
     services: Optional[tuple[str, ...]] = None
     severities: Optional[tuple[str, ...]] = None
@@ -135,6 +137,7 @@ class InstanceConfig(BaseModel):
         'jira',
         'github',
         'datadog_incidents',
+        'grafana_irm',
         'opsgenie',
     ]
     started_field: Optional[str] = None
@@ -142,6 +145,7 @@ class InstanceConfig(BaseModel):
     tags: Optional[tuple[str, ...]] = None
     team_field: Optional[str] = None
     team_ids: Optional[tuple[str, ...]] = None
+    team_label_key: Optional[str] = None
     teams: Optional[tuple[str, ...]] = None
     timeout: Optional[float] = None
     tls_ca_cert: Optional[str] = None
