@@ -45,7 +45,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         config = self.config
         scope = {
             'source': config.source,
-            'api_url': (config.api_url or source_class(config.source).default_api_url).rstrip('/').lower(),
+            'api_url': source_class(config.source).canonical_api_url(config.api_url).lower(),
             'filters': scope_filters(config),
             # The instance's own key tells two organisations apart; the Agent's key (rotated with the Agent)
             # is the Agent's organisation, so rotating it keeps the cursor.

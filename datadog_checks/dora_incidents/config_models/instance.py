@@ -91,6 +91,7 @@ class InstanceConfig(BaseModel):
     extra_headers: Optional[MappingProxyType[str, Any]] = None
     headers: Optional[MappingProxyType[str, Any]] = None
     impacts: Optional[tuple[Literal['none', 'minor', 'major', 'critical', 'maintenance'], ...]] = None
+    incident_query: Optional[str] = None
     initial_lookback: Optional[int] = Field(None, ge=1)
     jql: Optional[str] = None
     kerberos_auth: Optional[Literal['required', 'optional', 'disabled']] = None
@@ -113,6 +114,7 @@ class InstanceConfig(BaseModel):
     password: Optional[str] = None
     persist_connections: Optional[bool] = None
     proxy: Optional[Proxy] = None
+    query: Optional[str] = None
     read_timeout: Optional[float] = None
     repositories: Optional[tuple[str, ...]] = None
     request_size: Optional[float] = None
@@ -123,6 +125,7 @@ class InstanceConfig(BaseModel):
     service: Optional[str] = None
     service_field: Optional[str] = None
     service_ids: Optional[tuple[str, ...]] = None
+    service_label_key: Optional[str] = None
     service_mapping: Optional[MappingProxyType[str, ServiceMapping]] = None
     services: Optional[tuple[str, ...]] = None
     severities: Optional[tuple[str, ...]] = None
@@ -136,6 +139,8 @@ class InstanceConfig(BaseModel):
         'jira',
         'github',
         'datadog_incidents',
+        'grafana_irm',
+        'opsgenie',
         'statuspage',
     ]
     started_field: Optional[str] = None
@@ -143,6 +148,7 @@ class InstanceConfig(BaseModel):
     tags: Optional[tuple[str, ...]] = None
     team_field: Optional[str] = None
     team_ids: Optional[tuple[str, ...]] = None
+    team_label_key: Optional[str] = None
     teams: Optional[tuple[str, ...]] = None
     timeout: Optional[float] = None
     tls_ca_cert: Optional[str] = None

@@ -23,6 +23,8 @@ SOURCES = {
     'jira': ('jira', 'JiraSource'),
     'github': ('github', 'GitHubSource'),
     'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
+    'grafana_irm': ('grafana_irm', 'GrafanaIrmSource'),
+    'opsgenie': ('opsgenie', 'OpsgenieSource'),
     'statuspage': ('statuspage', 'StatuspageSource'),
 }
 

@@ -83,6 +83,12 @@ class Source(ABC):
         self.api: JsonApi = self.make_api(http, api_url, config.api_token)
         self.api.monotonic = monotonic
 
+    @classmethod
+    def canonical_api_url(cls, api_url: str | None) -> str:
+        """`api_url` (else the default) spelt one way per site, for the cursor's scope (check.py): by default
+        without its trailing slash; a tool whose site has several spellings maps them to one."""
+        return (api_url or cls.default_api_url).rstrip('/')
+
     @abstractmethod
     def make_api(self, http, api_url: str, token: str | None) -> JsonApi:
         """The tool's `JsonApi` over the check's `http`, with its auth headers, and `http.describer(tool, hints,
