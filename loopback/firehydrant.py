@@ -1,4 +1,6 @@
-"""A stateful loopback FireHydrant API: `GET /v1/incidents` and `GET /v1/incidents/{incident_id}`.
+"""A stateful loopback FireHydrant API: `GET /v1/incidents`, `GET /v1/incidents/{incident_id}` and its
+`/related_change_events` (changes `relate_change` attached as `caused`, `fixed`, `suspect` or `dismissed`:
+`Incidents_RelatedChangeEventEntity`, paged like the list, filtered by `type`).
 
 Follows FireHydrant's published description (its derived copy, `loopback/specs/firehydrant.json`) and docs:
 
@@ -52,6 +54,7 @@ from .server import Fault, LoopbackServer, Request, Response
 
 VENDOR = 'firehydrant'
 LIST_PATH = '/v1/incidents'
+RELATED = '/related_change_events'
 APP_URL = 'https://app.firehydrant.io'
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 RATE_LIMIT_POOL = 50  # requests per 10 seconds per account, as documented
@@ -160,6 +163,7 @@ class FireHydrantSimulator(LoopbackServer):
         self._rate_window: list[float] = []
         self._incidents: dict[str, _Incident] = {}
         self._numbers = itertools.count(1)
+        self._related: dict[str, list[dict]] = {}  # incident id -> its related changes, oldest first
 
     # -- the driver interface (loopback/driver.py) -----------------------------------------------------
     def instance(self, **options) -> dict:
@@ -290,6 +294,36 @@ class FireHydrantSimulator(LoopbackServer):
             if not hidden:
                 incident.shown = copy.deepcopy(incident.truth)
 
+    def relate_change(
+        self, incident_id: str, relation: str = 'caused', *, identities=(), labels=None, links=(), summary='Deploy'
+    ) -> dict:
+        """A change event related to the incident as `relation`; `identities` are (type, value) pairs, `links`
+        the hrefs of its link attachments."""
+        number = sum(map(len, self._related.values())) + 1
+        change_id = f'change-{number:04d}'
+        entry = {
+            'id': f'related-{number:04d}',
+            'type': relation,
+            'why': f'{relation} by {summary}',
+            'incident_id': incident_id,
+            'created_at': iso(datetime.now(UTC)),
+            'change_event': {
+                'id': change_id,
+                'summary': summary,
+                'external_id': f'deploy-{number}',
+                'identities': [
+                    {'id': f'{change_id}-{n}', 'change_id': change_id, 'type': kind, 'value': value}
+                    for n, (kind, value) in enumerate(identities)
+                ],
+                'labels': dict(labels or {}),
+                'attachments': [{'type': 'link', 'href_url': href, 'display_text': 'commit'} for href in links],
+                'services': [],
+                'environments': [],
+            },
+        }
+        self._related.setdefault(incident_id, []).append(entry)
+        return entry
+
     # -- HTTP ------------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         if self.validate:
@@ -305,6 +339,12 @@ class FireHydrantSimulator(LoopbackServer):
         if request.path == LIST_PATH:
             return self._checked(request, '/v1/incidents', *self._list(request))
         prefix = LIST_PATH + '/'
+        if request.path.startswith(prefix) and request.path.endswith(RELATED):
+            incident_id = request.path[len(prefix) : -len(RELATED)]
+            if incident_id not in self._incidents:
+                return _error(404, 'Record not found')
+            template = LIST_PATH + '/{incident_id}' + RELATED
+            return self._checked(request, template, *self._related_page(request, self._related.get(incident_id, [])))
         if request.path.startswith(prefix) and '/' not in request.path[len(prefix) :]:
             incident = self._incidents.get(request.path[len(prefix) :])
             if incident is None:
@@ -349,24 +389,41 @@ class FireHydrantSimulator(LoopbackServer):
             return _error(400, str(e)), None
         selected.sort(key=lambda i: (i.shown.created_at, i.shown.number), reverse=True)
         rendered = [self._render(i) for i in selected[(page - 1) * per_page : page * per_page]]
-        pages = max(1, math.ceil(len(selected) / per_page))
-        pagination = {
-            'count': len(selected),
-            'page': page,
-            'items': per_page,
-            'pages': pages,
-            'last': pages,
-            'prev': page - 1 if 1 < page <= pages + 1 else None,
-            'next': page + 1 if page < pages else None,
-        }
+        pagination = _pagination(len(selected), page, per_page)
         served = {'data': [r[0] for r in rendered], 'pagination': pagination}
         clean = {'data': [r[1] for r in rendered], 'pagination': pagination}
         return Response.json(200, served), clean
+
+    def _related_page(self, request: Request, related: list[dict]) -> tuple[Response, dict]:
+        query = dict(request.query)
+        try:
+            per_page = min(max(int(query.get('per_page') or DEFAULT_PAGE_SIZE), 1), self.max_page_size)
+            page = int(query.get('page') or 1)
+        except ValueError:
+            return _error(400, 'page or per_page is invalid'), None
+        selected = [r for r in related if query.get('type') in (None, r['type'])]
+        pagination = _pagination(len(selected), page, per_page)
+        document = {'data': copy.deepcopy(selected[(page - 1) * per_page : page * per_page]), 'pagination': pagination}
+        return Response.json(200, document), document
 
     def _render(self, incident: _Incident) -> tuple[dict, dict]:
         """(what is served, the same without corruption)."""
         clean = _entity(incident.shown)
         return {**clean, **incident.corrupt}, clean
+
+
+def _pagination(count: int, page: int, per_page: int) -> dict:
+    """FireHydrant's PaginationEntity of page `page` over `count` matches."""
+    pages = max(1, math.ceil(count / per_page))
+    return {
+        'count': count,
+        'page': page,
+        'items': per_page,
+        'pages': pages,
+        'last': pages,
+        'prev': page - 1 if 1 < page <= pages + 1 else None,
+        'next': page + 1 if page < pages else None,
+    }
 
 
 def _resolve(state: _State, at: datetime) -> None:

@@ -5,6 +5,9 @@ the reference notes: `limit` <= 100 with offset pagination capped at offset + li
 past it), `since`/`until` on `/incidents` filtering on `created_at`, timestamps without a zone read in
 the account's time zone, 402 for a `team_ids[]` filter without the `teams` ability, 401 for a wrong
 token, 429 with `ratelimit-reset` past a request budget, reopened and merge-resolved incidents.
+`GET /incidents/{id}/related_change_events` answers the change events `relate_change` correlated with an
+incident, each with its `correlation_reason` (the description's `ChangeEvent`; not paged in practice: the
+answer's `limit`, `offset`, `total` are null, as in the description's example).
 Every request can be checked against the spec (`spec_violations`).
 """
 
@@ -52,6 +55,7 @@ class PagerDutySimulator(LoopbackServer):
         self._validator = spec_validator
         self.spec_violations: list[str] = []
         self._hidden: set[str] = set()  # log entry ids not listed yet (indexing lag)
+        self._related: dict[str, list[dict]] = {}  # incident id -> its correlated change events
 
     # -- state -------------------------------------------------------------------------------------
     def add_service(self, service_id: str, name: str, teams=()) -> None:
@@ -113,6 +117,29 @@ class PagerDutySimulator(LoopbackServer):
         if status == 'acknowledged':
             incident['status'] = 'acknowledged'
             self._log(incident_id, 'acknowledge_log_entry', at + timedelta(seconds=1))
+
+    def relate_change(
+        self, incident_id, *, custom_details=None, links=(), service_id=None, reason='most_recent', summary='Deploy'
+    ) -> dict:
+        """A change event PagerDuty correlates with the incident (on its service unless `service_id` says another:
+        a `related_service` change); `links` are hrefs."""
+        incident = self.incidents[incident_id]
+        service = self._services[service_id]['service'] if service_id else incident['service']
+        event = {
+            'id': f'01CHANGE{next(self._sequence):018d}',
+            'type': 'change_event',
+            'summary': summary,
+            'timestamp': incident['created_at'],
+            'source': 'acme-deploy-pipeline',
+            'integration': {'id': 'PINTEG1', 'type': 'inbound_integration_reference'},
+            'services': [{'id': service['id'], 'type': 'service_reference'}],
+            'custom_details': dict(custom_details or {}),
+            'links': [{'href': href, 'text': 'View in CI'} for href in links],
+            'images': [],
+            'correlation_reason': {'reason': reason},
+        }
+        self._related.setdefault(incident_id, []).append(event)
+        return event
 
     def corrupt(self, incident_id, **fields) -> None:
         """Overwrite incident fields with anything, to feed the check malformed data."""
@@ -177,6 +204,12 @@ class PagerDutySimulator(LoopbackServer):
             return self._list_log_entries(request)
         if request.method == 'GET' and request.path == '/incidents':
             return self._list_incidents(request)
+        if request.method == 'GET' and request.path.endswith('/related_change_events'):
+            incident_id = request.path.split('/')[2]
+            if incident_id not in self.incidents:
+                return _error(404, 2100, 'Not Found')
+            events = json.loads(json.dumps(self._related.get(incident_id, [])))
+            return Response.json(200, {'change_events': events, 'limit': None, 'offset': None, 'total': None})
         if request.method == 'GET' and request.path.startswith('/incidents/'):
             incident = self.incidents.get(request.path.rsplit('/', 1)[1])
             if incident is None:

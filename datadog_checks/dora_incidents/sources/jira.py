@@ -18,7 +18,8 @@ Duplicate, Won't Do, Cannot Reproduce or Declined. Times: start = `created`, or 
 `started_field` when set; restore and resolution = `resolutiondate`. Identity: id = `<site>:<issue id>`
 (a key changes when an issue moves project; numeric ids repeat from site to site); number = its key;
 services = the components, or the field `service_field`; team = the field `team_field`; severity = the
-priority's name.
+priority's name. Change evidence (`change_attribution: evidence`): the issue's "Affects versions" (`versions`,
+asked for in the same search), each the `version` of a deployment.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from datadog_checks.base import ConfigurationError
 
+from ..evidence import Change, evidence, wanted
 from ..incident import Named, SourceIncident
 from .base import (
     UPDATED,
@@ -97,8 +99,10 @@ class JiraSource(Source):
         self._service = text(getattr(config, 'service_field', None)) or 'components'
         self._team = text(getattr(config, 'team_field', None))
         self._started = text(getattr(config, 'started_field', None))
-        wanted = ['summary', 'status', 'resolution', 'resolutiondate', 'created', 'updated', 'priority']
-        self._fields = list(dict.fromkeys([*wanted, *filter(None, (self._service, self._team, self._started))]))
+        fields = ['summary', 'status', 'resolution', 'resolutiondate', 'created', 'updated', 'priority']
+        self._versions = wanted(config)  # "Affects versions", asked for only when it is evidence
+        extra = (self._service, self._team, self._started, 'versions' if self._versions else None)
+        self._fields = list(dict.fromkeys([*fields, *filter(None, extra)]))
         self.zone: ZoneInfo | None = None
         self._zone_read = float('-inf')
 
@@ -177,7 +181,18 @@ class JiraSource(Source):
             services=named_values(fields.get(self._service)),
             teams=named_values(fields.get(self._team)) if self._team else (),
             severity=text(obj(fields, 'priority').get('name')),
+            evidence=self._affects(fields),
         )
+
+    def _affects(self, fields: dict):
+        """The "Affects versions": each a deployment's `version`."""
+        if not self._versions:
+            return None
+        versions = fields.get('versions')
+        if versions is not None and not isinstance(versions, list):
+            raise ValueError('`versions` is not a list of versions')
+        names = (text(v.get('name')) for v in versions or () if isinstance(v, dict))
+        return evidence(Change(versions=frozenset({name})) for name in names if name)
 
     def _start(self, fields: dict) -> datetime:
         if self._started and fields.get(self._started) is not None:
