@@ -13,6 +13,7 @@ import pytest
 from datadog_checks.dev.utils import get_metadata_metrics
 
 from datadog_checks.dora_incidents.evidence import Change, change, evidence
+from loopback import demo
 from loopback.intake import DEPLOYMENTS_PATH
 from loopback.simulators import make_simulator
 
@@ -90,16 +91,9 @@ def resolve(tool, incident_id, now, hours=1.0):
 
 
 def name_cause(tool, incident_id, n: int) -> None:
-    """The tool records change `n` as the incident's cause, in its own terms."""
-    source = tool.source
-    if source == 'pagerduty':  # Ansible's pagerduty_change: `revision` is the SHA
-        tool.relate_change(incident_id, custom_details={'revision': sha(n), 'repo': REPO, 'environment': 'prod'})
-    elif source == 'firehydrant':
-        tool.relate_change(incident_id, 'caused', identities=[('commit_sha', sha(n))])
-    elif source == 'servicenow':
-        tool.relate_change(incident_id, change_number(n))
-    else:
-        tool.relate_change(incident_id, version(n))
+    """The tool records change `n` as the incident's cause, in its own terms (PagerDuty as Ansible's
+    pagerduty_change sends it: `revision` is the SHA)."""
+    assert demo.name_cause(tool, incident_id, version(n), sha(n), change_number(n))
 
 
 def name_nothing(tool, incident_id) -> None:
