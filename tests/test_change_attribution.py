@@ -7,6 +7,7 @@ custom tags. Every deployment here carries all three, so that each tool's eviden
 
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,10 +16,12 @@ from datadog_checks.dev.utils import get_metadata_metrics
 from datadog_checks.dora_incidents.evidence import Change, change, evidence
 from loopback import demo
 from loopback.intake import DEPLOYMENTS_PATH
+from loopback.server import Fault
 from loopback.simulators import make_simulator
 
 from .common import ago, counted, restores
 
+RELATED = '/related_change_events'
 TOOLS = ['pagerduty', 'firehydrant', 'servicenow', 'jira']
 UNMATCHED = 'dora.check.change_failures.unmatched'
 CHANGE_FAILURES = 'dora.change_failures.count'
@@ -370,6 +373,57 @@ def test_servicenow_change_tag_names_the_deployments_tag(
     assert intake.markings() == {tagged_deployment: {'change_failure': True}}
     [listing] = [r for r in servicenow_tool.requests if r.path.endswith('/incident')][:1]
     assert 'caused_by' in dict(listing.query)['sysparm_fields'].split(',')
+
+
+@pytest.mark.parametrize(
+    'fault',
+    [
+        Fault(status=500, times=10),
+        Fault(status=429, headers={'retry-after': '3600'}, times=10),
+        Fault(status=200, body=b'{"change_events": "none", "data": {"x": 1}}', times=10),
+        Fault(status=200, body=b'<html>proxy</html>', times=10),
+    ],
+    ids=['5xx', 'rate limited for an hour', 'malformed', 'not JSON'],
+)
+def test_an_evidence_read_that_fails_falls_back_to_the_window_and_says_so(
+    aggregator, make_check, run, tool, settings, intake, deploy, incident, now, fault
+):
+    if tool.source not in ('pagerduty', 'firehydrant'):
+        pytest.skip('ServiceNow and Jira evidence comes in the incident record')
+    deploy(1, 5)
+    window_pick = deploy(2, 3)
+    name_cause(tool, incident, 1)
+    resolve(tool, incident, now)
+    path = (f'/incidents/{incident}' if tool.source == 'pagerduty' else f'/v1/incidents/{incident}') + RELATED
+    tool.inject(replace(fault, path=path))
+
+    warnings = run(make_check(settings))
+
+    assert intake.markings() == {window_pick: {'change_failure': True}}
+    assert tagged(aggregator, CHANGE_FAILURES, 'attribution:window') == 1
+    assert counted(aggregator) == 1 and set(restores(aggregator)) == {incident}
+    [warning] = [w for w in warnings if 'found by the time window instead' in w]
+    assert tool.token not in warning and 'Traceback' not in warning
+
+
+def test_malformed_evidence_fields_never_lose_the_incident(
+    aggregator, make_check, run, tool, settings, intake, deploy, incident, now
+):
+    if tool.source not in ('servicenow', 'jira'):
+        pytest.skip('the evidence of ServiceNow and Jira comes in the incident record')
+    window_pick = deploy(2, 3)
+    name_cause(tool, incident, 1)
+    resolve(tool, incident, now)
+    field = 'caused_by' if tool.source == 'servicenow' else 'versions'
+    tool.serve_as(incident, **{field: {'unexpected': ['shape']} if tool.source == 'jira' else 42})
+
+    assert run(make_check(settings)) == []
+
+    assert counted(aggregator) == 1
+    assert intake.markings() == {window_pick: {'change_failure': True}}
+    # The simulator saw itself serve what the description forbids: the point of this test.
+    assert all(field in violation for violation in tool.spec_violations)
+    tool.spec_violations.clear()
 
 
 # -- the budget ---------------------------------------------------------------------------------------------

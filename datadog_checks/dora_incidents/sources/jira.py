@@ -189,9 +189,9 @@ class JiraSource(Source):
         if not self._versions:
             return None
         versions = fields.get('versions')
-        if versions is not None and not isinstance(versions, list):
-            raise ValueError('`versions` is not a list of versions')
-        names = (text(v.get('name')) for v in versions or () if isinstance(v, dict))
+        if not isinstance(versions, list):
+            return None  # absent, or malformed: no evidence, never a reason to drop the incident
+        names = (text(v.get('name')) for v in versions if isinstance(v, dict))
         return evidence(Change(versions=frozenset({name})) for name in names if name)
 
     def _start(self, fields: dict) -> datetime:
