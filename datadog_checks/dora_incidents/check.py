@@ -54,7 +54,9 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 
     def _set_up(self) -> None:
-        for secret in (self.config.api_token, self.config.password):  # ServiceNow may have a password instead
+        # Before anything can fail: every message is scrubbed of the options the tool reads with.
+        reading_with = ('api_token', *source_class(self.config.source).credentials.secret_options)
+        for secret in (getattr(self.config, option) for option in reading_with):
             if secret:
                 self.register_secret(secret)
         reject_unknown(self.instance)

@@ -71,8 +71,8 @@ def evidence(causes: Iterable[Change], fixes: Iterable[Change] = ()) -> Evidence
 
 def wanted(config) -> bool:
     """Whether the evidence is read: only when marking change failures by it (`change_attribution: evidence`)."""
-    return bool(getattr(config, 'mark_change_failures', False)) and attribution(config) == EVIDENCE
+    return bool(config.mark_change_failures) and attribution(config) == EVIDENCE
 
 
 def attribution(config) -> str:
-    return getattr(config, 'change_attribution', None) or EVIDENCE
+    return config.change_attribution or EVIDENCE

@@ -128,14 +128,7 @@ class InstanceConfig(BaseModel):
     severities: Optional[tuple[str, ...]] = None
     skip_proxy: Optional[bool] = None
     source: Literal[
-        'pagerduty',
-        'rootly',
-        'firehydrant',
-        'incident_io',
-        'servicenow',
-        'jira',
-        'github',
-        'datadog_incidents',
+        'pagerduty', 'rootly', 'firehydrant', 'incident_io', 'servicenow', 'jira', 'github', 'datadog_incidents'
     ]
     started_field: Optional[str] = None
     started_timestamp: Optional[str] = None
