@@ -74,7 +74,9 @@ class InstanceConfig(BaseModel):
     aws_host: Optional[str] = None
     aws_region: Optional[str] = None
     aws_service: Optional[str] = None
+    change_attribution: Optional[Literal['evidence', 'window']] = None
     change_failure_window: Optional[int] = Field(None, ge=60)
+    change_tag: Optional[str] = None
     connect_timeout: Optional[float] = None
     creation_horizon: Optional[int] = Field(None, ge=86400)
     datadog_api_key: Optional[str] = None
