@@ -23,6 +23,7 @@ SOURCES = {
     'jira': ('jira', 'JiraSource'),
     'github': ('github', 'GitHubSource'),
     'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
+    'splunk_oncall': ('splunk_oncall', 'SplunkOnCallSource'),
 }
 
 
