@@ -11,6 +11,7 @@ from .pagerduty import PagerDutySimulator
 from .rootly import RootlySimulator
 from .servicenow import ServiceNowSimulator
 from .spec import pagerduty_request_problem
+from .splunk_oncall import SplunkOnCallSimulator
 
 SIMULATORS = {
     'pagerduty': lambda: PagerDutySimulator(spec_validator=pagerduty_request_problem),
@@ -21,6 +22,7 @@ SIMULATORS = {
     'jira': JiraSimulator,
     'github': GitHubSimulator,
     'datadog_incidents': DatadogIncidentsSimulator,
+    'splunk_oncall': SplunkOnCallSimulator,
 }
 
 
