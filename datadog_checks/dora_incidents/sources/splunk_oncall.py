@@ -70,11 +70,6 @@ class SplunkOnCallSource(Source):
             raise ConfigurationError(
                 "`api_id` is required with `source: splunk_oncall`: the organisation's API ID (Integrations > API)"
             )
-        if config.restored_at == 'mitigated':
-            raise ConfigurationError(
-                '`restored_at: mitigated` is not available with `source: splunk_oncall`: Splunk On-Call records no '
-                'mitigation; remove it'
-            )
         self.start_horizon = timedelta(seconds=config.start_horizon or DEFAULT_START_HORIZON)
         self.routing_keys = frozenset(config.routing_keys or ())
         super().__init__(config, http, api_url.rstrip('/'), **kwargs)
