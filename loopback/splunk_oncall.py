@@ -20,6 +20,8 @@ Where each piece of knowledge comes from:
 - Lag: the reporting data "may be up to 15 minutes behind real-time" (the vendor's description of the v1
   reporting call): a hidden resolution leaves the incident as it was until `reveal`, which shows the
   resolution with its original time.
+- `open` takes any start time, as the driver needs; on the live service an incident shows up in the
+  reporting data at most 15 minutes after it started (the check relies on that after its first run).
 - A resolved incident is never reopened: a new alert for the same entity opens a new incident (a new number,
   the same `entityId`): `realert`. `entityState` is the entity's state now: OK once a recovery alert resolved it.
 - Errors: the file documents no error body; this one answers `{"message": ...}`. A rate limit (`rate_limit`,
@@ -114,7 +116,7 @@ class SplunkOnCallSimulator(LoopbackServer):
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """Splunk On-Call has no retrospective incidents; what comes closest is the reporting lag: an incident
-        that started and resolved in the past shows up only now."""
+        that started and resolved in the past shows up only now (on the live service, at most 15 minutes late)."""
         incident_id = self.open(started_at, **open_options)
         self.resolve(incident_id, resolved_at, hidden=True)
         self.reveal(incident_id)

@@ -82,7 +82,7 @@ def test_a_new_alert_after_a_resolution_is_a_new_incident_and_a_new_failure(aggr
     sim.resolve(first, ago(now, hours=2))
     check = make_check(settings)
     run(check)
-    second = sim.realert(first, ago(now, minutes=30))
+    second = sim.realert(first, ago(now, minutes=10))  # after the first run: it shows within the reporting lag
     sim.resolve(second, ago(now, minutes=1))
 
     run(check)
@@ -117,7 +117,7 @@ def test_an_incident_open_40_days_counts_and_one_started_before_the_horizon_does
     query = list_queries(sim)[-1]
     horizon = datetime.fromisoformat(query['startedAfter'])
     assert abs(horizon - (now - timedelta(days=90))) < timedelta(minutes=1)
-    assert (query['currentPhase'], query['limit']) == ('resolved', '100')
+    assert (query['currentPhase'], query['limit']) == ('triggered,acknowledged,resolved', '100')
 
     aggregator.reset()
     run(make_check({**settings, 'start_horizon': 30 * 86400}, 'dora_incidents:shorter'))  # another cursor
@@ -140,21 +140,51 @@ def test_routing_keys_one_is_asked_for_several_are_filtered(aggregator, make_che
     assert 'routingKey' not in list_queries(sim)[-1]
 
 
-def test_a_run_reads_the_horizons_resolved_incidents_by_offset_and_nothing_else(make_check, run, sim, settings, now):
-    run(make_check(settings, 'dora_incidents:quiet'))
-    assert len(list_queries(sim)) == 1  # a quiet organisation: one reporting call a run
-    sim.requests.clear()
-    incidents = [sim.open(ago(now, hours=3, seconds=n)) for n in range(105)]
+def test_the_first_run_reads_the_horizon_then_runs_ask_for_the_open_incidents_and_the_new_ones(
+    aggregator, make_check, run, sim, settings, now
+):
+    incidents = [sim.open(ago(now, days=30, seconds=n)) for n in range(105)]
     for n, incident in enumerate(incidents):
         sim.resolve(incident, ago(now, hours=2, seconds=n))
+    long_open = [sim.open(ago(now, days=50)), sim.open(ago(now, days=49)), sim.open(ago(now, days=48))]
     check = make_check(settings)
     run(check)
-    assert [q['offset'] for q in list_queries(sim)] == ['0', '100']
+    assert [q['offset'] for q in list_queries(sim)] == ['0', '100']  # the horizon: 108 incidents, all phases
+    assert counted(aggregator) == 105
 
-    before = len(list_queries(sim))
+    sim.requests.clear()
+    sim.resolve(long_open[1], datetime.now(UTC))  # open for 49 days
     run(check)
+    asked, recent = list_queries(sim)
+    assert asked['incidentNumber'] == f'{long_open[0]}:{long_open[2]}' and 'startedAfter' not in asked  # 4,5,6
+    assert datetime.fromisoformat(recent['startedAfter']) > now - timedelta(hours=1)  # since the last run
+    assert counted(aggregator) == 106 and long_open[1] in restores(aggregator)
+
+    sim.requests.clear()
     run(check)
-    assert len(list_queries(sim)) - before == 4  # the horizon's two pages a run: nothing else
+    asked, recent = list_queries(sim)  # steady state: two calls, whatever the horizon holds
+    assert asked['incidentNumber'] == f'{long_open[0]},{long_open[2]}'
+    assert counted(aggregator) == 106
+
+
+def test_after_a_run_that_did_not_read_everything_the_next_one_reads_the_whole_horizon(
+    make_check, run, sim, settings, now
+):
+    incident = sim.open(ago(now, days=30))
+    sim.resolve(incident, ago(now, hours=2))
+    check = make_check(settings)
+    run(check)
+    sim.inject(Fault(status=500, path=LIST_PATH, times=3))  # the next run reads nothing
+    run(check)
+
+    sim.requests.clear()
+    run(check)
+
+    assert [q.get('startedAfter', '')[:10] for q in list_queries(sim)] == [utc_day(now - timedelta(days=90))]
+
+
+def utc_day(moment):
+    return moment.strftime('%Y-%m-%d')
 
 
 def test_both_headers_go_on_every_call_and_the_api_id_is_never_shown(make_check, sim, settings, caplog):

@@ -1,12 +1,19 @@
 """Splunk On-Call (formerly VictorOps): its reporting API, `GET /api-reporting/v2/incidents`.
 
 The reporting API filters on the incident's start only (`startedAfter`/`startedBefore`), never on a resolve
-or update time, and its data "may be up to 15 minutes behind real-time". So every window asks for the resolved
-incidents (`currentPhase=resolved`) started within `start_horizon` (90 days) before now and before the
-window's end, 100 a page (its maximum), by `offset`; the order is not documented and not relied on. A
-resolution is placed in the window of its resolve time, or, when that is behind what the run reads (it showed
-up late), in the run's first window: the cursor then tells new resolutions from those already reported, and
-`initial_lookback` bounds how late one may show up (`listing = UPDATED`, like the tools read by update time).
+or update time, and its data "may be up to 15 minutes behind real-time". A run reads one of two ways:
+
+- the whole horizon: every incident started within `start_horizon` (90 days) before now and before the
+  window's end, 100 a page (its maximum), by `offset` (the first run of a process, or after a run that did not
+  read everything: cut by the budget, or failed);
+- after a run that read everything: the incidents that were open then (or resolved after its end), asked for by
+  number (`incidentNumber`, one call), and those started since LAG before that run (usually one call). Anything
+  older was shown, resolved, to that run: a steady-state run costs two reporting calls, whatever the horizon.
+
+Every query asks for all phases, so that a run learns which incidents are still open. The order of the answers
+is not documented and not relied on. A resolution is placed in the window of its resolve time, or, when that is
+behind what the run reads (it showed up late), in the run's first window: the cursor then tells new resolutions
+from those already reported, and `initial_lookback` bounds how late one may show up.
 
 Failures: incidents whose `currentPhase` is resolved (compared case-insensitively: the public API says
 `RESOLVED`). A resolved incident is never reopened (a new alert opens a new incident, a new failure).
@@ -24,6 +31,8 @@ requests carries custom headers along a redirect to another host, so no redirect
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -32,13 +41,19 @@ import requests
 
 from datadog_checks.base import ConfigurationError
 
-from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, objects, parse_time, text, title, utc
+from ..incident import Batch, Named, SourceIncident
+from .base import Page, Request, Source, checked_times, objects, parse_time, text, title, utc
 from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/api-reporting/v2/incidents'
 PAGE_SIZE = 100  # the most the reporting API serves a page
 DEFAULT_START_HORIZON = 90 * 86400
+# How far behind real time the reporting data may be (15 minutes, documented), with a margin: an incident
+# started longer ago than this before a run was shown to that run.
+LAG = timedelta(minutes=20)
+MAX_ASKED = PAGE_SIZE  # incident numbers asked for in one call; more open incidents: the horizon is read again
+PHASES = 'triggered,acknowledged,resolved'
+RECENT = 'recent:'  # the page tokens of the incidents started since the last run (the horizon's are offsets)
 REPORTED_STATES = frozenset({'CRITICAL', 'WARNING'})  # OK, INFO, RECOVERY say how the entity is now, not how bad
 KEYS = '`api_id` (the organisation\'s API ID) and `api_token` (a Read-only API key, Integrations > API)'
 HINTS = {
@@ -59,9 +74,9 @@ class SplunkOnCallSource(Source):
     # The vendor's Swagger 2.0 file is not read by derive_specs.py (OpenAPI 3.0 only): loopback/specs/
     # splunk_oncall.json is written by hand from it and from go-victorops' reporting answers.
     api_description: ClassVar[dict] = {'hand_written': True, 'operations': [('GET', LIST_PATH)]}
-    # No update time to list by, but every run reads every resolution started within `start_horizon`: one that
-    # shows up late is read like an update.
-    listing = UPDATED
+    # Listed by resolve time (the default), a resolution that shows up late placed in the run's first window.
+    # Splunk On-Call has no late entries beyond its reporting lag: no retrospective incident, no backdated or
+    # edited time, so it is not among the tools read by update time.
     narrows = False  # a narrower window of resolve times asks for the same starts
     total_is_windows = False  # `total` counts the horizon's resolved incidents, not the window's
 
@@ -74,7 +89,13 @@ class SplunkOnCallSource(Source):
         self.routing_keys = frozenset(config.routing_keys or ())
         super().__init__(config, http, api_url.rstrip('/'), **kwargs)
         self._since: datetime | None = None
+        self._until: datetime | None = None
         self._started_after: datetime | None = None
+        # Left by the last run that read everything: what the next run asks for instead of the whole horizon.
+        self._last: _LastRead | None = None
+        self._recent_after: datetime | None = None  # this run: started since (None: read the whole horizon)
+        self._asked: list[str] = []  # this run: the numbers asked for
+        self._open: set[str] = set()  # this run: incidents still open, or resolved after `until`
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -87,20 +108,29 @@ class SplunkOnCallSource(Source):
         )
 
     # -- reading -------------------------------------------------------------------------------------
-    def resolved(self, since, until, deadline, resume=None):
-        # A resolution that shows up behind `since` (the reporting lag) is placed in the run's first window.
-        self._since = since
-        self._started_after = self.clock() - self.start_horizon
-        return super().resolved(since, until, deadline, resume)
+    def resolved(self, since, until, deadline, resume=None) -> Iterator[Batch]:
+        self._since, self._until = since, until  # a resolution that showed up behind `since` goes in the first window
+        read_at = self.clock()
+        self._started_after = read_at - self.start_horizon
+        last, self._last = self._last, None  # usable again only once this run has read everything
+        narrowed = last is not None and len(last.open) <= MAX_ASKED
+        self._recent_after = max(self._started_after, last.read_at - LAG) if narrowed else None
+        self._asked = sorted(last.open, key=int) if narrowed else []
+        self._open = set()
+        for batch in super().resolved(since, until, deadline, resume):
+            yield batch
+            if batch.cut:
+                return
+        self._last = _LastRead(read_at, frozenset(self._open))
 
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
-        params = [
-            ('currentPhase', 'resolved'),
-            ('startedAfter', utc(self._started_after)),
-            ('startedBefore', utc(end)),
-            ('limit', PAGE_SIZE),
-            ('offset', token or 0),
-        ]
+        asking, offset = self._position(token)
+        params = [('currentPhase', PHASES)]
+        if asking:
+            params.append(('incidentNumber', _ranges(self._asked)))
+        else:
+            params.append(('startedAfter', utc(self._recent_after or self._started_after)))
+        params += [('startedBefore', utc(end)), ('limit', PAGE_SIZE), ('offset', offset)]
         if len(self.routing_keys) == 1:  # the API takes one routing key; several are filtered here
             params.append(('routingKey', next(iter(self.routing_keys))))
         return Request(LIST_PATH, params)
@@ -110,8 +140,38 @@ class SplunkOnCallSource(Source):
         records, total = body.get('incidents'), body.get('total')
         if not isinstance(records, list) or type(total) is not int:
             raise SourceError(f'Splunk On-Call answered GET {LIST_PATH} without an `incidents` list and a `total`')
-        offset = (token or 0) + len(records)
-        return Page(records, offset if records and offset < total else None, total)
+        for record in records:
+            self._note_open(record)
+        asking, offset = self._position(token)
+        if asking:  # at most MAX_ASKED numbers: one page; then the incidents started since
+            return Page(records, f'{RECENT}0')
+        offset += len(records)
+        more = records and offset < total
+        if self._recent_after is None:
+            return Page(records, offset if more else None, total)
+        return Page(records, f'{RECENT}{offset}' if more else None, total)
+
+    def _position(self, token: Any) -> tuple[bool, int]:
+        """Whether the page `token` asks for the open incidents by number, and the offset it asks from. A token
+        of the other way of reading (resumed after a restart) starts that window again."""
+        if self._recent_after is None:
+            return False, token if type(token) is int else 0
+        if token is None and self._asked:
+            return True, 0
+        if isinstance(token, str) and token.startswith(RECENT) and token[len(RECENT) :].isdigit():
+            return False, int(token[len(RECENT) :])
+        return False, 0
+
+    def _note_open(self, record) -> None:
+        """Remembers an incident the next run must ask for by number: open, or resolved after this run's end."""
+        try:
+            number = _number(record)
+            if number is None:
+                return
+            if str(record.get('currentPhase') or '').lower() != 'resolved' or _resolve_time(record) >= self._until:
+                self._open.add(number)
+        except (AttributeError, TypeError, ValueError):
+            return  # malformed: skipped by name when it is read
 
     def record_id(self, record) -> str | None:
         return _number(record) if isinstance(record, dict) else None
@@ -150,6 +210,27 @@ class SplunkOnCallSource(Source):
             teams=_teams(record),
             severity=state if state in REPORTED_STATES else None,
         )
+
+
+@dataclass(frozen=True)
+class _LastRead:
+    read_at: datetime  # the source's clock before that run's first call
+    open: frozenset[str]  # the numbers of the incidents to ask for
+
+
+def _ranges(numbers: list[str]) -> str:
+    """Incident numbers as `incidentNumber` takes them, runs as ranges: `4,5,20:50`."""
+    parts, run = [], []
+    for number in map(int, numbers):
+        if run and number == run[-1] + 1:
+            run.append(number)
+            continue
+        if run:
+            parts.append(f'{run[0]}:{run[-1]}' if len(run) > 2 else ','.join(map(str, run)))
+        run = [number]
+    if run:
+        parts.append(f'{run[0]}:{run[-1]}' if len(run) > 2 else ','.join(map(str, run)))
+    return ','.join(parts)
 
 
 class _ReportingApi(JsonApi):
