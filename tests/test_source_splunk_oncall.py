@@ -241,3 +241,18 @@ def test_its_options_are_refused_with_another_tool(make_check, option):
     error = make_check(instance).run()
 
     assert f'`{option}` is an option of splunk_oncall' in error
+
+
+def test_an_odd_number_or_an_unreadable_time_never_breaks_the_next_run(aggregator, make_check, run, sim, settings, now):
+    odd, untimed, good = (sim.open(ago(now, hours=3)) for _ in range(3))
+    for incident in (odd, untimed, good):
+        sim.resolve(incident, ago(now, hours=1))
+    sim.serve_as(odd, incidentNumber='INC-odd')
+    sim.serve_as(untimed, transitions=[{'name': 'RESOLVED', 'at': 'later'}])
+    check = make_check(settings)
+
+    [warning] = run(check)
+    run(check)  # the malformed one is asked for again by number: still skipped, not warned about twice
+
+    assert untimed in warning
+    assert set(restores(aggregator)) == {good, 'INC-odd'}  # a number that is no number: its id, never asked for

@@ -164,14 +164,14 @@ class SplunkOnCallSource(Source):
 
     def _note_open(self, record) -> None:
         """Remembers an incident the next run must ask for by number: open, or resolved after this run's end."""
+        number = _number(record) if isinstance(record, dict) else None
+        if number is None or not number.isdigit():
+            return  # no number to ask for: malformed, skipped by name when read
         try:
-            number = _number(record)
-            if number is None:
-                return
             if str(record.get('currentPhase') or '').lower() != 'resolved' or _resolve_time(record) >= self._until:
                 self._open.add(number)
-        except (AttributeError, TypeError, ValueError):
-            return  # malformed: skipped by name when it is read
+        except (TypeError, ValueError):
+            self._open.add(number)  # malformed (skipped by name when read): asked for again, in case it is mended
 
     def record_id(self, record) -> str | None:
         return _number(record) if isinstance(record, dict) else None
