@@ -32,19 +32,16 @@ Every request and every 200 answer is checked against the derived description; v
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 import re
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import ClassVar
 
+from .core import Invalid, Quota, RateLimit, ToolSimulator
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
-from .lag import Lag
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import request_problem, response_problem
+from .server import Request, Response
 
 LIST_PATH = '/api/v2/incidents/search'
 DEFAULT_PAGE_SIZE = 10
@@ -80,28 +77,34 @@ def datadog_severity(name: str) -> str:
     return f'SEV-{match.group(1)}' if match else 'UNKNOWN'
 
 
-class DatadogIncidentsSimulator(LoopbackServer):
+def _limit_headers(quota: Quota) -> dict:
+    return {
+        'X-RateLimit-Limit': str(quota.limit),
+        'X-RateLimit-Period': str(quota.per),
+        'X-RateLimit-Remaining': str(quota.remaining),
+        'X-RateLimit-Reset': str(max(1, int(quota.reset - time.time() + 0.999))),  # seconds to the reset
+        'X-RateLimit-Name': 'incidents_search',
+    }
+
+
+class DatadogIncidentsSimulator(ToolSimulator):
     source = 'datadog_incidents'
+    limits = RateLimit(429, _limit_headers, lambda quota: {'errors': ['Too many requests']}, 'fixed', every_answer=True)
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
     # `fields.services` / `fields.teams` values and `SEV-1` as Datadog tags; no environments.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev-1'}
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'sev-1'}
 
     def __init__(
-        self, api_key: str = 'sim-datadog-api-key', app_key: str = 'sim-datadog-app-key', rate_limit=RATE_LIMIT
+        self, api_key='sim-datadog-api-key', app_key='sim-datadog-app-key', rate_limit=RATE_LIMIT, validate=True
     ):
-        super().__init__()
+        super().__init__(validate, rate_limit)
         self.api_key = api_key
         self.app_key = app_key
         self.token = app_key  # what must never leak
         self.credential = 'datadog_app_key'  # the option a wrong credential is set in (there is no `api_token`)
-        self.rate_limit = rate_limit
-        self.spec_violations: list[str] = []
         self.incidents: dict[str, dict] = {}  # id -> attributes, timestamps as datetimes
-        self._lag = Lag()  # resolutions not visible yet
-        self._served_as: dict[str, dict] = {}
         self._public_ids = itertools.count(1)
-        self._window: tuple[float, int] = (time.time(), 0)
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
@@ -143,14 +146,14 @@ class DatadogIncidentsSimulator(LoopbackServer):
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         with self._lock:
             incident = self.incidents[incident_id]
-            self._lag.hold(incident_id, incident, at, hidden)
+            self.lag.hold(incident_id, incident, hidden, at)
             incident.update(state='resolved', resolved=at, modified=at)
             if incident['customer_impacted'] and incident['customer_impact_end'] is None:
                 incident['customer_impact_end'] = at
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._lag.show(incident_id)
+            self.lag.show(incident_id)
 
     # -- late and corrected resolutions (Datadog lets responders edit an incident's times afterwards) -------
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
@@ -176,14 +179,13 @@ class DatadogIncidentsSimulator(LoopbackServer):
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `active`: `resolved` keeps its stale value, as Datadog keeps it."""
         with self._lock:
-            self._lag.show(incident_id)
+            self.lag.show(incident_id)
             self.incidents[incident_id].update(state='active', modified=at)
 
     def corrupt(self, incident_id: str) -> None:
         """Its `customer_impact_start` (the start) is served as a string that is no timestamp."""
         self.serve_as(incident_id, customer_impact_start='sometime last week')
 
-    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = ('a test incident (`is_test`)',)
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
@@ -192,12 +194,6 @@ class DatadogIncidentsSimulator(LoopbackServer):
             self.update(test, is_test=True, listed=True)  # its declarer opted in to show it in search
             self.resolve(test, resolved_at)
             return [test]
-
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        headers = {**self._limit_headers(0, seconds), 'Content-Type': 'application/json'}
-        return Fault(
-            status=429, headers=headers, body=json.dumps({'errors': ['Too many requests']}).encode(), path=LIST_PATH
-        )
 
     # -- more of Datadog, for tool-specific tests ----------------------------------------------------
     def update(self, incident_id: str, **attributes) -> None:
@@ -209,74 +205,24 @@ class DatadogIncidentsSimulator(LoopbackServer):
         """Moves a resolved incident to `completed` (its postmortem done): `resolved` does not move."""
         self.update(incident_id, state='completed', modified=at)
 
-    def serve_as(self, incident_id: str, **attributes) -> None:
-        with self._lock:
-            self._served_as.setdefault(incident_id, {}).update(attributes)
-
     # -- HTTP ----------------------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        if (request.headers.get('dd-api-key'), request.headers.get('dd-application-key')) != (
-            self.api_key,
-            self.app_key,
-        ):
-            return Response.json(403, {'errors': ['Forbidden']})
-        problem = request_problem('datadog_incidents', request)
-        if problem:
-            self.spec_violations.append(problem)
-            return Response.json(400, {'errors': [problem]})
-        response = self._answer(request)
-        if response.status == 200:
-            # Records made malformed on purpose (`serve_as`) break the description by design: the answer is
-            # checked as it would be without them.
-            checked = self._search(request, malformed=False) if self._served_as else response
-            problem = response_problem('datadog_incidents', request, checked)
-            if problem:
-                self.spec_violations.append(problem)
-        return response
+    def authorize(self, request: Request) -> Response | None:
+        keys = (request.headers.get('dd-api-key'), request.headers.get('dd-application-key'))
+        return Response.json(403, {'errors': ['Forbidden']}) if keys != (self.api_key, self.app_key) else None
 
-    def _answer(self, request: Request) -> Response:
-        limited = self._count_call()
-        if limited:
-            return limited
-        try:
-            response = self._search(request)
-        except ValueError as e:
-            response = Response.json(400, {'errors': [str(e)]})
-        start, _ = self._window
-        response.headers.update(self._limit_headers(self._remaining(), start + self.rate_limit[1] - time.time()))
-        return response
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return Response.json(400, {'errors': [message]})
 
-    def _count_call(self) -> Response | None:
-        budget, period = self.rate_limit
-        start, used = self._window
-        if time.time() >= start + period:
-            start, used = time.time(), 0
-        if used >= budget:
-            headers = self._limit_headers(0, start + period - time.time())
-            return Response.json(429, {'errors': ['Too many requests']}, headers)
-        self._window = (start, used + 1)
-        return None
+    def route(self, request: Request) -> Response:
+        return self._search(request)
 
-    def _remaining(self) -> int:
-        return max(0, self.rate_limit[0] - self._window[1])
-
-    def _limit_headers(self, remaining: int, reset_in: float) -> dict:
-        budget, period = self.rate_limit
-        return {
-            'X-RateLimit-Limit': str(budget),
-            'X-RateLimit-Period': str(period),
-            'X-RateLimit-Remaining': str(remaining),
-            'X-RateLimit-Reset': str(max(1, int(reset_in + 0.999))),
-            'X-RateLimit-Name': 'incidents_search',
-        }
-
-    def _search(self, request: Request, malformed: bool = True) -> Response:
+    def _search(self, request: Request) -> Response:
         query = dict(request.query)
         predicates = _parse_query(query['query'])
         now = datetime.now(UTC)
         selected = [
             (incident_id, listed)
-            for incident_id, listed in ((i, self._lag.listed(i, attrs, now)) for i, attrs in self.incidents.items())
+            for incident_id, listed in ((i, self.lag.listed(i, attrs, now)) for i, attrs in self.incidents.items())
             if (not listed['is_test'] or listed['listed']) and all(matches(listed) for matches in predicates)
         ]
         descending = query.get('sort', 'created') == '-created'
@@ -284,14 +230,14 @@ class DatadogIncidentsSimulator(LoopbackServer):
         size = int(query.get('page[size]', DEFAULT_PAGE_SIZE))
         offset = int(query.get('page[offset]', 0))
         if not 1 <= size <= MAX_PAGE_SIZE or offset < 0:
-            raise ValueError(f'page[size] must be between 1 and {MAX_PAGE_SIZE} and page[offset] at least 0')
+            raise Invalid(f'page[size] must be between 1 and {MAX_PAGE_SIZE} and page[offset] at least 0')
         page = selected[offset : offset + size]
         document = {
             'data': {
                 'type': 'incidents_search_results',
                 'attributes': {
                     'facets': _facets(listed for _, listed in selected),
-                    'incidents': [{'data': self._served(i, attrs, malformed)} for i, attrs in page],
+                    'incidents': [{'data': self._served(i, attrs)} for i, attrs in page],
                     'total': len(selected),
                 },
             },
@@ -300,7 +246,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
         }
         return Response.json(200, document)
 
-    def _served(self, incident_id: str, attrs: dict, malformed: bool = True) -> dict:
+    def _served(self, incident_id: str, attrs: dict) -> dict:
         served = {
             'title': attrs['title'],
             'public_id': attrs['public_id'],
@@ -328,8 +274,7 @@ class DatadogIncidentsSimulator(LoopbackServer):
                 'teams': {'type': 'autocomplete', 'value': list(attrs['teams']) or None},
             },
         }
-        if malformed:
-            served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
+        served = self.served(incident_id, served)
         user = {'data': {'type': 'users', 'id': '00000000-0000-0000-0000-0000000000a1'}}
         relationships = {'created_by_user': user, 'last_modified_by_user': user, 'commander_user': None}
         return {'id': incident_id, 'type': 'incidents', 'attributes': served, 'relationships': relationships}
@@ -342,15 +287,15 @@ def _parse_query(text: str) -> list:
     while position < len(text):
         match = _TERM.match(text, position)
         if not match:
-            raise ValueError(f'invalid query at {text[position:][:40]!r}')
+            raise Invalid(f'invalid query at {text[position:][:40]!r}')
         negated, facet, values = match.groups()
         position = match.end()
         if text[position : position + 4] == 'AND ':
             position += 4
         if facet not in DOCUMENTED_FACETS:
-            raise ValueError(f'Invalid query: unknown facet {facet!r}')
+            raise Invalid(f'Invalid query: unknown facet {facet!r}')
         if facet not in _SIMULATED:
-            raise ValueError(f'facet {facet!r} is not simulated by the loopback Datadog')
+            raise Invalid(f'facet {facet!r} is not simulated by the loopback Datadog')
         wanted = {value.strip().strip('"') for value in values.strip('()').split(' OR ')}
         predicates.append(_predicate(facet, wanted, bool(negated)))
     return predicates

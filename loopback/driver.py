@@ -1,8 +1,9 @@
 """What every source's simulator offers the conformance suite, the demo and the benchmark.
 
-A simulator is a `LoopbackServer` (server.py) holding the tool's incidents, answering the tool's API
-as its published description says (validated against the derived description in `loopback/specs/`),
-and driven through the methods below in the tool's own vocabulary. The suite never reaches into a
+A simulator is a `ToolSimulator` (core.py: the request pipeline, rate limits, lag) holding the tool's
+incidents, answering the tool's API as its published description says (validated against the derived
+description in `loopback/specs/`), and driven through the methods below in the tool's own vocabulary
+(abstract methods of `ToolSimulator`, so that a simulator missing one cannot be made). The suite never reaches into a
 simulator's state: what it asserts is what the check emitted.
 """
 

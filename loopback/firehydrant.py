@@ -35,9 +35,7 @@ without it.
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 import math
 import time
 import uuid
@@ -47,8 +45,9 @@ from functools import lru_cache
 from typing import ClassVar
 
 from . import spec
+from .core import RateLimit, ToolSimulator, iso, parse_time
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
-from .server import Fault, LoopbackServer, Request, Response
+from .server import Request, Response
 
 VENDOR = 'firehydrant'
 LIST_PATH = '/v1/incidents'
@@ -87,10 +86,6 @@ SIMULATED = frozenset(
         'severities',
     }
 )
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
 
 
 @lru_cache(maxsize=65536)
@@ -133,37 +128,24 @@ class _State:
         return self.current in ACTIVE
 
 
-@dataclass
-class _Incident:
-    truth: _State
-    shown: _State  # what the list serves: lags `truth` while a resolution is hidden
-    corrupt: dict = field(default_factory=dict)  # raw fields served instead of the real ones
-
-
-class FireHydrantSimulator(LoopbackServer):
+class FireHydrantSimulator(ToolSimulator):
     source = VENDOR
     list_path = LIST_PATH
-    expected_tags: ClassVar[dict[str, str]] = {
-        'service': 'checkout_api',
-        'team': 'payments_team',
-        'env': 'production',
-        'severity': 'sev1',
-    }
+    limits = RateLimit(
+        429,
+        lambda quota: {'Retry-After': str(quota.wait), 'RateLimit-Limit': str(RATE_LIMIT_POOL)},
+        lambda quota: {'error': 'rate limit exceeded'},
+    )
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'env': 'production'}
 
     def __init__(self, token: str = 'fhb-sim-firehydrant-token', max_page_size: int = MAX_PAGE_SIZE, validate=True):
-        super().__init__()
+        super().__init__(validate)
         self.token = token
         self.max_page_size = max_page_size
-        self.validate = validate
-        self.spec_violations: list[str] = []
-        self.rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
-        self._rate_window: list[float] = []
-        self._incidents: dict[str, _Incident] = {}
+        self._incidents: dict[str, _State] = {}  # as they are; the list lags while a resolution is hidden
         self._numbers = itertools.count(1)
 
     # -- the driver interface (loopback/driver.py) -----------------------------------------------------
-    def instance(self, **options) -> dict:
-        return {'source': VENDOR, 'api_token': self.token, 'api_url': self.url, **options}
 
     def open(
         self,
@@ -196,7 +178,7 @@ class FireHydrantSimulator(LoopbackServer):
         state.move('started', started_at)
         state.reached['detected'] = started_at
         with self._lock:
-            self._incidents[state.id] = _Incident(state, copy.deepcopy(state))
+            self._incidents[state.id] = state
         return state.id
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
@@ -204,9 +186,8 @@ class FireHydrantSimulator(LoopbackServer):
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            incident = self._incidents[incident_id]
-            incident.truth.updated_at = datetime.now(UTC)
-            incident.shown = copy.deepcopy(incident.truth)
+            self._incidents[incident_id].updated_at = datetime.now(UTC)
+            self.lag.show(incident_id)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """ "Create Resolved Incident": created now with its milestones, the Resolved one in the past."""
@@ -243,10 +224,8 @@ class FireHydrantSimulator(LoopbackServer):
 
     def corrupt(self, incident_id: str, **fields) -> None:
         """Serves `fields` instead of the real ones (default: a `started_at` that is not a timestamp)."""
-        with self._lock:
-            self._incidents[incident_id].corrupt = fields or {'started_at': 'yesterday, around lunch'}
+        self.serve_as(incident_id, **(fields or {'started_at': 'yesterday, around lunch'}))
 
-    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = (
         'archived (declared by mistake)',
         'resolved, then reopened: not resolved any more',
@@ -262,11 +241,6 @@ class FireHydrantSimulator(LoopbackServer):
         self.reopen(reopened, resolved_at + timedelta(seconds=1))
         return [archived, reopened]
 
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        body = json.dumps({'error': 'rate limit exceeded'}).encode()
-        headers = {'Retry-After': str(seconds), 'RateLimit-Limit': str(RATE_LIMIT_POOL)}
-        return Fault(status=429, headers=headers, body=body, path=LIST_PATH)
-
     # -- more of FireHydrant, for tool-specific tests --------------------------------------------------
     def mitigate(self, incident_id: str, at: datetime) -> None:
         self._change(incident_id, at, lambda state: state.move('mitigated', at))
@@ -277,78 +251,48 @@ class FireHydrantSimulator(LoopbackServer):
     def record(self, incident_id: str) -> dict:
         """The incident as the API serves it now."""
         with self._lock:
-            return self._render(self._incidents[incident_id])[0]
+            return self._render(incident_id)
 
     def _change(self, incident_id: str, at: datetime, change, hidden: bool = False, updated_at=None) -> None:
         """`updated_at`: when the change was made (default `at`, as if made when it happened)."""
         with self._lock:
-            incident = self._incidents[incident_id]
-            if at < incident.truth.started_at:
+            state = self._incidents[incident_id]
+            if at < state.started_at:
                 raise ValueError(f'{at.isoformat()} is before the incident started: FireHydrant answers 422')
-            change(incident.truth)
-            incident.truth.updated_at = updated_at or at
-            if not hidden:
-                incident.shown = copy.deepcopy(incident.truth)
+            self.lag.hold(incident_id, state, hidden)
+            change(state)
+            state.updated_at = updated_at or at
 
     # -- HTTP ------------------------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        if self.validate:
-            problem = spec.request_problem(VENDOR, request)
-            if problem:
-                self.spec_violations.append(problem)
-                return _error(400, problem)
-        refused = self._refused(request)
-        if refused:
-            return refused
+    def authorize(self, request: Request) -> Response | None:
+        if request.headers.get('authorization') != f'Bearer {self.token}':
+            return Response.json(401, {'detail': 'Unauthorized'})
+        return None
+
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return _error(400, message)
+
+    def route(self, request: Request) -> Response:
         if request.method != 'GET':
             return _error(405, '405 Not Allowed')
         if request.path == LIST_PATH:
-            return self._checked(request, '/v1/incidents', *self._list(request))
-        prefix = LIST_PATH + '/'
-        if request.path.startswith(prefix) and '/' not in request.path[len(prefix) :]:
-            incident = self._incidents.get(request.path[len(prefix) :])
-            if incident is None:
-                return _error(404, 'Record not found')
-            served, clean = self._render(incident)
-            return self._checked(request, '/v1/incidents/{incident_id}', Response.json(200, served), clean)
-        return _error(404, 'Not Found')
+            return self._list(request)
+        incident_id = request.path.removeprefix(LIST_PATH + '/')
+        if incident_id == request.path or '/' in incident_id:
+            return _error(404, 'Not Found')
+        if incident_id not in self._incidents:
+            return _error(404, 'Record not found')
+        return Response.json(200, self._render(incident_id))
 
-    def _refused(self, request: Request) -> Response | None:
-        if request.headers.get('authorization') != f'Bearer {self.token}':
-            return Response.json(401, {'detail': 'Unauthorized'})
-        if self.rate_limit:
-            budget, per = self.rate_limit
-            now = time.monotonic()
-            self._rate_window = [t for t in self._rate_window if t > now - per]
-            if len(self._rate_window) >= budget:
-                fault = self.rate_limited(max(1, math.ceil(self._rate_window[0] + per - now)))
-                return Response(fault.status, fault.body, {'Content-Type': 'application/json', **fault.headers})
-            self._rate_window.append(now)
-        return None
-
-    def _checked(self, request: Request, template: str, response: Response, clean) -> Response:
-        """Validates the answer (its corruption-free version) when the description declares its status."""
-        if self.validate:
-            declared = spec.document(VENDOR)['paths'][template]['get']['responses']
-            if str(response.status) in declared:
-                unfaulted = Response.json(response.status, clean, response.headers)
-                problem = spec.response_problem(VENDOR, request, unfaulted)
-                if problem:
-                    self.spec_violations.append(problem)
-        return response
-
-    def _list(self, request: Request) -> tuple[Response, dict | None]:
-        try:
-            query = _Query(request)
-            selected = [incident for incident in self._incidents.values() if query.selects(incident.shown)]
-            per_page = min(max(query.int('per_page', DEFAULT_PAGE_SIZE), 1), self.max_page_size)
-            page = query.int('page', 1)
-            if page < 1:
-                raise ValueError('page is invalid')
-        except ValueError as e:
-            return _error(400, str(e)), None
-        selected.sort(key=lambda i: (i.shown.created_at, i.shown.number), reverse=True)
-        rendered = [self._render(i) for i in selected[(page - 1) * per_page : page * per_page]]
+    def _list(self, request: Request) -> Response:
+        query = _Query(request)
+        per_page = min(max(query.int('per_page', DEFAULT_PAGE_SIZE), 1), self.max_page_size)
+        page = query.int('page', 1)
+        if page < 1:
+            raise ValueError('page is invalid')
+        shown = {i: self.lag.listed(i, state) for i, state in self._incidents.items()}
+        selected = sorted((i for i, state in shown.items() if query.selects(state)), reverse=True,
+                          key=lambda i: (shown[i].created_at, shown[i].number))  # fmt: skip
         pages = max(1, math.ceil(len(selected) / per_page))
         pagination = {
             'count': len(selected),
@@ -359,14 +303,11 @@ class FireHydrantSimulator(LoopbackServer):
             'prev': page - 1 if 1 < page <= pages + 1 else None,
             'next': page + 1 if page < pages else None,
         }
-        served = {'data': [r[0] for r in rendered], 'pagination': pagination}
-        clean = {'data': [r[1] for r in rendered], 'pagination': pagination}
-        return Response.json(200, served), clean
+        data = [self._render(i) for i in selected[(page - 1) * per_page : page * per_page]]
+        return Response.json(200, {'data': data, 'pagination': pagination})
 
-    def _render(self, incident: _Incident) -> tuple[dict, dict]:
-        """(what is served, the same without corruption)."""
-        clean = _entity(incident.shown)
-        return {**clean, **incident.corrupt}, clean
+    def _render(self, incident_id: str) -> dict:
+        return self.served(incident_id, _entity(self.lag.listed(incident_id, self._incidents[incident_id])))
 
 
 def _resolve(state: _State, at: datetime) -> None:
@@ -407,13 +348,7 @@ class _Query:
 
     def time(self, name: str) -> datetime | None:
         value = self._values.get(name)
-        if not value:
-            return None
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f'{name} is invalid') from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # Rails' zone is UTC
+        return parse_time(value, name) if value else None  # Rails' zone is UTC
 
     def ids(self, name: str) -> frozenset[str] | None:
         value = self._values.get(name)
@@ -457,8 +392,8 @@ def _entity(state: _State) -> dict:
         'id': state.id,
         'name': state.title,
         'number': state.number,
-        'created_at': iso(state.created_at),
-        'started_at': iso(state.reached.get('started', state.started_at)),
+        'created_at': _iso(state.created_at),
+        'started_at': _iso(state.reached.get('started', state.started_at)),
         'summary': '',
         'description': '',
         'customer_impact_summary': '',
@@ -481,7 +416,7 @@ def _entity(state: _State) -> dict:
         'custom_fields': [],
     }
     if state.discarded_at is not None:
-        entity['discarded_at'] = iso(state.discarded_at)
+        entity['discarded_at'] = _iso(state.discarded_at)
     return entity
 
 
@@ -500,7 +435,7 @@ def _impacts(state: _State) -> list[dict]:
 
 def _team_assignment(state: _State, name: str) -> dict:
     team = {'id': ref_id('team', name), 'name': name, 'slug': name.lower().replace(' ', '-')}
-    at = iso(state.created_at)
+    at = _iso(state.created_at)
     assignment_id = ref_id(f'assignment:{state.id}', name)
     return {'id': assignment_id, 'status': 'active', 'created_at': at, 'updated_at': at, 'team': team}
 
@@ -509,7 +444,7 @@ def _history(state: _State) -> list[dict]:
     entries = []
     for position, (slug, at) in enumerate(state.history):
         entry = {'id': ref_id(f'milestone:{state.id}', str(position)), 'type': slug}
-        entry.update(occurred_at=iso(at), created_at=iso(at), updated_at=iso(at))
+        entry.update(occurred_at=_iso(at), created_at=_iso(at), updated_at=_iso(at))
         if position + 1 < len(state.history):  # null (omitted) for the current milestone
             entry['duration'] = _duration(state.history[position + 1][1] - at)
         entries.append(entry)
@@ -524,7 +459,7 @@ def _phases(state: _State) -> list[dict]:
             milestone = {'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug}
             milestone['position'] = index
             if slug in state.reached:
-                milestone['occurred_at'] = iso(state.reached[slug])
+                milestone['occurred_at'] = _iso(state.reached[slug])
             milestones.append(milestone)
         phase_id = ref_id('phase', phase_type)
         phase = {'id': phase_id, 'name': name, 'type': phase_type, 'position': position, 'milestones': milestones}
@@ -539,3 +474,7 @@ def _duration(delta: timedelta) -> str:
 
 def _error(status: int, detail: str) -> Response:
     return Response.json(status, {'detail': detail, 'messages': [detail]})
+
+
+def _iso(moment: datetime) -> str:
+    return iso(moment, 'milliseconds')

@@ -33,20 +33,15 @@ answered with a 422, as GitHub answers a request it cannot validate.
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import ClassVar
-from urllib.parse import urlencode
 
+from .core import Invalid, Quota, RateLimit, ToolSimulator, parse_time
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
-from .lag import Lag
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import request_problem, response_problem
+from .server import Fault, Request, Response
 
 REPOSITORY = 'acme/checkout'
 LABEL = 'incident'
@@ -56,29 +51,40 @@ RATE_LIMIT = (5000, 3600)  # requests per token per window of seconds (a fixed w
 DOCS = 'https://docs.github.com/rest'
 _ISSUES = re.compile(r'/repos/([^/]+)/([^/]+)/issues')
 _SIMULATED = {'state', 'labels', 'since', 'sort', 'direction', 'per_page', 'page'}
+JSON = 'application/json; charset=utf-8'
 
 
-class GitHubSimulator(LoopbackServer):
+def _limit_headers(quota: Quota) -> dict:
+    return {
+        'x-ratelimit-limit': str(quota.limit),
+        'x-ratelimit-remaining': str(quota.remaining),
+        'x-ratelimit-used': str(quota.limit - quota.remaining),
+        'x-ratelimit-reset': str(int(quota.reset + 0.999)),
+        'x-ratelimit-resource': 'core',
+    }
+
+
+def _rate_limit_exceeded(quota: Quota) -> dict:
+    return _error('API rate limit exceeded for user ID 1.', '403', f'{DOCS}/overview/rate-limits-for-the-rest-api')
+
+
+class GitHubSimulator(ToolSimulator):
     source = 'github'
+    # The primary limit: a fixed window per token, answered 403 with `x-ratelimit-remaining: 0`.
+    limits = RateLimit(403, _limit_headers, _rate_limit_exceeded, window='fixed', every_answer=True, content_type=JSON)
     max_page_size = MAX_PAGE_SIZE
-    # The driver's defaults as labels `service:Checkout API`, `team:Payments Team`, `severity:SEV1`;
+    # `expected_tags` are the core's, from labels `service:Checkout API`, `team:Payments Team`, `severity:SEV1`;
     # GitHub has no environments: the instance's `env` applies.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
 
-    def __init__(self, token: str = 'ghp_simGitHubToken0123456789', rate_limit=RATE_LIMIT, prefix: str = ''):
-        super().__init__()
+    def __init__(self, token='ghp_simGitHubToken0123456789', rate_limit=RATE_LIMIT, prefix='', validate=True):
+        super().__init__(validate, rate_limit)
         self.token = token
         self.prefix = prefix  # GitHub Enterprise Server serves the REST API under `/api/v3`
         self.edits_times = False  # `created_at` and `closed_at` are stamped when they happen (see `correct`)
-        self.rate_limit = rate_limit
-        self.spec_violations: list[str] = []
         self.repositories: dict[str, int] = {}  # 'owner/name' (as created) -> repository id
         self.issues: dict[str, dict] = {}  # issue id -> the issue as stored, timestamps as datetimes
-        self._lag = Lag()  # closures not visible yet
-        self._served_as: dict[str, dict] = {}  # id -> fields served in place of the stored ones (corrupt)
         self._ids = itertools.count(3_000_000_001)
         self._numbers: dict[str, itertools.count] = {}
-        self._window: tuple[float, int] = (time.time(), 0)  # rate-limit window start, requests counted in it
         self.add_repository(REPOSITORY)
 
     @property
@@ -108,7 +114,7 @@ class GitHubSimulator(LoopbackServer):
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._lag.show(incident_id)
+            self.lag.show(incident_id)
 
     # -- late and corrected resolutions --------------------------------------------------------------
     # GitHub stamps `created_at` and `closed_at` with the moment they happen and lets nobody edit them. What
@@ -136,7 +142,7 @@ class GitHubSimulator(LoopbackServer):
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
-            self._lag.show(incident_id)
+            self.lag.show(incident_id)
             issue = self.issues[incident_id]
             issue.update(state='open', state_reason='reopened', closed_at=None, closed_by=None, updated_at=_second(at))
 
@@ -144,7 +150,6 @@ class GitHubSimulator(LoopbackServer):
         """Its `created_at` is served as a string that is no timestamp; filters still see the real one."""
         self.serve_as(incident_id, created_at='sometime last week')
 
-    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = (
         'closed as not planned',
         'closed as duplicate',
@@ -163,20 +168,14 @@ class GitHubSimulator(LoopbackServer):
             self.issues[pull]['pull_request']['merged_at'] = resolved_at
             return [not_planned, duplicate, pull]
 
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        """The primary limit as GitHub answers it: 403, `x-ratelimit-remaining: 0`, the reset in epoch seconds."""
-        headers = {**self._limit_headers(0, time.time() + seconds), 'Content-Type': 'application/json; charset=utf-8'}
-        body = _error('API rate limit exceeded for user ID 1.', '403', f'{DOCS}/overview/rate-limits-for-the-rest-api')
-        return Fault(status=403, headers=headers, body=json.dumps(body).encode(), path=self.list_path)
-
     # -- more of GitHub, for tool-specific tests -----------------------------------------------------
     def secondary_rate_limited(self, seconds: int = 1, status: int = 403) -> Fault:
         """A secondary limit: `retry-after` in seconds, the primary budget not spent."""
-        headers = {**self._limit_headers(4000, time.time() + 3600), 'Retry-After': str(seconds)}
+        headers = {**_limit_headers(Quota(5000, 3600, 4000, time.time() + 3600)), 'Retry-After': str(seconds)}
         message = 'You have exceeded a secondary rate limit. Please wait a few minutes before you try again.'
         body = _error(message, str(status), f'{DOCS}/overview/rate-limits-for-the-rest-api')
-        headers['Content-Type'] = 'application/json; charset=utf-8'
-        return Fault(status=status, headers=headers, body=json.dumps(body).encode(), path=self.list_path)
+        answer = Response.json(status, body, {'Content-Type': JSON, **headers})
+        return Fault(status=status, headers=answer.headers, body=answer.body, path=self.list_path)
 
     def add_repository(self, name: str) -> None:
         with self._lock:
@@ -209,7 +208,7 @@ class GitHubSimulator(LoopbackServer):
     def close(self, issue_id: str, at: datetime, *, reason: str = 'completed', hidden: bool = False) -> None:
         with self._lock:
             issue = self.issues[issue_id]
-            self._lag.hold(issue_id, issue, at, hidden)
+            self.lag.hold(issue_id, issue, hidden, at)
             reason = None if issue['pull_request'] is not None else reason  # pull requests have no reason
             at = _second(at)
             issue.update(state='closed', state_reason=reason, closed_at=at, closed_by='octocat', updated_at=at)
@@ -220,90 +219,47 @@ class GitHubSimulator(LoopbackServer):
             self.issues[issue_id]['labels'].append(name)
             self.issues[issue_id]['updated_at'] = _second(at)
 
-    def serve_as(self, issue_id: str, **fields) -> None:
-        """Serves these values (anything JSON) in place of the stored ones: a malformed record."""
-        with self._lock:
-            self._served_as.setdefault(issue_id, {}).update(fields)
-
     # -- HTTP ----------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
-        if self.prefix:
-            if not request.path.startswith(self.prefix + '/'):
-                return Response.json(404, _error('Not Found', '404'))
-            request = replace(request, path=request.path[len(self.prefix) :])
-        problem = request_problem('github', request)
-        if problem:
-            self.spec_violations.append(problem)
-            return _validation_failed(problem)
-        response = self._answer(request)
-        if response.status == 200:
-            # Records made malformed on purpose (`serve_as`) break the description by design: the answer is
-            # checked as it would be without them.
-            checked = self._list(request, self._repository(*_ISSUES.fullmatch(request.path).groups()), False)
-            problem = response_problem('github', request, checked if self._served_as else response)
-            if problem:
-                self.spec_violations.append(problem)
-        return response
+        if not request.path.startswith(self.prefix + '/'):
+            return Response.json(404, _error('Not Found', '404'))
+        return super().handle(replace(request, path=request.path[len(self.prefix) :]))
 
-    def _answer(self, request: Request) -> Response:
-        authorization = request.headers.get('authorization', '')
-        if authorization not in (f'Bearer {self.token}', f'token {self.token}'):
+    def request_problem(self, request: Request) -> str | None:
+        return super().request_problem(replace(request, path=request.path.removeprefix(self.prefix)))
+
+    def authorize(self, request: Request) -> Response | None:
+        if request.headers.get('authorization', '') not in (f'Bearer {self.token}', f'token {self.token}'):
             return Response.json(401, _error('Bad credentials', '401'))
-        limited = self._count_call()
-        if limited:
-            return limited
+        return None
+
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        body = {'message': 'Validation Failed', 'errors': [message[:500]], 'documentation_url': DOCS, 'status': '422'}
+        return Response.json(422, body)
+
+    def route(self, request: Request) -> Response:
         match = _ISSUES.fullmatch(request.path)
         repository = self._repository(*match.groups()) if match and request.method == 'GET' else None
         if repository is None:
-            response = Response.json(404, _error('Not Found', '404'))
-        else:
-            try:
-                response = self._list(request, repository)
-            except ValueError as e:
-                response = _validation_failed(str(e))
-        window_start, used = self._window
-        response.headers.update(self._limit_headers(self.rate_limit[0] - used, window_start + self.rate_limit[1]))
-        return response
+            return Response.json(404, _error('Not Found', '404'))
+        return self._list(request, repository)
 
     def _repository(self, owner: str, name: str) -> str | None:
         wanted = f'{owner}/{name}'.lower()
         return next((known for known in self.repositories if known.lower() == wanted), None)
 
-    def _count_call(self) -> Response | None:
-        budget, per = self.rate_limit
-        start, used = self._window
-        if time.time() >= start + per:
-            start, used = time.time(), 0
-        if used >= budget:
-            body = _error(
-                'API rate limit exceeded for user ID 1.', '403', f'{DOCS}/overview/rate-limits-for-the-rest-api'
-            )
-            return Response.json(403, body, self._limit_headers(0, start + per))
-        self._window = (start, used + 1)
-        return None
-
-    def _limit_headers(self, remaining: int, reset: float) -> dict:
-        budget = self.rate_limit[0]
-        return {
-            'x-ratelimit-limit': str(budget),
-            'x-ratelimit-remaining': str(max(0, remaining)),
-            'x-ratelimit-used': str(budget - max(0, remaining)),
-            'x-ratelimit-reset': str(int(reset + 0.999)),
-            'x-ratelimit-resource': 'core',
-        }
-
-    def _list(self, request: Request, repository: str, malformed: bool = True) -> Response:
+    def _list(self, request: Request, repository: str) -> Response:
         query = dict(request.query)
         unknown = sorted(set(query) - _SIMULATED)
         if unknown:
-            raise ValueError(f'{", ".join(unknown)}: not simulated by the loopback GitHub')
+            raise Invalid(f'{", ".join(unknown)}: not simulated by the loopback GitHub')
         now = _now()
         state = query.get('state', 'open')
         wanted = {name.strip().lower() for name in query.get('labels', '').split(',') if name.strip()}
-        since = _parse(query['since'], 'since') if 'since' in query else None
+        since = parse_time(query['since'], 'since') if 'since' in query else None
         selected = []
         for issue_id in self.issues:
-            listed = self._lag.listed(issue_id, self.issues[issue_id], now)
+            listed = self.lag.listed(issue_id, self.issues[issue_id], now)
             if listed['repository'] != repository or (state != 'all' and listed['state'] != state):
                 continue
             if not wanted <= {label.lower() for label in listed['labels']}:
@@ -319,19 +275,15 @@ class GitHubSimulator(LoopbackServer):
         number = _positive(query.get('page'), 1)
         pages = max(1, -(-len(selected) // size))
         page = selected[(number - 1) * size : number * size]
-        body = [self._served(issue_id, issue, malformed) for issue_id, issue in page]
-        headers = {'Content-Type': 'application/json; charset=utf-8'}
+        body = [self._served(issue_id, issue) for issue_id, issue in page]
         link = self._link(request, repository, number, pages)
-        if link:
-            headers['Link'] = link
-        return Response(200, json.dumps(body).encode(), headers)
+        return Response.json(200, body, {'Content-Type': JSON, **({'Link': link} if link else {})})
 
     def _link(self, request: Request, repository: str, number: int, pages: int) -> str:
         """GitHub's `Link`: on `/repositories/{id}/issues`, only the relations that exist for this page."""
 
         def url(page: int) -> str:
-            query = [(k, v) for k, v in request.query if k != 'page'] + [('page', str(page))]
-            return f'{self.url}{self.prefix}/repositories/{self.repositories[repository]}/issues?{urlencode(query)}'
+            return self.link(request, f'{self.prefix}/repositories/{self.repositories[repository]}/issues', page=page)
 
         relations = []
         if number > 1:
@@ -342,7 +294,7 @@ class GitHubSimulator(LoopbackServer):
             relations += [('first', 1)]
         return ', '.join(f'<{url(page)}>; rel="{rel}"' for rel, page in relations)
 
-    def _served(self, issue_id: str, issue: dict, malformed: bool = True) -> dict:
+    def _served(self, issue_id: str, issue: dict) -> dict:
         api = f'{self.url}{self.prefix}/repos/{issue["repository"]}'
         html = f'https://github.com/{issue["repository"]}'
         number = issue['number']
@@ -388,9 +340,7 @@ class GitHubSimulator(LoopbackServer):
                 'patch_url': f'{html}/pull/{number}.patch',
                 'merged_at': _iso(merged) if merged else None,
             }
-        if malformed:
-            served.update(copy.deepcopy(self._served_as.get(issue_id, {})))
-        return served
+        return self.served(issue_id, served)
 
     def _label(self, repository: str, name: str) -> dict:
         label_id = 208_045_946 + sum(map(ord, name))
@@ -434,11 +384,6 @@ def _error(message: str, status: str, documentation_url: str = DOCS) -> dict:
     return {'message': message, 'documentation_url': documentation_url, 'status': status}
 
 
-def _validation_failed(detail: str) -> Response:
-    body = {'message': 'Validation Failed', 'errors': [detail[:500]], 'documentation_url': DOCS, 'status': '422'}
-    return Response.json(422, body)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -450,14 +395,6 @@ def _second(moment: datetime) -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
-
-
-def _parse(value: str, name: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f'{name}: {value!r} is not an ISO 8601 timestamp') from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _positive(value: str | None, default: int) -> int:

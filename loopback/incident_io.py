@@ -36,18 +36,16 @@ resolution reaches its API after the fact.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
+from .core import Invalid, Quota, RateLimit, ToolSimulator, iso
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import document, request_problem, response_problem
+from .server import Request, Response
+from .spec import response_problem
 
 VENDOR = 'incident_io'
 LIST_PATH = '/v2/incidents'
@@ -89,28 +87,47 @@ PLAIN_PARAMETERS = {'page_size', 'after', 'sort_by', 'filter_mode'}
 DEFAULT_MODES = ('standard', 'retrospective')
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec='microseconds').replace('+00:00', 'Z')
+def _iso(moment: datetime) -> str:
+    return iso(moment, 'microseconds')
 
 
-class IncidentIoSimulator(LoopbackServer):
+def _limit_headers(quota: Quota) -> dict:
+    return {
+        **({'Retry-After': str(quota.wait)} if quota.wait else {}),
+        'X-RateLimit-Limit': f'{quota.limit}, {quota.limit};window=60',
+        'X-RateLimit-Remaining': str(quota.remaining),
+        'X-RateLimit-Used': str(quota.limit - quota.remaining),
+        'X-RateLimit-Reset': str(int(quota.reset)),
+    }
+
+
+def _too_many_requests(quota: Quota) -> dict:
+    retry_after = _iso(datetime.now(UTC) + timedelta(seconds=quota.wait)).split('.')[0] + 'Z'
+    return {
+        'type': 'too_many_requests',
+        'status': 429,
+        'request_id': str(uuid.uuid4()),
+        'rate_limit': {'name': 'api_key_name', 'limit': quota.limit, 'remaining': 0, 'retry_after': retry_after},
+        'errors': [{'code': 'too_many_requests', 'message': 'Too many requests hit the API too quickly.'}],
+    }
+
+
+class IncidentIoSimulator(ToolSimulator):
     source = 'incident_io'
+    # A token bucket per key (`rate_limit` = (size, refill a second)); off unless set, its headers always sent.
+    limits = RateLimit(
+        429, _limit_headers, _too_many_requests, window='bucket', every_answer=True, nominal=(1200, 20.0)
+    )
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
 
     def __init__(self, token: str = 'inc_sim0123456789abcdef0123456789abcdef', validate: bool = True):
-        super().__init__()
+        super().__init__(validate)
         self.token = token
-        self.validate = validate
-        self.spec_violations: list[str] = []
-        self.rate_limit: tuple[int, float] | None = None  # (bucket size, refill per second)
-        self._bucket: tuple[float, float] | None = None  # (tokens, at monotonic)
         self._ids = (f'01JDX{n:021d}' for n in itertools.count(1))
         self._numbers = itertools.count(1)
         self.incidents: dict[str, dict] = {}
         self._valid: set[bytes] = set()  # digests of the incident records the description accepts
-        self._shown: dict[str, dict] = {}  # incident id -> what the list shows while a resolution is hidden
         self._statuses = {name: self._status(name, category, rank) for name, (category, rank) in STATUSES.items()}
         self._timestamps = {
             name: {'id': next(self._ids), 'name': name, 'rank': rank} for rank, name in enumerate(TIMESTAMPS)
@@ -153,8 +170,8 @@ class IncidentIoSimulator(LoopbackServer):
             'permalink': f'https://app.incident.io/{ORG}/incidents/{number}',
             'mode': mode,
             'visibility': 'public',
-            'created_at': iso(started_at),
-            'updated_at': iso(started_at),
+            'created_at': _iso(started_at),
+            'updated_at': _iso(started_at),
             'creator': {'user': {'id': 'U01RESPONDER', 'name': 'Rae Responder', 'role': 'responder'}},
             'incident_status': self._statuses['Investigating'],
             'incident_type': self._incident_type,
@@ -179,32 +196,31 @@ class IncidentIoSimulator(LoopbackServer):
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         """To post-incident (Documenting): "Resolved at" set, "Fixed at" too unless the incident has one."""
-        if hidden:  # the list keeps showing the incident as it was before the first hidden change
-            self._shown.setdefault(incident_id, copy.deepcopy(self.incidents[incident_id]))
+        self.lag.hold(incident_id, self.incidents[incident_id], hidden)
         self.move(incident_id, 'Documenting', at)
         if self.timestamp(incident_id, 'Fixed at') is None:
             self.set_timestamp(incident_id, 'Fixed at', at, touch=False)
         self.set_timestamp(incident_id, 'Resolved at', at, touch=False)
 
     def reveal(self, incident_id: str) -> None:
-        self._shown.pop(incident_id, None)
-        self.incidents[incident_id]['updated_at'] = iso(datetime.now(UTC))
+        self.lag.show(incident_id)
+        self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A retrospective incident declared now (incident.io's `retrospective` mode), post-incident: "Reported
         at" is when it began (the responder enters it), no "Impact started", "Resolved at" in the past."""
         incident_id = self.open(started_at, mode='retrospective', **open_options)
         now = datetime.now(UTC)
-        self.incidents[incident_id]['created_at'] = iso(now)
+        self.incidents[incident_id]['created_at'] = _iso(now)
         for name in ('Accepted at', 'Impact started'):
             self.set_timestamp(incident_id, name, None, touch=False)
         self.resolve(incident_id, resolved_at)
-        self.incidents[incident_id]['updated_at'] = iso(now)
+        self.incidents[incident_id]['updated_at'] = _iso(now)
         return incident_id
 
     def resolve_backdated(self, incident_id: str, at: datetime) -> None:
         self.resolve(incident_id, at)
-        self.incidents[incident_id]['updated_at'] = iso(datetime.now(UTC))
+        self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         for name, value in (('Impact started', started_at), ('Resolved at', resolved_at)):
@@ -214,7 +230,7 @@ class IncidentIoSimulator(LoopbackServer):
     def set_severity(self, incident_id: str, severity: str, at: datetime) -> None:
         """An edit that has nothing to do with the incident's times."""
         self.incidents[incident_id]['severity'] = self._severity(severity)
-        self.incidents[incident_id]['updated_at'] = iso(at)
+        self.incidents[incident_id]['updated_at'] = _iso(at)
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         self.move(incident_id, 'Investigating', at)
@@ -227,7 +243,6 @@ class IncidentIoSimulator(LoopbackServer):
         created = datetime.fromisoformat(self.incidents[incident_id]['created_at'])
         self.set_timestamp(incident_id, 'Impact started', created + timedelta(days=36525))
 
-    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = (
         'a test incident',
         'a tutorial incident',
@@ -254,15 +269,11 @@ class IncidentIoSimulator(LoopbackServer):
         self.move(ids[-1], 'Triage', resolved_at)
         return ids
 
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        body, headers = _too_many_requests(seconds)
-        return Fault(status=429, headers=headers, body=body, path=LIST_PATH)
-
     # -- more of the tool's vocabulary ---------------------------------------------------------------
     def move(self, incident_id: str, status: str, at: datetime) -> None:
         incident = self.incidents[incident_id]
         incident['incident_status'] = self._statuses[status]
-        incident['updated_at'] = iso(at)
+        incident['updated_at'] = _iso(at)
 
     def close(self, incident_id: str, at: datetime) -> None:
         """Post-incident done: Closed, "Closed at" set; "Resolved at" stays the resolution."""
@@ -276,9 +287,9 @@ class IncidentIoSimulator(LoopbackServer):
                 if value is None:
                     entry.pop('value', None)
                 else:
-                    entry['value'] = {'value': iso(value)}
+                    entry['value'] = {'value': _iso(value)}
         if touch:
-            self.incidents[incident_id]['updated_at'] = iso(datetime.now(UTC))
+            self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
 
     def timestamp(self, incident_id: str, name: str) -> str | None:
         for entry in self.incidents[incident_id]['incident_timestamp_values']:
@@ -291,23 +302,27 @@ class IncidentIoSimulator(LoopbackServer):
         self.incidents[incident_id].update(fields)
 
     # -- HTTP ----------------------------------------------------------------------------------------
-    def _serve(self, request: Request):
-        problem = request_problem(VENDOR, request) if self.validate else None
-        if problem is None:
-            return super()._serve(request)
-        with self._lock:
-            self.requests.append(request)
-            self.spec_violations.append(problem)
-        return _error(422, 'validation_error', 'invalid_value', problem), None
+    def authorize(self, request: Request) -> Response | None:
+        authorization = request.headers.get('authorization')
+        if not authorization:
+            message = 'No authorization material provided in request'
+            return _error(401, 'authentication_error', 'missing_authorization_material', message)
+        if authorization != f'Bearer {self.token}':
+            message = 'The API key provided is not valid'
+            return _error(401, 'authentication_error', 'invalid_authorization_material', message)
+        return None
 
-    def handle(self, request: Request) -> Response:
-        response = self._answer(request)
-        # Error answers are not in the description (it documents 200 only): there is nothing to check them by.
-        if self.validate and str(response.status) in _documented(request):
-            self._check_answer(request, response)
-        return response
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return _error(422, 'validation_error', 'invalid_value', message, field=field)
 
-    def _check_answer(self, request: Request, response: Response) -> None:
+    def route(self, request: Request) -> Response:
+        if request.method == 'GET' and request.path == LIST_PATH:
+            return self._list(request)
+        if request.method == 'GET' and request.path == TIMESTAMPS_PATH:
+            return Response.json(200, {'incident_timestamps': list(self._timestamps.values())})
+        return _error(404, 'not_found', 'not_found', 'Not found')
+
+    def answer_problem(self, request: Request, response: Response) -> str | None:
         """Checks the answer, leaving out records already checked as they are now: validating a page of
         250 incidents takes openapi-core about a second, and a record is valid or not on its own."""
         checked = response
@@ -316,60 +331,18 @@ class IncidentIoSimulator(LoopbackServer):
             fresh = {_digest(i): i for i in document['incidents']}
             fresh = {key: i for key, i in fresh.items() if key not in self._valid}
             checked = Response.json(response.status, {**document, 'incidents': list(fresh.values())}, response.headers)
-        problem = response_problem(VENDOR, request, checked)
-        if problem:
-            self.spec_violations.append(problem)
-        elif checked is not response:
+        problem = response_problem(self.source, request, checked)
+        if not problem and checked is not response:
             self._valid.update(fresh)
-
-    def _answer(self, request: Request) -> Response:
-        authorization = request.headers.get('authorization')
-        if not authorization:
-            return _error(
-                401,
-                'authentication_error',
-                'missing_authorization_material',
-                'No authorization material provided in request',
-            )
-        if authorization != f'Bearer {self.token}':
-            return _error(
-                401, 'authentication_error', 'invalid_authorization_material', 'The API key provided is not valid'
-            )
-        limited, headers = self._take_token()
-        if limited:
-            return limited
-        if request.method == 'GET' and request.path == LIST_PATH:
-            response = self._list(request)
-        elif request.method == 'GET' and request.path == TIMESTAMPS_PATH:
-            response = Response.json(200, {'incident_timestamps': list(self._timestamps.values())})
-        else:
-            response = _error(404, 'not_found', 'not_found', 'Not found')
-        response.headers.update(headers)
-        return response
-
-    def _take_token(self) -> tuple[Response | None, dict]:
-        size, refill = self.rate_limit or (1200, 20.0)
-        now = time.monotonic()
-        tokens, at = self._bucket or (float(size), now)
-        tokens = min(float(size), tokens + (now - at) * refill)
-        reset = int(time.time() + (size - tokens) / refill) + 1
-        if self.rate_limit and tokens < 1:
-            self._bucket = (tokens, now)
-            body, headers = _too_many_requests(max(1, int((1 - tokens) / refill + 0.999)))
-            return Response(429, body, {'Content-Type': 'application/json', **headers}), {}
-        self._bucket = (tokens - 1, now)
-        return None, _rate_headers(size, int(tokens - 1), reset)
+        return problem
 
     def _list(self, request: Request) -> Response:
-        try:
-            query = _ListQuery(request.query)
-            # Answers are serialised at once: the page needs no copy of the records.
-            selected = [self._shown.get(i) or incident for i, incident in self.incidents.items()]
-            selected = [i for i in selected if query.matches(i)]
-            selected.sort(key=_key, reverse=query.newest_first)
-            page = query.page(selected, self._key_of)
-        except _Invalid as e:
-            return _error(422, 'validation_error', 'invalid_value', str(e), field=e.field)
+        query = _ListQuery(request.query)
+        # Answers are serialised at once: the page needs no copy of the records.
+        selected = [self.lag.listed(i, incident) for i, incident in self.incidents.items()]
+        selected = [i for i in selected if query.matches(i)]
+        selected.sort(key=_key, reverse=query.newest_first)
+        page = query.page(selected, self._key_of)
         meta = {'page_size': query.page_size, 'total_record_count': len(selected)}
         if len(page) == query.page_size:
             meta['after'] = page[-1]['id']
@@ -379,7 +352,7 @@ class IncidentIoSimulator(LoopbackServer):
         # A keyset cursor: it holds however the incident it names has changed or been filtered out since.
         incident = self.incidents.get(incident_id)
         if incident is None:
-            raise _Invalid('after', f'no incident with id {incident_id!r}')
+            raise _invalid('after', f'no incident with id {incident_id!r}')
         return _key(incident)
 
     # -- the account's settings ----------------------------------------------------------------------
@@ -428,12 +401,6 @@ class IncidentIoSimulator(LoopbackServer):
         return self._values[key]
 
 
-class _Invalid(Exception):
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
 class _ListQuery:
     """The list endpoint's query, as incident.io reads it; anything it does not know is an `_Invalid`."""
 
@@ -447,9 +414,9 @@ class _ListQuery:
             field, _, rest = key.partition('[')
             operator = rest[:-1] if rest.endswith(']') else None
             if field not in LIST_FILTERS:
-                raise _Invalid(key, f'unknown query parameter {key!r}')
+                raise _invalid(key, f'unknown query parameter {key!r}')
             if operator not in LIST_FILTERS[field]:
-                raise _Invalid(key, f'{field} accepts the operators {sorted(LIST_FILTERS[field])}, not {operator!r}')
+                raise _invalid(key, f'{field} accepts the operators {sorted(LIST_FILTERS[field])}, not {operator!r}')
             grouped.setdefault((field, operator), []).append(value)
         # (field, operator, values)
         self.filters = [(field, operator, values) for (field, operator), values in grouped.items()]
@@ -457,7 +424,7 @@ class _ListQuery:
             self.filters.append(('mode', 'one_of', list(DEFAULT_MODES)))
         self.page_size = _int(plain.get('page_size') or '25', 'page_size')
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise _Invalid('page_size', f'page_size must be between 1 and {MAX_PAGE_SIZE}')
+            raise _invalid('page_size', f'page_size must be between 1 and {MAX_PAGE_SIZE}')
         self.after = plain.get('after') or None
         self.newest_first = (plain.get('sort_by') or 'created_at_newest_first') == 'created_at_newest_first'
         self.any = plain.get('filter_mode') == 'any'
@@ -510,7 +477,7 @@ def _int(value: str, field: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise _Invalid(field, f'{field} must be an integer') from None
+        raise _invalid(field, f'{field} must be an integer') from None
 
 
 def _moment(value: str, field: str) -> tuple[datetime, datetime]:
@@ -521,48 +488,21 @@ def _moment(value: str, field: str) -> tuple[datetime, datetime]:
             return day, day + timedelta(days=1) - timedelta(microseconds=1)
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _Invalid(field, f'{field}: {value[:40]!r} is not a date') from None
+        raise _invalid(field, f'{field}: {value[:40]!r} is not a date') from None
     if moment.tzinfo is None:
-        raise _Invalid(field, f'{field}: {value[:40]!r} has no time zone')
+        raise _invalid(field, f'{field}: {value[:40]!r} has no time zone')
     return moment, moment
 
 
 def _range(value: str, field: str) -> tuple[datetime, datetime]:
     low, sep, high = value.partition('~')
     if not sep:
-        raise _Invalid(field, f'{field}[date_range] must be two dates joined by ~')
+        raise _invalid(field, f'{field}[date_range] must be two dates joined by ~')
     return _moment(low, field)[0], _moment(high, field)[1]
 
 
-def _documented(request: Request) -> set[str]:
-    operation = document(VENDOR).get('paths', {}).get(request.path, {}).get(request.method.lower(), {})
-    return set(operation.get('responses', {}))
-
-
-def _too_many_requests(seconds: int) -> tuple[bytes, dict]:
-    """incident.io's 429: body and headers."""
-    body = {
-        'type': 'too_many_requests',
-        'status': 429,
-        'request_id': str(uuid.uuid4()),
-        'rate_limit': {'name': 'api_key_name', 'limit': 1200, 'remaining': 0, 'retry_after': _in(seconds)},
-        'errors': [{'code': 'too_many_requests', 'message': 'Too many requests hit the API too quickly.'}],
-    }
-    headers = {'Retry-After': str(seconds), **_rate_headers(1200, 0, int(time.time()) + 60)}
-    return json.dumps(body).encode(), headers
-
-
-def _rate_headers(limit: int, remaining: int, reset: int) -> dict:
-    return {
-        'X-RateLimit-Limit': f'{limit}, {limit};window=60',
-        'X-RateLimit-Remaining': str(max(0, remaining)),
-        'X-RateLimit-Used': str(limit - max(0, remaining)),
-        'X-RateLimit-Reset': str(reset),
-    }
-
-
-def _in(seconds: int) -> str:
-    return iso(datetime.now(UTC) + timedelta(seconds=seconds)).split('.')[0] + 'Z'
+def _invalid(field: str, message: str) -> Invalid:
+    return Invalid(message, field)
 
 
 def _error(status: int, kind: str, code: str, message: str, field: str | None = None) -> Response:

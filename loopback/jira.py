@@ -43,16 +43,13 @@ import itertools
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
-from .querying import COMPARE, SlidingWindow, java_local
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import document, request_problem, response_problem
+from .server import Request, Response
 
-VENDOR = 'jira'
 SEARCH_PATH = '/rest/api/3/search/jql'
 OLD_SEARCH_PATH = '/rest/api/3/search'
 MYSELF_PATH = '/rest/api/3/myself'
@@ -93,11 +90,12 @@ GONE = (
 UNAUTHENTICATED = b'Client must be authenticated to access this resource.'
 
 
-class JiraSimulator(LoopbackServer):
+class JiraSimulator(ToolSimulator):
     source = 'jira'
+    limits = RateLimit(429, lambda quota: _limit_headers(quota.wait), lambda quota: _errors('Rate limit exceeded.'))
+    check_without_served_as = False
     list_path = SEARCH_PATH
     max_page_size = MAX_PAGE
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
 
     def __init__(
         self,
@@ -105,18 +103,15 @@ class JiraSimulator(LoopbackServer):
         token: str = 'ATATT3xFfGF0sim-jira-api-token-0123456789',
         time_zone: str = 'Australia/Sydney',
         rate_limit: tuple[int, float] | None = None,
+        validate: bool = True,
     ):
-        super().__init__()
+        super().__init__(validate, rate_limit)
         self.email, self.token = email, token
         self.time_zone = time_zone
         self.zone = ZoneInfo(time_zone)
-        self.rate_limit = SlidingWindow(rate_limit)
-        self.spec_violations: list[str] = []
         # By issue id: a key changes when an issue moves to another project. The driver's ids are the ids the
         # check reports, `<site>:<issue id>` (numeric ids repeat from site to site).
         self.issues: dict[str, dict] = {}  # id -> issue, date-times as UTC datetimes
-        self._shown: dict[str, dict] = {}  # id -> what the search shows while a resolution is hidden
-        self._served_as: dict[str, dict] = {}  # id -> raw field values served in place of the stored ones
         self._numbers = itertools.count(1)
 
     # -- the driver interface ------------------------------------------------------------------------
@@ -154,13 +149,12 @@ class JiraSimulator(LoopbackServer):
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False, resolution: str = 'Done') -> None:
         incident_id = _issue_id(incident_id)
-        if hidden:
-            self._shown.setdefault(incident_id, copy.deepcopy(self.issues[incident_id]))
+        self.lag.hold(incident_id, self.issues[incident_id], hidden)
         self.update(incident_id, at, status=_status('Resolved'), resolution=_resolution(resolution), resolutiondate=at)
 
     def reveal(self, incident_id: str) -> None:
         incident_id = _issue_id(incident_id)
-        self._shown.pop(incident_id, None)
+        self.lag.show(incident_id)
         self.update(incident_id, datetime.now(UTC))
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
@@ -187,9 +181,8 @@ class JiraSimulator(LoopbackServer):
 
     def corrupt(self, incident_id: str) -> None:
         """Its `created` is served as a string that is no date-time; the search still sees the real one."""
-        self._served_as.setdefault(_issue_id(incident_id), {})['created'] = 'a while ago'
+        self.serve_as(incident_id, created='a while ago')
 
-    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = (
         'resolved as Duplicate',
         "resolved as Won't Do",
@@ -213,11 +206,6 @@ class JiraSimulator(LoopbackServer):
         self.resolve(ids[-1], resolved_at)
         return ids
 
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        return Fault(
-            status=429, headers=_limit_headers(seconds), body=_errors('Rate limit exceeded.'), path=SEARCH_PATH
-        )
-
     # -- more of Jira, for tool-specific tests -------------------------------------------------------
     def update(self, issue_id: str, at: datetime | None = None, **fields) -> None:
         """Sets fields as stored (date-times as datetimes); `at` moves `updated`."""
@@ -232,9 +220,7 @@ class JiraSimulator(LoopbackServer):
         self.update(issue_id, at, status=_status('Closed'))
 
     def serve_as(self, issue_id: str, **fields) -> None:
-        """Serves these raw field values (anything JSON) in place of the stored ones: a malformed record."""
-        with self._lock:
-            self._served_as.setdefault(_issue_id(issue_id), {}).update(fields)
+        super().serve_as(_issue_id(issue_id), **fields)
 
     def reported_id(self, issue_id: str) -> str:
         """The id the check reports an issue under: the site and the issue's numeric id."""
@@ -245,33 +231,21 @@ class JiraSimulator(LoopbackServer):
         return moment.astimezone(self.zone).strftime('%Y-%m-%d %H:%M')
 
     # -- HTTP ----------------------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
+    def authorize(self, request: Request) -> Response | None:
         if request.path == OLD_SEARCH_PATH:
             return Response.json(410, {'errorMessages': [GONE], 'errors': {}})
         expected = 'Basic ' + base64.b64encode(f'{self.email}:{self.token}'.encode()).decode()
-        if request.headers.get('authorization') != expected:  # before the description, which requires credentials
+        if request.headers.get('authorization') != expected:
             return Response(401, UNAUTHENTICATED, {'Content-Type': 'text/plain;charset=UTF-8'})
-        problem = request_problem(VENDOR, request)
-        if problem:
-            self.spec_violations.append(problem)
-            return Response(400, _errors(problem), {'Content-Type': 'application/json;charset=UTF-8'})
-        response = self._answer(request)
-        if str(response.status) in _documented(request):
-            problem = response_problem(VENDOR, request, response)
-            if problem:
-                self.spec_violations.append(problem)
-        return response
+        return None
 
-    def _answer(self, request: Request) -> Response:
-        limited = self._count_call()
-        if limited:
-            return limited
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return Response.json(400, _errors(message), {'Content-Type': 'application/json;charset=UTF-8'})
+
+    def route(self, request: Request) -> Response:
         if request.path == MYSELF_PATH:
             return Response.json(200, self._myself())
-        try:
-            return Response.json(200, self._search(_search_parameters(request)))
-        except _Invalid as e:
-            return Response(400, _errors(str(e)), {'Content-Type': 'application/json;charset=UTF-8'})
+        return Response.json(200, self._search(_search_parameters(request)))
 
     def _myself(self) -> dict:
         account = '5b10ac8d82e05b22cc7d4ef5'
@@ -286,13 +260,6 @@ class JiraSimulator(LoopbackServer):
             'locale': 'en_US',
         }
 
-    def _count_call(self) -> Response | None:
-        wait = self.rate_limit.wait()
-        if wait is not None:
-            headers = {'Content-Type': 'application/json', **_limit_headers(wait)}
-            return Response(429, _errors('Rate limit exceeded.'), headers)
-        return None
-
     def _search(self, parameters: dict) -> dict:
         jql = parameters.get('jql') or ''
         query = _Jql(jql, self.zone)
@@ -303,7 +270,7 @@ class JiraSimulator(LoopbackServer):
         size = min(int(parameters.get('maxResults', DEFAULT_PAGE)), most)
         binding = hashlib.sha256(json.dumps([jql, sorted(fields)]).encode()).hexdigest()[:16]
         offset = _offset(parameters.get('nextPageToken'), binding)
-        listed = [self._shown.get(issue_id, issue) for issue_id, issue in self.issues.items()]
+        listed = [self.lag.listed(issue_id, issue) for issue_id, issue in self.issues.items()]
         selected = sorted((i for i in listed if query.matches(i)), key=lambda i: -int(i['id']))
         for field, descending in reversed(query.order):
             selected.sort(key=lambda i, f=field: _sort_key(i, f), reverse=descending)
@@ -317,9 +284,7 @@ class JiraSimulator(LoopbackServer):
         stored = issue['fields']  # the system fields, and the custom fields the issue has a value for
         names = set(stored) if {'*all', '*navigable'} & set(wanted) else {f for f in wanted if f in stored}
         names -= {f[1:] for f in wanted if f.startswith('-')}
-        fields = {name: self._value(issue['fields'][name]) for name in sorted(names)}
-        overrides = self._served_as.get(issue['id'], {})
-        fields.update({name: copy.deepcopy(value) for name, value in overrides.items() if name in fields})
+        fields = self.served(issue['id'], {name: self._value(stored[name]) for name in sorted(names)}, True)
         served = {'id': issue['id'], 'self': f'{self.url}/rest/api/3/issue/{issue["id"]}', 'expand': ''}
         if 'key' in wanted or names:
             served['key'] = issue['key']
@@ -332,10 +297,6 @@ class JiraSimulator(LoopbackServer):
             text = value.astimezone(self.zone).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]
             return text + value.astimezone(self.zone).strftime('%z')
         return copy.deepcopy(value)
-
-
-class _Invalid(ValueError):
-    pass
 
 
 def _issue_id(incident_id: str) -> str:
@@ -363,7 +324,7 @@ def _offset(token: str | None, binding: str) -> int:
             return int(offset)
     except ValueError:
         pass
-    raise _Invalid('The provided next page token is invalid or expired.')
+    raise Invalid('The provided next page token is invalid or expired.')
 
 
 # -- JQL ---------------------------------------------------------------------------------------------
@@ -389,7 +350,7 @@ class _Jql:
         if self._peek_word('ORDER'):
             self._order_by()
         if self.position != len(self.tokens):
-            raise _Invalid(
+            raise Invalid(
                 f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{self.tokens[self.position][1]}'."
             )
 
@@ -403,7 +364,7 @@ class _Jql:
         while position < len(text.rstrip()):
             found = _TOKEN.match(text, position)
             if not found or found.end() == position:
-                raise _Invalid(
+                raise Invalid(
                     f"Error in the JQL Query: The character '{text[position:].strip()[:1]}' is a reserved JQL "
                     'character.'
                 )
@@ -414,7 +375,7 @@ class _Jql:
 
     def _next(self) -> tuple[str, str]:
         if self.position >= len(self.tokens):
-            raise _Invalid('Error in the JQL Query: The query ended unexpectedly.')
+            raise Invalid('Error in the JQL Query: The query ended unexpectedly.')
         self.position += 1
         return self.tokens[self.position - 1]
 
@@ -450,7 +411,7 @@ class _Jql:
             self._next()
             inner = self._or()
             if self._next() != ('op', ')'):
-                raise _Invalid("Error in the JQL Query: Expecting ')'.")
+                raise Invalid("Error in the JQL Query: Expecting ')'.")
             return inner
         return self._clause()
 
@@ -458,7 +419,7 @@ class _Jql:
         kind, field = self._next()
         name = field.strip('"\'').lower()
         if kind not in ('word', 'string') or not (name in _FIELDS or re.fullmatch(r'cf\[\d+\]', name)):
-            raise _Invalid(f"Field '{field.strip(chr(34))}' does not exist or you do not have permission to view it.")
+            raise Invalid(f"Field '{field.strip(chr(34))}' does not exist or you do not have permission to view it.")
         operator = self._operator()
         if operator in ('is', 'is not'):
             self._expect_word('EMPTY', 'NULL')
@@ -472,7 +433,7 @@ class _Jql:
             compare = COMPARE[operator]
             return lambda issue: _plain(issue, name) is not None and compare(_plain(issue, name), bound)
         if operator not in ('=', '!='):
-            raise _Invalid(f"The operator '{operator}' is not supported by the '{field}' field.")
+            raise Invalid(f"The operator '{operator}' is not supported by the '{field}' field.")
         return lambda issue: (value.lower() in _names(issue, name)) == (operator == '=')
 
     def _operator(self) -> str:
@@ -487,29 +448,29 @@ class _Jql:
         if upper == 'NOT' and self._peek_word('IN'):
             self._next()
             return 'not in'
-        raise _Invalid(f"Error in the JQL Query: Expecting operator but got '{value}'.")
+        raise Invalid(f"Error in the JQL Query: Expecting operator but got '{value}'.")
 
     def _expect_word(self, *words: str) -> None:
         kind, value = self._next()
         if kind != 'word' or value.upper() not in words:
-            raise _Invalid(f"Error in the JQL Query: Expecting {' or '.join(words)} but got '{value}'.")
+            raise Invalid(f"Error in the JQL Query: Expecting {' or '.join(words)} but got '{value}'.")
 
     def _value(self) -> str:
         kind, value = self._next()
         if kind == 'op':
-            raise _Invalid(f"Error in the JQL Query: Expecting a value but got '{value}'.")
+            raise Invalid(f"Error in the JQL Query: Expecting a value but got '{value}'.")
         return value[1:-1] if kind == 'string' else value
 
     def _list(self) -> set[str]:
         if self._next() != ('op', '('):
-            raise _Invalid("Error in the JQL Query: Expecting '(' after IN.")
+            raise Invalid("Error in the JQL Query: Expecting '(' after IN.")
         values = {self._value().lower()}
         while True:
             kind, value = self._next()
             if (kind, value) == ('op', ')'):
                 return values
             if (kind, value) != ('op', ','):
-                raise _Invalid("Error in the JQL Query: Expecting ',' or ')'.")
+                raise Invalid("Error in the JQL Query: Expecting ',' or ')'.")
             values.add(self._value().lower())
 
     def _order_by(self) -> None:
@@ -519,7 +480,7 @@ class _Jql:
             _, field = self._next()
             name = field.strip('"\'').lower()
             if name not in _FIELDS and not re.fullmatch(r'cf\[\d+\]', name):
-                raise _Invalid(f"Not able to sort using field '{field}'.")
+                raise Invalid(f"Not able to sort using field '{field}'.")
             descending = False
             if self._peek_word('ASC', 'DESC'):
                 descending = self._next()[1].upper() == 'DESC'
@@ -545,7 +506,7 @@ class _Jql:
             except ValueError:
                 continue
             return java_local(local, self.zone)
-        raise _Invalid(INVALID_DATE.format(value=value, field=field.strip('"\'')))
+        raise Invalid(INVALID_DATE.format(value=value, field=field.strip('"\'')))
 
 
 def _plain(issue: dict, name: str):
@@ -620,10 +581,5 @@ def _limit_headers(seconds: int) -> dict:
     }
 
 
-def _errors(*messages: str) -> bytes:
-    return json.dumps({'errorMessages': list(messages), 'errors': {}}).encode()
-
-
-def _documented(request: Request) -> set[str]:
-    operation = document(VENDOR)['paths'].get(request.path, {}).get(request.method.lower(), {})
-    return set(operation.get('responses', {}))
+def _errors(*messages: str) -> dict:
+    return {'errorMessages': list(messages), 'errors': {}}

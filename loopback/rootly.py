@@ -40,24 +40,20 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
-import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
-from urllib.parse import urlencode
 
+from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, parse_time
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import request_problem, response_problem
+from .server import Request, Response
 
 LIST_PATH = '/v1/incidents'
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
 MAX_PAGE_NUMBER = 200
 RATE_LIMIT = (3000, 60)  # GET requests per API key per sliding window of seconds
-RATE_LIMITED = {'error': 'Rate limit exceeded. Try again later.'}
 JSON_API = 'application/vnd.api+json; charset=utf-8'
 TIMES = (
     'created_at',
@@ -72,7 +68,7 @@ TIMES = (
     'cancelled_at',
 )
 _TIME_FILTER = re.compile(r'filter\[(\w+)\]\[(gt|gte|lt|lte)\]')
-_COMPARE = {'gt': lambda a, b: a > b, 'gte': lambda a, b: a >= b, 'lt': lambda a, b: a < b, 'lte': lambda a, b: a <= b}
+_OPERATORS = {'gt': '>', 'gte': '>=', 'lt': '<', 'lte': '<='}
 # filter name -> (incident attribute holding resources, the resource field compared)
 _RESOURCE_FILTERS = {
     'filter[services]': ('services', 'slug'),
@@ -86,42 +82,40 @@ _RESOURCE_FILTERS = {
 }
 _SIMULATED = {'filter[status]', 'filter[kind]', 'sort', 'page[number]', 'page[size]', *_RESOURCE_FILTERS}
 _SEVERITY_LEVEL = {'SEV0': 'critical', 'SEV1': 'critical', 'SEV2': 'high', 'SEV3': 'medium'}
-NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _limit_headers(quota: Quota) -> dict:
+    return {
+        'X-RateLimit-Limit': f'{quota.limit}, {quota.limit};window={quota.per}',
+        'X-RateLimit-Remaining': str(quota.remaining),
+        'X-RateLimit-Used': str(quota.limit - quota.remaining),
+        'X-RateLimit-Reset': str(int(quota.reset + 0.999)),
+    }
 
 
 def slug(name: str) -> str:
     return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
 
 
-class RootlySimulator(LoopbackServer):
+class RootlySimulator(ToolSimulator):
     source = 'rootly'
+    limits = RateLimit(429, _limit_headers, lambda quota: {'error': 'Rate limit exceeded. Try again later.'},
+                       every_answer=True)  # fmt: skip
+    check_without_served_as = False
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
     # The driver's defaults as Datadog spells them: `Checkout API`, `Payments Team`, `Production`, `SEV1`.
-    expected_tags: ClassVar[dict[str, str]] = {
-        'service': 'checkout_api',
-        'team': 'payments_team',
-        'env': 'production',
-        'severity': 'sev1',
-    }
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'env': 'production'}
 
-    def __init__(self, token: str = 'sim-rootly-token', utc_offset: timedelta = timedelta(0), rate_limit=RATE_LIMIT):
-        super().__init__()
+    def __init__(self, token='sim-rootly-token', utc_offset=timedelta(0), rate_limit=RATE_LIMIT, validate=True):
+        super().__init__(validate, rate_limit)
         self.token = token
-        self.rate_limit = rate_limit
-        self.spec_violations: list[str] = []
         self._zone = timezone(utc_offset)  # the zone timestamps are written in: any offset is the same moment
         self.incidents: dict[str, dict] = {}  # id -> attributes, timestamps as datetimes
-        self._before: dict[str, tuple[datetime, dict]] = {}  # id -> (listed from, what was listed until then)
-        self._served_as: dict[str, dict] = {}  # id -> attributes served in place of the real ones (corrupt)
         self._resources: dict[tuple[str, str], dict] = {}
         self._sequence = itertools.count(1)
-        self._calls: list[float] = []
 
     # -- the driver interface ------------------------------------------------------------------------
-    def instance(self, **options) -> dict:
-        return {'source': self.source, 'api_token': self.token, 'api_url': self.url, **options}
-
     def open(
         self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT, severity=SEVERITY
     ) -> str:
@@ -163,14 +157,12 @@ class RootlySimulator(LoopbackServer):
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         with self._lock:
             incident = self.incidents[incident_id]
-            self._before.pop(incident_id, None)
-            if hidden or at > datetime.now(UTC):
-                self._before[incident_id] = (NEVER if hidden else at, copy.deepcopy(incident))
+            self.lag.hold(incident_id, incident, hidden, at)
             incident.update(status='resolved', resolved_at=at, updated_at=at)
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._before.pop(incident_id, None)
+            self.lag.show(incident_id)
             self.incidents[incident_id]['updated_at'] = datetime.now(UTC)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
@@ -191,14 +183,13 @@ class RootlySimulator(LoopbackServer):
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
-            self._before.pop(incident_id, None)
+            self.lag.show(incident_id)
             incident = self.incidents[incident_id]
             incident.update(status='started', resolved_at=None, mitigated_at=None, closed_at=None, updated_at=at)
 
     def corrupt(self, incident_id: str) -> None:
         """Its `started_at` is served as a string that is no timestamp; the filters still see the real one."""
-        with self._lock:
-            self._served_as[incident_id] = {'started_at': 'sometime last week'}
+        self.serve_as(incident_id, started_at='sometime last week')
 
     # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = (
@@ -227,10 +218,6 @@ class RootlySimulator(LoopbackServer):
             self.update(ids['duplicate'], duplicate_incident_id=str(uuid.uuid4()))  # of an incident not listed here
             return list(ids.values())
 
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        headers = {**self._limit_headers(0, time.time() + seconds), 'Content-Type': 'application/json'}
-        return Fault(status=429, headers=headers, body=json.dumps(RATE_LIMITED).encode(), path=LIST_PATH)
-
     # -- more of Rootly, for tool-specific tests -----------------------------------------------------
     def mitigate(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, status='mitigated', mitigated_at=at, updated_at=at)
@@ -245,74 +232,33 @@ class RootlySimulator(LoopbackServer):
                 attributes['severity'] = self._resource('severities', attributes['severity'])
             self.incidents[incident_id].update(attributes)
 
-    def serve_as(self, incident_id: str, **attributes) -> None:
-        """Serves these attribute values (anything JSON) in place of the stored ones: a malformed record."""
-        with self._lock:
-            self._served_as.setdefault(incident_id, {}).update(attributes)
-
     # -- HTTP ----------------------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        problem = request_problem('rootly', request)
-        if problem:
-            self.spec_violations.append(problem)
-            return _errors(400, 'Bad Request', problem)
-        response = self._answer(request)
-        if response.status == 200:
-            problem = response_problem('rootly', request, response)
-            if problem:
-                self.spec_violations.append(problem)
-        return response
-
-    def _answer(self, request: Request) -> Response:
+    def authorize(self, request: Request) -> Response | None:
         if request.headers.get('authorization') != f'Bearer {self.token}':
             return _errors(401, 'Unauthorized', 'Invalid or missing API key')
-        limited = self._count_call()
-        if limited:
-            return limited
-        if request.method == 'GET' and request.path == LIST_PATH:
-            try:
-                response = self._list(request)
-            except ValueError as e:
-                response = _errors(400, 'Bad Request', str(e))
-        else:
-            response = _errors(404, 'Not Found', f'{request.method} {request.path}')
-        response.headers.update(self._limit_headers(self.rate_limit[0] - len(self._calls), self._reset()))
-        return response
-
-    def _count_call(self) -> Response | None:
-        budget, per = self.rate_limit
-        now = time.time()
-        self._calls = [t for t in self._calls if t > now - per]
-        if len(self._calls) >= budget:
-            return Response.json(429, RATE_LIMITED, self._limit_headers(0, self._reset()))
-        self._calls.append(now)
         return None
 
-    def _reset(self) -> float:
-        return (self._calls[0] if self._calls else time.time()) + self.rate_limit[1]
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return _errors(400, 'Bad Request', message)
 
-    def _limit_headers(self, remaining: int, reset: float) -> dict:
-        budget, per = self.rate_limit
-        return {
-            'X-RateLimit-Limit': f'{budget}, {budget};window={per}',
-            'X-RateLimit-Remaining': str(max(0, remaining)),
-            'X-RateLimit-Used': str(budget - max(0, remaining)),
-            'X-RateLimit-Reset': str(int(reset + 0.999)),
-        }
+    def route(self, request: Request) -> Response:
+        if request.method == 'GET' and request.path == LIST_PATH:
+            return self._list(request)
+        return _errors(404, 'Not Found', f'{request.method} {request.path}')
 
     def _list(self, request: Request) -> Response:
         query = request.query
         now = datetime.now(UTC)
-        listed = [(incident_id, self._listed(incident_id, now)) for incident_id in self.incidents]
+        listed = [(i, self.lag.listed(i, incident, now)) for i, incident in self.incidents.items()]
         predicates = _filters(query)
         selected = [(i, attrs) for i, attrs in listed if all(matches(attrs) for matches in predicates)]
         selected.sort(key=lambda item: item[0])
-        field, descending = _sort(_one(query, 'sort') or '-created_at')
+        field, descending = _sort(first(query, 'sort') or '-created_at')
         selected.sort(key=lambda item: item[1][field], reverse=descending)
-        size = min(_positive(_one(query, 'page[size]'), DEFAULT_PAGE_SIZE, 'page[size]'), MAX_PAGE_SIZE)
-        number = _positive(_one(query, 'page[number]'), 1, 'page[number]')
+        size = min(_positive(first(query, 'page[size]'), DEFAULT_PAGE_SIZE, 'page[size]'), MAX_PAGE_SIZE)
+        number = _positive(first(query, 'page[number]'), 1, 'page[number]')
         if number > MAX_PAGE_NUMBER:
-            raise ValueError(f'page[number] must be at most {MAX_PAGE_NUMBER}')
+            raise Invalid(f'page[number] must be at most {MAX_PAGE_NUMBER}')
         pages = max(1, -(-len(selected) // size))
         page = selected[(number - 1) * size : number * size]
         document = {
@@ -326,24 +272,15 @@ class RootlySimulator(LoopbackServer):
                 'total_pages': pages,
             },
         }
-        return Response(200, json.dumps(document).encode(), {'Content-Type': JSON_API})
-
-    def _listed(self, incident_id: str, now: datetime) -> dict:
-        """The incident as the list shows it now: as it was before a resolution not yet visible."""
-        before = self._before.get(incident_id)
-        if before is not None and now < before[0]:
-            return before[1]
-        return self.incidents[incident_id]
+        return Response.json(200, document, {'Content-Type': JSON_API})
 
     def _served(self, incident_id: str, attrs: dict) -> dict:
         served = {key: self._iso(value) if isinstance(value, datetime) else value for key, value in attrs.items()}
-        served.update(copy.deepcopy(self._served_as.get(incident_id, {})))
-        return {'id': incident_id, 'type': 'incidents', 'attributes': served}
+        return {'id': incident_id, 'type': 'incidents', 'attributes': self.served(incident_id, served)}
 
     def _links(self, request: Request, number: int, pages: int) -> dict:
         def link(page: int) -> str:
-            query = [(k, v) for k, v in request.query if k != 'page[number]'] + [('page[number]', str(page))]
-            return f'{self.url}{request.path}?{urlencode(query)}'
+            return self.link(request, **{'page[number]': page})
 
         return {
             'self': link(number),
@@ -388,14 +325,14 @@ def _filters(query: list[tuple[str, str]]) -> list:
         if time_filter:
             field, op = time_filter.groups()
             if field not in TIMES:
-                raise ValueError(f'{name} is not simulated by the loopback Rootly')
-            predicates.append(_time_filter(field, _COMPARE[op], _parse(value, name)))
+                raise Invalid(f'{name} is not simulated by the loopback Rootly')
+            predicates.append(_time_filter(field, COMPARE[_OPERATORS[op]], parse_time(value, name)))
         elif name in _RESOURCE_FILTERS:
             predicates.append(_resource_filter(*_RESOURCE_FILTERS[name], set(value.split(','))))
         elif name in ('filter[status]', 'filter[kind]'):
             predicates.append(_value_filter(name[len('filter[') : -1], set(value.split(','))))
         elif name.startswith('filter[') and name not in _SIMULATED:
-            raise ValueError(f'{name} is not simulated by the loopback Rootly')
+            raise Invalid(f'{name} is not simulated by the loopback Rootly')
     return predicates
 
 
@@ -417,33 +354,21 @@ def _value_filter(field, wanted):
     return lambda attrs: attrs.get(field) in wanted
 
 
-def _parse(value: str, name: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f'{name}: {value!r} is not a time') from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _sort(value: str) -> tuple[str, bool]:
     field = value.lstrip('-')
     if field not in ('created_at', 'updated_at'):
-        raise ValueError(f'sort by {value!r} is not supported')
+        raise Invalid(f'sort by {value!r} is not supported')
     return field, value.startswith('-')
-
-
-def _one(query: list[tuple[str, str]], name: str) -> str | None:
-    return next((value for key, value in query if key == name), None)
 
 
 def _positive(value: str | None, default: int, name: str) -> int:
     if value is None:
         return default
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f'{name} must be a positive integer')
+        raise Invalid(f'{name} must be a positive integer')
     return int(value)
 
 
 def _errors(status: int, title: str, detail: str) -> Response:
     document = {'errors': [{'title': title, 'status': str(status), 'code': None, 'detail': detail}]}
-    return Response(status, json.dumps(document).encode(), {'Content-Type': JSON_API})
+    return Response.json(status, document, {'Content-Type': JSON_API})

@@ -40,23 +40,18 @@ every answer with a documented status, is checked against that description (`spe
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import itertools
 import json
 import re
 import time
 from datetime import UTC, datetime
-from typing import ClassVar
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
-from .querying import COMPARE, SlidingWindow, java_local
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import document, request_problem, response_problem
+from .server import Request, Response
 
-VENDOR = 'servicenow'
 TABLE_PATH = '/api/now/table/'
 LIST_PATH = TABLE_PATH + 'incident'
 MAX_ROWS = 10_000
@@ -84,12 +79,13 @@ _DATE_GENERATE = re.compile(r"javascript:gs\.dateGenerate\('(\d{4}-\d{2}-\d{2})'
 SN_TIME = '%Y-%m-%d %H:%M:%S'
 
 
-class ServiceNowSimulator(LoopbackServer):
+class ServiceNowSimulator(ToolSimulator):
     source = 'servicenow'
+    limits = RateLimit(429, lambda quota: _limit_headers(quota.wait), lambda quota: _error_document(*_TOO_MANY))
+    check_without_served_as = False
     list_path = LIST_PATH
     max_page_size = PAGE_SIZE
-    # The driver's defaults: `Checkout API` (business service), `Payments Team` (assignment group), SEV1 -> P1.
-    expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
+    # `expected_tags` are the core's: `Checkout API` (business service), `Payments Team` (assignment group), P1.
 
     def __init__(
         self,
@@ -98,15 +94,12 @@ class ServiceNowSimulator(LoopbackServer):
         token: str = 'sim-servicenow-oauth-token',
         time_zone: str = 'America/Los_Angeles',
         rate_limit: tuple[int, float] | None = None,
+        validate: bool = True,
     ):
-        super().__init__()
+        super().__init__(validate, rate_limit)
         self.username, self.password, self.token = username, password, token
         self.zone = ZoneInfo(time_zone)
-        self.rate_limit = SlidingWindow(rate_limit)
-        self.spec_violations: list[str] = []
         self.incidents: dict[str, dict] = {}  # sys_id -> fields as stored (date-times as UTC datetimes)
-        self._shown: dict[str, dict] = {}  # sys_id -> what the list shows while a resolution is hidden
-        self._served_as: dict[str, dict] = {}  # sys_id -> raw values served in place of the stored ones
         self._references: dict[tuple[str, str], str] = {}  # (table, name) -> sys_id
         self._numbers = itertools.count(10001)
 
@@ -152,12 +145,11 @@ class ServiceNowSimulator(LoopbackServer):
         return sys_id
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
-        if hidden:
-            self._shown.setdefault(incident_id, copy.deepcopy(self.incidents[incident_id]))
+        self.lag.hold(incident_id, self.incidents[incident_id], hidden)
         self.update(incident_id, at, state='6', resolved_at=_second(at), close_code='Solved (Permanently)')
 
     def reveal(self, incident_id: str) -> None:
-        self._shown.pop(incident_id, None)
+        self.lag.show(incident_id)
         self.update(incident_id, datetime.now(UTC))
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
@@ -181,9 +173,8 @@ class ServiceNowSimulator(LoopbackServer):
 
     def corrupt(self, incident_id: str) -> None:
         """Its `opened_at` is served as a value that is no date-time; the query still sees the real one."""
-        self._served_as.setdefault(incident_id, {})['opened_at'] = {'display_value': 'last week', 'value': 'soon'}
+        self.serve_as(incident_id, opened_at={'display_value': 'last week', 'value': 'soon'})
 
-    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = (
         'canceled',
         'state New, with a resolve time',
@@ -200,9 +191,6 @@ class ServiceNowSimulator(LoopbackServer):
             self.update(incident_id, resolved_at, state=state, resolved_at=_second(resolved_at))
             ids.append(incident_id)
         return ids
-
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        return Fault(status=429, headers=_limit_headers(seconds), body=_error_body(*_TOO_MANY), path=LIST_PATH)
 
     # -- more of ServiceNow, for tool-specific tests -------------------------------------------------
     def update(self, incident_id: str, at: datetime | None = None, **fields) -> None:
@@ -225,52 +213,26 @@ class ServiceNowSimulator(LoopbackServer):
     def close(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, at, state='7', closed_at=_second(at))
 
-    def serve_as(self, incident_id: str, **fields) -> None:
-        """Serves these raw values (anything JSON) in place of the stored ones: a malformed record."""
-        with self._lock:
-            self._served_as.setdefault(incident_id, {}).update(fields)
-
     def local_literal(self, moment: datetime) -> str:
         """How a date-time is written in an encoded query so that this instance reads it as `moment`."""
         return moment.astimezone(self.zone).strftime(SN_TIME)
 
     # -- HTTP ----------------------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        if not self._authorized(request.headers.get('authorization', '')):  # before the description's security
+    def authorize(self, request: Request) -> Response | None:
+        basic = base64.b64encode(f'{self.username}:{self.password}'.encode()).decode()
+        if request.headers.get('authorization', '') not in (f'Basic {basic}', f'Bearer {self.token}'):
             return _error(401, 'User Not Authenticated', 'Required to provide Auth information')
-        problem = request_problem(VENDOR, request)
-        if problem:
-            self.spec_violations.append(problem)
-            return _error(400, 'Invalid request', problem)
-        response = self._answer(request)
-        if str(response.status) in _documented(request):
-            problem = response_problem(VENDOR, request, response)
-            if problem:
-                self.spec_violations.append(problem)
-        return response
+        return None
 
-    def _answer(self, request: Request) -> Response:
-        limited = self._count_call()
-        if limited:
-            return limited
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return _error(400, 'Invalid request', message)
+
+    def route(self, request: Request) -> Response:
         if request.method != 'GET' or not request.path.startswith(TABLE_PATH):
             return _error(400, 'Requested URI does not represent any resource', request.path)
         if request.path != LIST_PATH:
             return _error(400, 'Invalid table ' + request.path[len(TABLE_PATH) :], '')
-        try:
-            return self._list(request)
-        except _Invalid as e:
-            return _error(400, str(e), '')
-
-    def _authorized(self, header: str) -> bool:
-        basic = base64.b64encode(f'{self.username}:{self.password}'.encode()).decode()
-        return header in (f'Basic {basic}', f'Bearer {self.token}')
-
-    def _count_call(self) -> Response | None:
-        wait = self.rate_limit.wait()
-        if wait is not None:
-            return Response(429, _error_body(*_TOO_MANY), {'Content-Type': 'application/json', **_limit_headers(wait)})
-        return None
+        return self._list(request)
 
     def _list(self, request: Request) -> Response:
         query = dict(request.query)
@@ -278,7 +240,7 @@ class ServiceNowSimulator(LoopbackServer):
         limit = min(_int(query.get('sysparm_limit', str(MAX_ROWS)), 'sysparm_limit'), MAX_ROWS)
         offset = _int(query.get('sysparm_offset', '0'), 'sysparm_offset')
         encoded = self._parse(query.get('sysparm_query', ''))
-        listed = [self._shown.get(sys_id, incident) for sys_id, incident in self.incidents.items()]
+        listed = [self.lag.listed(sys_id, incident) for sys_id, incident in self.incidents.items()]
         selected = sorted((i for i in listed if encoded.matches(i)), key=lambda i: i['sys_id'])
         for field, descending in reversed(encoded.order):
             selected.sort(key=lambda i, f=field: _sort_key(i.get(f)), reverse=descending)
@@ -296,7 +258,7 @@ class ServiceNowSimulator(LoopbackServer):
     def _parse(self, text: str) -> _EncodedQuery:
         encoded = _EncodedQuery(text, self.zone)
         for field in encoded.unknown_fields:
-            self.spec_violations.append(f'{VENDOR}: sysparm_query names {field!r}, which the incident table lacks')
+            self.spec_violations.append(f'{self.source}: sysparm_query names {field!r}, which the incident table lacks')
         return encoded
 
     def _served(self, incident: dict, fields: list[str], display: str, links: bool) -> dict:
@@ -315,9 +277,7 @@ class ServiceNowSimulator(LoopbackServer):
                 served[name] = value if not links else {'link': self._link(name, value), 'value': value}
             else:
                 served[name] = value
-        overrides = self._served_as.get(incident['sys_id'], {})
-        served.update({name: copy.deepcopy(value) for name, value in overrides.items() if name in served})
-        return served
+        return self.served(incident['sys_id'], served, only_present=True)
 
     def _value(self, name: str, stored) -> str:
         if name in DATE_TIMES:
@@ -346,9 +306,7 @@ class ServiceNowSimulator(LoopbackServer):
 
     def _links(self, request: Request, offset: int, limit: int, total: int) -> str:
         def link(at: int, rel: str) -> str:
-            kept = [(k, v) for k, v in request.query if k not in ('sysparm_offset', 'sysparm_limit')]
-            query = urlencode([*kept, ('sysparm_offset', str(at)), ('sysparm_limit', str(limit))])
-            return f'<{self.url}{request.path}?{query}>;rel="{rel}"'
+            return f'<{self.link(request, sysparm_offset=at, sysparm_limit=limit)}>;rel="{rel}"'
 
         last = max(0, (total - 1) // limit * limit)
         rels = [link(0, 'first')]
@@ -358,10 +316,6 @@ class ServiceNowSimulator(LoopbackServer):
             rels.append(link(offset + limit, 'next'))
         rels.append(link(last, 'last'))
         return ','.join(rels)
-
-
-class _Invalid(ValueError):
-    pass
 
 
 class _EncodedQuery:
@@ -394,7 +348,7 @@ class _EncodedQuery:
     def _condition(self, text: str):
         found = _CONDITION.fullmatch(text)
         if not found:
-            raise _Invalid(f'Invalid encoded query condition: {text[:80]}')
+            raise Invalid(f'Invalid encoded query condition: {text[:80]}')
         field, operator, value = found.groups()
         if field not in FIELDS:
             self.unknown_fields.append(field)
@@ -420,7 +374,7 @@ class _EncodedQuery:
         """A literal in the instance's zone (Java's rules for skipped and repeated local times)."""
         found = _DATE_GENERATE.fullmatch(value) or _LITERAL.fullmatch(value)
         if not found:
-            raise _Invalid(f'Invalid date-time {value[:40]!r} for {field}')
+            raise Invalid(f'Invalid date-time {value[:40]!r} for {field}')
         local = datetime.strptime(f'{found.group(1)} {found.group(2) or "00:00:00"}', SN_TIME)
         return java_local(local, self.zone)
 
@@ -442,7 +396,7 @@ def _sort_key(value):
 
 def _int(value: str, name: str) -> int:
     if not value.isdigit():
-        raise _Invalid(f'{name} must be a non-negative integer')
+        raise Invalid(f'{name} must be a non-negative integer')
     return int(value)
 
 
@@ -455,14 +409,9 @@ def _limit_headers(seconds: int) -> dict:
     }
 
 
-def _error_body(message: str, detail: str) -> bytes:
-    return json.dumps({'error': {'message': message, 'detail': detail}, 'status': 'failure'}).encode()
+def _error_document(message: str, detail: str) -> dict:
+    return {'error': {'message': message, 'detail': detail}, 'status': 'failure'}
 
 
 def _error(status: int, message: str, detail: str) -> Response:
-    return Response(status, _error_body(message, detail), {'Content-Type': 'application/json;charset=UTF-8'})
-
-
-def _documented(request: Request) -> set[str]:
-    operation = document(VENDOR)['paths']['/api/now/table/{tableName}'].get(request.method.lower(), {})
-    return set(operation.get('responses', {}))
+    return Response.json(status, _error_document(message, detail), {'Content-Type': 'application/json;charset=UTF-8'})

@@ -1,30 +1,43 @@
-"""Every source's simulator by `source:` value, each checking what it serves against the derived description."""
+"""Every source's simulator by `source:` value, found by convention: `SOURCES` (the check's registry) names the
+tools, and the simulator of tool `<name>` is the `ToolSimulator` subclass in `loopback/<name>.py` whose `source`
+is `<name>`. A tool without one is missing from `SIMULATORS`, and `make_simulator` says so."""
 
 from __future__ import annotations
 
-from .datadog_incidents import DatadogIncidentsSimulator
-from .firehydrant import FireHydrantSimulator
-from .github import GitHubSimulator
-from .incident_io import IncidentIoSimulator
-from .jira import JiraSimulator
-from .pagerduty import PagerDutySimulator
-from .rootly import RootlySimulator
-from .servicenow import ServiceNowSimulator
-from .spec import pagerduty_request_problem
-from .splunk_oncall import SplunkOnCallSimulator
+import importlib
+import inspect
 
-SIMULATORS = {
-    'pagerduty': lambda: PagerDutySimulator(spec_validator=pagerduty_request_problem),
-    'rootly': RootlySimulator,
-    'firehydrant': FireHydrantSimulator,
-    'incident_io': IncidentIoSimulator,
-    'servicenow': ServiceNowSimulator,
-    'jira': JiraSimulator,
-    'github': GitHubSimulator,
-    'datadog_incidents': DatadogIncidentsSimulator,
-    'splunk_oncall': SplunkOnCallSimulator,
-}
+from datadog_checks.dora_incidents.sources import SOURCES
+
+from .core import ToolSimulator
 
 
-def make_simulator(source: str):
-    return SIMULATORS[source]()
+def simulator_class(source: str) -> type[ToolSimulator]:
+    """The simulator of a tool of `SOURCES`; LookupError naming what is missing when there is none."""
+    try:
+        module = importlib.import_module(f'{__package__}.{source}')
+    except ModuleNotFoundError as e:
+        if e.name != f'{__package__}.{source}':
+            raise
+        raise LookupError(f'no simulator for {source!r}: loopback/{source}.py does not exist') from None
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if issubclass(cls, ToolSimulator) and cls.__module__ == module.__name__ and cls.source == source:
+            return cls
+    raise LookupError(f'no simulator for {source!r}: loopback/{source}.py defines no ToolSimulator of that source')
+
+
+def _found() -> dict[str, type[ToolSimulator]]:
+    found = {}
+    for source in SOURCES:
+        try:
+            found[source] = simulator_class(source)
+        except LookupError:
+            continue
+    return found
+
+
+SIMULATORS = _found()
+
+
+def make_simulator(source: str) -> ToolSimulator:
+    return simulator_class(source)(validate=True)

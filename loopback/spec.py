@@ -9,6 +9,7 @@ derived description declares, whatever loopback address the request went to).
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -124,6 +125,14 @@ def response_problem(vendor: str, request: Request, response: Response) -> str |
     except Exception as e:  # openapi-core raises a family of errors; any of them is a violation
         return f'{vendor}: {request.method} {request.path} -> {response.status}: {_explain(e)}'
     return None
+
+
+def documented(vendor: str, request: Request) -> set[str]:
+    """The statuses the description declares for this request's operation (its path matched to a template)."""
+    for template, operations in document(vendor).get('paths', {}).items():
+        if re.fullmatch(re.sub(r'\\{[^/]+?\\}', '[^/]+', re.escape(template)), request.path):
+            return set(operations.get(request.method.lower(), {}).get('responses', {}))
+    return set()
 
 
 PAGERDUTY_HEADERS = (('accept', 'application/vnd.pagerduty+json;version=2'), ('content-type', 'application/json'))

@@ -12,8 +12,8 @@
 # virtualenv, .venv-ddev/ (DDEV_VENV), reinstalled only when DDEV_VERSION changes. Only PyPI is reached.
 # ddev validates integrations inside an integrations-extras checkout, so this builds one in a scratch folder:
 # this repository's files (tracked, plus new files git does not ignore) in dora_incidents/, .github/CODEOWNERS,
-# .github/workflows/test-all.yml (written by `ddev validate ci --sync`, as an extras contributor does), the
-# root pyproject.toml's ruff settings (line-length 120, quote-style preserve), one commit, and a ddev config
+# .github/workflows/test-all.yml (written by `ddev validate ci --sync`, as an extras contributor does), extras' root
+# pyproject.toml as it is (scripts/ddev/integrations-extras-pyproject.toml), one commit, and a ddev config
 # (repo = "extras") passed through DDEV_CONFIG with a HOME of its own.
 set -euo pipefail
 
@@ -89,31 +89,9 @@ mkdir -p "$TREE/$CHECK" "$TREE/.github/workflows" "$WORK/home"
 
 printf '/%s/    %s\n' "$CHECK" "$CODEOWNER" > "$TREE/.github/CODEOWNERS"
 
-# integrations-extras' root pyproject.toml: ddev formats the generated config models with its ruff settings.
-cat > "$TREE/pyproject.toml" <<'EOF'
-[tool.ruff]
-exclude = [".eggs", ".tox", ".git", ".mypy_cache", ".venv", ".pytest_cache", ".ruff_cache", "build", "_build", "dist",
-  "compat.py", "__init__.py", "**/datadog_checks/*/vendor/*", "**/config_models/instance.py",
-  "**/config_models/shared.py", "**/config_models/defaults.py"]
-target-version = "py313"
-line-length = 120
-namespace-packages = ["datadog_checks"]
-
-[tool.ruff.lint]
-select = ["B", "C", "E", "F", "G", "W", "I", "TID252"]
-ignore = ["E721", "E722", "E741", "B015", "B904", "B017", "B027", "B905", "C901"]
-unfixable = ["F401"]
-
-[tool.ruff.format]
-quote-style = "preserve"
-
-[tool.ruff.lint.flake8-tidy-imports]
-ban-relative-imports = "parents"
-
-[tool.ruff.lint.per-file-ignores]
-"**/tests/**/*" = ["S101", "TID252"]
-"datadog_checks/*/config_models/deprecations.py" = ["E501"]
-EOF
+# integrations-extras' root pyproject.toml as it is (a kept copy): ddev formats the generated config models with its
+# settings, and its ruff excludes them, so a model ruff would format differently fails here as it would there.
+cp "$ROOT/scripts/ddev/integrations-extras-pyproject.toml" "$TREE/pyproject.toml"
 
 # The hand-written part of integrations-extras' .github/workflows/test-all.yml; `ddev validate ci --sync` adds the jobs.
 cat > "$TREE/.github/workflows/test-all.yml" <<'EOF'

@@ -4,8 +4,16 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
+from datadog_checks.dora_incidents.config_models.instance import InstanceConfig
 from datadog_checks.dora_incidents.cursor import CACHE_KEY
 from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids, restores  # noqa: F401
+
+
+def instance_config(**options) -> InstanceConfig:
+    """The configuration model as the check builds it from an instance with these options (None: unset): every
+    option is an attribute, so that a misspelt one is an AttributeError."""
+    instance = {name: value for name, value in options.items() if value is not None}
+    return InstanceConfig.model_validate(instance, context={'configured_fields': frozenset(instance)})
 
 
 def ago(now, **delta):

@@ -5,7 +5,6 @@ import pytest
 from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
 from loopback.pagerduty import PagerDutySimulator
-from loopback.spec import pagerduty_request_problem
 
 
 @pytest.fixture
@@ -15,7 +14,7 @@ def now():
 
 @pytest.fixture
 def pagerduty():
-    sim = PagerDutySimulator(spec_validator=pagerduty_request_problem)
+    sim = PagerDutySimulator(validate=True)
     sim.add_service('PCHKOUT', 'Checkout API', teams=[('PTEAM01', 'Payments Team')])
     sim.add_service('PSEARCH', 'Search', teams=[('PTEAM02', 'Discovery')])
     sim.add_service('PLEGACY', 'Legacy Billing')

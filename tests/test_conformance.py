@@ -1,6 +1,7 @@
 """What every source must do, proven over HTTP against each tool's simulator (loopback/driver.py).
 
-Adding a tool adds a line to loopback/simulators.py; these scenarios then run against it unchanged.
+Parametrised from the check's registry (`SOURCES`): a tool added there runs these scenarios unchanged against
+its simulator, `loopback/<source>.py`, and fails them loudly while it has none.
 """
 
 import logging
@@ -10,15 +11,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from datadog_checks.dora_incidents.sources import make_source, source_class
+from datadog_checks.dora_incidents.sources import SOURCES, make_source, source_class
 from datadog_checks.dora_incidents.sources.base import UPDATED
 from loopback.server import Fault
-from loopback.simulators import SIMULATORS, make_simulator
+from loopback.simulators import make_simulator, simulator_class
+from loopback.spec import SPECS
 
 from .common import INCIDENTS_COUNT, LATENCY, TIME_TO_RESTORE, ago, counted, dora_ids, restores, run_on_virtual_clock
 
 # The tools whose API lists by update time: they read late and corrected resolutions.
-BY_UPDATE_TIME = sorted(name for name in SIMULATORS if source_class(name).listing == UPDATED)
+BY_UPDATE_TIME = sorted(name for name in SOURCES if source_class(name).reading.listing == UPDATED)
 
 
 def running(name):
@@ -28,7 +30,15 @@ def running(name):
     assert simulator.spec_violations == [], 'the check sent requests (or got answers) the API description rejects'
 
 
-@pytest.fixture(params=sorted(SIMULATORS))
+@pytest.mark.parametrize('name', sorted(SOURCES))
+def test_every_registered_tool_has_its_simulator_and_api_description(name):
+    simulator = simulator_class(name)  # LookupError naming the missing `loopback/<name>.py`
+    assert simulator.source == name and simulator.__module__ == f'loopback.{name}'
+    assert (SPECS / f'{name}.json').is_file(), f'no API description loopback/specs/{name}.json'
+    assert len(simulator.not_failures) >= 1 and simulator.expected_tags
+
+
+@pytest.fixture(params=sorted(SOURCES))
 def tool(request):
     yield from running(request.param)
 

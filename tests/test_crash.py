@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from datadog_checks.dora_incidents import cursor, outputs
-from datadog_checks.dora_incidents.datadog.http import DatadogHttp
+from datadog_checks.dora_incidents.datadog.client import DatadogHttp
 from datadog_checks.dora_incidents.reporting import Reporter
 from loopback.harness import instance_for
 

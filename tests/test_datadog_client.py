@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from datadog_checks.dora_incidents.datadog import DORA_PATH, DatadogApi, Write, pool
-from datadog_checks.dora_incidents.datadog.http import DatadogHttp
+from datadog_checks.dora_incidents.datadog.client import DatadogHttp
 from loopback.server import Fault
 
 from .common import ago, dora_ids

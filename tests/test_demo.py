@@ -4,11 +4,12 @@ import re
 
 import pytest
 
+from datadog_checks.dora_incidents.sources import SOURCES
 from loopback import demo
-from loopback.simulators import SIMULATORS, make_simulator
+from loopback.simulators import make_simulator
 
 
-@pytest.mark.parametrize('source', list(SIMULATORS))
+@pytest.mark.parametrize('source', list(SOURCES))
 def test_the_demo_shows_versions_filtered_kinds_units_and_nothing_sent_again(source, capsys, datadog_agent):
     demo.main(source)
     out = capsys.readouterr().out

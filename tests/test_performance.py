@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 
 from datadog_checks.dora_incidents.datadog import DORA_PATH, DatadogApi, Write, outbox, pool
-from datadog_checks.dora_incidents.datadog.http import DatadogHttp
+from datadog_checks.dora_incidents.datadog.client import DatadogHttp
 from loopback.intake import DatadogIntake
 from loopback.server import Fault
 

@@ -13,7 +13,7 @@ import pytest
 from datadog_checks.base.utils.http import RequestsWrapper
 
 from datadog_checks.dora_incidents.incident import SourceIncident
-from datadog_checks.dora_incidents.sources.base import UPDATED, Page, Request, Source, parse_time
+from datadog_checks.dora_incidents.sources.base import Page, Request, Source, parse_time
 from datadog_checks.dora_incidents.sources.http import JsonApi, SourceError
 from datadog_checks.dora_incidents.sources.reader import Resume
 from loopback.server import LoopbackServer, Response
@@ -50,7 +50,7 @@ class Tracker(LoopbackServer):
 
 
 class LinkTool(Source):
-    name, display_name, default_api_url, listing = 'links', 'Links', 'http://localhost', UPDATED
+    name, display_name, default_api_url = 'links', 'Links', 'http://localhost'
 
     def make_api(self, http, api_url, token):
         return JsonApi(http, api_url, {}, lambda response: f'HTTP {response.status_code}')

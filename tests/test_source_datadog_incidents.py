@@ -4,7 +4,6 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 import requests
@@ -16,7 +15,7 @@ from datadog_checks.dora_incidents.sources.datadog_incidents import DatadogIncid
 from datadog_checks.dora_incidents.sources.http import CredentialsRejected
 from loopback.datadog_incidents import LIST_PATH, DatadogIncidentsSimulator
 
-from .common import INCIDENTS_COUNT, ago, counted, dora_ids, restores
+from .common import INCIDENTS_COUNT, ago, counted, dora_ids, instance_config, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -41,7 +40,7 @@ def source(sim, **options) -> DatadogIncidentsSource:
         'creation_horizon': None,
         **options,
     }
-    config = SimpleNamespace(**settings)
+    config = instance_config(source='datadog_incidents', **settings)
     return DatadogIncidentsSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 

@@ -1,6 +1,7 @@
 """What is specific to FireHydrant: the source read over real HTTP from `loopback/firehydrant.py`."""
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -188,7 +189,9 @@ def test_a_long_lookback_is_read_in_windows_of_30_days_oldest_first(sim):
 
 
 def test_a_window_with_more_than_a_batch_is_halved(sim, monkeypatch):
-    monkeypatch.setattr(firehydrant.FireHydrantSource, 'max_per_batch', 2)
+    monkeypatch.setattr(
+        firehydrant.FireHydrantSource, 'reading', replace(firehydrant.FireHydrantSource.reading, max_per_batch=2)
+    )
     ids = [resolved_incident(sim, resolved_at=NOW - DAY + n * 4 * HOUR + HOUR) for n in range(5)]
     batches = read(sim)
     assert all(len(batch.incidents) <= 2 for batch in batches)

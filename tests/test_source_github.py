@@ -2,7 +2,6 @@
 
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 import requests
@@ -15,7 +14,7 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected, Sour
 from loopback.github import GitHubSimulator
 from loopback.server import Fault
 
-from .common import ago, counted, dora_ids, restores
+from .common import ago, counted, dora_ids, instance_config, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -30,7 +29,7 @@ def sim():
 
 def source(sim, **options) -> GitHubSource:
     settings = {'api_token': sim.token, 'api_url': sim.url + sim.prefix, 'repositories': ['acme/checkout'], **options}
-    config = SimpleNamespace(**{'label': None, **settings})
+    config = instance_config(source='github', **settings)
     return GitHubSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 

@@ -1,7 +1,7 @@
 """The incident.io source against the incident.io simulator, over real HTTP: what is specific to this tool."""
 
 import time
-import types
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +15,7 @@ from loopback.driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from loopback.incident_io import IncidentIoSimulator
 from loopback.server import Fault
 
-from .common import later
+from .common import instance_config, later
 
 
 @pytest.fixture
@@ -32,7 +32,9 @@ def sim():
 
 def make_source(sim, **options):
     config = {'api_token': sim.token, 'api_url': sim.url, 'restored_at': 'resolved', 'team_field': 'Team', **options}
-    return IncidentIoSource(types.SimpleNamespace(**config), RequestsWrapper({'timeout': 5}, {}), sim.url)
+    return IncidentIoSource(
+        instance_config(source='incident_io', **config), RequestsWrapper({'timeout': 5}, {}), sim.url
+    )
 
 
 def read(source, since, until, deadline=10.0):
@@ -274,7 +276,9 @@ def test_a_long_lookback_is_read_in_windows_oldest_first(sim, now):
 def test_a_window_with_more_than_a_batch_is_read_a_batch_at_a_time(sim, now, monkeypatch):
     """The date filter cannot narrow a window's pages: a full batch is handed over and the window goes on
     from the next page (the cursor keeps where), instead of being halved and read again."""
-    monkeypatch.setattr(incident_io.IncidentIoSource, 'max_per_batch', 2)
+    monkeypatch.setattr(
+        incident_io.IncidentIoSource, 'reading', replace(incident_io.IncidentIoSource.reading, max_per_batch=2)
+    )
     ids = []
     for n in range(5):
         ids.append(sim.open(now - timedelta(hours=10)))

@@ -4,7 +4,6 @@ import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from datadog_checks.base import ConfigurationError
@@ -16,7 +15,7 @@ from datadog_checks.dora_incidents.sources.jira import JiraSource
 from loopback.jira import IMPACT_START_FIELD, MYSELF_PATH, SEARCH_PATH, TEAM_FIELD, JiraSimulator
 from loopback.server import Fault
 
-from .common import ZONES
+from .common import ZONES, instance_config
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -32,7 +31,7 @@ def sim(request):
 
 def source(sim, **options) -> JiraSource:
     settings = {'username': sim.email, 'api_token': sim.token, 'api_url': sim.url, 'team_field': TEAM_FIELD}
-    config = SimpleNamespace(**{'jql': None, 'service_field': None, 'started_field': None, **settings, **options})
+    config = instance_config(source='jira', **{**settings, **options})
     return JiraSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 

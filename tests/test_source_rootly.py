@@ -1,6 +1,7 @@
 """What is specific to Rootly: the source read over real HTTP from the loopback Rootly (`loopback/rootly.py`)."""
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -206,7 +207,7 @@ def test_pages_follow_links_next(sim, monkeypatch):
 
 def test_a_window_larger_than_a_batch_is_halved_until_each_half_fits(sim, monkeypatch):
     monkeypatch.setattr(rootly, 'PAGE_SIZE', 2)
-    monkeypatch.setattr(rootly.RootlySource, 'max_per_batch', 4)
+    monkeypatch.setattr(rootly.RootlySource, 'reading', replace(rootly.RootlySource.reading, max_per_batch=4))
     ids = [resolved_incident(sim, NOW - 30 * HOUR, NOW - 20 * HOUR + i * HOUR) for i in range(10)]
     batches = read(sim)
     assert sorted(i.id for i in incidents(batches)) == sorted(ids)
@@ -217,7 +218,7 @@ def test_a_window_larger_than_a_batch_is_halved_until_each_half_fits(sim, monkey
 
 def test_without_meta_a_window_too_large_is_found_by_paging(sim, monkeypatch):
     monkeypatch.setattr(rootly, 'PAGE_SIZE', 2)
-    monkeypatch.setattr(rootly.RootlySource, 'max_per_batch', 4)
+    monkeypatch.setattr(rootly.RootlySource, 'reading', replace(rootly.RootlySource.reading, max_per_batch=4))
     monkeypatch.setattr(rootly, '_total', lambda page: None)  # as the 2025-04 description, which has no `meta`
     ids = [resolved_incident(sim, NOW - 30 * HOUR, NOW - 20 * HOUR + i * HOUR) for i in range(10)]
     batches = read(sim)

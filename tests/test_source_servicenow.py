@@ -2,7 +2,6 @@
 
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from datadog_checks.base import ConfigurationError
@@ -13,7 +12,7 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected
 from datadog_checks.dora_incidents.sources.servicenow import PAGE_SIZE, ServiceNowSource
 from loopback.servicenow import LIST_PATH, ServiceNowSimulator
 
-from .common import ZONES
+from .common import ZONES, instance_config
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -30,7 +29,7 @@ def sim(request):
 def source(sim, basic=True, **options) -> ServiceNowSource:
     credentials = {'username': sim.username, 'password': sim.password} if basic else {'api_token': sim.token}
     settings = {'api_token': None, 'username': None, 'password': None, 'api_url': sim.url, **credentials, **options}
-    config = SimpleNamespace(**settings)
+    config = instance_config(source='servicenow', **settings)
     http = RequestsWrapper({'timeout': 5, 'username': config.username, 'password': config.password}, {})
     return ServiceNowSource(config, http, config.api_url)
 

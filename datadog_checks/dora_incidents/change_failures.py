@@ -28,8 +28,8 @@ from urllib.parse import quote
 from datadog_checks.base import ConfigurationError
 
 from .datadog import DatadogApi, DatadogError, Write, keys
-from .datadog.reads import LIST_LIMIT, parse_time, search_query, text
-from .incident import Incident
+from .datadog.reads import LIST_LIMIT, datadog_time, search_query
+from .incident import Incident, text
 
 DEPLOYMENTS_PATH = '/api/v2/dora/deployments'
 # The list endpoints filter on an event's time, which may be its start: a deployment that started up
@@ -72,7 +72,7 @@ class Deployment:
         attributes = item.get('attributes') if isinstance(item, dict) else None
         if not isinstance(attributes, dict) or not text(item.get('id')) or not text(attributes.get('service')):
             return None
-        started, finished = parse_time(attributes.get('started_at')), parse_time(attributes.get('finished_at'))
+        started, finished = datadog_time(attributes.get('started_at')), datadog_time(attributes.get('finished_at'))
         if started is None or finished is None:
             return None
         git = attributes.get('git') if isinstance(attributes.get('git'), dict) else {}
@@ -321,7 +321,7 @@ class ChangeFailures:
 
     def _list(self, service: str, env: str | None, since: datetime, until: datetime) -> dict[str, Deployment]:
         query = search_query(service=service, env=env)
-        items, complete = self._api.reader.list_events(
+        items, complete = self._api.lists.list_events(
             DEPLOYMENTS_PATH, 'dora_deployments_list_request', query, since, until, limit=LIST_LIMIT
         )
         if not complete:

@@ -45,7 +45,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         config = self.config
         scope = {
             'source': config.source,
-            'api_url': (config.api_url or source_class(config.source).default_api_url).rstrip('/').lower(),
+            'api_url': source_class(config.source).canonical_api_url(config.api_url).lower(),
             'filters': scope_filters(config),
             # The instance's own key tells two organisations apart; the Agent's key (rotated with the Agent)
             # is the Agent's organisation, so rotating it keeps the cursor.
@@ -54,7 +54,9 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         return hashlib.sha256(json.dumps(scope, sort_keys=True).encode()).hexdigest()[:32]
 
     def _set_up(self) -> None:
-        for secret in (self.config.api_token, self.config.password):  # ServiceNow may have a password instead
+        # Before anything can fail: every message is scrubbed of the options the tool reads with.
+        reading_with = ('api_token', *source_class(self.config.source).credentials.secret_options)
+        for secret in (getattr(self.config, option) for option in reading_with):
             if secret:
                 self.register_secret(secret)
         reject_unknown(self.instance)

@@ -49,7 +49,7 @@ class DeploymentCounter:
         now = self._clock()
         since = (state.through if state else now) - MARGIN
         try:
-            items, complete = self._api.reader.list_events(
+            items, complete = self._api.lists.list_events(
                 DEPLOYMENTS_PATH, 'dora_deployments_list_request', '', since, now, limit=LIST_LIMIT
             )
         except DatadogError as e:

@@ -7,6 +7,11 @@ from datetime import datetime
 from typing import Any
 
 
+def text(value) -> str | None:
+    """A field's text: a non-empty string; anything else (absent, empty, a number where text is promised) is None."""
+    return value if isinstance(value, str) and value else None
+
+
 @dataclass(frozen=True)
 class Named:
     """A service, team or environment as the incident tool names it: its id, its display name, or both."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from .datadog import DatadogApi
-from .datadog.reads import LIST_LIMIT, parse_time, search_query
+from .datadog.reads import LIST_LIMIT, datadog_time, search_query
 
 FAILURES_PATH = '/api/v2/dora/failures'
 # A failure is listed by its start; one resolved in the recovered window may have started this long
@@ -26,13 +26,13 @@ def recover_reported(api: DatadogApi, source: str, env: str | None, since: datet
     `outputs.dora_id(incident)`, which is the incident key unless that key had to be hashed. Raises DatadogError.
     """
     query = search_query(source=source, env=env)
-    items, _ = api.reader.list_events(
+    items, _ = api.lists.list_events(
         FAILURES_PATH, 'dora_failures_list_request', query, since - INCIDENT_DURATION, until, limit=LIST_LIMIT
     )
     reported = {}
     for item in items:
         attributes = item['attributes']
-        finished = parse_time(attributes.get('finished_at'))
+        finished = datadog_time(attributes.get('finished_at'))
         tags = attributes.get('custom_tags')
         if finished is None or (isinstance(tags, list) and f'source:{source}' not in tags):
             continue

@@ -84,7 +84,7 @@ def check_command(state_path, config_path, instance, commit):
 
     Use it to validate a configuration before deploying it. Without --commit the cursor is left alone.
     """
-    from .keys import validate_keys
+    from .key_check import validate_keys
 
     state = StateFile(state_path)
     check = make_check(*load_instance(config_path, instance), state, dry_run=True)

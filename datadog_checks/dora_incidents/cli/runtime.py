@@ -18,7 +18,7 @@ from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..check import DoraIncidentsCheck
 from ..datadog import DORA_PATH, DatadogApi
-from ..datadog.http import Answer
+from ..datadog.client import DatadogAnswer
 
 # The check's `dora.*` metrics carry `service` and `env` like Datadog's own; the stand-in aggregator
 # refuses such tags unless told otherwise (the Agent accepts them).
@@ -160,14 +160,14 @@ class RecordingHttp:
         self.failures: list[dict] = []
         self.markings: list[tuple[str, dict]] = []  # (PATCH path, body)
 
-    def send(self, method, path, body, app_key=False) -> Answer:
+    def send(self, method, path, body, app_key=False) -> DatadogAnswer:
         if method == 'POST' and path == DORA_PATH:
             self.failures.append(body)
         elif method != 'POST':  # markings are PATCHes; every POST but a failure is a list
             self.markings.append((path, body))
         else:
             return self._real.send(method, path, body, app_key)
-        return Answer(202, 'dry run: not sent', {}, {'data': None})
+        return DatadogAnswer(202, 'dry run: not sent', {}, {'data': None})
 
     def close(self) -> None:
         self._real.close()

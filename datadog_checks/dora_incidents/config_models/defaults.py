@@ -120,6 +120,10 @@ def instance_send_events():
     return True
 
 
+def instance_service_label_key():
+    return 'service'
+
+
 def instance_skip_proxy():
     return False
 
@@ -130,6 +134,10 @@ def instance_start_horizon():
 
 def instance_started_timestamp():
     return 'Impact started'
+
+
+def instance_team_label_key():
+    return 'team'
 
 
 def instance_timeout():

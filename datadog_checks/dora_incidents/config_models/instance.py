@@ -91,6 +91,7 @@ class InstanceConfig(BaseModel):
     environment_field: Optional[str] = None
     extra_headers: Optional[MappingProxyType[str, Any]] = None
     headers: Optional[MappingProxyType[str, Any]] = None
+    incident_query: Optional[str] = None
     initial_lookback: Optional[int] = Field(None, ge=1)
     jql: Optional[str] = None
     kerberos_auth: Optional[Literal['required', 'optional', 'disabled']] = None
@@ -123,6 +124,7 @@ class InstanceConfig(BaseModel):
     service: Optional[str] = None
     service_field: Optional[str] = None
     service_ids: Optional[tuple[str, ...]] = None
+    service_label_key: Optional[str] = None
     service_mapping: Optional[MappingProxyType[str, ServiceMapping]] = None
     services: Optional[tuple[str, ...]] = None
     severities: Optional[tuple[str, ...]] = None
@@ -136,6 +138,7 @@ class InstanceConfig(BaseModel):
         'jira',
         'github',
         'datadog_incidents',
+        'grafana_irm',
         'splunk_oncall',
     ]
     start_horizon: Optional[int] = Field(None, ge=86400)
@@ -144,6 +147,7 @@ class InstanceConfig(BaseModel):
     tags: Optional[tuple[str, ...]] = None
     team_field: Optional[str] = None
     team_ids: Optional[tuple[str, ...]] = None
+    team_label_key: Optional[str] = None
     teams: Optional[tuple[str, ...]] = None
     timeout: Optional[float] = None
     tls_ca_cert: Optional[str] = None

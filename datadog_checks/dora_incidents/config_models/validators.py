@@ -10,7 +10,7 @@ def _require_http_url(value, option):
         return value  # pydantic reports the wrong type
     parts = urlsplit(value)
     if parts.scheme not in ('http', 'https') or not parts.hostname:
-        raise ValueError(f'`{option}` must be an http(s) URL such as https://api.pagerduty.com, got {value!r}')
+        raise ValueError(f'`{option}` must be an http(s) URL such as https://api.example.com, got {value!r}')
     return value.rstrip('/')
 
 
@@ -25,7 +25,7 @@ def instance_datadog_api_url(value, **kwargs):
 def instance_api_token(value, **kwargs):
     # The token itself never goes into a message.
     if isinstance(value, str) and not value.strip():
-        raise ValueError('`api_token` is empty: set it to a read-only PagerDuty REST API key')
+        raise ValueError("`api_token` is empty: set it to a read-only API token of the `source` tool, or remove it")
     return value
 
 

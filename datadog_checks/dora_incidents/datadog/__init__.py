@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 from datadog_checks.base import ConfigurationError
 
 from . import keys
-from .http import DatadogHttp
+from .client import DatadogHttp
 from .outbox import DORA_PATH, Outbox, Write
 from .pool import DEFAULT_CONCURRENCY, WritePool
-from .reads import DatadogError, Reader
+from .reads import DatadogError, DoraLists
 
 __all__ = ['DORA_PATH', 'DatadogApi', 'DatadogError', 'Write', 'datadog_api']
 
@@ -32,11 +32,11 @@ class DatadogApi:
         concurrency: int | None = None,
         http: DatadogHttp | None = None,  # anything with DatadogHttp's `send` (the CLI's dry run records instead)
     ):
-        concurrency = max(1, concurrency or getattr(check.config, 'dora_concurrency', None) or DEFAULT_CONCURRENCY)
+        concurrency = max(1, concurrency or check.config.dora_concurrency or DEFAULT_CONCURRENCY)
         self.http = http or DatadogHttp(check, base_url, api_key, app_key, concurrency)
         self.outbox = Outbox(check)
         self.pool = WritePool(check, self.http, self.outbox, concurrency)
-        self.reader = Reader(self.http, self.pool)
+        self.lists = DoraLists(self.http, self.pool)
         self.has_app_key = bool(app_key)
 
     @property
@@ -64,7 +64,7 @@ class DatadogApi:
         self.pool.finish()
 
     def query(self, path: str, body: dict) -> dict:
-        return self.reader.query(path, body)
+        return self.lists.query(path, body)
 
 
 def datadog_api(check) -> DatadogApi:

@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .http import Answer, DatadogHttp
+from .client import DatadogAnswer, DatadogHttp
 from .outbox import Outbox, Write, backoff
 
 DEFAULT_CONCURRENCY = 8
@@ -123,7 +123,7 @@ class WritePool:
         with self._cond:
             return key in self._queue or key in self._in_flight or key in self._behind or key in self._outbox
 
-    def note_answer(self, answer: Answer) -> None:
+    def note_answer(self, answer: DatadogAnswer) -> None:
         """Datadog's rate-limit headers, on any answer (reads too): pace the pool, pause it when none is left."""
         headers = answer.headers
         limit, period = _number(headers.get('x-ratelimit-limit')), _number(headers.get('x-ratelimit-period'))
@@ -259,7 +259,7 @@ class WritePool:
             self._cond.notify_all()
 
     # -- what an answer means -----------------------------------------------------------------------------
-    def _settle(self, job: _Job, answer: Answer) -> None:
+    def _settle(self, job: _Job, answer: DatadogAnswer) -> None:
         write, status, retry_in = job.write, answer.status, rate_limit_reset(answer)
         if status is not None and 200 <= status < 300:
             self._outbox.forget(write.key)
@@ -345,7 +345,7 @@ def refusal(status: int | None, detail: str, app_key: bool) -> str:
     return f'Datadog refused the key: check {key}: {detail}'
 
 
-def rate_limit_reset(answer: Answer) -> float | None:
+def rate_limit_reset(answer: DatadogAnswer) -> float | None:
     """Seconds until Datadog's rate limit resets, when it answered 429 naming it (`X-RateLimit-Reset`, else the
     period, `X-RateLimit-Period`)."""
     if answer.status != 429:

@@ -11,7 +11,8 @@ import re
 import time
 from datetime import datetime, timezone
 
-from .http import DatadogHttp
+from ..incident import text
+from .client import DatadogHttp
 from .pool import WritePool, refusal
 
 LIST_LIMIT = 1_000  # the most one list answer holds
@@ -23,7 +24,9 @@ class DatadogError(Exception):
     """A read from Datadog's API failed. The message names the cause, never a key."""
 
 
-class Reader:
+class DoraLists:
+    """The reads of Datadog's DORA lists (deployments, failures): one query, or a time-paged list."""
+
     def __init__(self, http: DatadogHttp, pool: WritePool):
         self._http = http
         self._pool = pool
@@ -62,7 +65,7 @@ class Reader:
             if len(page) < limit:
                 return list(events.values()), True
             oldest = min(
-                (parse_time(item['attributes'].get('started_at')) for item in fresh), default=None, key=_sortable
+                (datadog_time(item['attributes'].get('started_at')) for item in fresh), default=None, key=_sortable
             )
             if not fresh or oldest is None or oldest >= to:  # a full page at one instant: no way further back
                 return list(events.values()), False
@@ -80,13 +83,9 @@ def listed(item) -> bool:
     return isinstance(item, dict) and text(item.get('id')) is not None and isinstance(item.get('attributes'), dict)
 
 
-def text(value) -> str | None:
-    """A non-empty string; anything else (a number where Datadog promises text) counts as absent."""
-    return value if isinstance(value, str) and value else None
-
-
-def parse_time(value) -> datetime | None:
-    """A date-time as the list endpoints answer it (ISO 8601, `Z` or an offset); None when unreadable."""
+def datadog_time(value) -> datetime | None:
+    """A date-time as Datadog's list endpoints answer it (ISO 8601, `Z` or an offset; none is UTC); None when
+    unreadable. Lenient, unlike a source's `parse_time`, which refuses a record without an explicit zone."""
     if not isinstance(value, str):
         return None
     try:

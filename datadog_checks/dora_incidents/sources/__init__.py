@@ -23,6 +23,7 @@ SOURCES = {
     'jira': ('jira', 'JiraSource'),
     'github': ('github', 'GitHubSource'),
     'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
+    'grafana_irm': ('grafana_irm', 'GrafanaIrmSource'),
     'splunk_oncall': ('splunk_oncall', 'SplunkOnCallSource'),
 }
 
@@ -51,7 +52,7 @@ def scope_filters(config) -> dict[str, list[str]]:
     """The options that select which incidents are read, normalised: part of the cursor's scope. A tool's
     `scope_options` count once set, so that adding a tool never changes another tool's cursor."""
     names = set(COMMON_SCOPE).union(*(source_class(name).scope_options for name in SOURCES))
-    values = {name: sorted(set(_listed(getattr(config, name, None)))) for name in names}
+    values = {name: sorted(set(_listed(getattr(config, name)))) for name in names}
     return {name: value for name, value in values.items() if value or name in NAMED_SCOPE}
 
 
@@ -63,8 +64,9 @@ def _listed(value) -> list:
 def make_source(config, configured: set[str], http, monotonic=time.monotonic) -> Source:
     """The configured tool's source; an option of another tool is a `ConfigurationError` naming it."""
     cls = source_class(config.source)
-    if cls.needs_api_token and not config.api_token:
-        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`: {cls.api_token_help}')
+    if cls.credentials.needs_api_token and not config.api_token:
+        needed = cls.credentials.api_token_help
+        raise ConfigurationError(f'`api_token` is required with `source: {config.source}`: {needed}')
     for option, owners in sorted(tool_options().items()):
         if option in configured and config.source not in owners:
             raise ConfigurationError(

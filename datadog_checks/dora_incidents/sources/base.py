@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
-from ..incident import Batch, Named, SourceIncident
+from ..incident import Batch, Named, SourceIncident, text  # noqa: F401 (text: what tool modules import)
 from .http import Answer, JsonApi
 from .reader import MIN_WINDOW, Page, Reader, Request, Resume, utc  # noqa: F401 (what tool modules import)
 
@@ -29,44 +31,74 @@ RESOLVED = 'resolved'  # the resolve time: a resolution entered late, or correct
 UPDATED = 'updated'  # the update time: every resolution, late entry or correction moves it, so all are read
 
 
-class Source:
-    """One incident tool: the class attributes, `make_api`, and what `reader.py`'s docstring lists."""
+@dataclass(frozen=True)
+class Reading:
+    """How the one reading loop (reader.py) reads a tool's list; the defaults fit most tools."""
+
+    listing: str = UPDATED  # what the list's window filters on: RESOLVED or UPDATED
+    # Whether a narrower window asks for fewer pages. False when the API cannot bound a window's pages (a
+    # date-only filter, a search without a time filter): a narrower window would read the same pages, so a
+    # full batch is handed over and the window goes on from the next page instead.
+    narrows: bool = True
+    # Whether a page's `total` counts the window's records (then it sizes windows), or more (a search without
+    # a time filter, ServiceNow's zone margins): then it only tells that the list moved while it was paged.
+    total_is_windows: bool = True
+    max_window: timedelta = MAX_WINDOW
+    max_per_batch: int = MAX_PER_BATCH
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a tool reads with; the defaults fit a tool read with one API token."""
+
+    # Whether `api_token` is required, and what it must be. False for a tool with credentials of its own kind
+    # (ServiceNow: `username`/`password` or a token; Datadog: its API and application keys).
+    needs_api_token: bool = True
+    api_token_help: str = 'set it to a read-only API token of the incident tool'
+    # The options besides `api_token` that hold a secret the tool reads with: scrubbed from every message.
+    secret_options: tuple[str, ...] = ()
+
+
+class Source(ABC):
+    """One incident tool: who it is (the class attributes), how it is read (`reading`), what it reads with
+    (`credentials`), and the methods below, which the reading loop (reader.py) calls."""
 
     name: ClassVar[str]  # the `source:` value: a published contract
     display_name: ClassVar[str]
-    default_api_url: ClassVar[str]
+    default_api_url: ClassVar[str]  # '' when every site has its own URL (`api_url` is then required)
     # Options of this tool beyond the common ones; setting another tool's option is a configuration error.
     options: ClassVar[frozenset[str]] = frozenset()
-    # Whether the tool reads with `api_token` (required then), and what that token must be. False for a tool
-    # with credentials of its own kind (ServiceNow: `username`/`password`; Datadog: its API and application keys).
-    needs_api_token: ClassVar[bool] = True
-    api_token_help: ClassVar[str] = 'set it to a read-only API token of the incident tool'
-    # Whether `send_dora_failures` defaults to true (false where Datadog's DORA Metrics reads the tool itself).
-    sends_dora_failures: ClassVar[bool] = True
     # Those of `options` that select which incidents are read: they scope the cursor (check.py).
     scope_options: ClassVar[frozenset[str]] = frozenset()
+    # Whether `send_dora_failures` defaults to true (false where Datadog's DORA Metrics reads the tool itself).
+    sends_dora_failures: ClassVar[bool] = True
     # The vendor's published API description and the operations used: `scripts/derive_specs.py`
     # keeps those in `loopback/specs/<name>.json`, which the simulator validates against.
     api_description: ClassVar[dict] = {}
-    listing: ClassVar[str] = RESOLVED
-    max_window: ClassVar[timedelta] = MAX_WINDOW
-    max_per_batch: ClassVar[int] = MAX_PER_BATCH
-    narrows: ClassVar[bool] = True  # a narrower window asks for fewer pages (reader.py)
-    # Whether a page's `total` counts the window's records (then it sizes windows), or the whole list (a
-    # search without a time filter): then it only tells that the list moved while it was paged.
-    total_is_windows: ClassVar[bool] = True
+    reading: ClassVar[Reading] = Reading()
+    credentials: ClassVar[Credentials] = Credentials()
 
     def __init__(self, config, http, api_url: str, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
         self.api: JsonApi = self.make_api(http, api_url, config.api_token)
         self.api.monotonic = monotonic
 
-    def make_api(self, http, api_url: str, token: str) -> JsonApi:
-        raise NotImplementedError
+    @classmethod
+    def canonical_api_url(cls, api_url: str | None) -> str:
+        """`api_url` (else the default) spelt one way per site, for the cursor's scope (check.py): by default
+        without its trailing slash; a tool whose site has several spellings maps them to one."""
+        return (api_url or cls.default_api_url).rstrip('/')
+
+    @abstractmethod
+    def make_api(self, http, api_url: str, token: str | None) -> JsonApi:
+        """The tool's `JsonApi` over the check's `http`, with its auth headers, and `http.describer(tool, hints,
+        detail, *secrets)` (or a describer of its own) for the user-facing hint of an HTTP error (`detail` reads
+        the tool's error body). `token` is `api_token`, None when the tool does not need one."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """What the source reads with besides `api_token`, to be scrubbed from every message."""
+        """What the source sends derived from its credentials (a Basic auth value, the Agent's keys), to be
+        scrubbed from every message; the options themselves are `credentials.secret_options`."""
         return ()
 
     def resolved(
@@ -75,25 +107,39 @@ class Source:
         """Yield, oldest first, batches covering every resolution listed in [since, until) (see `Batch`)."""
         return Reader(self).batches(since, until, deadline, resume)
 
-    # -- what each tool supplies (reader.py says how it is used) --------------------------------------
+    # -- what each tool supplies to the reading loop -----------------------------------------------------
     def prepare(self, deadline: float) -> None:
-        """Look-ups needed before reading (none by default)."""
+        """Look-ups needed before the first window (incident.io's timestamp ids, Jira's zone); none by default.
+        A request past `deadline` raises `OutOfTime`, which ends the run without an error."""
 
+    @abstractmethod
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
-        raise NotImplementedError
+        """The request for the window [start, end) and the page `token`: None for the first page, otherwise
+        whatever `page()` returned as `next` (a page number, an offset, a cursor token or a `Link` URL). A POST
+        search sets `method='POST'` and `json`. Times go out in explicit UTC (`utc()`) where the API allows."""
 
+    @abstractmethod
     def page(self, answer: Answer, token: Any) -> Page:
-        raise NotImplementedError
+        """The page answered to the page `token`: its records (`answer.body` is an object or a top-level array;
+        `answer.headers` and `answer.links` hold e.g. `X-Total-Count` and `Link: rel="next"`), the token of the
+        next page (None: the last page) and the window's total, when the API gives one (see
+        `Reading.total_is_windows`). A malformed page raises `SourceError` naming the tool and what is wrong."""
 
+    @abstractmethod
     def incident(self, record) -> SourceIncident | None:
-        raise NotImplementedError
+        """The record as an incident, in the tool's own terms; None when it is not a failure (yet). A malformed
+        record raises ValueError, TypeError, LookupError or AttributeError: it is then skipped, by name, and
+        counted, never stalling the others."""
 
     def record_id(self, record) -> str | None:
+        """The record's id, to name a skipped record; by default its `id`."""
         return text(record.get('id')) if isinstance(record, dict) else None
 
     def listed_at(self, record, incident: SourceIncident | None) -> datetime | None:
-        """The time the window filters on; by default the resolve time of a tool that lists by it."""
-        if self.listing == RESOLVED and incident is not None:
+        """The time the API's window filters on (`reading.listing`): a record outside [start, end) by it is
+        dropped, so that each resolution lands in exactly one batch; None trusts the API's filter. By default
+        the resolve time of a tool listed by it, else None."""
+        if self.reading.listing == RESOLVED and incident is not None:
             return incident.resolved_at
         return None
 
@@ -151,10 +197,6 @@ def objects(raw: dict, field: str) -> list[dict]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise ValueError(f'`{field}` is not a list of objects')
     return value
-
-
-def text(value) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def named(raw: dict, id_field: str = 'id', name_field: str = 'name') -> Named | None:

@@ -4,7 +4,7 @@ Listing: `query=state:(resolved OR completed)` (the search answers 400 to a face
 has none on time), `sort=-created` (its only order), `page[size]=100` (its maximum), `page[offset]`. There
 is no time to filter on, so every run reads the resolved incidents created within `creation_horizon`
 (default 90 days) and stops at the first one created before it; the reader's windows are on `modified`
-(`listing = UPDATED`: every resolution, late entry or correction moves it) and the cursor tells new and
+(listed by update time: every resolution, late entry or correction moves it) and the cursor tells new and
 corrected resolutions from those already reported. Offsets shift when an incident is resolved or reopened
 while the list is paged: a page whose `total` moved makes the reader read the list again. `next_offset`
 is set even on the last page: the end is told by `total`.
@@ -27,12 +27,11 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-
 from datadog_checks.base import ConfigurationError
 
 from ..datadog import keys
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, obj, parse_time, text, title
+from .base import Credentials, Page, Reading, Request, Source, checked_times, obj, parse_time, text, title
 from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/api/v2/incidents/search'
@@ -58,24 +57,24 @@ class DatadogIncidentsSource(Source):
     display_name = 'Datadog Incident Management'
     default_api_url = 'https://api.datadoghq.com'
     options = frozenset({'creation_horizon'})
-    listing = UPDATED
     api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
         'file': 'datadog-v2.openapi.yaml',
         'from': ('DataDog/datadog-api-client-python', '.generator/schemas/v2/openapi.yaml', '2026-04-14'),
         'operations': [('GET', SEARCH_PATH)],
     }
-    needs_api_token = False
     # Datadog's DORA Metrics reads these incidents itself: no DORA failures unless asked for.
     sends_dora_failures = False
     # Each window reads the whole horizon (the search has no time filter) and keeps what was modified in it:
     # `total` counts the whole search, not the window's share.
-    total_is_windows = False
-    narrows = False  # a narrower window reads the same pages
+    # A narrower window reads the same pages.
+    reading = Reading(narrows=False, total_is_windows=False)
+    # Not `api_token`: the check's own Datadog keys (datadog/keys.py), else the Agent's.
+    credentials = Credentials(needs_api_token=False, secret_options=('datadog_api_key', 'datadog_app_key'))
 
     def __init__(self, config, http, api_url: str, **clock):
         # The check's own Datadog site and keys (datadog/keys.py), which read only `check.config` and the Agent.
         agent = SimpleNamespace(config=config)
-        if getattr(config, 'api_token', None):
+        if config.api_token:
             raise ConfigurationError(
                 '`api_token` is not used with `source: datadog_incidents`, which reads with `datadog_api_key` and '
                 '`datadog_app_key`: remove it'
@@ -90,7 +89,7 @@ class DatadogIncidentsSource(Source):
                 '`datadog_app_key`: reading Datadog incidents needs an application key with `incident_read`; set it, '
                 'or the Agent `app_key`'
             )
-        horizon = getattr(config, 'creation_horizon', None) or DEFAULT_CREATION_HORIZON
+        horizon = config.creation_horizon or DEFAULT_CREATION_HORIZON
         self.creation_horizon = timedelta(seconds=horizon)
         self.api_url = (config.api_url or keys.api_url(agent)).rstrip('/')
         super().__init__(config, http, self.api_url, **clock)

@@ -2,8 +2,8 @@
 
 Listing: `state=closed&labels=<label>&since=<updated since>&sort=updated&direction=asc&per_page=100`. `since`
 is the *updated* time (every closing, reopening, labelling moves it), so the reader's windows are on
-`updated_at` (`listing = UPDATED`) and the cursor keeps the resolutions by their `closed_at`: an issue closed
-hours ago and labelled only now is a late resolution, a reopened and closed again one a corrected one.
+`updated_at` (`Reading`'s default listing) and the cursor keeps the resolutions by their `closed_at`: an issue
+closed hours ago and labelled only now is a late resolution, a reopened and closed again one a corrected one.
 
 Paging: the `Link` header says whether there is a next page. The next page is asked for on the same path
 with our own parameters (GitHub's `Link` URLs point at `/repositories/{id}/issues`; the token only ever goes
@@ -33,7 +33,7 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, checked_times, parse_time, text, title, utc
+from .base import Credentials, Page, Request, Source, checked_times, parse_time, text, title, utc
 from .http import Answer, JsonApi, SourceError, error_text, json_object
 
 PAGE_SIZE = 100
@@ -80,7 +80,6 @@ class GitHubSource(Source):
     default_api_url = 'https://api.github.com'
     options = frozenset({'repositories', 'label'})
     scope_options = frozenset({'repositories', 'label'})
-    listing = UPDATED
     api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
         # Not beside the others (13 MB): `npm pack @octokit/openapi@23.0.2`, which packages
         # github/rest-api-description with the `x-octokit` extension; pass its directory with `--from`.
@@ -92,11 +91,11 @@ class GitHubSource(Source):
         ),
         'operations': [('GET', '/repos/{owner}/{repo}/issues')],
     }
-    api_token_help = TOKEN_HELP
+    credentials = Credentials(api_token_help=TOKEN_HELP)
 
     def __init__(self, config, http, api_url: str, **clock):
-        self.repositories = _repositories(getattr(config, 'repositories', None))
-        self.label = text(getattr(config, 'label', None)) or DEFAULT_LABEL
+        self.repositories = _repositories(config.repositories)
+        self.label = text(config.label) or DEFAULT_LABEL
         super().__init__(config, http, api_url, **clock)
         self._window: tuple[datetime, datetime] | None = None  # the window being read (for the next page)
 

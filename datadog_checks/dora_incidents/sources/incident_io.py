@@ -37,11 +37,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-
 from ..incident import Named, SourceIncident
 from .base import (
-    UPDATED,
     Page,
+    Reading,
     Request,
     Source,
     checked_times,
@@ -109,24 +108,23 @@ class IncidentIoSource(Source):
         }
     )
     page_size = PAGE_SIZE
-    listing = UPDATED
-    narrows = False  # `updated_at` is filtered by the day: a narrower window reads the same pages
+    reading = Reading(narrows=False)  # `updated_at` is filtered by the day: a narrower window reads the same pages
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)
         self._names = {
-            'started': _option(config, 'started_timestamp', 'Impact started'),
-            'mitigated': _option(config, 'mitigated_timestamp', 'Fixed'),
-            'resolved': _option(config, 'resolved_timestamp', 'Resolved'),
+            'started': config.started_timestamp or 'Impact started',
+            'mitigated': config.mitigated_timestamp or 'Fixed',
+            'resolved': config.resolved_timestamp or 'Resolved',
             # incident.io's own timestamps, every account has them: not options.
             'reported': 'Reported at',
             'closed': 'Closed at',
         }
-        self._mitigated = _option(config, 'restored_at', 'resolved') == 'mitigated'
+        self._mitigated = config.restored_at == 'mitigated'
         self._fields = {
-            'services': _option(config, 'service_field', 'Affected services'),
-            'teams': _option(config, 'team_field', None),
-            'environments': _option(config, 'environment_field', None),
+            'services': config.service_field or 'Affected services',
+            'teams': config.team_field,
+            'environments': config.environment_field,
         }
         self._timestamp_ids: TimestampIds | None = None
         self._timestamps_read_at = 0.0
@@ -322,10 +320,6 @@ def _id_of(raw) -> str:
     if isinstance(incident_id, str) and _ID.fullmatch(incident_id):
         return incident_id
     return f'unidentified record ({str(incident_id)[:40]!r})'
-
-
-def _option(config, name: str, default):
-    return getattr(config, name, None) or default
 
 
 def _error_detail(body: dict) -> str:

@@ -28,22 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import (
-    UPDATED,
-    Page,
-    Request,
-    Source,
-    basic_credential,
-    checked_times,
-    obj,
-    parse_time,
-    text,
-    title,
-)
+from .base import Page, Request, Source, basic_credential, checked_times, obj, parse_time, text, title
 from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/rest/api/3/search/jql'
@@ -79,24 +67,23 @@ class JiraSource(Source):
     }
     options = frozenset({'jql', 'service_field', 'team_field', 'started_field'})
     scope_options = frozenset({'jql'})
-    listing = UPDATED
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not api_url:
             raise ConfigurationError(
                 '`api_url` is required with `source: jira`: your site, https://<site>.atlassian.net'
             )
-        if not text(getattr(config, 'username', None)) or not config.api_token:
+        if not text(config.username) or not config.api_token:
             raise ConfigurationError("Jira needs `username` (the account's email) and `api_token` (its API token)")
-        self._jql = text(getattr(config, 'jql', None)) or DEFAULT_JQL
+        self._jql = text(config.jql) or DEFAULT_JQL
         if 'order by' in ' '.join(self._jql.lower().split()):
             raise ConfigurationError('`jql` must not order (ORDER BY): the check orders the issues itself')
         super().__init__(config, http, api_url, **kwargs)
         self._base = api_url.rstrip('/')
         self._site = urlsplit(self._base).netloc.lower()
-        self._service = text(getattr(config, 'service_field', None)) or 'components'
-        self._team = text(getattr(config, 'team_field', None))
-        self._started = text(getattr(config, 'started_field', None))
+        self._service = text(config.service_field) or 'components'
+        self._team = text(config.team_field)
+        self._started = text(config.started_field)
         wanted = ['summary', 'status', 'resolution', 'resolutiondate', 'created', 'updated', 'priority']
         self._fields = list(dict.fromkeys([*wanted, *filter(None, (self._service, self._team, self._started))]))
         self.zone: ZoneInfo | None = None

@@ -18,7 +18,21 @@ from datetime import datetime
 import requests
 
 from ..incident import SourceIncident
-from .base import Page, Request, Source, checked_times, named, obj, objects, parse_time, text, title, utc
+from .base import (
+    RESOLVED,
+    Page,
+    Reading,
+    Request,
+    Source,
+    checked_times,
+    named,
+    obj,
+    objects,
+    parse_time,
+    text,
+    title,
+    utc,
+)
 from .http import Answer, JsonApi, SourceError, error_text, json_object
 
 PAGE_SIZE = 100
@@ -47,6 +61,7 @@ class PagerDutySource(Source):
     }
     options = frozenset({'service_ids', 'team_ids', 'urgencies'})
     scope_options = options
+    reading = Reading(listing=RESOLVED)  # resolve log entries, by their creation time
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)

@@ -1,28 +1,8 @@
 """The one reading loop every source runs: windows, pages, cuts, re-reads, the run's budget, batches.
 
-What a tool module supplies (a `Source` subclass, see base.py), and nothing more:
-
-- `request(start, end, token) -> Request`: the request for the window [start, end) and the page `token`
-  (None for the first page; otherwise whatever `page()` returned as `next`: a page number, an offset, a
-  cursor token or a `Link` URL). A POST search sets `method='POST'` and `json`.
-- `page(answer: Answer, token) -> Page`: the records of the answer to the page `token` (`answer.body` is
-  an object or a top-level array; `answer.headers` and `answer.links` hold e.g. `X-Total-Count` and
-  `Link: rel="next"`), the token of the next page (None: last page) and the window's total, when the API
-  gives one. A malformed page raises `SourceError` naming what is wrong.
-- `incident(record) -> SourceIncident | None`: None when the record is not a failure (yet); raises
-  ValueError/TypeError/LookupError/AttributeError for a malformed record, which is then skipped by name.
-- `record_id(record) -> str | None`: the record's id for naming a skipped record.
-- `listed_at(record, incident) -> datetime | None`: the time the API's window filters on (the resolve time,
-  or the update time for tools that list by update time); a record outside [start, end) by it is dropped,
-  so that each resolution lands in exactly one batch. None: trust the API's filter.
-- `make_api`: its `JsonApi`, with `http.describer(tool, hints, detail, *secrets)` for the user-facing hint of
-  an HTTP error (`detail` reads the tool's error body).
-- optionally `prepare(deadline)`: look-ups before the first window (incident.io's timestamp ids, Jira's zone).
-- class attributes: `listing` (`RESOLVED` or `UPDATED`), `max_window`, `max_per_batch`, `narrows` (False
-  when the API cannot bound a window's pages, e.g. a date-only filter: reading a narrower window would
-  read the same pages, so a full batch is yielded and the window goes on from the next page instead),
-  `total_is_windows` (False when a page's total counts more than the window: a search without a time
-  filter, ServiceNow's zone margins; it then only tells that the list moved).
+A tool module supplies a `Source` subclass (base.py): `request`, `page`, `incident`, `record_id`,
+`listed_at`, `prepare` and `make_api`, whose docstrings are the contract, and its `Reading` traits
+(`listing`, `narrows`, `total_is_windows`, `max_window`, `max_per_batch`).
 
 What the reader does with that:
 
@@ -150,7 +130,7 @@ class Reader:
             pending = [_Window(resume.start, resume.end)]
         else:
             start, pending, resume = since, [], None
-        pending += [_Window(*cut) for cut in windows(start, until, source.max_window)]
+        pending += [_Window(*cut) for cut in windows(start, until, source.reading.max_window)]
         while pending:
             window = pending.pop(0)
             resumed = resume is not None and (window.start, window.end) == (resume.start, resume.end)
@@ -174,7 +154,7 @@ class Reader:
     def _sized(self, window: _Window) -> list[_Window]:
         """A window expected to hold more than a batch, cut where CUT_TARGET of a batch would end were its
         records spread evenly; [] when it fits."""
-        expected, target = window.expected[0], self.source.max_per_batch * CUT_TARGET
+        expected, target = window.expected[0], self.source.reading.max_per_batch * CUT_TARGET
         span = (window.end - window.start).total_seconds()
         if expected <= target or window.end - window.start <= MIN_WINDOW:
             return []
@@ -195,14 +175,14 @@ class Reader:
         """The window's batch and how many records it held; cut short by the budget, the batch's `cut` is
         set and its `resume` says where to go on. A tool whose window does not narrow its pages yields a
         batch's worth at a time, each resuming the window, rather than cut it."""
-        source = self.source
+        reading = self.source.reading
         for _ in range(MAX_READS):
             records: list = []
             at = _Position(token, total)
             try:
                 for page_records in self._pages(start, end, at, deadline):
                     records += page_records
-                    if not source.narrows and len(records) >= source.max_per_batch and at.token is not None:
+                    if not reading.narrows and len(records) >= reading.max_per_batch and at.token is not None:
                         # A batch's worth, more to come: hand it over; the window goes on from the next page.
                         yield self._batch(records, start, start, resume=Resume(start, end, at.token, at.total)), 0
                         records = []
@@ -223,15 +203,15 @@ class Reader:
 
     def _pages(self, start, end, at: _Position, deadline) -> Iterator[list]:
         """The records in the window, page by page, `at` following; raises _Cut or _Shifted."""
-        source, kept, seen = self.source, 0, set()
+        source, reading, kept, seen = self.source, self.source.reading, 0, set()
         while True:
             page = self._page(source.request(start, end, at.token), at.token, deadline)
             if page.total is not None:
                 if (
-                    source.total_is_windows
+                    reading.total_is_windows
                     and at.total is None
                     and at.token is None
-                    and page.total > source.max_per_batch
+                    and page.total > reading.max_per_batch
                 ):
                     self._cut_by_total(start, end, page.total)
                 if at.total is not None and page.total != at.total:
@@ -241,8 +221,8 @@ class Reader:
             kept += len(records)
             # A batch's worth read and more to come: cut before asking for a page past it (some APIs refuse
             # deep pages).
-            full = kept > source.max_per_batch or (kept == source.max_per_batch and page.next is not None)
-            if full and source.narrows and end - start > MIN_WINDOW:
+            full = kept > reading.max_per_batch or (kept == reading.max_per_batch and page.next is not None)
+            if full and reading.narrows and end - start > MIN_WINDOW:
                 raise _Cut(_middle(start, end))
             if page.next is not None and (page.next == at.token or page.next in seen):
                 raise SourceError(f'{source.display_name} handed out the same page ({str(page.next)[:40]!r}) twice')
@@ -256,7 +236,8 @@ class Reader:
         if end - start <= MIN_WINDOW:
             return
         span = (end - start).total_seconds()
-        stop = start + timedelta(seconds=max(1, math.floor(span * self.source.max_per_batch * CUT_TARGET / total)))
+        most = self.source.reading.max_per_batch
+        stop = start + timedelta(seconds=max(1, math.floor(span * most * CUT_TARGET / total)))
         # At most half: records bunched in a moment would otherwise take a probe per 10% shaved off.
         raise _Cut(min(stop, _middle(start, end)), total)
 

@@ -30,22 +30,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-
 from ..incident import Named, SourceIncident
-from .base import (
-    UPDATED,
-    Page,
-    Request,
-    Source,
-    checked_times,
-    obj,
-    objects,
-    parse_time,
-    restore_time,
-    text,
-    title,
-    utc,
-)
+from .base import Page, Request, Source, checked_times, obj, objects, parse_time, restore_time, text, title, utc
 from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/v1/incidents'
@@ -91,11 +77,10 @@ class RootlySource(Source):
         'operations': [('GET', '/v1/incidents')],
     }
     options = frozenset({'restored_at'})
-    listing = UPDATED
 
     def __init__(self, config, http, api_url: str, **clock):
         super().__init__(config, http, api_url, **clock)
-        self._mitigated = getattr(config, 'restored_at', None) == 'mitigated'
+        self._mitigated = config.restored_at == 'mitigated'
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         headers = {

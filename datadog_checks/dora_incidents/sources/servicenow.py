@@ -23,11 +23,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Named, SourceIncident
-from .base import UPDATED, Page, Request, Source, basic_credential, checked_times, text, title
+from .base import Credentials, Page, Reading, Request, Source, basic_credential, checked_times, text, title
 from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/api/now/table/incident'
@@ -57,18 +56,17 @@ class ServiceNowSource(Source):
     api_description = {'hand_written': True, 'operations': [('GET', '/api/now/table/{tableName}')]}
     options = frozenset({'started_field', 'encoded_query'})
     scope_options = frozenset({'encoded_query'})
-    needs_api_token = False
-    listing = UPDATED
-    max_per_batch = 5_000
     # X-Total-Count counts the zone margins too (hours either side of the window): no measure of a window's share.
-    total_is_windows = False
+    reading = Reading(total_is_windows=False, max_per_batch=5_000)
+    # Basic auth (`username`/`password`) or an OAuth access token in `api_token`.
+    credentials = Credentials(needs_api_token=False, secret_options=('password',))
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not api_url:
             raise ConfigurationError(
                 '`api_url` is required with `source: servicenow`: your instance, https://<name>.service-now.com'
             )
-        basic = bool(getattr(config, 'username', None) and getattr(config, 'password', None))
+        basic = bool(config.username and config.password)
         if basic == bool(config.api_token):
             raise ConfigurationError(
                 'ServiceNow needs either `username` and `password` (Basic auth) or an OAuth access token in '
@@ -76,24 +74,24 @@ class ServiceNowSource(Source):
             )
         super().__init__(config, http, api_url, **kwargs)
         self._base = api_url.rstrip('/')
-        self._started = text(getattr(config, 'started_field', None))
-        self._filters = _filters(text(getattr(config, 'encoded_query', None)))
+        self._started = text(config.started_field)
+        self._filters = _filters(text(config.encoded_query))
         self._fields = ','.join(dict.fromkeys([*FIELDS, *([self._started] if self._started else [])]))
 
     def make_api(self, http, api_url: str, token: str | None) -> JsonApi:
         headers = {'Accept': 'application/json'}
         if token:
             headers['Authorization'] = f'Bearer {token}'  # else `username`/`password`: the wrapper's Basic auth
-        password = getattr(self.config, 'password', None)
-        basic = basic_credential(getattr(self.config, 'username', None), password)
+        password = self.config.password
+        basic = basic_credential(self.config.username, password)
         return JsonApi(
             http, api_url.rstrip('/'), headers, describer('ServiceNow', HINTS, _error_detail, token, password, basic)
         )
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        password = getattr(self.config, 'password', None)
-        return tuple(filter(None, [password, basic_credential(getattr(self.config, 'username', None), password)]))
+        password = self.config.password
+        return tuple(filter(None, [password, basic_credential(self.config.username, password)]))
 
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
         return Request(

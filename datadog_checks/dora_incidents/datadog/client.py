@@ -25,7 +25,7 @@ ERROR_DETAIL = 300  # characters of an error body shown to users
 
 
 @dataclass(frozen=True)
-class Answer:
+class DatadogAnswer:
     """Datadog's answer; `status` None when it never came (`detail` says why)."""
 
     status: int | None
@@ -57,7 +57,7 @@ class DatadogHttp:
         else:
             self._pool = urllib3.PoolManager(**options)
 
-    def send(self, method: str, path: str, body: dict | None, app_key: bool = False) -> Answer:
+    def send(self, method: str, path: str, body: dict | None, app_key: bool = False) -> DatadogAnswer:
         url = self._base_url + path
         headers = self._app_headers if app_key else self._headers
         data = json.dumps(body, separators=(',', ':')).encode() if body is not None else None
@@ -66,21 +66,21 @@ class DatadogHttp:
                 response = self._pool.request(method, url, body=data, headers=headers, preload_content=True)
                 break
             except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
-                return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+                return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
             except urllib3.exceptions.TimeoutError:
-                return Answer(None, f'{url} did not answer in time', {})
+                return DatadogAnswer(None, f'{url} did not answer in time', {})
             except urllib3.exceptions.ProtocolError as e:
                 # A kept-alive connection the server closed meanwhile: once more on a new one (writes are idempotent).
                 if attempt == 2:
-                    return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+                    return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
             except urllib3.exceptions.HTTPError as e:
-                return Answer(None, f'cannot reach {url}: {_cause(e)}', {})
+                return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
         text = response.data.decode('utf-8', 'replace')
         try:
             document = json.loads(text) if text else None
         except ValueError:
             document = None
-        return Answer(
+        return DatadogAnswer(
             response.status, f'HTTP {response.status}: {_error_text(document, text)}', response.headers, document
         )
 
