@@ -25,38 +25,35 @@ Where each piece of knowledge comes from:
 - A resolved incident is never reopened: a new alert for the same entity opens a new incident (a new number,
   the same `entityId`): `realert`. `entityState` is the entity's state now: OK once a recovery alert resolved it.
 - Errors: the file documents no error body; this one answers `{"message": ...}`. A rate limit (`rate_limit`,
-  off by default) answers 429 without headers, as users report it (none are documented).
+  off by default) answers 429 without headers, as users report it (none are documented; the file's 403
+  "or rate-limit reached" is left to tool-specific tests).
 """
 
 from __future__ import annotations
 
-import copy
 import html
 import itertools
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 
+from .core import Invalid, RateLimit, ToolSimulator, first, iso, parse_time
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
-from .querying import SlidingWindow
-from .server import Fault, LoopbackServer, Request, Response
-from .spec import request_problem, response_problem
+from .server import Request, Response
 
-VENDOR = 'splunk_oncall'
 LIST_PATH = '/api-reporting/v2/incidents'
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
-PHASES = ('triggered', 'acknowledged', 'resolved')
 UPPER_PHASES = {'triggered': 'UNACKED', 'acknowledged': 'ACKED', 'resolved': 'RESOLVED'}
-DOCUMENTED = frozenset({200, 400, 401, 403, 404, 500})
+PHASE_NAMES = {**{name: name for name in UPPER_PHASES}, **{upper.lower(): name for name, upper in UPPER_PHASES.items()}}
 ORG = 'acme'
 
 
-class SplunkOnCallSimulator(LoopbackServer):
+class SplunkOnCallSimulator(ToolSimulator):
     source = 'splunk_oncall'
     list_path = LIST_PATH
     max_page_size = MAX_LIMIT
-    credential = 'api_token'  # the Read-only API key; `api_id` is refused alike (tests/test_source_splunk_oncall.py)
+    limits = RateLimit(429, lambda quota: {}, lambda quota: {'message': 'Rate limit exceeded'})
     reopens = False  # a resolved incident stays resolved: see `realert`
     edits_times = False  # nobody edits an incident's start or resolve time
     # The driver's defaults: routing key `checkout_api`, the policy's team `Payments Team`, entity CRITICAL.
@@ -70,22 +67,19 @@ class SplunkOnCallSimulator(LoopbackServer):
         self,
         api_id: str = 'sim-vo-api-id-4f2a',
         token: str = 'sim-vo-api-key-read-only',
+        validate: bool = True,
         rate_limit: tuple[int, float] | None = None,
         phase_case: str = 'lower',
     ):
-        super().__init__()
+        super().__init__(validate, rate_limit)
         self.api_id, self.token = api_id, token
-        self.rate_limit = SlidingWindow(rate_limit)
         self.phase_case = phase_case
-        self.spec_violations: list[str] = []
-        self.incidents: dict[str, dict] = {}  # incidentNumber -> the incident as stored
-        self._shown: dict[str, dict] = {}  # incidentNumber -> what the reporting data shows while it lags
-        self._served_as: dict[str, dict] = {}  # incidentNumber -> raw values served in place of the stored ones
+        self.incidents: dict[str, dict] = {}  # incidentNumber -> the incident as stored (and served)
         self._numbers = itertools.count(101)
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
-        return {'source': self.source, 'api_url': self.url, 'api_id': self.api_id, 'api_token': self.token, **options}
+        return super().instance(api_id=self.api_id, **options)
 
     def open(
         self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT, severity=SEVERITY
@@ -98,21 +92,16 @@ class SplunkOnCallSimulator(LoopbackServer):
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False, recovery: bool = False) -> None:
         """Resolved by a responder (the entity stays in its state), or by a `recovery` alert (entity OK)."""
         with self._lock:
-            if hidden:
-                self._shown.setdefault(incident_id, copy.deepcopy(self.incidents[incident_id]))
             incident = self.incidents[incident_id]
-            by = None if recovery else 'jdoe'
-            incident['transitions'].append(_transition('resolved', at, by))
-            incident['currentPhase'] = 'resolved'
-            incident['endTime'] = _time(at)
+            self.lag.hold(incident_id, incident, hidden)
+            incident['transitions'].append(_transition('resolved', at, None if recovery else 'jdoe'))
+            incident.update(currentPhase='resolved', endTime=iso(at))
             if recovery:
-                incident['entityState'] = 'OK'
-                incident['alertCount'] += 1
-                incident['lastAlertTime'] = _time(at)
+                incident.update(entityState='OK', alertCount=incident['alertCount'] + 1, lastAlertTime=iso(at))
 
     def reveal(self, incident_id: str) -> None:
         with self._lock:
-            self._shown.pop(incident_id, None)
+            self.lag.show(incident_id)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """Splunk On-Call has no retrospective incidents; what comes closest is the reporting lag: an incident
@@ -126,22 +115,16 @@ class SplunkOnCallSimulator(LoopbackServer):
         """Resolve times are stamped, never entered: a resolution at `at` that the reporting data shows only now."""
         self.resolve(incident_id, at)
 
-    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         raise NotImplementedError('Splunk On-Call lets nobody edit the times of an incident')
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         raise NotImplementedError('Splunk On-Call never reopens a resolved incident: a new alert opens a new one')
 
-    def realert(self, incident_id: str, at: datetime) -> str:
-        """The entity of a resolved incident alerts again: a new incident (new number, same entity)."""
-        old = self.incidents[incident_id]
-        return self.alert(old['entityId'], at, title=html.unescape(old['entityDisplayName']), routing=old['routingKey'])
-
     def corrupt(self, incident_id: str) -> None:
         """Its `startTime` is served as a value that is no time; the filters still see the real one."""
         self.serve_as(incident_id, startTime='yesterday')
 
-    # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = ('triggered, never acknowledged or resolved', 'acknowledged, not resolved')
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
@@ -151,22 +134,11 @@ class SplunkOnCallSimulator(LoopbackServer):
         self.acknowledge(acknowledged, resolved_at)
         return [triggered, acknowledged]
 
-    def rate_limited(self, seconds: int = 1) -> Fault:
-        del seconds  # no wait is announced
-        return Fault(status=429, body=b'{"message":"Rate limit exceeded"}', path=LIST_PATH)
-
     # -- more of Splunk On-Call, for tool-specific tests -----------------------------------------------
     def alert(
-        self,
-        entity_id: str,
-        started_at: datetime,
-        *,
-        title: str = TITLE,
-        service: str = SERVICE,
-        team: str = TEAM,
-        severity: str = SEVERITY,
+        self, entity_id: str, started_at: datetime, *, title=TITLE, service=SERVICE, team=TEAM, severity=SEVERITY,
         routing: str | None = None,
-    ) -> str:
+    ) -> str:  # fmt: skip
         """A CRITICAL (or WARNING, for a severity below SEV1) alert opening an incident."""
         with self._lock:
             number = str(next(self._numbers))
@@ -174,10 +146,10 @@ class SplunkOnCallSimulator(LoopbackServer):
             state = 'CRITICAL' if (severity or '').upper() in ('SEV0', 'SEV1', 'CRITICAL', 'P1') else 'WARNING'
             self.incidents[number] = {
                 'incidentNumber': number,
-                'startTime': _time(started_at),
+                'startTime': iso(started_at),
                 'currentPhase': 'triggered',
                 'alertCount': 1,
-                'lastAlertTime': _time(started_at),
+                'lastAlertTime': iso(started_at),
                 'lastAlertId': f'alert-{number}',
                 'entityId': entity_id,
                 'host': 'web-1',
@@ -205,138 +177,89 @@ class SplunkOnCallSimulator(LoopbackServer):
             incident['transitions'].append(_transition('acknowledged', at, 'jdoe'))
             incident['currentPhase'] = 'acknowledged'
 
-    def serve_as(self, incident_id: str, **fields) -> None:
-        """Serves these raw values (anything JSON) in place of the stored ones: a malformed record."""
-        with self._lock:
-            self._served_as.setdefault(incident_id, {}).update(fields)
+    def realert(self, incident_id: str, at: datetime) -> str:
+        """The entity of a resolved incident alerts again: a new incident (new number, same entity)."""
+        old = self.incidents[incident_id]
+        return self.alert(old['entityId'], at, title=html.unescape(old['entityDisplayName']), routing=old['routingKey'])
 
-    # -- HTTP: validate the request, authorize, rate-limit, route, validate the answer --------------------
-    def handle(self, request: Request) -> Response:
-        refused = self._authorize(request)  # before the description, which requires both headers
-        if refused is not None:
-            return refused
-        problem = request_problem(VENDOR, request)
-        if problem:
-            self.spec_violations.append(problem)
-            return _error(400, problem)
-        response = self._limited() or self._route(request)
-        if response.status in DOCUMENTED:
-            problem = response_problem(VENDOR, request, response)
-            if problem:
-                self.spec_violations.append(problem)
-        return response
-
-    def _authorize(self, request: Request) -> Response | None:
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def authorize(self, request: Request) -> Response | None:
         api_id, key = request.headers.get('x-vo-api-id'), request.headers.get('x-vo-api-key')
         if not api_id or not key:
             return _error(401, 'Authentication parameters missing')
-        if (api_id, key) != (self.api_id, self.token):
-            return _error(403, 'Authentication failed')
-        return None
+        return _error(403, 'Authentication failed') if (api_id, key) != (self.api_id, self.token) else None
 
-    def _limited(self) -> Response | None:
-        return _error(429, 'Rate limit exceeded') if self.rate_limit.wait() is not None else None
+    def invalid(self, message: str, field: str | None = None) -> Response:
+        return _error(400, message)
 
-    def _route(self, request: Request) -> Response:
+    def route(self, request: Request) -> Response:
         if request.method != 'GET' or request.path != LIST_PATH:
             return _error(404, 'Path not found')
-        try:
-            return self._list(dict(request.query))
-        except _Invalid as e:
-            return _error(400, str(e))
-
-    # -- the reporting API's semantics ------------------------------------------------------------------
-    def _list(self, query: dict[str, str]) -> Response:
-        offset, limit = (
-            _whole(query.get('offset', '0'), 'offset'),
-            _whole(query.get('limit', str(DEFAULT_LIMIT)), 'limit'),
-        )
+        query = request.query
+        offset, limit = _whole(query, 'offset', 0), _whole(query, 'limit', DEFAULT_LIMIT)
         if not 0 < limit <= MAX_LIMIT:
-            raise _Invalid(f'limit must be between 1 and {MAX_LIMIT}')
-        wanted = _phases(query.get('currentPhase', 'resolved'))
-        after, before = (
-            _moment(query.get('startedAfter'), 'startedAfter'),
-            _moment(query.get('startedBefore'), 'startedBefore'),
-        )
-        numbers = _numbers(query.get('incidentNumber'))
-        lists = {name: set(query[name].split(',')) for name in ('entityId', 'host', 'service') if query.get(name)}
-        routing = query.get('routingKey')
+            raise Invalid(f'limit must be between 1 and {MAX_LIMIT}', 'limit')
+        phases = {_phase(part) for part in first(query, 'currentPhase', 'resolved').split(',') if part.strip()}
+        after, before = (_moment(query, name) for name in ('startedAfter', 'startedBefore'))
+        numbers = _numbers(first(query, 'incidentNumber'))
+        # `routingKey` takes one key; `entityId`, `host` and `service` comma lists.
+        wanted = {name: set(first(query, name).split(',')) for name in ('entityId', 'host', 'service')
+                  if first(query, name)}  # fmt: skip
+        if first(query, 'routingKey'):
+            wanted['routingKey'] = {first(query, 'routingKey')}
         matched = []
         for number in sorted(self.incidents, key=int):
-            shown = self._shown.get(number, self.incidents[number])
-            started = _parse(shown['startTime'])
-            if shown['currentPhase'] not in wanted or (routing and shown['routingKey'] != routing):
+            shown = self.lag.listed(number, self.incidents[number])
+            started = datetime.fromisoformat(shown['startTime'])
+            if shown['currentPhase'] not in phases or any(shown[name] not in values for name, values in wanted.items()):
                 continue
-            if (after and started <= after) or (before and started >= before):
+            if (after and started <= after) or (before and started >= before) or not numbers(int(number)):
                 continue
-            if numbers is not None and not numbers(int(number)):
-                continue
-            if any(shown[name] not in values for name, values in lists.items()):
-                continue
-            matched.append(self._served(shown))
+            matched.append(self.served(number, self._cased(shown)))
         page = matched[offset : offset + limit]
         return Response.json(200, {'total': len(matched), 'offset': offset, 'limit': limit, 'incidents': page})
 
-    def _served(self, incident: dict) -> dict:
-        served = copy.deepcopy(incident)
-        if self.phase_case == 'upper':
-            served['currentPhase'] = UPPER_PHASES[served['currentPhase']]
-            for transition in served['transitions']:
-                transition['name'] = UPPER_PHASES[transition['name']]
-        served.update(copy.deepcopy(self._served_as.get(incident['incidentNumber'], {})))
-        return served
-
-
-class _Invalid(ValueError):
-    pass
+    def _cased(self, incident: dict) -> dict:
+        """The incident as served: a copy, its phase and transition names upper case with `phase_case='upper'`."""
+        upper = UPPER_PHASES if self.phase_case == 'upper' else {name: name for name in UPPER_PHASES}
+        transitions = [{**transition, 'name': upper[transition['name']]} for transition in incident['transitions']]
+        return {**incident, 'currentPhase': upper[incident['currentPhase']], 'transitions': transitions}
 
 
 def _transition(name: str, at: datetime, by: str | None) -> dict:
-    transition = {'name': name, 'at': _time(at), 'manually': by is not None}
+    transition = {'name': name, 'at': iso(at), 'manually': by is not None}
     return {**transition, 'by': by} if by else transition
 
 
-def _time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+def _moment(query, name: str) -> datetime | None:
+    value = first(query, name)
+    return parse_time(value, name) if value else None
 
 
-def _parse(value: str) -> datetime:
-    return datetime.strptime(value, '%Y-%m-%dT%H:%M:%SZ').replace(tzinfo=UTC)
-
-
-def _moment(value: str | None, name: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Invalid(f'{name} is not an ISO 8601 timestamp') from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _whole(value: str, name: str) -> int:
+def _whole(query, name: str, default: int) -> int:
+    value = first(query, name, str(default))
     if not value.isdigit():
-        raise _Invalid(f'{name} must be a non-negative integer')
+        raise Invalid(f'{name} must be a non-negative integer', name)
     return int(value)
 
 
-def _phases(value: str) -> set[str]:
-    phases = {part.strip().lower() for part in value.split(',') if part.strip()}
-    phases = {next((k for k, v in UPPER_PHASES.items() if v.lower() == p), p) for p in phases}  # ACKED, ...
-    if not phases <= set(PHASES):
-        raise _Invalid(f'currentPhase must be among {", ".join(PHASES)}')
-    return phases
+def _phase(value: str) -> str:
+    """A phase as `currentPhase` takes it, either spelling (`resolved`, `RESOLVED`, `ACKED`, ...)."""
+    phase = PHASE_NAMES.get(value.strip().lower())
+    if phase is None:
+        raise Invalid(f'currentPhase must be among {", ".join(UPPER_PHASES)}', 'currentPhase')
+    return phase
 
 
 def _numbers(value: str | None):
-    """`4,5,20:50` as a predicate on incident numbers."""
+    """`4,5,20:50` as a predicate on incident numbers (None: every number)."""
     if not value:
-        return None
+        return lambda number: True
     ranges = []
     for part in value.split(','):
         low, _, high = part.partition(':')
         if not low.isdigit() or (high and not high.isdigit()):
-            raise _Invalid('incidentNumber takes numbers and ranges: 4,5,20:50')
+            raise Invalid('incidentNumber takes numbers and ranges: 4,5,20:50', 'incidentNumber')
         ranges.append((int(low), int(high or low)))
     return lambda number: any(low <= number <= high for low, high in ranges)
 

@@ -57,8 +57,9 @@ def settings(tool, intake):
 
 
 def reopening(tool):
-    # Splunk On-Call never reopens a resolved incident (a new alert opens a new one: its own tests prove that).
-    if not getattr(tool, 'reopens', True):
+    # A tool that never reopens a resolved incident (Splunk On-Call: a new alert opens a new one, which its own
+    # tests prove) has no reopen scenario.
+    if not tool.reopens:
         pytest.skip(f'{tool.source} never reopens a resolved incident')
 
 
@@ -312,7 +313,7 @@ def test_late_resolutions_count_once_and_corrections_update_without_counting(
         datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
     )
     # GitHub stamps a closure when it happens and lets nobody edit it: its only late resolutions are late labels.
-    edits_times = getattr(tool, 'edits_times', True)
+    edits_times = tool.edits_times
     corrected = tool.open(ago(now, hours=4))
     tool.resolve(corrected, ago(now, hours=1))
     check = make_check(settings)

@@ -42,7 +42,20 @@ import requests
 from datadog_checks.base import ConfigurationError
 
 from ..incident import Batch, Named, SourceIncident
-from .base import Page, Request, Source, checked_times, objects, parse_time, text, title, utc
+from .base import (
+    RESOLVED,
+    Credentials,
+    Page,
+    Reading,
+    Request,
+    Source,
+    checked_times,
+    objects,
+    parse_time,
+    text,
+    title,
+    utc,
+)
 from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/api-reporting/v2/incidents'
@@ -70,15 +83,17 @@ class SplunkOnCallSource(Source):
     default_api_url = 'https://api.victorops.com'
     options = frozenset({'api_id', 'routing_keys', 'start_horizon'})
     scope_options = frozenset({'routing_keys'})
-    api_token_help = 'set it to a Read-only API key of Splunk On-Call (Integrations > API > New Key > Read-only)'
     # The vendor's Swagger 2.0 file is not read by derive_specs.py (OpenAPI 3.0 only): loopback/specs/
     # splunk_oncall.json is written by hand from it and from go-victorops' reporting answers.
     api_description: ClassVar[dict] = {'hand_written': True, 'operations': [('GET', LIST_PATH)]}
-    # Listed by resolve time (the default), a resolution that shows up late placed in the run's first window.
-    # Splunk On-Call has no late entries beyond its reporting lag: no retrospective incident, no backdated or
-    # edited time, so it is not among the tools read by update time.
-    narrows = False  # a narrower window of resolve times asks for the same starts
-    total_is_windows = False  # `total` counts the horizon's resolved incidents, not the window's
+    # Listed by resolve time, a resolution that shows up late placed in the run's first window: Splunk On-Call
+    # has no late entries beyond its reporting lag (no retrospective incident, no backdated or edited time).
+    # A narrower window of resolve times asks for the same starts; `total` counts the horizon, not the window.
+    reading = Reading(listing=RESOLVED, narrows=False, total_is_windows=False)
+    credentials = Credentials(
+        api_token_help='set it to a Read-only API key of Splunk On-Call (Integrations > API > New Key > Read-only)',
+        secret_options=('api_id',),
+    )
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not text(config.api_id):
@@ -96,10 +111,6 @@ class SplunkOnCallSource(Source):
         self._recent_after: datetime | None = None  # this run: started since (None: read the whole horizon)
         self._asked: list[str] = []  # this run: the numbers asked for
         self._open: set[str] = set()  # this run: incidents still open, or resolved after `until`
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return (self.config.api_id,)
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         headers = {'X-VO-Api-Id': self.config.api_id, 'X-VO-Api-Key': token, 'Accept': 'application/json'}
