@@ -265,7 +265,7 @@ class _NoRedirects:
         self._http = http
 
     def get(self, url, **options):
-        return self._http.get(url, allow_redirects=False, **options)
+        return self._http.get(url, **{**options, 'allow_redirects': False})
 
     post = get  # the reporting API is read with GET only
 
