@@ -20,8 +20,16 @@ def instance_auth_type():
     return 'basic'
 
 
+def instance_change_attribution():
+    return 'evidence'
+
+
 def instance_change_failure_window():
     return 86400
+
+
+def instance_change_tag():
+    return 'change_request'
 
 
 def instance_creation_horizon():

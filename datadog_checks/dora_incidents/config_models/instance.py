@@ -75,7 +75,9 @@ class InstanceConfig(BaseModel):
     aws_host: Optional[str] = None
     aws_region: Optional[str] = None
     aws_service: Optional[str] = None
+    change_attribution: Optional[Literal['evidence', 'window']] = None
     change_failure_window: Optional[int] = Field(None, ge=60)
+    change_tag: Optional[str] = None
     connect_timeout: Optional[float] = None
     creation_horizon: Optional[int] = Field(None, ge=86400)
     datadog_api_key: Optional[str] = None
@@ -113,6 +115,7 @@ class InstanceConfig(BaseModel):
     password: Optional[str] = None
     persist_connections: Optional[bool] = None
     proxy: Optional[Proxy] = None
+    query: Optional[str] = None
     read_timeout: Optional[float] = None
     repositories: Optional[tuple[str, ...]] = None
     request_size: Optional[float] = None
@@ -139,6 +142,7 @@ class InstanceConfig(BaseModel):
         'github',
         'datadog_incidents',
         'grafana_irm',
+        'opsgenie',
         'splunk_oncall',
     ]
     start_horizon: Optional[int] = Field(None, ge=86400)

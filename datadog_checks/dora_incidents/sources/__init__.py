@@ -24,6 +24,7 @@ SOURCES = {
     'github': ('github', 'GitHubSource'),
     'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
     'grafana_irm': ('grafana_irm', 'GrafanaIrmSource'),
+    'opsgenie': ('opsgenie', 'OpsgenieSource'),
     'splunk_oncall': ('splunk_oncall', 'SplunkOnCallSource'),
 }
 
