@@ -140,6 +140,10 @@ def instance_skip_proxy():
     return False
 
 
+def instance_start_horizon():
+    return 7776000
+
+
 def instance_started_timestamp():
     return 'Impact started'
 

@@ -67,6 +67,7 @@ class InstanceConfig(BaseModel):
         frozen=True,
     )
     allow_redirects: Optional[bool] = None
+    api_id: Optional[str] = None
     api_token: Optional[str] = None
     api_url: Optional[str] = None
     auth_token: Optional[AuthToken] = None
@@ -122,6 +123,7 @@ class InstanceConfig(BaseModel):
     request_size: Optional[float] = None
     resolved_timestamp: Optional[str] = None
     restored_at: Optional[Literal['resolved', 'mitigated']] = None
+    routing_keys: Optional[tuple[str, ...]] = None
     send_dora_failures: Optional[bool] = None
     send_events: Optional[bool] = None
     service: Optional[str] = None
@@ -144,7 +146,9 @@ class InstanceConfig(BaseModel):
         'grafana_irm',
         'opsgenie',
         'statuspage',
+        'splunk_oncall',
     ]
+    start_horizon: Optional[int] = Field(None, ge=86400)
     started_field: Optional[str] = None
     started_timestamp: Optional[str] = None
     tags: Optional[tuple[str, ...]] = None

@@ -26,6 +26,7 @@ SOURCES = {
     'grafana_irm': ('grafana_irm', 'GrafanaIrmSource'),
     'opsgenie': ('opsgenie', 'OpsgenieSource'),
     'statuspage': ('statuspage', 'StatuspageSource'),
+    'splunk_oncall': ('splunk_oncall', 'SplunkOnCallSource'),
 }
 
 
