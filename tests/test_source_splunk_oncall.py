@@ -223,7 +223,7 @@ def test_a_redirect_to_another_host_is_not_followed_with_the_credentials(make_ch
     'options, named',
     [
         ({'api_id': None}, '`api_id` is required'),
-        ({'restored_at': 'mitigated'}, '`restored_at` is an option of firehydrant, incident_io, rootly, not of'),
+        ({'restored_at': 'mitigated'}, 'not of `source: splunk_oncall`'),
         ({'encoded_query': 'active=true'}, '`encoded_query` is an option of servicenow'),
     ],
 )
