@@ -143,6 +143,7 @@ class JiraSimulator(ToolSimulator):
                 'priority': {'id': str(hash(severity) % 10 + 1), 'name': severity} if severity else None,
                 'components': [_component(service)] if service else [],
                 'labels': [],
+                'versions': [],
                 TEAM_FIELD: _team(team) if team else None,
                 IMPACT_START_FIELD: None,
             },
@@ -217,6 +218,10 @@ class JiraSimulator(ToolSimulator):
                 stored[name] = _milli(value) if isinstance(value, datetime) else value
             if at is not None:
                 stored['updated'] = _milli(at)
+
+    def relate_change(self, issue_id: str, *versions: str, at: datetime | None = None) -> None:
+        """The issue's "Affects versions" (`versions`, the standard field): Version objects of project INC."""
+        self.update(issue_id, at, versions=[_version(name) for name in versions])
 
     def close(self, issue_id: str, at: datetime) -> None:
         self.update(issue_id, at, status=_status('Closed'))
@@ -556,6 +561,18 @@ def _status(name: str) -> dict:
 
 def _resolution(name: str) -> dict:
     return {'id': RESOLUTIONS[name], 'name': name}
+
+
+def _version(name: str) -> dict:
+    version_id = str(10200 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16))
+    return {
+        'self': f'https://acme.atlassian.net/rest/api/3/version/{version_id}',
+        'id': version_id,
+        'name': name,
+        'archived': False,
+        'released': True,
+        'releaseDate': '2026-11-30',
+    }
 
 
 def _component(name: str) -> dict:

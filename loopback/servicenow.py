@@ -73,6 +73,7 @@ REFERENCES = {  # field -> the table it refers to
     'cmdb_ci': 'cmdb_ci',
     'assignment_group': 'sys_user_group',
     'u_environment': 'cmn_location',
+    'caused_by': 'change_request',  # "Caused by Change"; its display value is the change's number
 }
 CHOICES = {'state': STATES, 'incident_state': STATES, 'priority': PRIORITIES}
 FIELDS = (
@@ -157,6 +158,7 @@ class ServiceNowSimulator(ToolSimulator):
             'cmdb_ci': '',
             'assignment_group': self._reference('assignment_group', team),
             'u_environment': self._reference('u_environment', environment),
+            'caused_by': '',
         }
         return sys_id
 
@@ -225,6 +227,10 @@ class ServiceNowSimulator(ToolSimulator):
             if at is not None:
                 incident['sys_updated_on'] = _second(at)
                 incident['sys_mod_count'] = str(int(incident['sys_mod_count']) + 1)
+
+    def relate_change(self, incident_id: str, number: str, at: datetime | None = None) -> None:
+        """The incident was "Caused by Change" `number` (a change request, e.g. CHG0030042)."""
+        self.update(incident_id, at, caused_by=number)
 
     def close(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, at, state='7', closed_at=_second(at))

@@ -24,6 +24,9 @@ SOURCES = {
     'github': ('github', 'GitHubSource'),
     'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
     'grafana_irm': ('grafana_irm', 'GrafanaIrmSource'),
+    'opsgenie': ('opsgenie', 'OpsgenieSource'),
+    'statuspage': ('statuspage', 'StatuspageSource'),
+    'splunk_oncall': ('splunk_oncall', 'SplunkOnCallSource'),
 }
 
 

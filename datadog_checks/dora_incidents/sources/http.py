@@ -39,6 +39,10 @@ DEFAULT_TIMEOUT = 10.0
 class SourceError(Exception):
     """The source could not be read. The message is shown to users: it names the cause, never a secret."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status of the answer that was refused, when there was one
+
 
 class CredentialsRejected(SourceError):
     """The source refused the credential (401/403): a configuration problem, not a passing fault."""
@@ -223,9 +227,9 @@ class JsonApi:
 
     def _decode(self, response: requests.Response, path: str) -> Answer:
         if response.status_code in (401, 403):
-            raise CredentialsRejected(self._describe_error(response))
+            raise CredentialsRejected(self._describe_error(response), response.status_code)
         if response.status_code >= 400:
-            raise SourceError(self._describe_error(response))
+            raise SourceError(self._describe_error(response), response.status_code)
         try:
             body = parse_json(response.content)
         except BadAnswer as e:

@@ -13,6 +13,10 @@ serves each field as `{display_value, value}`) is in the window. Newest first, s
 while a window is paged comes in at the front (read twice, kept once) rather than shifting one past us;
 `X-Total-Count` (margins included) lets the reader re-read a window that lost an incident between pages.
 
+Change evidence (`change_attribution: evidence`): the incident's `caused_by` ("Caused by Change", a reference
+to `change_request` whose display value is the change's number), asked for in the same list request: the
+deployment whose custom tag `<change_tag>:<number>` names that change.
+
 Times: start = `opened_at`, or the date-time field `started_field` when set; restore and resolution =
 `resolved_at`. Identity: id = `sys_id`; number = `number`; services = `business_service`, else `cmdb_ci`;
 team = `assignment_group`; severity = `SEV<priority>` (1 - Critical -> SEV1).
@@ -25,6 +29,7 @@ from typing import Any
 
 from datadog_checks.base import ConfigurationError
 
+from ..evidence import Change, evidence, wanted
 from ..incident import Named, SourceIncident
 from .base import Credentials, Page, Reading, Request, Source, basic_credential, checked_times, text, title
 from .http import Answer, CredentialsRejected, JsonApi, SourceError, describer
@@ -106,7 +111,7 @@ class ServiceNowSource(Source):
     default_api_url = ''  # every instance has its own URL: `api_url` is required
     # No published description: loopback/specs/servicenow.json is written by hand from the API reference.
     api_description = {'hand_written': True, 'operations': [('GET', '/api/now/table/{tableName}')]}
-    options = frozenset({'started_field', 'encoded_query', 'client_id', 'client_secret'})
+    options = frozenset({'started_field', 'encoded_query', 'change_tag', 'client_id', 'client_secret'})
     scope_options = frozenset({'encoded_query'})
     # X-Total-Count counts the zone margins too (hours either side of the window): no measure of a window's share.
     reading = Reading(total_is_windows=False, max_per_batch=5_000)
@@ -133,7 +138,10 @@ class ServiceNowSource(Source):
         self._base = api_url.rstrip('/')
         self._started = text(config.started_field)
         self._filters = _filters(text(config.encoded_query))
-        self._fields = ','.join(dict.fromkeys([*FIELDS, *([self._started] if self._started else [])]))
+        # "Caused by Change": asked for only when it is evidence (`change_attribution: evidence`).
+        self._change_tag = (text(config.change_tag) or 'change_request') if wanted(config) else None
+        extra = [*([self._started] if self._started else []), *(['caused_by'] if self._change_tag else [])]
+        self._fields = ','.join(dict.fromkeys([*FIELDS, *extra]))
 
     def make_api(self, http, api_url: str, token: str | None) -> JsonApi:
         headers = {'Accept': 'application/json'}
@@ -206,7 +214,16 @@ class ServiceNowSource(Source):
             services=tuple(services[:1]),
             teams=tuple(ref for ref in [reference(record, 'assignment_group')] if ref),
             severity=f'SEV{priority}' if priority.isdigit() else None,
+            evidence=self._caused_by(record),
         )
+
+    def _caused_by(self, record: dict):
+        """The change request the incident was "Caused by": the deployment tagged `<change_tag>:<its number>`
+        (the reference's display value, with `sysparm_display_value=all`)."""
+        caused_by = reference(record, 'caused_by') if self._change_tag else None
+        if caused_by is None or not caused_by.name:
+            return None
+        return evidence([Change(tags=frozenset({f'{self._change_tag}:{caused_by.name}'.lower()}))])
 
     def _start(self, record: dict) -> datetime:
         if self._started and value(record, self._started):
