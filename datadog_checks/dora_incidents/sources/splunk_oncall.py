@@ -24,7 +24,8 @@ service = `routingKey`; teams = the teams of `pagedPolicies` (else the `pagedTea
 `entityState` only when it is CRITICAL or WARNING (it is the entity's state now: OK once a recovery resolved it).
 
 Credentials: two custom headers, `X-VO-Api-Id` (`api_id`) and `X-VO-Api-Key` (`api_token`), both secrets.
-requests carries custom headers along a redirect to another host, so no redirect is followed. A 403 is
+requests would carry those custom headers along a redirect to another host: `JsonApi` follows a redirect only
+within `api_url`'s host (for every tool), so they never leave it. A 403 is
 "Authentication failed or rate-limit reached": one that names a wait (`Retry-After`) is a rate limit.
 """
 
@@ -35,7 +36,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import requests
 
@@ -115,7 +115,7 @@ class SplunkOnCallSource(Source):
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
         headers = {'X-VO-Api-Id': self.config.api_id, 'X-VO-Api-Key': token, 'Accept': 'application/json'}
         return _ReportingApi(
-            _NoRedirects(http), api_url, headers, describer('Splunk On-Call', HINTS, _detail, token, self.config.api_id)
+            http, api_url, headers, describer('Splunk On-Call', HINTS, _detail, token, self.config.api_id)
         )
 
     # -- reading -------------------------------------------------------------------------------------
@@ -246,28 +246,8 @@ def _ranges(numbers: list[str]) -> str:
 
 class _ReportingApi(JsonApi):
     def retried(self, response: requests.Response) -> bool:
-        if response.is_redirect:
-            target = urlsplit(response.headers.get('location', ''))
-            raise SourceError(
-                f'Splunk On-Call answered with a redirect (HTTP {response.status_code}) to '
-                f'{target.scheme}://{target.netloc}{target.path}; not followed, as the API ID and key would go along: '
-                'set `api_url` to the API itself'
-            )
         # "Authentication failed or rate-limit reached": a 403 that names a wait is the rate limit.
         return super().retried(response) or (response.status_code == 403 and 'retry-after' in response.headers)
-
-
-class _NoRedirects:
-    """The check's `self.http`, never following a redirect: requests strips only `Authorization` when a
-    redirect leaves the host, not `X-VO-Api-Id` and `X-VO-Api-Key`."""
-
-    def __init__(self, http):
-        self._http = http
-
-    def get(self, url, **options):
-        return self._http.get(url, **{**options, 'allow_redirects': False})
-
-    post = get  # the reporting API is read with GET only
 
 
 def _number(record: dict) -> str | None:
