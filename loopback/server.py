@@ -31,6 +31,9 @@ class Fault:
     flood: int = 0  # a 200 whose JSON body is this many bytes, no Content-Length, sent until the client stops
     inflate: int = 0  # a 200 gzip body that inflates to this many bytes (a decompression bomb)
     drip: float = 0.0  # the real answer, announced whole, its body sent one byte every `drip` seconds
+    # The real answer, its status line and headers (a long block of them first) sent one byte every this many
+    # seconds: each read returns within any read timeout, and the headers never end in time.
+    drip_headers: float = 0.0
 
 
 @dataclass
@@ -65,7 +68,7 @@ class LoopbackServer:
         # Added to every response, outside the lock: a network round trip (requests overlap as on a network).
         self.latency = 0.0
         self.connections = 0  # TCP connections accepted since start (a kept-alive connection counts once)
-        self.streamed = 0  # body bytes a flood, inflate or drip fault managed to send
+        self.streamed = 0  # bytes a flood, inflate or drip fault managed to send (body, or headers for drip_headers)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self):
@@ -135,6 +138,7 @@ class LoopbackServer:
 
 
 BLOCK = 1 << 20
+HEADER_PADDING = 5  # headers of 55 bytes before a `drip_headers` answer's own: over a minute at 4 bytes a second
 
 
 def _flooding(size: int):
@@ -201,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         response, fault = self.server_impl._serve(request)
         if self.server_impl.latency:
             time.sleep(self.server_impl.latency)
-        if fault and (fault.flood or fault.inflate or fault.drip):
+        if fault and (fault.flood or fault.inflate or fault.drip or fault.drip_headers):
             self._hostile(fault, response)
             return
         body = response.body
@@ -224,29 +228,39 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _hostile(self, fault: Fault, response: Response) -> None:
-        """Sends a body that never fits (flood, inflate) or never ends in time (drip), counting what got out."""
+        """Sends a body that never fits (flood, inflate) or an answer that never ends in time (drip, drip_headers),
+        counting what got out."""
         self.close_connection = True
-        self.send_response(200 if not fault.drip else response.status)
-        if fault.drip:
+        if fault.drip or fault.drip_headers:
+            self.send_response(response.status)
+            for n in range(HEADER_PADDING if fault.drip_headers else 0):
+                self.send_header(f'X-Padding-{n}', 'x' * 40)
             for name, value in response.headers.items():
                 self.send_header(name, value)
             self.send_header('Content-Length', str(len(response.body)))
-            pieces, pause = (response.body[n : n + 1] for n in range(len(response.body))), fault.drip
+            dripped = b''.join([*self._headers_buffer, b'\r\n']) if fault.drip_headers else response.body
+            pieces = [dripped[n : n + 1] for n in range(len(dripped))]
+            if fault.drip_headers:
+                self._headers_buffer = []
+                pieces.append(response.body)
+            else:
+                self.end_headers()
         else:
+            self.send_response(200)
             self.send_header('Content-Type', 'application/json')
             if fault.inflate:
                 self.send_header('Content-Encoding', 'gzip')
             self.send_header('Connection', 'close')
-            pieces, pause = (_inflating(fault.inflate) if fault.inflate else _flooding(fault.flood)), 0.0
-        self.end_headers()
+            self.end_headers()
+            pieces = _inflating(fault.inflate) if fault.inflate else _flooding(fault.flood)
         try:
             for piece in pieces:
                 self.wfile.write(piece)
                 self.wfile.flush()
                 with self.server_impl._lock:
                     self.server_impl.streamed += len(piece)
-                if pause:
-                    time.sleep(pause)
+                if fault.drip or fault.drip_headers:
+                    time.sleep(fault.drip or fault.drip_headers)
         except OSError:  # the client stopped reading and closed: what it was meant to do
             pass
 

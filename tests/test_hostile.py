@@ -95,14 +95,18 @@ def test_an_answer_past_max_response_size_stops_the_read_at_the_cap(
     assert tool.streamed < wire // 4
 
 
-def test_a_dripping_server_cannot_hold_the_run_past_timeout(aggregator, make_check, run, tool, settings, now):
+@pytest.mark.parametrize('drip', ['drip', 'drip_headers'])
+def test_a_dripping_server_cannot_hold_the_run_past_timeout(aggregator, make_check, run, tool, settings, now, drip):
     incidents = resolved(tool, now)
-    tool.inject(Fault(path=tool.list_path, drip=0.25))
+    # A byte every 0.25 s: each read returns well within `timeout`, the body (or the headers) never in time.
+    tool.inject(Fault(path=tool.list_path, **{drip: 0.25}))
 
     warnings = failed_then_recovered(tool, make_check, run, settings, aggregator, incidents, timeout=1)
 
-    assert len(warnings) == 1 and names_the_tool(tool, warnings[0]) and '`timeout`' in warnings[0]
-    assert tool.streamed < 12  # about four bytes a second for the one second `timeout` allows
+    assert len(warnings) == 1 and names_the_tool(tool, warnings[0]) and '`timeout` (1 s' in warnings[0], warnings
+    # About four bytes a second for the one second `timeout` allows, out of a head of 400 bytes and more (or a
+    # page's body): the request ended at its `timeout` however the server dripped.
+    assert tool.streamed < 20
 
 
 def test_a_redirect_to_another_host_sends_nothing_there(
@@ -168,12 +172,14 @@ def test_datadog_answering_past_max_response_size_is_cut_at_the_cap(datadog, int
     assert intake.streamed < (fault.get('flood') or fault.get('inflate', 0) // 1024) // 4
 
 
-def test_datadog_dripping_is_cut_at_timeout(datadog, intake):
-    intake.inject(Fault(path=DORA_PATH, drip=0.25))
+@pytest.mark.parametrize('drip', ['drip', 'drip_headers'])
+def test_datadog_dripping_is_cut_at_timeout(datadog, intake, drip):
+    intake.inject(Fault(path=DORA_PATH, **{drip: 0.25}))
 
     answer = post(datadog)
 
-    assert answer.status is None and '`timeout`' in answer.detail and intake.streamed < 12
+    assert answer.status is None and f'Datadog did not answer in time: POST {DORA_PATH}' in answer.detail
+    assert '`timeout` (1 s' in answer.detail and intake.streamed < 20
 
 
 def test_datadog_redirecting_elsewhere_gets_no_key_there(datadog, intake, recorder):

@@ -26,7 +26,9 @@ from ..answers import (
     REDIRECTS,
     BadAnswer,
     MiB,
+    TimedOut,
     TooLarge,
+    bounded,
     parse_json,
     read_body,
     redirect_target,
@@ -56,7 +58,7 @@ class DatadogHttp:
         self.proxy = _proxy_for(self._base_url, wrapper)
         self.verify = wrapper.options['verify']
         connect, read = wrapper.options['timeout']
-        self._timeout = max(connect, read)  # the whole body's, from the headers on (`read_body`)
+        self._timeout = max(connect, read)  # the whole request's: connect, headers and body
         self._max_response_size = check.config.max_response_size or DEFAULT_MAX_RESPONSE_SIZE
         options = {
             'maxsize': max(1, connections),  # one kept-alive connection per concurrent write
@@ -77,17 +79,24 @@ class DatadogHttp:
         data = json.dumps(body, separators=(',', ':')).encode() if body is not None else None
         for attempt in (1, 2):
             try:
-                # No redirect is followed: Datadog's API answers where it is asked, and the keys travel in headers
-                # that urllib3 would carry to any host a redirect names.
-                response = self._pool.request(
-                    method, url, body=data, headers=headers, preload_content=False, redirect=False
-                )
-                content = read_body(response, self._max_response_size * MiB, time.monotonic() + self._timeout)
+                ends_at = time.monotonic() + self._timeout
+                with bounded(ends_at):
+                    # No redirect is followed: Datadog's API answers where it is asked, and the keys travel in
+                    # headers that urllib3 would carry to any host a redirect names.
+                    response = self._pool.request(
+                        method, url, body=data, headers=headers, preload_content=False, redirect=False
+                    )
+                content = read_body(response, self._max_response_size * MiB, ends_at)
                 break
             except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
                 return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
-            except urllib3.exceptions.TimeoutError:
-                return DatadogAnswer(None, f'{url} did not answer in time', {})
+            except (TimedOut, urllib3.exceptions.TimeoutError):
+                return DatadogAnswer(
+                    None,
+                    f'Datadog did not answer in time: {method} {path} took longer than `timeout` '
+                    f'({self._timeout:g} s; {self._base_url})',
+                    {},
+                )
             except urllib3.exceptions.ProtocolError as e:
                 # A kept-alive connection the server closed meanwhile: once more on a new one (writes are idempotent).
                 if attempt == 2:

@@ -18,7 +18,9 @@ from ..answers import (
     REDIRECTS,
     BadAnswer,
     MiB,
+    TimedOut,
     TooLarge,
+    bounded,
     parse_json,
     read_body,
     redirect_target,
@@ -188,31 +190,34 @@ class JsonApi:
         """The answer, its body read (within `max_response_size` and `timeout`); None for a kept-alive
         connection the server had closed. `body`: `json=` or `data=` for `requests`, or nothing."""
         send = self._http.post if method == 'POST' else self._http.get
+        # The whole request (connect, headers, body) within `timeout` from here; it starts before the run's
+        # deadline, so it ends at most `timeout` past it.
+        ends_at = time.monotonic() + self.timeout
         try:
-            response = send(
-                url,
-                params=params,
-                extra_headers=self._headers,
-                persist=True,  # keep-alive
-                stream=True,  # the body is read here, within bounds
-                allow_redirects=False,  # `_redirected` decides
-                **body,
-            )
+            with bounded(ends_at):
+                response = send(
+                    url,
+                    params=params,
+                    extra_headers=self._headers,
+                    persist=True,  # keep-alive
+                    stream=True,  # the body is read here, within bounds
+                    allow_redirects=False,  # `_redirected` decides
+                    **body,
+                )
+            content = read_body(response.raw, self.max_response_size * MiB, ends_at)
         except requests.ConnectionError as e:
             if last_attempt or isinstance(e, requests.exceptions.ConnectTimeout):
                 raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
             return None
-        except requests.Timeout:
-            raise SourceError(f'{self._base_url} did not answer in time (see the `timeout` option)') from None
+        except (TimedOut, requests.Timeout):
+            raise SourceError(
+                f'{self.tool} did not answer in time: {method} {_path(path)} took longer than `timeout` '
+                f'({self.timeout:g} s; `api_url` {self._base_url})'
+            ) from None
         except requests.exceptions.ChunkedEncodingError:
             raise SourceError(f'the connection to {self._base_url} broke in the middle of an answer') from None
         except requests.RequestException as e:
             raise SourceError(f'cannot reach {self._base_url}: {type(e).__name__}') from None
-        # The whole body within `timeout` from the headers on (each read of those has `timeout` too): measured
-        # from the send, a loaded host would fail answers that are only slow to start.
-        give_up_at = time.monotonic() + self.timeout
-        try:
-            content = read_body(response.raw, self.max_response_size * MiB, give_up_at)
         except TooLarge as e:
             raise SourceError(
                 f'{self.tool} answered {e} than `max_response_size` ({self.max_response_size} MiB) at '
