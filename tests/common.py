@@ -1,5 +1,6 @@
 """Helpers shared by the test modules."""
 
+import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -78,3 +79,17 @@ ZONES = [
     'Pacific/Chatham',
     'Pacific/Kiritimati',
 ]
+
+
+SECRET_ATTRIBUTES = ('token', 'password', 'client_secret', 'api_id', 'api_key', 'app_key')
+
+
+def secrets(tool, intake) -> set[str]:
+    """Every secret the simulator holds (and the intake's key), with what Basic auth makes of them, and the OAuth
+    access tokens it issued."""
+    found = {getattr(tool, name, None) for name in SECRET_ATTRIBUTES} | {intake.api_key, *getattr(tool, 'issued', ())}
+    user = getattr(tool, 'username', None) or getattr(tool, 'email', None)
+    for secret in (getattr(tool, 'password', None), getattr(tool, 'token', None)):
+        if user and secret:
+            found.add(base64.b64encode(f'{user}:{secret}'.encode()).decode())
+    return {secret for secret in found if secret}

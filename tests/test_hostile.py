@@ -12,7 +12,7 @@ from datadog_checks.dora_incidents.sources import SOURCES, source_class
 from loopback.server import Fault, LoopbackServer, Response
 from loopback.simulators import make_simulator
 
-from .common import ago, counted, restores
+from .common import ago, counted, restores, secrets
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -109,19 +109,48 @@ def test_a_dripping_server_cannot_hold_the_run_past_timeout(aggregator, make_che
     assert tool.streamed < 20
 
 
+# Each credential form a tool is read with (instance options), and the paths a redirect is tried on with it.
+CREDENTIAL_FORMS = {
+    'servicenow': {
+        'api_token': ({}, ()),
+        'basic_auth': ({'basic_auth': True}, ()),
+        # A 307 on the token request would post `client_secret` again, in the form, wherever it points.
+        'oauth': ({'oauth': True}, ('/oauth_token.do',)),
+    },
+}
+
+
+def everything_sent(request) -> str:
+    return ' '.join([request.path, repr(request.query), repr(request.headers), request.body.decode('latin-1')])
+
+
 def test_a_redirect_to_another_host_sends_nothing_there(
-    aggregator, make_check, run, tool, settings, now, recorder, caplog
+    aggregator, make_check, run, tool, settings, intake, now, recorder, caplog
 ):
     caplog.set_level(logging.DEBUG)
     incidents = resolved(tool, now)
     elsewhere = recorder.url.replace('127.0.0.1', 'localhost')  # another host name, to the check
-    tool.inject(Fault(path=tool.list_path, redirect=f'{elsewhere}{tool.list_path}?page=2'))
-
-    warnings = failed_then_recovered(tool, make_check, run, settings, aggregator, incidents)
+    forms = CREDENTIAL_FORMS.get(tool.source, {'api_token': ({}, ())})
+    output = ''
+    for form, (options, paths) in forms.items():
+        instance = {**settings, **tool.instance(**options), 'log_requests': True}
+        if 'api_token' not in tool.instance(**options):
+            instance.pop('api_token', None)  # the form's own credential, not the default token as well
+        for path in (*paths, tool.list_path):
+            tool.inject(Fault(path=path, status=307, redirect=f'{elsewhere}{path}?page=2'))
+            warnings = run(make_check(instance))
+            assert counted(aggregator) == 0
+            assert len(warnings) == 1 and 'localhost' in warnings[0] and '`api_url`' in warnings[0], (form, warnings)
+            output += ''.join(warnings)
 
     assert recorder.requests == []
-    assert len(warnings) == 1 and 'localhost' in warnings[0] and '`api_url`' in warnings[0]
-    assert getattr(tool, 'token', None) is None or tool.token not in caplog.text + warnings[0]
+    held = secrets(tool, intake)
+    # What is looked for is real: the tool itself received the credentials (the same secrets).
+    assert any(secret in everything_sent(request) for request in tool.requests for secret in held)
+    output += caplog.text
+    assert [secret for secret in held if secret in output] == []
+    assert run(make_check(settings)) == []
+    assert sorted(restores(aggregator)) == sorted(incidents) and counted(aggregator) == len(incidents)
 
 
 def test_a_redirect_within_the_configured_host_is_followed(aggregator, make_check, run, tool, settings, now):
