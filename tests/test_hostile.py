@@ -23,6 +23,7 @@ MALFORMED = {
     'infinite number': (b'{"data": [], "total": 1e999}', '1e999'),
     'huge number': (b'{"data": [], "total": ' + b'9' * 10_000 + b'}', 'number too large'),
     'HTML with a 200': (b'<html><body>Sign in</body></html>', 'not JSON'),
+    'truncated body': (b'{"data": [{"id": "Q1", "status": "resol', 'not JSON: it is cut off before its end'),
 }
 
 

@@ -226,6 +226,12 @@ def parse_json(body: bytes):
         raise BadAnswer('JSON nested too deeply to be read') from None
     except _NotANumber as e:
         raise BadAnswer(f'JSON with {e}, which is not a number JSON allows') from None
+    except json.JSONDecodeError as e:
+        # A document that would go on (its last string or value open at the end): the body was cut off.
+        ended = e.pos >= len(text.rstrip()) or e.msg.startswith('Unterminated string')
+        if ended and text.lstrip()[:1] in ('{', '['):
+            raise BadAnswer('a body that is not JSON: it is cut off before its end (truncated)') from None
+        raise
     except ValueError as e:
         if 'digits' in str(e):  # an integer past Python's int_max_str_digits
             raise BadAnswer('JSON with a number too large to be read') from None
