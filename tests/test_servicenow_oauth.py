@@ -121,3 +121,20 @@ def test_half_an_oauth_client_is_a_configuration_error(make_check, servicenow, s
     error = make_check(settings).run()
 
     assert '`client_id` and `client_secret`' in error
+
+
+def test_the_access_token_is_scrubbed_from_every_log_line_and_warning(
+    aggregator, make_check, run, servicenow, settings, clock, now, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    resolve_one(servicenow, now)
+    check = oauth_check(make_check, settings, clock)
+    assert run(check) == []
+    [token] = servicenow.issued  # learnt at run time: no option holds it
+
+    # What an error page, a proxy or a library may echo back: the Agent's log handler formats every line of the
+    # check's logger through `sanitize`, and warnings (events and `datadog-agent status`) go through it too.
+    check.warning('echoed: Bearer %s', token)
+
+    assert check.sanitize(f'echoed: Bearer {token}') == 'echoed: Bearer ********'
+    assert token not in ''.join(check.warnings) and 'echoed: Bearer' in ''.join(check.warnings)

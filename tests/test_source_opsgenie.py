@@ -372,3 +372,21 @@ def test_the_cli_backfill_sends_history_older_than_the_horizon_once(
 
     assert sorted(dora_ids(intake)) == sorted(f'opsgenie:{incident}' for incident in (old, recent))
     assert counted(aggregator) == 0 and restores(aggregator) == {}
+
+
+def test_a_key_given_with_its_genie_key_prefix_is_scrubbed_bare_too(aggregator, make_check, run, sim, intake):
+    instance = {
+        'source': 'opsgenie',
+        'api_token': f'GenieKey {sim.token}',  # as the header reads: the check sends the bare key
+        'api_url': sim.url,
+        'datadog_api_url': intake.url,
+        'datadog_api_key': intake.api_key,
+        'env': 'prod',
+    }
+    check = make_check(instance)
+    assert run(check) == []
+
+    check.warning('echoed: %s', sim.token)  # what an error page may echo back
+
+    assert check.sanitize(f'echoed: {sim.token}') == 'echoed: ********'  # the Agent's log handler formats so
+    assert sim.token not in ''.join(check.warnings) and 'echoed: ' in ''.join(check.warnings)

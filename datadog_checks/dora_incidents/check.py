@@ -63,6 +63,7 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         source = make_source(self.config, set(self.instance), self.http, self.monotonic)
         for secret in source.secrets:  # a tool may read with keys other than `api_token` (Datadog's)
             self.register_secret(secret)
+        source.api.learnt_secret = self.register_secret  # and with secrets it learns (an OAuth access token)
         dora = self._dora_api()
         outputs = Outputs(
             self, dora, changes=change_failures(self, dora, source), send_failures=self.sends_dora_failures()

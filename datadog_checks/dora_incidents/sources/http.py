@@ -90,6 +90,8 @@ class JsonApi:
         self._quiet_until = 0.0
         self.tool = 'the tool'  # its display name, for messages (`Source` sets it)
         self.max_response_size = DEFAULT_MAX_RESPONSE_SIZE  # MiB of decoded body, per answer
+        # Told each secret learnt at run time (an OAuth access token): the check scrubs it from every message.
+        self.learnt_secret: Callable[[str], None] = lambda secret: None
         # A whole request (connect, headers, body) gets this long: the Agent's `timeout` option, as `self.http`
         # resolved it.
         timeouts = getattr(http, 'options', {}).get('timeout')

@@ -110,10 +110,13 @@ class OpsgenieSource(Source):
         super().__init__(config, http, api_url.rstrip('/'), **clock)
 
     def make_api(self, http, api_url: str, token: str) -> JsonApi:
-        token = token.strip()
-        token = token[len('GenieKey ') :].strip() if token.lower().startswith('geniekey ') else token
+        token = _bare_key(token)
         headers = {'Authorization': f'GenieKey {token}', 'Accept': 'application/json'}
         return _OpsgenieApi(http, api_url, headers, describer('Opsgenie', HINTS, _error_detail, token))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (_bare_key(self.config.api_token),)  # `api_token` may hold it with its `GenieKey ` prefix
 
     def resolved(self, since: datetime, until: datetime, deadline: float, resume=None):
         # Reading back to `since` (a backfill, a long lookback) reaches back `creation_horizon` before it.
@@ -327,3 +330,9 @@ def _error_detail(body: dict) -> str:
     """Opsgenie's `{"message", "took", "requestId"}`."""
     message = body.get('message')
     return str(message) if message else ''
+
+
+def _bare_key(token: str) -> str:
+    """The API key `api_token` holds, with or without the `GenieKey ` prefix of the header it travels in."""
+    token = token.strip()
+    return token[len('GenieKey ') :].strip() if token.lower().startswith('geniekey ') else token

@@ -97,6 +97,7 @@ class OAuthApi(JsonApi):
         if not isinstance(token, str) or not token or isinstance(life, bool) or not isinstance(life, (int, float)):
             raise SourceError(f'ServiceNow answered {OAUTH_PATH} without an `access_token` and its `expires_in`')
         self._token = token
+        self.learnt_secret(token)
         self._headers['Authorization'] = f'Bearer {token}'
         # Renewed with a tenth of its life left (a minute at most): never used as it expires mid-run.
         self._renew_at = self.monotonic() + life - min(60.0, life / 10)
