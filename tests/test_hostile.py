@@ -166,6 +166,18 @@ def test_a_redirect_within_the_configured_host_is_followed(aggregator, make_chec
     assert sorted(restores(aggregator)) == sorted(incidents)
 
 
+def test_redirects_without_end_within_the_host_are_an_error_about_the_tool(
+    aggregator, make_check, run, tool, settings, now
+):
+    incidents = resolved(tool, now)
+    # The request and 5 redirects, each answered with one more: the 6th is not followed.
+    tool.inject(Fault(path=tool.list_path, status=307, redirect=tool.list_path, times=6))
+
+    warnings = failed_then_recovered(tool, make_check, run, settings, aggregator, incidents)
+
+    assert len(warnings) == 1 and names_the_tool(tool, warnings[0]) and 'more than 5 redirects' in warnings[0]
+
+
 @pytest.mark.parametrize('kind', sorted(MALFORMED))
 def test_a_malformed_answer_is_an_error_about_the_tool(aggregator, make_check, run, tool, settings, now, kind, caplog):
     body, says = MALFORMED[kind]

@@ -131,7 +131,12 @@ class JsonApi:
             response = self._send(method, url, params, body, path, last_attempt=attempt == MAX_ATTEMPTS)
             if response is None:
                 continue  # a kept-alive connection the server had closed: once more, on a new one
-            if response.status_code in REDIRECTS and redirects < MAX_REDIRECTS:
+            if response.status_code in REDIRECTS and redirects == MAX_REDIRECTS:
+                raise SourceError(
+                    f'{self.tool} answered {_path(path)} with more than {MAX_REDIRECTS} redirects within the host of '
+                    f'`api_url` ({self._base_url}); not followed further: check `api_url`'
+                )
+            if response.status_code in REDIRECTS:
                 url, redirects, attempt = self._redirected(response, url, path), redirects + 1, attempt - 1
                 params = None  # the query is the Location's
                 if response.status_code not in (307, 308):
