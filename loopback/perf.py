@@ -7,8 +7,9 @@ the loopback Datadog API), it seeds the loopback PagerDuty with N incidents reso
 hours, opened before `initial_lookback` (a day), so the window holds exactly N log entries: the floor
 is ceil(N / 100) pages for anyone reading them. Then, each on fresh servers, in its own process:
 
-- the check, in the stand-in Agent (`loopback.agent_process`, the cache in files), run after run
-  until it has caught up (default options, `max_run_time: 10`, events on), once per `dora_concurrency`;
+- the check, in the stand-in Agent (`loopback.agent_process`, the cache in files, each run's commit
+  journaled as counts: the Agent's commit is not the check's CPU), run after run until it has caught up
+  (default options, `max_run_time: 10`, events on), once per `dora_concurrency`;
 - `loopback.naive`: the official `pagerduty` client's `iter_all` and `datadog-api-client`'s
   `create_dora_failure`, one post after the other.
 
@@ -129,6 +130,7 @@ def measure_check(backlog: int, latency_ms: float, budget: int, concurrency: int
                 'until_caught_up': True,
                 'runs': 200,
                 'pause': 0,
+                'journal_submissions': False,
             }
             wall, cpu, rss = run_process([*CHILD, 'check', json.dumps(settings)])
             runs = [json.loads(line) for line in journal.read_text().splitlines() if '"run_done"' in line]

@@ -56,6 +56,11 @@ class DatadogHttp:
             self._pool = urllib3.ProxyManager(self.proxy, proxy_headers=_proxy_auth(self.proxy), **options)
         else:
             self._pool = urllib3.PoolManager(**options)
+        # One host: its connection pool, asked directly, spares each request the manager's URL parsing and pool
+        # lookup. Not through a plain-HTTP proxy, for which the manager rewrites every request.
+        direct = not (self.proxy and self._base_url.startswith('http:'))
+        self._host = self._pool.connection_from_url(self._base_url) if direct else None
+        self._prefix = urlsplit(self._base_url).path  # an API URL with a path: requests go below it
 
     def send(self, method: str, path: str, body: dict | None, app_key: bool = False) -> DatadogAnswer:
         url = self._base_url + path
@@ -63,7 +68,12 @@ class DatadogHttp:
         data = json.dumps(body, separators=(',', ':')).encode() if body is not None else None
         for attempt in (1, 2):
             try:
-                response = self._pool.request(method, url, body=data, headers=headers, preload_content=True)
+                if self._host is not None:
+                    response = self._host.urlopen(
+                        method, self._prefix + path, body=data, headers=headers, retries=False, redirect=False
+                    )
+                else:
+                    response = self._pool.request(method, url, body=data, headers=headers, preload_content=True)
                 break
             except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
                 return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
@@ -86,6 +96,7 @@ class DatadogHttp:
 
     def close(self) -> None:
         self._pool.clear()
+        self._host = None  # closed with the others: any later request goes through the manager, which opens anew
 
 
 def _proxy_for(url: str, wrapper: RequestsWrapper) -> str | None:
