@@ -46,7 +46,14 @@ from .pagerduty import PagerDutySimulator
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = [sys.executable, '-m', 'loopback.perf', '--child']
 # What each side imports before its first request: its import CPU is measured apart and subtracted.
-IMPORTED = {'check': 'loopback.agent_process', 'naive': 'loopback.naive'}
+IMPORTED = {
+    'check': [
+        'loopback.agent_process',
+        'datadog_checks.dora_incidents',
+        'datadog_checks.dora_incidents.sources.pagerduty',
+    ],
+    'naive': ['loopback.naive'],
+}
 PEAK_RSS_FILE = 'DORA_INCIDENTS_PEAK_RSS_FILE'
 PAGE = 100
 LOOKBACK = 86_400
@@ -110,7 +117,8 @@ def child(kind: str, args: list[str]) -> None:
     elif kind == 'imports':  # what the check or the script costs before it does anything
         import importlib
 
-        importlib.import_module(args[0])
+        for module in args:
+            importlib.import_module(module)
     else:
         from . import naive
 
@@ -159,13 +167,13 @@ def measure_naive(backlog: int, latency_ms: float) -> Measure:
         intake.stop()
 
 
-def import_cpu(module: str) -> float:
-    """CPU seconds a process spends importing `module` (the check in its stand-in Agent, or the naive script)
-    and starting up: subtracted from each side's CPU, which then is what it spent on the backlog."""
+def import_cpu(modules: list[str]) -> float:
+    """CPU seconds a process spends importing `modules` (the check, its tool's module and the stand-in Agent, or
+    the naive script) and starting up: subtracted from each side's CPU, which then is what it spent on the backlog."""
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, PEAK_RSS_FILE: str(Path(scratch) / 'peak_rss_kb')}
         started = os.times()
-        subprocess.run([*CHILD, 'imports', module], cwd=ROOT, env=env, check=True)
+        subprocess.run([*CHILD, 'imports', *modules], cwd=ROOT, env=env, check=True)
         ended = os.times()
     return (ended.children_user - started.children_user) + (ended.children_system - started.children_system)
 
@@ -213,7 +221,7 @@ def main() -> None:
         f'Measured on {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}'
     )
     print()
-    imports = {side: min(import_cpu(module) for _ in range(3)) for side, module in IMPORTED.items()}
+    imports = {side: min(import_cpu(modules) for _ in range(3)) for side, modules in IMPORTED.items()}
     print(f'CPU of the imports alone (subtracted): check {imports["check"]:.2f} s, naive {imports["naive"]:.2f} s')
     print()
     print(

@@ -107,6 +107,9 @@ class WritePool:
                     self._room.wait(0.5)
             self._raise_failure()
             self._place(_Job(write, attempts=0, queued=False))
+            if self._concurrency > 1:  # the workers take it: started here, under the lock already held
+                self._spawn_workers()
+                return
         self._dispatch()
 
     def save(self) -> None:
