@@ -24,7 +24,27 @@ from .simulators import make_simulator
 HEALTH_PREFIX = 'dora.check.'
 METADATA = Path(__file__).resolve().parents[1] / 'metadata.csv'
 # How metadata.csv's units read after a value.
+FOUND_BY = {'evidence': "the incident tool's evidence", 'window': 'the time window'}
 UNITS = {'second': 's', 'occurrence': 'incident(s)', 'event': 'event(s)', 'item': 'incident(s)'}
+
+
+def name_cause(tool, incident_id: str, version: str, commit: str | None = None, change: str | None = None) -> bool:
+    """Has the tool record a change as the incident's cause, in its own terms (PagerDuty and FireHydrant by commit
+    when given, else version; ServiceNow by change number; Jira by "Affects version"). False: the tool records
+    none (its incidents are attributed by the window)."""
+    if tool.source == 'pagerduty':
+        tool.relate_change(incident_id, custom_details={'revision': commit} if commit else {'version': version})
+    elif tool.source == 'firehydrant':
+        tool.relate_change(
+            incident_id, 'caused', identities=[('commit_sha', commit) if commit else ('version', version)]
+        )
+    elif tool.source == 'servicenow' and change:
+        tool.relate_change(incident_id, change)
+    elif tool.source == 'jira':
+        tool.relate_change(incident_id, version)
+    else:
+        return False
+    return True
 
 
 def seed(tool, intake: DatadogIntake, now: datetime) -> list[str]:
@@ -36,6 +56,15 @@ def seed(tool, intake: DatadogIntake, now: datetime) -> list[str]:
         intake.deploy('checkout_api', env, version, now - age - timedelta(minutes=5), now - age)
     outage = tool.open(now - timedelta(hours=3), title='Checkout returns 500s', severity='SEV1')
     tool.resolve(outage, now - timedelta(hours=2))
+    # Search: s7 went out 6h ago, s8 5h ago; the tool records s7 as the cause of the next outage (the window
+    # alone would charge s8, the latest before it).
+    for version, age in (('s7', timedelta(hours=6)), ('s8', timedelta(hours=5))):
+        tags = [f'change_request:CHG00300{version[1:]}']
+        intake.deploy('search', env, version, now - age - timedelta(minutes=5), now - age, custom_tags=tags)
+    search = tool.open(now - timedelta(hours=4), title='Search returns stale results', service='Search',
+                       team='Discovery', severity='SEV2')  # fmt: skip
+    name_cause(tool, search, 's7', change='CHG003007')
+    tool.resolve(search, now - timedelta(hours=3))
     not_failures = tool.open_non_failures(now - timedelta(hours=3), now - timedelta(hours=2, minutes=30))
     slow_burn = tool.open(now - timedelta(days=40), title='Search index drifting', service='Search', team='Discovery',
                           severity='SEV3')  # fmt: skip
@@ -123,7 +152,15 @@ def print_not_failures(tool, ids: list[str], reported: set[str]) -> None:
 
 
 def print_markings(intake: DatadogIntake, since: int = 0) -> None:
-    """The deployments marked from the `since`-th marking on, by version: the failure and its remediation."""
+    """The deployments marked from the `since`-th marking on, by version: the failure, how it was found (the
+    incident tool's evidence or the time window: `attribution` of the run's change failure counts) and its
+    remediation."""
+    found_by = {
+        tag.split(':', 1)[1]: next((t.split(':', 1)[1] for t in stub.tags if t.startswith('attribution:')), '?')
+        for stub in aggregator.metrics('dora.change_failures.count')
+        for tag in stub.tags
+        if tag.startswith('service:')
+    }
     markings = intake.patches[since:]
     if not markings:
         print('\nDeployments marked as change failures: none' + (' (nothing marked again)' if since else ''))
@@ -136,7 +173,7 @@ def print_markings(intake: DatadogIntake, since: int = 0) -> None:
         if remediation:
             fix = intake.deployments[remediation['id']]
             line += f', remediated by the {remediation["type"]} to {fix["version"]} ({remediation["id"]})'
-        print(line)
+        print(f'{line}; found by {FOUND_BY.get(found_by.get(failed["service"]), "?")}')
 
 
 def main(source: str = 'pagerduty') -> None:
@@ -157,6 +194,8 @@ def main(source: str = 'pagerduty') -> None:
         print('Simulated incidents: 1 SEV1 outage (resolved 2h ago), the tool\'s kinds that are not failures,')
         print('1 opened 40 days ago and resolved 30 min ago, 1 mapped by service name to `billing`, 1 still open.')
         print('Deployments of checkout_api: v41 (2 days ago), v42 (4h ago, before the outage), v41 again (2h20 ago).')
+        print('Deployments of search: s7 (6h ago) and s8 (5h ago); a SEV2 on Search from 4h ago, whose cause the')
+        print('tool records as s7 where it can (evidence); the window alone would charge s8.')
         reported = run_check(instance, 'First run (no cursor yet: looks back `initial_lookback` = 1 day)', intake)
         print_not_failures(tool, not_failures, reported)
         print_markings(intake)

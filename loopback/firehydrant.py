@@ -1,6 +1,10 @@
-"""A stateful loopback FireHydrant API: `GET /v1/incidents` and `GET /v1/incidents/{incident_id}`.
+"""A stateful loopback FireHydrant API: `GET /v1/incidents`, `GET /v1/incidents/{incident_id}` and its
+`/related_change_events` (changes `relate_change` attached as `caused`, `fixed`, `suspect` or `dismissed`:
+`Incidents_RelatedChangeEventEntity`, paged like the list, filtered by `type`).
 
-Follows FireHydrant's published description (its derived copy, `loopback/specs/firehydrant.json`) and docs:
+Follows FireHydrant's published description (its derived copy, `loopback/specs/firehydrant.json`) and docs.
+No recorded answer of the live service was available: where the description and docs are silent, the choice
+made here says so below (`updated_after`'s bounds, unknown parameters ignored as Grape, its API framework, does).
 
 - Auth: `Authorization: Bearer <token>` (the description's example); anything else is a 401.
 - Paging: `page` from 1, `per_page` 20 by default and at most 200 (`max_page_size`, lower in tests);
@@ -35,6 +39,7 @@ without it.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -51,6 +56,7 @@ from .server import Request, Response
 
 VENDOR = 'firehydrant'
 LIST_PATH = '/v1/incidents'
+RELATED = '/related_change_events'
 APP_URL = 'https://app.firehydrant.io'
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 RATE_LIMIT_POOL = 50  # requests per 10 seconds per account, as documented
@@ -144,6 +150,7 @@ class FireHydrantSimulator(ToolSimulator):
         self.max_page_size = max_page_size
         self._incidents: dict[str, _State] = {}  # as they are; the list lags while a resolution is hidden
         self._numbers = itertools.count(1)
+        self._related: dict[str, list[dict]] = {}  # incident id -> its related changes, oldest first
 
     # -- the driver interface (loopback/driver.py) -----------------------------------------------------
 
@@ -263,6 +270,36 @@ class FireHydrantSimulator(ToolSimulator):
             change(state)
             state.updated_at = updated_at or at
 
+    def relate_change(
+        self, incident_id: str, relation: str = 'caused', *, identities=(), labels=None, links=(), summary='Deploy'
+    ) -> dict:
+        """A change event related to the incident as `relation`; `identities` are (type, value) pairs, `links`
+        the hrefs of its link attachments."""
+        number = sum(map(len, self._related.values())) + 1
+        change_id = f'change-{number:04d}'
+        entry = {
+            'id': f'related-{number:04d}',
+            'type': relation,
+            'why': f'{relation} by {summary}',
+            'incident_id': incident_id,
+            'created_at': iso(datetime.now(UTC)),
+            'change_event': {
+                'id': change_id,
+                'summary': summary,
+                'external_id': f'deploy-{number}',
+                'identities': [
+                    {'id': f'{change_id}-{n}', 'change_id': change_id, 'type': kind, 'value': value}
+                    for n, (kind, value) in enumerate(identities)
+                ],
+                'labels': dict(labels or {}),
+                'attachments': [{'type': 'link', 'href_url': href, 'display_text': 'commit'} for href in links],
+                'services': [],
+                'environments': [],
+            },
+        }
+        self._related.setdefault(incident_id, []).append(entry)
+        return entry
+
     # -- HTTP ------------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> Response | None:
         if request.headers.get('authorization') != f'Bearer {self.token}':
@@ -278,6 +315,8 @@ class FireHydrantSimulator(ToolSimulator):
         if request.path == LIST_PATH:
             return self._list(request)
         incident_id = request.path.removeprefix(LIST_PATH + '/')
+        if incident_id.endswith(RELATED):
+            return self._related_page(request, incident_id.removesuffix(RELATED))
         if incident_id == request.path or '/' in incident_id:
             return _error(404, 'Not Found')
         if incident_id not in self._incidents:
@@ -293,21 +332,40 @@ class FireHydrantSimulator(ToolSimulator):
         shown = {i: self.lag.listed(i, state) for i, state in self._incidents.items()}
         selected = sorted((i for i, state in shown.items() if query.selects(state)), reverse=True,
                           key=lambda i: (shown[i].created_at, shown[i].number))  # fmt: skip
-        pages = max(1, math.ceil(len(selected) / per_page))
-        pagination = {
-            'count': len(selected),
-            'page': page,
-            'items': per_page,
-            'pages': pages,
-            'last': pages,
-            'prev': page - 1 if 1 < page <= pages + 1 else None,
-            'next': page + 1 if page < pages else None,
-        }
         data = [self._render(i) for i in selected[(page - 1) * per_page : page * per_page]]
-        return Response.json(200, {'data': data, 'pagination': pagination})
+        return Response.json(200, {'data': data, 'pagination': _pagination(len(selected), page, per_page)})
+
+    def _related_page(self, request: Request, incident_id: str) -> Response:
+        """`Incidents_RelatedChangeEventEntity`s of the incident, oldest first, paged like the list."""
+        if incident_id == '' or '/' in incident_id:
+            return _error(404, 'Not Found')
+        if incident_id not in self._incidents:
+            return _error(404, 'Record not found')
+        query = dict(request.query)
+        per_page = min(max(int(query.get('per_page') or DEFAULT_PAGE_SIZE), 1), self.max_page_size)
+        page = int(query.get('page') or 1)
+        if page < 1:
+            raise ValueError('page is invalid')
+        selected = [r for r in self._related.get(incident_id, []) if query.get('type') in (None, r['type'])]
+        data = copy.deepcopy(selected[(page - 1) * per_page : page * per_page])
+        return Response.json(200, {'data': data, 'pagination': _pagination(len(selected), page, per_page)})
 
     def _render(self, incident_id: str) -> dict:
         return self.served(incident_id, _entity(self.lag.listed(incident_id, self._incidents[incident_id])))
+
+
+def _pagination(count: int, page: int, per_page: int) -> dict:
+    """FireHydrant's PaginationEntity of page `page` over `count` matches."""
+    pages = max(1, math.ceil(count / per_page))
+    return {
+        'count': count,
+        'page': page,
+        'items': per_page,
+        'pages': pages,
+        'last': pages,
+        'prev': page - 1 if 1 < page <= pages + 1 else None,
+        'next': page + 1 if page < pages else None,
+    }
 
 
 def _resolve(state: _State, at: datetime) -> None:

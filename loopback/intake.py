@@ -96,6 +96,7 @@ class DatadogIntake(LoopbackServer):
         finished_at: datetime,
         git: dict | None = None,
         team: str | None = None,
+        custom_tags: list[str] | None = None,
     ) -> str:
         """A deployment as Datadog holds it (`POST /api/v2/dora/deployment` had sent it); returns its id.
 
@@ -112,6 +113,7 @@ class DatadogIntake(LoopbackServer):
                 'finished_at': finished_at,
                 'git': git,
                 'team': team,
+                'custom_tags': list(custom_tags or ()),  # `key:value`, listed as sent
                 'change_failure': None,  # unmarked: Datadog answers null
                 'remediation': None,
             }
@@ -337,6 +339,8 @@ def _listed_deployment(deployment_id: str, deployment: dict) -> dict:
         'finished_at': _iso(deployment['finished_at']),
     }
     attributes.update({name: deployment[name] for name in ('env', 'version', 'team') if deployment[name]})
+    if deployment['custom_tags']:
+        attributes['custom_tags'] = deployment['custom_tags']
     attributes['change_failure'] = deployment['change_failure']
     if deployment['remediation']:
         attributes['remediation'] = deployment['remediation']

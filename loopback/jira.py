@@ -4,7 +4,9 @@ Atlassian publishes an OpenAPI description of the Jira Cloud platform REST API a
 repository we could pin; this simulator and its minimal description (`loopback/specs/jira.json`) are written
 by hand from the REST API v3 reference ("Issue search": `GET`/`POST /rest/api/3/search/jql`; "Myself") and
 the JQL reference. Every request, and every answer with a documented status, is checked against it
-(`spec_violations`).
+(`spec_violations`). What the live site does beyond those pages (the old search's 410 Gone, fewer issues
+than asked when many fields are) is what Atlassian's reference and changelog announce; no recorded live
+answer was replayed.
 
 - Auth: `Authorization: Basic base64(email:api_token)`; anything else is a 401 with Jira's plain-text body
   "Client must be authenticated to access this resource.".
@@ -141,6 +143,7 @@ class JiraSimulator(ToolSimulator):
                 'priority': {'id': str(hash(severity) % 10 + 1), 'name': severity} if severity else None,
                 'components': [_component(service)] if service else [],
                 'labels': [],
+                'versions': [],
                 TEAM_FIELD: _team(team) if team else None,
                 IMPACT_START_FIELD: None,
             },
@@ -215,6 +218,10 @@ class JiraSimulator(ToolSimulator):
                 stored[name] = _milli(value) if isinstance(value, datetime) else value
             if at is not None:
                 stored['updated'] = _milli(at)
+
+    def relate_change(self, issue_id: str, *versions: str, at: datetime | None = None) -> None:
+        """The issue's "Affects versions" (`versions`, the standard field): Version objects of project INC."""
+        self.update(issue_id, at, versions=[_version(name) for name in versions])
 
     def close(self, issue_id: str, at: datetime) -> None:
         self.update(issue_id, at, status=_status('Closed'))
@@ -554,6 +561,18 @@ def _status(name: str) -> dict:
 
 def _resolution(name: str) -> dict:
     return {'id': RESOLUTIONS[name], 'name': name}
+
+
+def _version(name: str) -> dict:
+    version_id = str(10200 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16))
+    return {
+        'self': f'https://acme.atlassian.net/rest/api/3/version/{version_id}',
+        'id': version_id,
+        'name': name,
+        'archived': False,
+        'released': True,
+        'releaseDate': '2026-11-30',
+    }
 
 
 def _component(name: str) -> dict:

@@ -11,7 +11,7 @@ BASE = {'source': 'pagerduty', 'api_token': 'secret-pd-token-123', 'datadog_api_
     'override, option',
     [
         ({'source': None}, 'source'),
-        ({'source': 'opsgenie'}, 'source'),
+        ({'source': 'victorops'}, 'source'),  # no such tool
         ({'api_token': None}, 'api_token'),
         ({'api_token': '   '}, 'api_token'),
         ({'api_token': 42}, 'api_token'),

@@ -91,7 +91,15 @@ def test_a_marking_gives_its_change_failure_recovery_time_and_rework_once(
 
     run(make_check(marking))
 
-    tags = ['env:prod', 'remediation_type:rollback', 'service:checkout_api', 'team:payments', 'team_owner:sre']
+    # No change related in PagerDuty: found by the time window.
+    tags = [
+        'attribution:window',
+        'env:prod',
+        'remediation_type:rollback',
+        'service:checkout_api',
+        'team:payments',
+        'team_owner:sre',
+    ]
     assert points(aggregator, CHANGE_FAILURES) == [(1, tags)]
     assert points(aggregator, RECOVERY_TIME) == [(1.5 * 3600, sorted([*tags, f'deployment_id:{failed}']))]
     assert points(aggregator, REWORK) == [
@@ -121,7 +129,17 @@ def test_a_marking_without_remediation_has_no_recovery_time(
 
     # The deployment names no team: the incident's (Checkout API's PagerDuty team) stands in.
     assert points(aggregator, 'dora_incidents.change_failures.count') == [
-        (1, ['env:prod', 'remediation_type:none', 'service:checkout_api', 'team:payments_team', 'team_owner:sre'])
+        (
+            1,
+            [
+                'attribution:window',
+                'env:prod',
+                'remediation_type:none',
+                'service:checkout_api',
+                'team:payments_team',
+                'team_owner:sre',
+            ],
+        )
     ]
     assert aggregator.metrics('dora_incidents.failed_deployment_recovery_time') == []
     assert aggregator.metrics('dora_incidents.deployments.rework') == []

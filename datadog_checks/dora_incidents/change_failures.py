@@ -2,10 +2,14 @@
 
 Since 2026 Datadog computes change failure rate and failed-deployment recovery time from deployments
 marked as change failures; the failure events the check sends are context beside them. For each service
-of an incident, the causing deployment is the latest one of that service (and env) that finished within
-`change_failure_window` before the incident started. Its remediation is the first later deployment of
-the same service and env that finished between the incident's start and its resolution: a rollback when
-it redeploys a version (or commit) that ran before the failed one, else a rollforward.
+of an incident, the causing deployment is the one the incident tool names (`change_attribution: evidence`,
+the default: a deployment of that service and env with the commit SHA, version or change tag of a change
+the tool relates as the cause; evidence.py), else, when the tool names no change, the latest one of that
+service (and env) that finished within `change_failure_window` before the incident started (the window).
+Evidence naming only changes Datadog does not know for the service marks nothing: never the window's guess
+instead. Its remediation is the deployment the tool relates as the fix (FireHydrant), else the first later
+deployment of the same service and env that finished between the incident's start and its resolution: a
+rollback when it redeploys a version (or commit) that ran before the failed one, else a rollforward.
 
 Datadog marks deployments too (rollbacks it detects, rollforward rules, people in the UI): a deployment
 already `change_failure: true` is never marked again, whatever its remediation, only counted.
@@ -19,6 +23,7 @@ only for an older stretch an incident needs; nothing here is one query per incid
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +34,9 @@ from datadog_checks.base import ConfigurationError
 
 from .datadog import DatadogApi, DatadogError, Write, keys
 from .datadog.reads import LIST_LIMIT, datadog_time, search_query
-from .incident import Incident, text
+from .evidence import EVIDENCE, WINDOW, Change, Evidence, attribution
+from .incident import Incident, SourceIncident, text
+from .sources.http import OutOfTime, SourceError
 
 DEPLOYMENTS_PATH = '/api/v2/dora/deployments'
 # The list endpoints filter on an event's time, which may be its start: a deployment that started up
@@ -38,6 +45,12 @@ DEPLOY_DURATION = timedelta(hours=6)
 # How far back a remediation's version is looked for among earlier deployments before calling it a
 # rollforward: what it rolls back to may have run long before the window.
 ROLLBACK_HISTORY = timedelta(days=30)
+# How far back before the incident's start a deployment the tool names is looked for, when it is not among
+# those of the window: a change can fail long after it shipped.
+EVIDENCE_HISTORY = timedelta(days=30)
+# Why an incident's service got no marking (`reason:` of UNMATCHED).
+NO_DEPLOYMENT = 'no_deployment'  # the window found no deployment
+EVIDENCE_NOT_FOUND = 'evidence_not_found'  # the tool named changes Datadog does not know for the service
 
 MARKED = 'dora.check.change_failures.marked'
 UNMATCHED = 'dora.check.change_failures.unmatched'
@@ -65,6 +78,7 @@ class Deployment:
     finished_at: datetime
     team: str | None = None
     change_failure: bool = False  # marked already (by Datadog's detection, a person, or this check)
+    custom_tags: frozenset[str] = frozenset()  # lower case: change tags are compared ignoring case
 
     @classmethod
     def from_listed(cls, item) -> Deployment | None:
@@ -87,6 +101,7 @@ class Deployment:
             finished,
             text(attributes.get('team')),
             attributes.get('change_failure') is True,  # false, null or absent: not marked
+            frozenset(tag.lower() for tag in attributes.get('custom_tags') or () if isinstance(tag, str)),
         )
 
     def tags(self) -> list[str]:
@@ -125,6 +140,55 @@ def first_remediation(
         and started_at < d.finished_at <= resolved_at
     ]
     return min(candidates, key=_order, default=None)
+
+
+def named_deployment(
+    deployments: Iterable[Deployment],
+    service: str,
+    env: str | None,
+    changes: Iterable[Change],
+    started_at: datetime,
+    resolved_at: datetime,
+) -> Deployment | None:
+    """The deployment of `service` (and `env`) that is one of `changes`: of those finished by the incident's
+    resolution, the latest finished by its start (the one running when it started), else the first after.
+    Without an env, matches in several environments are ambiguous: none is chosen."""
+    changes = tuple(changes)
+    candidates = [
+        d
+        for d in deployments
+        if d.service == service
+        and (env is None or d.env == env)
+        and d.finished_at <= resolved_at
+        and any(is_change(d, c) for c in changes)
+    ]
+    if env is None and len({d.env for d in candidates}) > 1:
+        return None
+    before = [d for d in candidates if d.finished_at <= started_at]
+    return max(before, key=_order, default=None) or min(candidates, key=_order, default=None)
+
+
+def named_remediation(deployments: Iterable[Deployment], failed: Deployment, fixes: Iterable[Change]):
+    """The first deployment of the failed one's service and env, finished after it, that is one of `fixes`."""
+    fixes = tuple(fixes)
+    candidates = [
+        d
+        for d in deployments
+        if _same_target(d, failed)
+        and d.id != failed.id
+        and d.finished_at > failed.finished_at
+        and any(is_change(d, f) for f in fixes)
+    ]
+    return min(candidates, key=_order, default=None)
+
+
+def is_change(deployment: Deployment, change: Change) -> bool:
+    """Whether the deployment shipped `change`: its commit SHA (ignoring case), its version, or a custom tag."""
+    return bool(
+        (deployment.commit and deployment.commit.lower() in change.commits)
+        or (deployment.version and deployment.version in change.versions)
+        or (change.tags & deployment.custom_tags)
+    )
 
 
 def remediation_type(deployments: Iterable[Deployment], failed: Deployment, fix: Deployment) -> str:
@@ -174,6 +238,7 @@ class _Marking:
     kind: str | None
     first: bool  # the deployment's first marking this run (a later one only adds the remediation)
     team: str | None  # the incident's, for a deployment that names none
+    attribution: str  # how it was found: EVIDENCE or WINDOW
 
 
 @dataclass
@@ -185,8 +250,14 @@ class _Known:
     deployments: dict[str, Deployment]
 
 
+EvidenceReader = Callable[[SourceIncident, float], Evidence | None]
+
+
 class ChangeFailures:
-    """Marks the causing deployment of each emitted incident; counts what it marked and could not match."""
+    """Marks the causing deployment of each emitted incident; counts what it marked and could not match.
+
+    `evidence` reads what the incident tool names as the cause (`Source.change_evidence`); None: the window
+    only (`change_attribution: window`)."""
 
     def __init__(
         self,
@@ -195,31 +266,56 @@ class ChangeFailures:
         warn: Callable,
         clock: Callable[[], datetime] | None = None,
         numbers: DoraNumbers | None = None,
+        evidence: EvidenceReader | None = None,
     ):
         self._api = api
         self._window = window
         self._warn = warn
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._numbers = numbers
+        self._read_evidence = evidence
         self.begin()
 
-    def begin(self) -> None:
-        """Start a run: deployments are listed afresh (some may have been sent to Datadog since)."""
+    def begin(self, deadline: float = math.inf) -> None:
+        """Start a run: deployments are listed afresh (some may have been sent to Datadog since); evidence is
+        read only until `deadline` (the run's budget)."""
+        self._deadline = deadline
         self._known: dict[tuple[str, str | None], _Known] = {}
         self._planned: dict[str, tuple[Deployment | None, list[_Marking]]] = {}  # incident key -> cause, markings
         self._marked_this_run: dict[str, bool] = {}  # deployment id -> marked with a remediation
         self._sent: dict[str, _Marking] = {}  # deployment id -> its last marking this run, for the DORA numbers
         self._lookup_error: str | None = None
-        self._counts = {MARKED: 0, UNMATCHED: 0, LOOKUP_FAILED: 0, ALREADY_MARKED: 0}
+        self._evidence_error: str | None = None
+        self._unread = 0  # incidents whose evidence could not be read: found by the window instead
+        self._counts = {MARKED: 0, LOOKUP_FAILED: 0, ALREADY_MARKED: 0}
+        self._unmatched = {NO_DEPLOYMENT: 0, EVIDENCE_NOT_FOUND: 0}
 
     def causing(self, incident: Incident) -> Deployment | None:
         """The latest of the incident's causing deployments (one per service), for the failure event's
         version and git; None when no service has one. Finds the markings that `mark` then sends."""
         if incident.key not in self._planned:
-            planned = [self._plan_service(incident, service) for service in incident.services]
-            causes = [cause for cause, _ in planned if cause]
-            self._planned[incident.key] = (max(causes, key=_order, default=None), [w for _, w in planned if w])
+            evidence = self._evidence(incident)
+            planned = [self._plan_service(incident, service, evidence) for service in incident.services]
+            causes = [cause for cause, _, _ in planned if cause]
+            # Evidence found in one service located the cause: the incident's other services are not counted
+            # as unmatched (they were hit, not changed).
+            for _, _, reason in planned if not (evidence and causes) else ():
+                if reason:
+                    self._unmatched[reason] += 1
+            self._planned[incident.key] = (max(causes, key=_order, default=None), [w for _, w, _ in planned if w])
         return self._planned[incident.key][0]
+
+    def _evidence(self, incident: Incident) -> Evidence | None:
+        """What the tool names as the incident's cause; None (the window decides) when it names no change or
+        the evidence could not be read (out of budget, the tool failing): one read per incident at most."""
+        if self._read_evidence is None or not incident.services or self._lookup_error:
+            return None
+        try:
+            return self._read_evidence(incident.origin, self._deadline)
+        except (SourceError, OutOfTime) as e:
+            self._unread += 1
+            self._evidence_error = self._evidence_error or (str(e) or 'the run\'s `max_run_time` was spent')
+            return None
 
     def mark(self, incident: Incident) -> None:
         """Send (or queue in the outbox) the markings of the incident's causing deployments. Called after its
@@ -234,12 +330,21 @@ class ChangeFailures:
         """After a run: the health counts, and one warning when deployments could not be listed."""
         for name, value in self._counts.items():
             count(name, value, tags=tags)
+        for reason, value in self._unmatched.items():
+            count(UNMATCHED, value, tags=[*tags, f'reason:{reason}'])
         # Once per marked deployment, as it was last marked this run (a later incident may have added a remediation).
         for marking in self._sent.values() if self._numbers is not None else ():
-            self._numbers.marked(marking.failed, marking.kind, marking.team)
+            self._numbers.marked(marking.failed, marking.kind, marking.team, marking.attribution)
             if marking.fix is not None:
-                self._numbers.remediated(marking.failed, marking.fix, marking.kind, marking.team)
+                self._numbers.remediated(marking.failed, marking.fix, marking.kind, marking.team, marking.attribution)
         self._sent = {}
+        if self._evidence_error:
+            self._warn(
+                'Could not read the changes the incident tool relates to %d incident(s), whose deployments were '
+                'found by the time window instead: %s',
+                self._unread,
+                self._evidence_error,
+            )
         if self._lookup_error:
             self._warn(
                 'Could not look up the deployments behind %d incident service(s), which are not marked as change '
@@ -248,39 +353,60 @@ class ChangeFailures:
                 self._lookup_error,
             )
         self._counts = dict.fromkeys(self._counts, 0)
+        self._unmatched = dict.fromkeys(self._unmatched, 0)
+        self._evidence_error, self._unread = None, 0
 
-    def _plan_service(self, incident: Incident, service: str) -> tuple[Deployment | None, _Marking | None]:
-        """The service's causing deployment and its marking (None: marked already, by Datadog or this run)."""
+    def _plan_service(
+        self, incident: Incident, service: str, evidence: Evidence | None
+    ) -> tuple[Deployment | None, _Marking | None, str | None]:
+        """The service's causing deployment, its marking (None: marked already, by Datadog or this run), and
+        why there is none (a `reason:` of UNMATCHED)."""
         origin = incident.origin
         if self._lookup_error:  # one failed list per run: Datadog down must not cost a timeout per incident
             self._counts[LOOKUP_FAILED] += 1
-            return None, None
+            return None, None, None
         try:
             known = self._deployments(
                 service, incident.env, origin.started_at - self._window - DEPLOY_DURATION, origin.resolved_at
             )
+            if evidence is None:
+                failed = causing_deployment(known, service, incident.env, origin.started_at, self._window)
+            else:
+                failed = self._named(known, service, incident, evidence)
         except DatadogError as e:
             self._lookup_error = str(e)
             self._counts[LOOKUP_FAILED] += 1
-            return None, None
-        failed = causing_deployment(known, service, incident.env, origin.started_at, self._window)
+            return None, None, None
         if failed is None:
-            self._counts[UNMATCHED] += 1
-            return None, None
+            return None, None, NO_DEPLOYMENT if evidence is None else EVIDENCE_NOT_FOUND
         if failed.id not in self._marked_this_run and (failed.change_failure or self._api.pool.waiting(_key(failed))):
             # Marked by Datadog's detection, a person or an earlier run (its PATCH may still wait in the outbox):
             # never overwritten, whatever its remediation.
             self._counts[ALREADY_MARKED] += 1
-            return failed, None
-        fix = first_remediation(known, failed, origin.started_at, origin.resolved_at)
+            return failed, None, None
+        fix = named_remediation(known, failed, evidence.fixes) if evidence else None
+        fix = fix or first_remediation(known, failed, origin.started_at, origin.resolved_at)
         kind = self._remediation_type(known, failed, fix, incident) if fix else None
         # Two incidents of one run caused by the same deployment: one marking, the one that names a remediation.
         first = failed.id not in self._marked_this_run
         if not first and (self._marked_this_run[failed.id] or fix is None):
-            return failed, None
+            return failed, None, None
         self._marked_this_run[failed.id] = fix is not None
         write = patch_write(failed, fix, kind, incident.key)
-        return failed, _Marking(write, failed, fix, kind, first, incident.team)
+        found_by = WINDOW if evidence is None else EVIDENCE
+        return failed, _Marking(write, failed, fix, kind, first, incident.team, found_by), None
+
+    def _named(self, known: list[Deployment], service: str, incident: Incident, evidence: Evidence):
+        """The deployment the evidence names, among the window's deployments, else among those of the
+        EVIDENCE_HISTORY before the incident (one more list per service and env a run, at most)."""
+        origin = incident.origin
+        found = named_deployment(known, service, incident.env, evidence.causes, origin.started_at, origin.resolved_at)
+        if found is None:
+            known = self._deployments(service, incident.env, origin.started_at - EVIDENCE_HISTORY, origin.resolved_at)
+            found = named_deployment(
+                known, service, incident.env, evidence.causes, origin.started_at, origin.resolved_at
+            )
+        return found
 
     def _remediation_type(
         self, known: list[Deployment], failed: Deployment, fix: Deployment, incident: Incident
@@ -337,9 +463,15 @@ class ChangeFailures:
         return {d.id: d for d in deployments if d and d.service == service and (env is None or d.env == env)}
 
 
-def change_failures(check, api: DatadogApi | None) -> ChangeFailures | None:
-    """The marker for a check's configuration, None when `mark_change_failures` is off. Raises ConfigurationError."""
+def change_failures(check, api: DatadogApi | None, source=None) -> ChangeFailures | None:
+    """The marker for a check's configuration, None when `mark_change_failures` is off; it reads the evidence
+    of `source` (a `Source`). Raises ConfigurationError."""
     config = check.config
+    if 'change_attribution' in check.instance and not config.mark_change_failures:
+        raise ConfigurationError(
+            '`change_attribution` chooses how `mark_change_failures` finds the deployment behind an incident: '
+            'set `mark_change_failures: true`, or remove it'
+        )
     if not config.mark_change_failures or api is None:
         return None
     if not keys.app_key(check):
@@ -352,6 +484,7 @@ def change_failures(check, api: DatadogApi | None) -> ChangeFailures | None:
         timedelta(seconds=config.change_failure_window or 86400),
         check.warning,
         numbers=DoraNumbers(check, config.metric_namespace or 'dora', list(config.tags or ())),
+        evidence=source.change_evidence if source is not None and attribution(config) == EVIDENCE else None,
     )
 
 
@@ -365,12 +498,12 @@ class DoraNumbers:
         self._namespace = namespace
         self._tags = tags
 
-    def marked(self, failed: Deployment, kind: str | None, team: str | None) -> None:
-        tags = _with_team(failed, team) + [f'remediation_type:{kind or "none"}'] + self._tags
+    def marked(self, failed: Deployment, kind: str | None, team: str | None, found_by: str) -> None:
+        tags = _with_team(failed, team) + [f'remediation_type:{kind or "none"}', f'attribution:{found_by}'] + self._tags
         self._check.count(f'{self._namespace}.{CHANGE_FAILURES_COUNT}', 1, tags=tags)
 
-    def remediated(self, failed: Deployment, fix: Deployment, kind: str, team: str | None) -> None:
-        tags = _with_team(failed, team) + [f'remediation_type:{kind}'] + self._tags
+    def remediated(self, failed: Deployment, fix: Deployment, kind: str, team: str | None, found_by: str) -> None:
+        tags = _with_team(failed, team) + [f'remediation_type:{kind}', f'attribution:{found_by}'] + self._tags
         recovery = (fix.finished_at - failed.finished_at).total_seconds()
         # `deployment_id`: the Agent keeps one gauge value per context per flush; two markings stay two points.
         self._check.gauge(f'{self._namespace}.{RECOVERY_TIME}', recovery, tags=tags + [f'deployment_id:{failed.id}'])

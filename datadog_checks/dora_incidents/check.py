@@ -64,7 +64,9 @@ class DoraIncidentsCheck(AgentCheck, ConfigMixin):
         for secret in source.secrets:  # a tool may read with keys other than `api_token` (Datadog's)
             self.register_secret(secret)
         dora = self._dora_api()
-        outputs = Outputs(self, dora, changes=change_failures(self, dora), send_failures=self.sends_dora_failures())
+        outputs = Outputs(
+            self, dora, changes=change_failures(self, dora, source), send_failures=self.sends_dora_failures()
+        )
         self._deployments = deployment_counter(self, dora)
         horizon = timedelta(seconds=self.config.initial_lookback)
         self._reporter = Reporter(source, Mapper(self.config), outputs, CursorStore(self), self.warning, horizon)

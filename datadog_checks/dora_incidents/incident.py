@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .evidence import Evidence
+
 
 def text(value) -> str | None:
     """A field's text: a non-empty string; anything else (absent, empty, a number where text is promised) is None."""
@@ -36,6 +38,9 @@ class SourceIncident:
     teams: tuple[Named, ...] = ()
     environments: tuple[Named, ...] = ()
     severity: str | None = None  # as the tool spells it (SEV1, P1, Critical)
+    # The changes the record itself names as the cause (ServiceNow `caused_by`, Jira `versions`), read only
+    # with `change_attribution: evidence`; None: the record names none (`Source.change_evidence`).
+    evidence: Evidence | None = None
 
     @property
     def key(self) -> str:

@@ -121,7 +121,7 @@ class Outputs:
         if self._dora is not None:
             self._dora.begin(deadline)
         if self._changes is not None:
-            self._changes.begin()
+            self._changes.begin(deadline)
 
     def save(self) -> None:
         """Make what could not be sent durable; called before the cursor moves past it."""

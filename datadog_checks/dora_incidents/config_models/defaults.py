@@ -20,8 +20,16 @@ def instance_auth_type():
     return 'basic'
 
 
+def instance_change_attribution():
+    return 'evidence'
+
+
 def instance_change_failure_window():
     return 86400
+
+
+def instance_change_tag():
+    return 'change_request'
 
 
 def instance_creation_horizon():
@@ -46,6 +54,10 @@ def instance_empty_default_hostname():
 
 def instance_enable_legacy_tags_normalization():
     return True
+
+
+def instance_impacts():
+    return ['minor', 'major', 'critical']
 
 
 def instance_initial_lookback():
@@ -78,6 +90,10 @@ def instance_log_requests():
 
 def instance_mark_change_failures():
     return False
+
+
+def instance_max_response_size():
+    return 32
 
 
 def instance_max_run_time():
@@ -126,6 +142,10 @@ def instance_service_label_key():
 
 def instance_skip_proxy():
     return False
+
+
+def instance_start_horizon():
+    return 7776000
 
 
 def instance_started_timestamp():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
+from ..evidence import Evidence
 from ..incident import Batch, Named, SourceIncident, text  # noqa: F401 (text: what tool modules import)
 from .http import Answer, JsonApi
 from .reader import MIN_WINDOW, Page, Reader, Request, Resume, utc  # noqa: F401 (what tool modules import)
@@ -82,6 +83,8 @@ class Source(ABC):
         self.config = config
         self.api: JsonApi = self.make_api(http, api_url, config.api_token)
         self.api.monotonic = monotonic
+        self.api.tool = self.display_name
+        self.api.max_response_size = config.max_response_size or self.api.max_response_size
 
     @classmethod
     def canonical_api_url(cls, api_url: str | None) -> str:
@@ -142,6 +145,15 @@ class Source(ABC):
         if self.reading.listing == RESOLVED and incident is not None:
             return incident.resolved_at
         return None
+
+    # -- optional: what change attribution asks (change_failures.py) ----------------------------------------
+    def change_evidence(self, incident: SourceIncident, deadline: float) -> Evidence | None:
+        """The changes the tool records as the incident's cause (and fix), for `change_attribution: evidence`
+        (evidence.py says what identifies a change); None when it names none: the time window decides then.
+        By default what the record itself carried (`SourceIncident.evidence`, None for most tools). A tool that
+        keeps it elsewhere reads it here, at most one request, never past `deadline`; a failed read raises
+        SourceError (or OutOfTime), and the incident's deployment is then found by the window."""
+        return incident.evidence
 
     def monotonic(self) -> float:
         """The run's clock, which the deadline is measured by (injectable: tests run on a virtual one)."""

@@ -28,6 +28,12 @@ else the last `resolved` entry of the deprecated `milestones` history. A re-reso
 new resolution of the same incident id. Mitigation (`restored_at: mitigated`) = the `mitigated` milestone,
 unless missing or after the resolution.
 
+Change evidence (`change_attribution: evidence`): `GET /v1/incidents/{incident_id}/related_change_events`,
+one request (one page of up to 200) per marked incident. Changes related as `caused` are the causes, `fixed`
+the remediation; `suspect` and `dismissed` are not evidence. A change is identified by its `identities`
+(`{type, value}`, e.g. `commit_sha`), its `labels`, and commit links in its `attachments` (evidence.py). An
+incident with more than 200 related changes has only its first page read.
+
 Names: services = `services[]` (id, name), else the impacted `functionalities[]` when no service is named;
 teams = `team_assignments[].team`; environments = `environments[]`; severity = `severity` (SEV1...).
 `number` is shown as `#42`; `incident_url` is the incident's page.
@@ -38,6 +44,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
+from ..evidence import Evidence, change, evidence
 from ..incident import Named, SourceIncident
 from .base import Page, Request, Source, checked_times, named, obj, objects, parse_time, restore_time, text, title, utc
 from .http import Answer, JsonApi, SourceError, describer
@@ -64,7 +71,11 @@ class FireHydrantSource(Source):
     api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
         'file': 'firehydrant.openapi.yaml',
         'from': ('firehydrant/terraform-provider-firehydrant-v2', 'openapi.yaml', '2025-02'),
-        'operations': [('GET', '/v1/incidents'), ('GET', '/v1/incidents/{incident_id}')],
+        'operations': [
+            ('GET', '/v1/incidents'),
+            ('GET', '/v1/incidents/{incident_id}'),
+            ('GET', '/v1/incidents/{incident_id}/related_change_events'),
+        ],
     }
     options = frozenset({'restored_at'})
 
@@ -105,6 +116,17 @@ class FireHydrantSource(Source):
     def incident(self, record) -> SourceIncident | None:
         return self._incident(record)
 
+    def change_evidence(self, incident: SourceIncident, deadline: float) -> Evidence | None:
+        path = f'{LIST_PATH}/{incident.id}/related_change_events'  # ids are [A-Za-z0-9_-]
+        related = self.api.get(path, [('page', 1), ('per_page', PAGE_SIZE)], deadline).get('data')
+        if not isinstance(related, list):
+            raise SourceError(f'FireHydrant answered {path} without a `data` list')
+        relations: dict[str, list] = {'caused': [], 'fixed': []}
+        for entry in (r for r in related if isinstance(r, dict)):
+            if entry.get('type') in relations and isinstance(entry.get('change_event'), dict):
+                relations[entry['type']].append(_change(entry['change_event']))
+        return evidence(relations['caused'], relations['fixed'])
+
     def _incident(self, raw) -> SourceIncident | None:
         """The resolution a record describes, or None when it is not one to report."""
         if not isinstance(raw, dict):
@@ -140,6 +162,14 @@ class FireHydrantSource(Source):
         if not self._mitigated:
             return resolved_at
         return restore_time(resolved_at, _milestones(raw).get('mitigated'))
+
+
+def _change(event: dict):
+    """A related change event's identity: its typed identities, its labels, its attachments' links."""
+    identities = [(i.get('type'), i.get('value')) for i in event.get('identities') or () if isinstance(i, dict)]
+    labels = event.get('labels') if isinstance(event.get('labels'), dict) else {}
+    links = [a.get('href_url') for a in event.get('attachments') or () if isinstance(a, dict)]
+    return change([*identities, *labels.items()], links)
 
 
 def _still_active(raw: dict) -> bool:

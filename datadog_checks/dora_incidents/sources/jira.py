@@ -18,7 +18,8 @@ Duplicate, Won't Do, Cannot Reproduce or Declined. Times: start = `created`, or 
 `started_field` when set; restore and resolution = `resolutiondate`. Identity: id = `<site>:<issue id>`
 (a key changes when an issue moves project; numeric ids repeat from site to site); number = its key;
 services = the components, or the field `service_field`; team = the field `team_field`; severity = the
-priority's name.
+priority's name. Change evidence (`change_attribution: evidence`): the issue's "Affects versions" (`versions`,
+asked for in the same search), each the `version` of a deployment.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from datadog_checks.base import ConfigurationError
 
+from ..evidence import Change, evidence, wanted
 from ..incident import Named, SourceIncident
 from .base import Page, Request, Source, basic_credential, checked_times, obj, parse_time, text, title
 from .http import Answer, JsonApi, SourceError, describer
@@ -84,8 +86,10 @@ class JiraSource(Source):
         self._service = text(config.service_field) or 'components'
         self._team = text(config.team_field)
         self._started = text(config.started_field)
-        wanted = ['summary', 'status', 'resolution', 'resolutiondate', 'created', 'updated', 'priority']
-        self._fields = list(dict.fromkeys([*wanted, *filter(None, (self._service, self._team, self._started))]))
+        fields = ['summary', 'status', 'resolution', 'resolutiondate', 'created', 'updated', 'priority']
+        self._versions = wanted(config)  # "Affects versions", asked for only when it is evidence
+        extra = (self._service, self._team, self._started, 'versions' if self._versions else None)
+        self._fields = list(dict.fromkeys([*fields, *filter(None, extra)]))
         self.zone: ZoneInfo | None = None
         self._zone_read = float('-inf')
 
@@ -164,7 +168,18 @@ class JiraSource(Source):
             services=named_values(fields.get(self._service)),
             teams=named_values(fields.get(self._team)) if self._team else (),
             severity=text(obj(fields, 'priority').get('name')),
+            evidence=self._affects(fields),
         )
+
+    def _affects(self, fields: dict):
+        """The "Affects versions": each a deployment's `version`."""
+        if not self._versions:
+            return None
+        versions = fields.get('versions')
+        if not isinstance(versions, list):
+            return None  # absent, or malformed: no evidence, never a reason to drop the incident
+        names = (text(v.get('name')) for v in versions if isinstance(v, dict))
+        return evidence(Change(versions=frozenset({name})) for name in names if name)
 
     def _start(self, fields: dict) -> datetime:
         if self._started and fields.get(self._started) is not None:

@@ -8,15 +8,24 @@ each time a reopened incident is resolved again. `include[]=incidents` embeds th
 
 Offset pagination (`offset`, `limit` 100, `more`, `total=true`) stops at 10,000 results; the reader
 cuts a window holding more entries than a batch by its `total` (reader.py).
+
+Change evidence (`change_attribution: evidence`): `GET /incidents/{id}/related_change_events`, one request
+per marked incident, the change events PagerDuty correlates with it (`correlation_reason` `most_recent`,
+`related_service` or `intelligent`: PagerDuty's own guesses, weighed alike). An event is evidence only when it
+is one of the incident's own service and identifies a change: a commit SHA or version in its free-form
+`custom_details` (Ansible's `pagerduty_change` sends `revision`), or a commit link in `links` (PagerDuty's
+GitHub Action sends only compare links: no evidence).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
+from urllib.parse import quote
 
 import requests
 
+from ..evidence import Evidence, change, evidence
 from ..incident import SourceIncident
 from .base import (
     RESOLVED,
@@ -57,7 +66,12 @@ class PagerDutySource(Source):
     api_description = {  # scripts/derive_specs.py: the vendor's description, and what the check uses of it
         'file': 'pagerduty-rest-v2.openapi.json',
         'from': ('PagerDuty/api-schema', 'reference/REST/openapiv3.json', '2026-08'),
-        'operations': [('GET', '/log_entries'), ('GET', '/incidents'), ('GET', '/incidents/{id}')],
+        'operations': [
+            ('GET', '/log_entries'),
+            ('GET', '/incidents'),
+            ('GET', '/incidents/{id}'),
+            ('GET', '/incidents/{id}/related_change_events'),
+        ],
     }
     options = frozenset({'service_ids', 'team_ids', 'urgencies'})
     scope_options = options
@@ -106,6 +120,22 @@ class PagerDutySource(Source):
         if not isinstance(record, dict) or record.get('type') != 'resolve_log_entry':
             return None
         return self._incident(record.get('incident'))
+
+    def change_evidence(self, incident: SourceIncident, deadline: float) -> Evidence | None:
+        path = f'/incidents/{quote(incident.id, safe="")}/related_change_events'
+        events = self.api.get(path, None, deadline).get('change_events')
+        if not isinstance(events, list):
+            raise SourceError(f'PagerDuty answered {path} without a `change_events` list')
+        own = {service.id for service in incident.services if service.id}
+        causes = []
+        for event in (e for e in events if isinstance(e, dict)):
+            services = {s.get('id') for s in event.get('services') or () if isinstance(s, dict)}
+            if own and not own & services:
+                continue  # a change of another service (`related_service`): not this incident's own
+            details = event.get('custom_details')
+            links = [link.get('href') for link in event.get('links') or () if isinstance(link, dict)]
+            causes.append(change(details.items() if isinstance(details, dict) else (), links))
+        return evidence(causes)
 
     def record_id(self, record) -> str | None:
         raw = record.get('incident') if isinstance(record, dict) else None
