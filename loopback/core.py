@@ -296,6 +296,18 @@ def parse_time(value: str, name: str, zone=UTC) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
+def bounds(query: list[tuple[str, str]], parameters: dict[str, tuple[str, str]], zone=UTC) -> list[tuple]:
+    """The time bounds a query sets. `parameters`: name -> (the record's field, a `COMPARE` operator the field's
+    value must meet against the parameter's time); each bound set is (field, compare, time)."""
+    named = ((name, field, op, first(query, name)) for name, (field, op) in parameters.items())
+    return [(field, COMPARE[op], parse_time(value, name, zone)) for name, field, op, value in named if value]
+
+
+def within(value_of: Callable[[str], datetime | None], bounds: list[tuple]) -> bool:
+    """Whether a record (`value_of(field)`) meets every bound; a field without a value meets none."""
+    return all((value := value_of(field)) is not None and compare(value, at) for field, compare, at in bounds)
+
+
 def java_local(local: datetime, zone: ZoneInfo) -> datetime:
     """A naive local time's instant as java.time reads it (ServiceNow, Jira): a repeated time is its first
     occurrence (fold 0), a skipped one moves forward by the gap (fold 0 takes the offset before the gap)."""

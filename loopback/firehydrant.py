@@ -48,7 +48,7 @@ from functools import lru_cache
 from typing import ClassVar
 
 from . import spec
-from .core import RateLimit, ToolSimulator, iso, parse_time
+from .core import RateLimit, ToolSimulator, bounds, first, iso, within
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -70,26 +70,22 @@ PHASES = (
 )
 ORDER = [slug for _, _, slugs in PHASES for slug in slugs]
 ACTIVE = frozenset(ORDER[: ORDER.index('resolved')])
-# The description's parameters this simulator applies; the others are refused rather than ignored.
-SIMULATED = frozenset(
-    {
-        'page',
-        'per_page',
-        'resolved_at_or_after',
-        'resolved_at_or_before',
-        'updated_after',
-        'updated_before',
-        'created_at_or_after',
-        'created_at_or_before',
-        'archived',
-        'current_milestones',
-        'services',
-        'environments',
-        'functionalities',
-        'teams',
-        'severities',
-    }
-)
+# The description's list filters this simulator applies (the others are refused rather than ignored):
+# times, as (the state's time, how it compares with the parameter's), and ids (comma-separated, any matching).
+TIME_FILTERS = {
+    'resolved_at_or_after': ('resolved_at', '>='), 'resolved_at_or_before': ('resolved_at', '<='),
+    'created_at_or_after': ('created_at', '>='), 'created_at_or_before': ('created_at', '<='),
+    'updated_after': ('updated_at', '>='), 'updated_before': ('updated_at', '<'),  # the description does not say
+}  # fmt: skip
+ID_FILTERS = {
+    'current_milestones': lambda state: [state.current],
+    'services': lambda state: [ref_id('service', name) for name in state.services],
+    'environments': lambda state: [ref_id('environment', name) for name in state.environments],
+    'functionalities': lambda state: [ref_id('functionality', name) for name in state.functionalities],
+    'teams': lambda state: [ref_id('team', name) for name in state.teams],
+    'severities': lambda state: [state.severity],
+}
+SIMULATED = {'page', 'per_page', 'archived', *TIME_FILTERS, *ID_FILTERS}
 
 
 @lru_cache(maxsize=65536)
@@ -322,16 +318,33 @@ class FireHydrantSimulator(ToolSimulator):
         return Response.json(200, self._render(incident_id))
 
     def _list(self, request: Request) -> Response:
-        query = _Query(request)
-        per_page = min(max(query.int('per_page', DEFAULT_PAGE_SIZE), 1), self.max_page_size)
-        page = query.int('page', 1)
-        if page < 1:
-            raise ValueError('page is invalid')
+        operation = spec.document(VENDOR)['paths'][LIST_PATH]['get']
+        described = {parameter['name'] for parameter in operation.get('parameters', [])}
+        unsimulated = sorted((described & {key for key, _ in request.query}) - SIMULATED)
+        if unsimulated:
+            raise ValueError(f'parameter {unsimulated[0]} is not simulated')
+        times = bounds(request.query, TIME_FILTERS)  # Rails' zone is UTC
+        ids = {
+            name: {i.strip() for i in value.split(',')} - {''}
+            for name in ID_FILTERS
+            if (value := first(request.query, name))
+        }
+        archived = (first(request.query, 'archived') or 'false').lower() == 'true'
+        resolved_only = any(field == 'resolved_at' for field, _, _ in times)  # a resolution to come is not listed
+        now = datetime.now(UTC)
+
+        def selects(state: _State) -> bool:
+            return (
+                (state.discarded_at is not None) == archived
+                and within(lambda field: getattr(state, field), times)
+                and not (resolved_only and state.resolved_at > now)
+                and all(set(ID_FILTERS[name](state)) & wanted for name, wanted in ids.items())
+            )
+
         shown = {i: self.lag.listed(i, state) for i, state in self._incidents.items()}
-        selected = sorted((i for i, state in shown.items() if query.selects(state)), reverse=True,
+        selected = sorted((i for i, state in shown.items() if selects(state)), reverse=True,
                           key=lambda i: (shown[i].created_at, shown[i].number))  # fmt: skip
-        data = [self._render(i) for i in selected[(page - 1) * per_page : page * per_page]]
-        return Response.json(200, {'data': data, 'pagination': _pagination(len(selected), page, per_page)})
+        return self._page(request, selected, self._render)
 
     def _related_page(self, request: Request, incident_id: str) -> Response:
         """`Incidents_RelatedChangeEventEntity`s of the incident, oldest first, paged like the list."""
@@ -339,31 +352,25 @@ class FireHydrantSimulator(ToolSimulator):
             return _error(404, 'Not Found')
         if incident_id not in self._incidents:
             return _error(404, 'Record not found')
-        query = dict(request.query)
-        per_page = min(max(int(query.get('per_page') or DEFAULT_PAGE_SIZE), 1), self.max_page_size)
-        page = int(query.get('page') or 1)
+        kind = first(request.query, 'type')
+        return self._page(request, [r for r in self._related.get(incident_id, []) if kind in (None, r['type'])])
+
+    def _page(self, request: Request, selected: list, render=copy.deepcopy) -> Response:
+        """FireHydrant's page (`page` from 1, `per_page`) of `selected` with its PaginationEntity."""
+        per_page, page = (
+            _int(request, name, default) for name, default in (('per_page', DEFAULT_PAGE_SIZE), ('page', 1))
+        )
+        per_page = min(max(per_page, 1), self.max_page_size)
         if page < 1:
             raise ValueError('page is invalid')
-        selected = [r for r in self._related.get(incident_id, []) if query.get('type') in (None, r['type'])]
-        data = copy.deepcopy(selected[(page - 1) * per_page : page * per_page])
-        return Response.json(200, {'data': data, 'pagination': _pagination(len(selected), page, per_page)})
+        pages = max(1, math.ceil(len(selected) / per_page))
+        pagination = {'count': len(selected), 'page': page, 'items': per_page, 'pages': pages, 'last': pages,
+                      'prev': page - 1 if 1 < page <= pages + 1 else None, 'next': page + 1 if page < pages else None}  # fmt: skip
+        data = [render(item) for item in selected[(page - 1) * per_page : page * per_page]]
+        return Response.json(200, {'data': data, 'pagination': pagination})
 
     def _render(self, incident_id: str) -> dict:
         return self.served(incident_id, _entity(self.lag.listed(incident_id, self._incidents[incident_id])))
-
-
-def _pagination(count: int, page: int, per_page: int) -> dict:
-    """FireHydrant's PaginationEntity of page `page` over `count` matches."""
-    pages = max(1, math.ceil(count / per_page))
-    return {
-        'count': count,
-        'page': page,
-        'items': per_page,
-        'pages': pages,
-        'last': pages,
-        'prev': page - 1 if 1 < page <= pages + 1 else None,
-        'next': page + 1 if page < pages else None,
-    }
 
 
 def _resolve(state: _State, at: datetime) -> None:
@@ -371,75 +378,12 @@ def _resolve(state: _State, at: datetime) -> None:
     state.resolved_at = at
 
 
-class _Query:
-    def __init__(self, request: Request):
-        self._values = dict(request.query)
-        unsimulated = sorted(set(self._known()) - SIMULATED)
-        if unsimulated:
-            raise ValueError(f'parameter {unsimulated[0]} is not simulated')
-        self._now = datetime.now(UTC)
-        self.resolved_after = self.time('resolved_at_or_after')
-        self.resolved_before = self.time('resolved_at_or_before')
-        self.created_after = self.time('created_at_or_after')
-        self.created_before = self.time('created_at_or_before')
-        self.updated_after = self.time('updated_after')  # [after, before): the description does not say
-        self.updated_before = self.time('updated_before')
-        self.archived = (self._values.get('archived') or 'false').lower() == 'true'
-        self.milestones = self.ids('current_milestones')
-        self.services, self.teams = self.ids('services'), self.ids('teams')
-        self.environments, self.functionalities = self.ids('environments'), self.ids('functionalities')
-        self.severities = self.ids('severities')
-
-    def _known(self):
-        operation = spec.document(VENDOR)['paths'][LIST_PATH]['get']
-        names = {parameter['name'] for parameter in operation.get('parameters', [])}
-        return [key for key in self._values if key in names]
-
-    def int(self, name: str, default: int) -> int:
-        value = self._values.get(name)
-        try:
-            return default if value in (None, '') else int(value)
-        except ValueError:
-            raise ValueError(f'{name} is invalid') from None
-
-    def time(self, name: str) -> datetime | None:
-        value = self._values.get(name)
-        return parse_time(value, name) if value else None  # Rails' zone is UTC
-
-    def ids(self, name: str) -> frozenset[str] | None:
-        value = self._values.get(name)
-        return frozenset(part.strip() for part in value.split(',') if part.strip()) if value else None
-
-    def selects(self, state: _State) -> bool:
-        if (state.discarded_at is not None) != self.archived:
-            return False
-        if self.resolved_after or self.resolved_before:
-            if state.resolved_at is None or state.resolved_at > self._now:
-                return False
-            if self.resolved_after and state.resolved_at < self.resolved_after:
-                return False
-            if self.resolved_before and state.resolved_at > self.resolved_before:
-                return False
-        if self.updated_after and state.updated_at < self.updated_after:
-            return False
-        if self.updated_before and not state.updated_at < self.updated_before:
-            return False
-        if self.created_after and state.created_at < self.created_after:
-            return False
-        if self.created_before and state.created_at > self.created_before:
-            return False
-        return (
-            _any(self.milestones, [state.current])
-            and _any(self.services, [ref_id('service', name) for name in state.services])
-            and _any(self.teams, [ref_id('team', name) for name in state.teams])
-            and _any(self.environments, [ref_id('environment', name) for name in state.environments])
-            and _any(self.functionalities, [ref_id('functionality', name) for name in state.functionalities])
-            and _any(self.severities, [state.severity])
-        )
-
-
-def _any(wanted: frozenset[str] | None, values: list[str]) -> bool:
-    return wanted is None or any(value in wanted for value in values)
+def _int(request: Request, name: str, default: int) -> int:
+    value = first(request.query, name)
+    try:
+        return default if value in (None, '') else int(value)
+    except ValueError:
+        raise ValueError(f'{name} is invalid') from None
 
 
 def _entity(state: _State) -> dict:

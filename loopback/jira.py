@@ -15,14 +15,14 @@ the JQL reference. Every request, and every answer with a documented status, is 
   (opaque; bound to its query: a token used with another JQL is a 400). The answer is `issues`,
   `nextPageToken` (absent on the last page) and `isLast`: no total. `GET /rest/api/3/search` (the old
   search) answers 410 Gone.
-- JQL: `AND`, `OR`, `NOT`, parentheses; `=`, `!=`, `>`, `>=`, `<`, `<=`, `in`, `not in`, `is [not] EMPTY`
-  on `project`, `issuetype` (`type`), `status`, `statusCategory`, `resolution`, `priority`, `component`,
-  `labels`, `key`, `created`, `updated`, `resolutiondate` (`resolved`) and `cf[N]` date-time custom fields;
-  `ORDER BY field [ASC|DESC], ...`. A field Jira does not know is a 400 naming it, as Jira does.
+- JQL, as much as the check and the tests write: `AND`, `OR`, `NOT`, parentheses; `=`, `!=`, `>`, `>=`, `<`,
+  `<=`, `[not] in`, `is [not] EMPTY` on `project`, `issuetype`, `status`, `resolution`, `priority`, `key`,
+  `created`, `updated`, `resolutiondate`; `ORDER BY field [ASC|DESC], ...`. A field it does not know is a
+  400 naming it, as Jira answers for a field it does not know.
 - **Date literals** (`"yyyy-MM-dd HH:mm"`, `"yyyy/MM/dd HH:mm"`, `"yyyy-MM-dd"`, `"yyyy/MM/dd"`) have
   minute precision and are read in the token owner's zone (an IANA name with its DST rules; a skipped local
   time moves forward, a repeated one is its first occurrence). Seconds are a 400 listing the valid formats,
-  as Jira answers. Relative periods (`"-5d"`, `"-4w 2d"`, `-30m`) count from now.
+  as Jira answers.
 - Date-times are served in the token owner's zone with milliseconds and an offset without a colon
   (`2026-11-30T06:05:12.345-0800`), as Jira serves them.
 - Rate limit (`rate_limit=(requests, seconds)`, off by default): 429 with `Retry-After` (seconds) and
@@ -59,26 +59,11 @@ DEFAULT_PAGE, MAX_PAGE, MAX_ID_PAGE = 50, 100, 5000
 MANY_FIELDS, MANY_FIELDS_PAGE = 5, 50
 TEAM_FIELD = 'customfield_10001'  # Atlassian's Team field
 IMPACT_START_FIELD = 'customfield_10120'  # a date-time custom field: "Impact start"
-DATE_FIELDS = {
-    'created': 'created',
-    'updated': 'updated',
-    'resolutiondate': 'resolutiondate',
-    'resolved': 'resolutiondate',
-}
-STATUSES = {  # name: (id, category key, category name)
-    'Open': ('1', 'new', 'To Do'),
-    'Work in progress': ('3', 'indeterminate', 'In Progress'),
-    'Resolved': ('5', 'done', 'Done'),
-    'Closed': ('6', 'done', 'Done'),
-    'Canceled': ('10002', 'done', 'Done'),
-}
-RESOLUTIONS = {
-    'Done': '10000',
-    "Won't Do": '10001',
-    'Duplicate': '10002',
-    'Cannot Reproduce': '10003',
-    'Declined': '10004',
-}
+CATEGORIES = {'new': (2, 'To Do'), 'indeterminate': (4, 'In Progress'), 'done': (3, 'Done')}
+STATUSES = {'Open': ('1', 'new'), 'Work in progress': ('3', 'indeterminate'), 'Resolved': ('5', 'done'),
+            'Closed': ('6', 'done'), 'Canceled': ('10002', 'done')}  # fmt: skip
+RESOLUTIONS = {'Done': '10000', "Won't Do": '10001', 'Duplicate': '10002', 'Cannot Reproduce': '10003',
+               'Declined': '10004'}  # fmt: skip
 INVALID_DATE = (
     "Date value '{value}' for field '{field}' is invalid. Valid formats include: 'yyyy/MM/dd HH:mm', "
     "'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'."
@@ -332,51 +317,46 @@ def _offset(token: str | None, binding: str) -> int:
     raise Invalid('The provided next page token is invalid or expired.')
 
 
-# -- JQL ---------------------------------------------------------------------------------------------
+# -- JQL: what the check and the tests write ---------------------------------------------------------
 
-_TOKEN = re.compile(
-    r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|(?P<op>!=|>=|<=|!~|[=<>~(),])'
-    r'|(?P<word>[^\s"\'(),=<>!~]+))'
-)
-_FIELDS = {'project', 'issuetype', 'type', 'status', 'statuscategory', 'resolution', 'priority', 'component',
-           'labels', 'key', 'issuekey', 'created', 'updated', 'resolutiondate', 'resolved'}  # fmt: skip
-_PERIOD = re.compile(r'([-+]?)((?:\s*\d+[wdhm])+)')
+_TOKEN = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|(!=|>=|<=|[=<>(),])|([^\s"\'(),=<>!~]+))')
+_ALIASES = {'type': 'issuetype', 'issuekey': 'key', 'resolved': 'resolutiondate'}
+_FIELDS = {'project', 'issuetype', 'status', 'resolution', 'priority', 'key', 'created', 'updated', 'resolutiondate'}
+DATE_FIELDS = {'created', 'updated', 'resolutiondate'}
 
 
 class _Jql:
-    """A parsed JQL query: a predicate over stored issues and an order."""
+    """A parsed JQL query: `matches`, a predicate over stored issues, and `order`."""
 
     def __init__(self, text: str, zone: ZoneInfo):
-        self.zone = zone
-        self.tokens = self._tokenize(text)
+        self.zone, self.tokens, self.position, self.order = zone, [], 0, []
+        while self.position < len(text.rstrip()):
+            found = _TOKEN.match(text, self.position)
+            if not found:
+                character = text[self.position :].strip()[:1]
+                raise Invalid(f"Error in the JQL Query: The character '{character}' is a reserved JQL character.")
+            self.tokens.append((('string', 'op', 'word')[found.lastindex - 1], found.group(found.lastindex)))
+            self.position = found.end()
         self.position = 0
-        self.order: list[tuple[str, bool]] = []
-        self.predicate = (lambda issue: True) if self._at_order_or_end() else self._or()
-        if self._peek_word('ORDER'):
-            self._order_by()
+        self.matches = (lambda issue: True) if self._at('ORDER') or not self.tokens else self._or()
+        if self._at('ORDER'):
+            self._next()
+            self._expect('BY')
+            while True:
+                name = self._field("Not able to sort using field '{}'.")
+                self.order.append((name, self._at('ASC', 'DESC') and self._next()[1].upper() == 'DESC'))
+                if not self._at_op(','):
+                    break
+                self._next()
         if self.position != len(self.tokens):
-            raise Invalid(
-                f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{self.tokens[self.position][1]}'."
-            )
+            raise Invalid(f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{self._next()[1]}'.")
 
-    def matches(self, issue: dict) -> bool:
-        return self.predicate(issue)
+    def _at(self, *words: str) -> bool:
+        kind, value = self.tokens[self.position] if self.position < len(self.tokens) else ('', '')
+        return kind == 'word' and value.upper() in words
 
-    # -- parsing -------------------------------------------------------------------------------------
-    @staticmethod
-    def _tokenize(text: str) -> list[tuple[str, str]]:
-        tokens, position = [], 0
-        while position < len(text.rstrip()):
-            found = _TOKEN.match(text, position)
-            if not found or found.end() == position:
-                raise Invalid(
-                    f"Error in the JQL Query: The character '{text[position:].strip()[:1]}' is a reserved JQL "
-                    'character.'
-                )
-            kind = found.lastgroup
-            tokens.append((kind, found.group(kind).strip()))
-            position = found.end()
-        return tokens
+    def _at_op(self, op: str) -> bool:
+        return self.tokens[self.position : self.position + 1] == [('op', op)]
 
     def _next(self) -> tuple[str, str]:
         if self.position >= len(self.tokens):
@@ -384,81 +364,73 @@ class _Jql:
         self.position += 1
         return self.tokens[self.position - 1]
 
-    def _peek_word(self, *words: str) -> bool:
-        if self.position >= len(self.tokens):
-            return False
-        kind, value = self.tokens[self.position]
-        return kind == 'word' and value.upper() in words
+    def _expect(self, *words: str) -> None:
+        if not self._at(*words):
+            raise Invalid(f"Error in the JQL Query: Expecting {' or '.join(words)} but got '{self._next()[1]}'.")
+        self._next()
 
-    def _at_order_or_end(self) -> bool:
-        return self.position >= len(self.tokens) or self._peek_word('ORDER')
+    def _field(self, refused: str) -> str:
+        field = self._next()[1].strip('"\'')
+        name = _ALIASES.get(field.lower(), field.lower())
+        if name not in _FIELDS:
+            raise Invalid(refused.format(field))
+        return name
 
     def _or(self):
-        parts = [self._and()]
-        while self._peek_word('OR'):
-            self._next()
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else (lambda issue: any(p(issue) for p in parts))
+        return self._joined('OR', self._and, any)
 
     def _and(self):
-        parts = [self._not()]
-        while self._peek_word('AND'):
+        return self._joined('AND', self._not, all)
+
+    def _joined(self, word: str, part, combine):
+        parts = [part()]
+        while self._at(word):
             self._next()
-            parts.append(self._not())
-        return parts[0] if len(parts) == 1 else (lambda issue: all(p(issue) for p in parts))
+            parts.append(part())
+        return lambda issue: combine(p(issue) for p in parts)
 
     def _not(self):
-        if self._peek_word('NOT'):
+        if self._at('NOT'):
             self._next()
             inner = self._not()
             return lambda issue: not inner(issue)
-        if self.position < len(self.tokens) and self.tokens[self.position] == ('op', '('):
-            self._next()
-            inner = self._or()
-            if self._next() != ('op', ')'):
-                raise Invalid("Error in the JQL Query: Expecting ')'.")
-            return inner
-        return self._clause()
+        if not self._at_op('('):
+            return self._clause()
+        self._next()
+        inner = self._or()
+        if self._next() != ('op', ')'):
+            raise Invalid("Error in the JQL Query: Expecting ')'.")
+        return inner
 
     def _clause(self):
-        kind, field = self._next()
-        name = field.strip('"\'').lower()
-        if kind not in ('word', 'string') or not (name in _FIELDS or re.fullmatch(r'cf\[\d+\]', name)):
-            raise Invalid(f"Field '{field.strip(chr(34))}' does not exist or you do not have permission to view it.")
-        operator = self._operator()
-        if operator in ('is', 'is not'):
-            self._expect_word('EMPTY', 'NULL')
-            return lambda issue: (_plain(issue, name) in (None, [], '')) == (operator == 'is')
-        if operator in ('in', 'not in'):
-            values = self._list()
-            return lambda issue: bool(_names(issue, name) & values) == (operator == 'in')
-        value = self._value()
-        if name in DATE_FIELDS or name.startswith('cf['):
-            bound = self._moment(value, field)
-            compare = COMPARE[operator]
-            return lambda issue: _plain(issue, name) is not None and compare(_plain(issue, name), bound)
+        name = self._field("Field '{}' does not exist or you do not have permission to view it.")
+        kind, operator = self._next()
+        if operator.upper() == 'IS':
+            negated = self._at('NOT') and bool(self._next())
+            self._expect('EMPTY', 'NULL')
+            return lambda issue: (name != 'key' and issue['fields'][name] in (None, [])) != negated
+        negated = operator.upper() == 'NOT'
+        if negated:
+            self._expect('IN')
+        if negated or operator.upper() == 'IN':
+            if self._next() != ('op', '('):
+                raise Invalid("Error in the JQL Query: Expecting '(' after IN.")
+            values = {self._value().lower()}
+            while self._at_op(','):
+                self._next()
+                values.add(self._value().lower())
+            if self._next() != ('op', ')'):
+                raise Invalid("Error in the JQL Query: Expecting ',' or ')'.")
+            return lambda issue: bool(_names(issue, name) & values) != negated
+        if kind != 'op' or operator not in COMPARE:
+            raise Invalid(f"Error in the JQL Query: Expecting operator but got '{operator}'.")
+        value, compare = self._value(), COMPARE[operator]
+        if name in DATE_FIELDS:
+            bound = self._moment(value, name)
+            return lambda issue: issue['fields'][name] is not None and compare(issue['fields'][name], bound)
         if operator not in ('=', '!='):
-            raise Invalid(f"The operator '{operator}' is not supported by the '{field}' field.")
-        return lambda issue: (value.lower() in _names(issue, name)) == (operator == '=')
-
-    def _operator(self) -> str:
-        kind, value = self._next()
-        if kind == 'op' and value in COMPARE:
-            return value
-        upper = value.upper()
-        if upper == 'IS':
-            return 'is not' if self._peek_word('NOT') and self._next() else 'is'
-        if upper == 'IN':
-            return 'in'
-        if upper == 'NOT' and self._peek_word('IN'):
-            self._next()
-            return 'not in'
-        raise Invalid(f"Error in the JQL Query: Expecting operator but got '{value}'.")
-
-    def _expect_word(self, *words: str) -> None:
-        kind, value = self._next()
-        if kind != 'word' or value.upper() not in words:
-            raise Invalid(f"Error in the JQL Query: Expecting {' or '.join(words)} but got '{value}'.")
+            raise Invalid(f"The operator '{operator}' is not supported by the '{name}' field.")
+        return lambda issue: compare(value.lower() in _names(issue, name), True)
 
     def _value(self) -> str:
         kind, value = self._next()
@@ -466,95 +438,35 @@ class _Jql:
             raise Invalid(f"Error in the JQL Query: Expecting a value but got '{value}'.")
         return value[1:-1] if kind == 'string' else value
 
-    def _list(self) -> set[str]:
-        if self._next() != ('op', '('):
-            raise Invalid("Error in the JQL Query: Expecting '(' after IN.")
-        values = {self._value().lower()}
-        while True:
-            kind, value = self._next()
-            if (kind, value) == ('op', ')'):
-                return values
-            if (kind, value) != ('op', ','):
-                raise Invalid("Error in the JQL Query: Expecting ',' or ')'.")
-            values.add(self._value().lower())
-
-    def _order_by(self) -> None:
-        self._next()
-        self._expect_word('BY')
-        while True:
-            _, field = self._next()
-            name = field.strip('"\'').lower()
-            if name not in _FIELDS and not re.fullmatch(r'cf\[\d+\]', name):
-                raise Invalid(f"Not able to sort using field '{field}'.")
-            descending = False
-            if self._peek_word('ASC', 'DESC'):
-                descending = self._next()[1].upper() == 'DESC'
-            self.order.append((name, descending))
-            if self.position < len(self.tokens) and self.tokens[self.position] == ('op', ','):
-                self._next()
-                continue
-            return
-
     def _moment(self, value: str, field: str) -> datetime:
-        """A date literal in the token owner's zone, at minute precision, or a period from now."""
-        period = _PERIOD.fullmatch(value.strip())
-        if period:
-            units = {'w': 'weeks', 'd': 'days', 'h': 'hours', 'm': 'minutes'}
-            delta = sum(
-                (timedelta(**{units[u]: int(n)}) for n, u in re.findall(r'(\d+)([wdhm])', period.group(2))),
-                timedelta(),
-            )
-            return datetime.now(UTC) + (-delta if period.group(1) == '-' else delta)
+        """A date literal in the token owner's zone, at minute precision."""
         for pattern in ('%Y-%m-%d %H:%M', '%Y/%m/%d %H:%M', '%Y-%m-%d', '%Y/%m/%d'):
             try:
-                local = datetime.strptime(value, pattern)
+                return java_local(datetime.strptime(value, pattern), self.zone)
             except ValueError:
                 continue
-            return java_local(local, self.zone)
-        raise Invalid(INVALID_DATE.format(value=value, field=field.strip('"\'')))
-
-
-def _plain(issue: dict, name: str):
-    fields = issue['fields']
-    if name in DATE_FIELDS:
-        return fields[DATE_FIELDS[name]]
-    if name.startswith('cf['):
-        return fields.get(f'customfield_{name[3:-1]}')
-    return _names(issue, name) or None
+        raise Invalid(INVALID_DATE.format(value=value, field=field))
 
 
 def _names(issue: dict, name: str) -> set[str]:
     """What `=`/`in` compare a clause's values with: the field's names and ids, lowercased."""
-    fields = issue['fields']
-    if name in ('key', 'issuekey'):
+    if name == 'key':
         return {issue['key'].lower(), issue['id']}
-    if name == 'labels':
-        return {label.lower() for label in fields['labels']}
-    if name == 'statuscategory':
-        category = fields['status']['statusCategory']
-        return {category['key'].lower(), category['name'].lower(), str(category['id'])}
-    value = fields[{'type': 'issuetype', 'component': 'components'}.get(name, name)]
-    values = value if isinstance(value, list) else [value] if value else []
-    return {str(v.get(k)).lower() for v in values for k in ('id', 'key', 'name') if v.get(k) is not None}
+    value = issue['fields'][name]
+    return {str(value[k]).lower() for k in ('id', 'key', 'name') if value.get(k) is not None} if value else set()
 
 
 def _sort_key(issue: dict, name: str):
-    value = _plain(issue, name)
-    if isinstance(value, datetime):
-        return (1, value.timestamp(), '')
-    if name in ('key', 'issuekey'):
-        return (1, int(issue['id']), '')
-    return (0, 0, '') if value is None else (1, 0, min(value))
+    if name == 'key':
+        return (1, int(issue['id']))
+    value = issue['fields'][name]
+    return (0, 0) if value is None else (1, value.timestamp() if name in DATE_FIELDS else min(_names(issue, name)))
 
 
 def _status(name: str) -> dict:
-    status_id, category_key, category_name = STATUSES[name]
-    category_id = {'new': 2, 'indeterminate': 4, 'done': 3}[category_key]
-    return {
-        'id': status_id,
-        'name': name,
-        'statusCategory': {'id': category_id, 'key': category_key, 'name': category_name},
-    }
+    status_id, key = STATUSES[name]
+    category_id, category = CATEGORIES[key]
+    return {'id': status_id, 'name': name, 'statusCategory': {'id': category_id, 'key': key, 'name': category}}
 
 
 def _resolution(name: str) -> dict:
