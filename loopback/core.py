@@ -260,14 +260,26 @@ class ToolSimulator(LoopbackServer, ABC):
     @abstractmethod
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None: ...
 
-    @abstractmethod
-    def reveal(self, incident_id: str) -> None: ...
+    def touch(self, incident_id: str, at: datetime) -> None:
+        """Moves the record's update time to `at`, as any edit does: what the defaults below build on."""
+        raise NotImplementedError(f'{type(self).__name__} has no update time to move')
 
-    @abstractmethod
-    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str: ...
+    def reveal(self, incident_id: str) -> None:
+        """By default, the held change shows from now on and counts as a change now."""
+        with self._lock:
+            self.lag.show(incident_id)
+            self.touch(incident_id, datetime.now(UTC))
 
-    @abstractmethod
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None: ...
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """By default, opened at `started_at` and resolved backdated to `resolved_at` (entered now)."""
+        incident_id = self.open(started_at, **open_options)
+        self.resolve_backdated(incident_id, resolved_at)
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """By default, resolved at `at` and updated now (the responder enters when it really ended)."""
+        self.resolve(incident_id, at)
+        self.touch(incident_id, datetime.now(UTC))
 
     @abstractmethod
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None: ...

@@ -6,8 +6,7 @@ Follows FireHydrant's published description (its derived copy, `loopback/specs/f
 
 - Auth: `Authorization: Bearer <token>` (the description's example); anything else is a 401.
 - Paging: `page` from 1, `per_page` 20 by default and at most 200 (`max_page_size`, lower in tests);
-  `pagination` is {count, page, items, pages, last, prev, next}; newest incident first. A page past the
-  last is empty.
+  newest incident first. A page past the last is empty.
 - Filters: `resolved_at_or_after` / `resolved_at_or_before` (inclusive) on the incident's latest
   resolution, which a reopen does not clear (the description warns that reopened incidents still match);
   a resolution is listed only once its time has come. Also `created_at_or_after/_or_before`, `archived`,
@@ -19,20 +18,15 @@ Follows FireHydrant's published description (its derived copy, `loopback/specs/f
 - Lifecycle: FireHydrant's default phases and milestones. Resolving sets the `resolved` milestone;
   reopening moves back to `investigating` and clears the milestones after it (milestones must stay in
   order); archiving sets `discarded_at` and hides the incident from the list unless `archived=true`.
-- `updated_after` / `updated_before` (read as [after, before): the description does not say) filter on
-  when the incident was last changed, which the incident entity does not serve: resolving, reopening,
-  editing a milestone, revealing move it.
+- `updated_after` / `updated_before` ([after, before): the description does not say) filter on when the
+  incident last changed, which the incident entity does not serve.
 - After the fact: `enter_resolved` is "Create Resolved Incident" (created now with milestones up to
   Resolved, which the description allows on create); `resolve_backdated` and `correct` edit milestones now.
 - Late visibility: a hidden resolution leaves the incident served as it was (active, its old milestones,
   its old resolution time if any) until `reveal`, which counts as a change now.
 
-Every request and every answer is validated against the derived description (`spec_violations`); a
-request it rejects is answered 400 with FireHydrant's ErrorEntity. Answers with a status the description
-does not declare for the operation (401, 404, 429: it declares only 200) cannot be validated and are not.
-The description declares no incident field nullable, so unset values are omitted rather than sent as
-null. Corruption (`corrupt`) is a fault like an injected one: the answer is validated as it would be
-without it.
+A request the description rejects is answered 400 with FireHydrant's ErrorEntity. The description declares
+no incident field nullable, so unset values are omitted rather than sent as null.
 """
 
 from __future__ import annotations
@@ -148,19 +142,8 @@ class FireHydrantSimulator(ToolSimulator):
 
     # -- the driver interface (loopback/driver.py) -----------------------------------------------------
 
-    def open(
-        self,
-        started_at: datetime,
-        *,
-        title: str = TITLE,
-        service: str = SERVICE,
-        team: str = TEAM,
-        environment: str = ENVIRONMENT,
-        severity: str = SEVERITY,
-        services: list[str] | None = None,
-        functionalities: list[str] | None = None,
-        teams: list[str] | None = None,
-    ) -> str:
+    def open(self, started_at: datetime, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT,
+             severity=SEVERITY, services=None, functionalities=None, teams=None) -> str:  # fmt: skip
         """Declares an incident whose impact started at `started_at`; `services`/`teams` replace `service`/`team`."""
         number = next(self._numbers)
         state = _State(
@@ -185,25 +168,15 @@ class FireHydrantSimulator(ToolSimulator):
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         self._change(incident_id, at, lambda state: _resolve(state, at), hidden=hidden)
 
-    def reveal(self, incident_id: str) -> None:
+    def touch(self, incident_id: str, at: datetime) -> None:
         with self._lock:
-            self._incidents[incident_id].updated_at = datetime.now(UTC)
-            self.lag.show(incident_id)
+            self._incidents[incident_id].updated_at = at
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """ "Create Resolved Incident": created now with its milestones, the Resolved one in the past."""
-        incident_id = self.open(started_at, **open_options)
-        now = datetime.now(UTC)
-
-        def created_resolved(state: _State) -> None:
-            _resolve(state, resolved_at)
-            state.created_at = now
-
-        self._change(incident_id, resolved_at, created_resolved, updated_at=now)
+        incident_id = super().enter_resolved(started_at, resolved_at, **open_options)
+        self._incidents[incident_id].created_at = self._incidents[incident_id].updated_at
         return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        self._change(incident_id, at, lambda state: _resolve(state, at), updated_at=datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         """Edits milestones (FireHydrant lets responders edit when each was reached)."""
@@ -357,15 +330,13 @@ class FireHydrantSimulator(ToolSimulator):
 
     def _page(self, request: Request, selected: list, render=copy.deepcopy) -> Response:
         """FireHydrant's page (`page` from 1, `per_page`) of `selected` with its PaginationEntity."""
-        per_page, page = (
-            _int(request, name, default) for name, default in (('per_page', DEFAULT_PAGE_SIZE), ('page', 1))
-        )
-        per_page = min(max(per_page, 1), self.max_page_size)
+        per_page = min(max(_int(request, 'per_page', DEFAULT_PAGE_SIZE), 1), self.max_page_size)
+        page = _int(request, 'page', 1)
         if page < 1:
             raise ValueError('page is invalid')
         pages = max(1, math.ceil(len(selected) / per_page))
-        pagination = {'count': len(selected), 'page': page, 'items': per_page, 'pages': pages, 'last': pages,
-                      'prev': page - 1 if 1 < page <= pages + 1 else None, 'next': page + 1 if page < pages else None}  # fmt: skip
+        pagination = {'count': len(selected), 'page': page, 'items': per_page, 'pages': pages, 'last': pages}
+        pagination.update(prev=page - 1 if 1 < page <= pages + 1 else None, next=page + 1 if page < pages else None)
         data = [render(item) for item in selected[(page - 1) * per_page : page * per_page]]
         return Response.json(200, {'data': data, 'pagination': pagination})
 
@@ -386,90 +357,69 @@ def _int(request: Request, name: str, default: int) -> int:
         raise ValueError(f'{name} is invalid') from None
 
 
+# What this simulator leaves empty on every incident.
+_BLANK = {'summary': '', 'description': '', 'customer_impact_summary': '', 'priority': '', 'tag_list': [],
+          'labels': {}, 'role_assignments': [], 'custom_fields': []}  # fmt: skip
+
+
 def _entity(state: _State) -> dict:
     """The incident as FireHydrant's IncidentEntity, unset values omitted."""
+    kinds = {'service': state.services, 'environment': state.environments, 'functionality': state.functionalities}
+    succinct = {kind: [{'id': ref_id(kind, name), 'name': name} for name in names] for kind, names in kinds.items()}
     entity = {
         'id': state.id,
         'name': state.title,
         'number': state.number,
         'created_at': _iso(state.created_at),
         'started_at': _iso(state.reached.get('started', state.started_at)),
-        'summary': '',
-        'description': '',
-        'customer_impact_summary': '',
         'current_milestone': state.current,
-        'priority': '',
         'severity': state.severity,
-        'tag_list': [],
         'organization_id': ORGANIZATION_ID,
-        'milestones': _history(state),
-        'lifecycle_phases': _phases(state),
+        'milestones': [_milestone(state, n) for n in range(len(state.history))],
+        'lifecycle_phases': [_phase(state, position, *phase) for position, phase in enumerate(PHASES)],
         'active': state.active,
-        'labels': {},
-        'role_assignments': [],
         'incident_url': f'{APP_URL}/incidents/{state.id}',
-        'services': [_succinct('service', name) for name in state.services],
-        'environments': [_succinct('environment', name) for name in state.environments],
-        'functionalities': [_succinct('functionality', name) for name in state.functionalities],
-        'impacts': _impacts(state),
+        'services': succinct['service'],
+        'environments': succinct['environment'],
+        'functionalities': succinct['functionality'],
+        'impacts': [
+            {'id': ref_id(f'impact:{state.id}:{kind}', entry['name']), 'type': kind, 'impact': entry}
+            for kind in ('service', 'functionality', 'environment')
+            for entry in succinct[kind]
+        ],
         'team_assignments': [_team_assignment(state, name) for name in state.teams],
-        'custom_fields': [],
+        **_BLANK,
     }
     if state.discarded_at is not None:
         entity['discarded_at'] = _iso(state.discarded_at)
     return entity
 
 
-def _succinct(kind: str, name: str) -> dict:
-    return {'id': ref_id(kind, name), 'name': name}
+_STAMPS = ('occurred_at', 'created_at', 'updated_at')
 
 
-def _impacts(state: _State) -> list[dict]:
-    kinds = (('service', state.services), ('functionality', state.functionalities), ('environment', state.environments))
-    return [
-        {'id': ref_id(f'impact:{state.id}:{kind}', name), 'type': kind, 'impact': _succinct(kind, name)}
-        for kind, names in kinds
-        for name in names
-    ]
+def _milestone(state: _State, n: int) -> dict:
+    slug, at = state.history[n]
+    entry = {'id': ref_id(f'milestone:{state.id}', str(n)), 'type': slug, **dict.fromkeys(_STAMPS, _iso(at))}
+    if n + 1 < len(state.history):  # null (omitted) for the current milestone
+        entry['duration'] = f'PT{max(0, int((state.history[n + 1][1] - at).total_seconds()))}S'
+    return entry
+
+
+def _phase(state: _State, position: int, kind: str, name: str, slugs: tuple[str, ...]) -> dict:
+    milestones = []
+    for n, slug in enumerate(slugs):
+        milestones.append({'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug})
+        milestones[-1].update(
+            position=n, **({'occurred_at': _iso(state.reached[slug])} if slug in state.reached else {})
+        )
+    return {'id': ref_id('phase', kind), 'name': name, 'type': kind, 'position': position, 'milestones': milestones}
 
 
 def _team_assignment(state: _State, name: str) -> dict:
     team = {'id': ref_id('team', name), 'name': name, 'slug': name.lower().replace(' ', '-')}
-    at = _iso(state.created_at)
-    assignment_id = ref_id(f'assignment:{state.id}', name)
-    return {'id': assignment_id, 'status': 'active', 'created_at': at, 'updated_at': at, 'team': team}
-
-
-def _history(state: _State) -> list[dict]:
-    entries = []
-    for position, (slug, at) in enumerate(state.history):
-        entry = {'id': ref_id(f'milestone:{state.id}', str(position)), 'type': slug}
-        entry.update(occurred_at=_iso(at), created_at=_iso(at), updated_at=_iso(at))
-        if position + 1 < len(state.history):  # null (omitted) for the current milestone
-            entry['duration'] = _duration(state.history[position + 1][1] - at)
-        entries.append(entry)
-    return entries
-
-
-def _phases(state: _State) -> list[dict]:
-    phases = []
-    for position, (phase_type, name, slugs) in enumerate(PHASES):
-        milestones = []
-        for index, slug in enumerate(slugs):
-            milestone = {'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug}
-            milestone['position'] = index
-            if slug in state.reached:
-                milestone['occurred_at'] = _iso(state.reached[slug])
-            milestones.append(milestone)
-        phase_id = ref_id('phase', phase_type)
-        phase = {'id': phase_id, 'name': name, 'type': phase_type, 'position': position, 'milestones': milestones}
-        phases.append(phase)
-    return phases
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    return f'PT{seconds}S'
+    assignment = {'id': ref_id(f'assignment:{state.id}', name), 'status': 'active', 'team': team}
+    return {**assignment, **dict.fromkeys(_STAMPS[1:], _iso(state.created_at))}
 
 
 def _error(status: int, detail: str) -> Response:

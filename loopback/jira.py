@@ -139,26 +139,16 @@ class JiraSimulator(ToolSimulator):
         self.update(incident_id, at, status=_status('Resolved'), resolution=_resolution(resolution), resolutiondate=at)
 
     def reveal(self, incident_id: str) -> None:
-        incident_id = _issue_id(incident_id)
-        self.lag.show(incident_id)
-        self.update(incident_id, datetime.now(UTC))
+        self.lag.show(_issue_id(incident_id))
+        self.touch(incident_id, datetime.now(UTC))
 
-    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
-        """Imported now (Jira's CSV importer takes the created and resolved dates): `updated` is now."""
-        incident_id = self.open(started_at, **open_options)
-        self.resolve(incident_id, resolved_at)
-        self.update(incident_id, datetime.now(UTC))
-        return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        """Resolved now with the resolution date of when it really ended (Jira sets `resolutiondate` itself;
-        an import, or an app's post-function, writes an earlier one)."""
-        self.resolve(incident_id, at)
-        self.update(incident_id, datetime.now(UTC))
+    # Entered or resolved late: Jira sets `resolutiondate` itself; an import (Jira's CSV importer takes the created
+    # and resolved dates), or an app's post-function, writes an earlier one (the core's defaults).
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, at)
 
     def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
-        """A corrected start is the impact start field (`created` never changes); a corrected resolution
-        date comes as in `resolve_backdated`."""
+        """A corrected start is the impact start field (`created` never changes)."""
         corrections = {IMPACT_START_FIELD: started_at, 'resolutiondate': resolved_at}
         self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
 
