@@ -1,7 +1,6 @@
 """A stateful loopback incident.io API v2: the endpoints the check uses, with incident.io's shapes and traps.
 
-Faithful to the vendor's published description (derived copy: `loopback/specs/incident_io.json`), every
-request and every answer checked against it (`spec_violations`):
+Faithful to the vendor's published description (derived copy: `loopback/specs/incident_io.json`):
 
 - `GET /v2/incidents`: `page_size` (default 25; more than 250, the documented maximum, is a 422) and the
   `after` cursor, `pagination_meta.after` being the last id of a full page (so the last page may be
@@ -15,7 +14,6 @@ request and every answer checked against it (`spec_violations`):
 - `Authorization: Bearer <key>`, else 401 (`authentication_error`; the code for a wrong key is a guess,
   the vendor documents only the missing-key one); a token bucket (off unless `rate_limit` is set)
   answering 429 with `Retry-After` and the `X-RateLimit-*` headers, which every answer carries.
-  `validate=False` skips the description checks (benchmarks).
 
 The account: statuses Triage, Investigating, Fixing, Monitoring, Paused, Documenting (post-incident),
 Closed, Declined, Canceled, Merged; timestamps spelt as in the vendor's examples ("Impact started",
@@ -85,6 +83,7 @@ LIST_FILTERS = {
 }
 PLAIN_PARAMETERS = {'page_size', 'after', 'sort_by', 'filter_mode'}
 DEFAULT_MODES = ('standard', 'retrospective')
+MIN, MAX = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -102,7 +101,7 @@ def _limit_headers(quota: Quota) -> dict:
 
 
 def _too_many_requests(quota: Quota) -> dict:
-    retry_after = _iso(datetime.now(UTC) + timedelta(seconds=quota.wait)).split('.')[0] + 'Z'
+    retry_after = iso(datetime.now(UTC) + timedelta(seconds=quota.wait))
     return {
         'type': 'too_many_requests',
         'status': 429,
@@ -149,17 +148,8 @@ class IncidentIoSimulator(ToolSimulator):
     def instance(self, **options) -> dict:
         return {'source': self.source, 'api_token': self.token, 'api_url': self.url, 'team_field': 'Team', **options}
 
-    def open(
-        self,
-        started_at: datetime,
-        *,
-        title: str = TITLE,
-        service: str = SERVICE,
-        team: str = TEAM,
-        environment: str = ENVIRONMENT,
-        severity: str = SEVERITY,
-        mode: str = 'standard',
-    ) -> str:
+    def open(self, started_at: datetime, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT,
+             severity=SEVERITY, mode='standard') -> str:  # fmt: skip
         incident_id = next(self._ids)
         number = next(self._numbers)
         self.incidents[incident_id] = {
@@ -202,25 +192,17 @@ class IncidentIoSimulator(ToolSimulator):
             self.set_timestamp(incident_id, 'Fixed at', at, touch=False)
         self.set_timestamp(incident_id, 'Resolved at', at, touch=False)
 
-    def reveal(self, incident_id: str) -> None:
-        self.lag.show(incident_id)
-        self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.incidents[incident_id]['updated_at'] = _iso(at)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A retrospective incident declared now (incident.io's `retrospective` mode), post-incident: "Reported
         at" is when it began (the responder enters it), no "Impact started", "Resolved at" in the past."""
-        incident_id = self.open(started_at, mode='retrospective', **open_options)
-        now = datetime.now(UTC)
-        self.incidents[incident_id]['created_at'] = _iso(now)
+        incident_id = super().enter_resolved(started_at, resolved_at, mode='retrospective', **open_options)
+        self.incidents[incident_id]['created_at'] = self.incidents[incident_id]['updated_at']
         for name in ('Accepted at', 'Impact started'):
             self.set_timestamp(incident_id, name, None, touch=False)
-        self.resolve(incident_id, resolved_at)
-        self.incidents[incident_id]['updated_at'] = _iso(now)
         return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        self.resolve(incident_id, at)
-        self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         for name, value in (('Impact started', started_at), ('Resolved at', resolved_at)):
@@ -230,7 +212,7 @@ class IncidentIoSimulator(ToolSimulator):
     def set_severity(self, incident_id: str, severity: str, at: datetime) -> None:
         """An edit that has nothing to do with the incident's times."""
         self.incidents[incident_id]['severity'] = self._severity(severity)
-        self.incidents[incident_id]['updated_at'] = _iso(at)
+        self.touch(incident_id, at)
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         self.move(incident_id, 'Investigating', at)
@@ -271,9 +253,8 @@ class IncidentIoSimulator(ToolSimulator):
 
     # -- more of the tool's vocabulary ---------------------------------------------------------------
     def move(self, incident_id: str, status: str, at: datetime) -> None:
-        incident = self.incidents[incident_id]
-        incident['incident_status'] = self._statuses[status]
-        incident['updated_at'] = _iso(at)
+        self.incidents[incident_id]['incident_status'] = self._statuses[status]
+        self.touch(incident_id, at)
 
     def close(self, incident_id: str, at: datetime) -> None:
         """Post-incident done: Closed, "Closed at" set; "Resolved at" stays the resolution."""
@@ -289,7 +270,7 @@ class IncidentIoSimulator(ToolSimulator):
                 else:
                     entry['value'] = {'value': _iso(value)}
         if touch:
-            self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
+            self.touch(incident_id, datetime.now(UTC))
 
     def timestamp(self, incident_id: str, name: str) -> str | None:
         for entry in self.incidents[incident_id]['incident_timestamp_values']:
@@ -352,7 +333,7 @@ class IncidentIoSimulator(ToolSimulator):
         # A keyset cursor: it holds however the incident it names has changed or been filtered out since.
         incident = self.incidents.get(incident_id)
         if incident is None:
-            raise _invalid('after', f'no incident with id {incident_id!r}')
+            raise Invalid(f'no incident with id {incident_id!r}', 'after')
         return _key(incident)
 
     # -- the account's settings ----------------------------------------------------------------------
@@ -363,13 +344,8 @@ class IncidentIoSimulator(ToolSimulator):
         }  # fmt: skip
 
     def _field(self, name: str, kind: str) -> dict:
-        return {
-            'id': next(self._ids),
-            'name': name,
-            'description': f'{name} of the incident',
-            'field_type': kind,
-            'options': [],
-        }
+        return {'id': next(self._ids), 'name': name, 'description': f'{name} of the incident', 'field_type': kind,
+                'options': []}  # fmt: skip
 
     def _severity(self, name: str) -> dict:
         if name not in self._severities:
@@ -390,23 +366,18 @@ class IncidentIoSimulator(ToolSimulator):
             if FIELDS[field['name']][1]:
                 self._values[key] = {'value_catalog_entry': {'id': next(self._ids), 'name': name, 'aliases': []}}
             else:
-                option = {
-                    'id': next(self._ids),
-                    'custom_field_id': field['id'],
-                    'value': name,
-                    'sort_key': len(field['options']),
-                }
-                field['options'].append(option)
-                self._values[key] = {'value_option': option}
+                option = {'id': next(self._ids), 'custom_field_id': field['id'], 'value': name}
+                field['options'].append({**option, 'sort_key': len(field['options'])})
+                self._values[key] = {'value_option': field['options'][-1]}
         return self._values[key]
 
 
 class _ListQuery:
-    """The list endpoint's query, as incident.io reads it; anything it does not know is an `_Invalid`."""
+    """The list endpoint's query, as incident.io reads it; anything it does not know is an `Invalid`."""
 
     def __init__(self, pairs: list[tuple[str, str]]):
         plain: dict[str, str] = {}
-        grouped: dict[tuple[str, str], list[str]] = {}
+        self.filters: dict[tuple[str, str], list] = {}  # (field, operator) -> values; for times, (low, high)s
         for key, value in pairs:
             if key in PLAIN_PARAMETERS:
                 plain[key] = value
@@ -414,41 +385,34 @@ class _ListQuery:
             field, _, rest = key.partition('[')
             operator = rest[:-1] if rest.endswith(']') else None
             if field not in LIST_FILTERS:
-                raise _invalid(key, f'unknown query parameter {key!r}')
+                raise Invalid(f'unknown query parameter {key!r}', key)
             if operator not in LIST_FILTERS[field]:
-                raise _invalid(key, f'{field} accepts the operators {sorted(LIST_FILTERS[field])}, not {operator!r}')
-            grouped.setdefault((field, operator), []).append(value)
-        # (field, operator, values)
-        self.filters = [(field, operator, values) for (field, operator), values in grouped.items()]
-        if not any(field == 'mode' for field, _, _ in self.filters):
-            self.filters.append(('mode', 'one_of', list(DEFAULT_MODES)))
-        self.page_size = _int(plain.get('page_size') or '25', 'page_size')
+                raise Invalid(f'{field} accepts the operators {sorted(LIST_FILTERS[field])}, not {operator!r}', key)
+            if field.endswith('_at'):  # gte: from its first instant; lte: to its last; date_range: both
+                low, high = _range(value, field) if operator == 'date_range' else _moment(value, field)
+                value = (MIN if operator == 'lte' else low, MAX if operator == 'gte' else high)
+            self.filters.setdefault((field, operator), []).append(value)
+        self.filters.setdefault(('mode', 'one_of'), list(DEFAULT_MODES))
+        try:
+            self.page_size = int(plain.get('page_size') or '25')
+        except ValueError:
+            raise Invalid('page_size must be an integer', 'page_size') from None
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise _invalid('page_size', f'page_size must be between 1 and {MAX_PAGE_SIZE}')
+            raise Invalid(f'page_size must be between 1 and {MAX_PAGE_SIZE}', 'page_size')
         self.after = plain.get('after') or None
         self.newest_first = (plain.get('sort_by') or 'created_at_newest_first') == 'created_at_newest_first'
         self.any = plain.get('filter_mode') == 'any'
-        self._bounds = {
-            (f, o): [(_range if o == 'date_range' else _moment)(v, f) for v in vs]
-            for f, o, vs in self.filters
-            if f.endswith('_at')
-        }
 
     def matches(self, incident: dict) -> bool:
         # `mode` is not one of the combinable filters: it always applies.
-        mode_ok = all(self._match(incident, *f) for f in self.filters if f[0] == 'mode')
-        others = [self._match(incident, *f) for f in self.filters if f[0] != 'mode']
-        return mode_ok and (not others or (any(others) if self.any else all(others)))
+        results = {key: self._match(incident, *key, values) for key, values in self.filters.items()}
+        others = [result for (field, _), result in results.items() if field != 'mode']
+        return results[('mode', 'one_of')] and (not others or (any(others) if self.any else all(others)))
 
-    def _match(self, incident: dict, field: str, operator: str, values: list[str]) -> bool:
+    def _match(self, incident: dict, field: str, operator: str, values: list) -> bool:
         if field.endswith('_at'):
             moment = datetime.fromisoformat(incident[field])
-            bounds = self._bounds[(field, operator)]
-            if operator == 'gte':
-                return all(moment >= low for low, _ in bounds)
-            if operator == 'lte':
-                return all(moment <= high for _, high in bounds)
-            return all(low <= moment <= high for low, high in bounds)
+            return all(low <= moment <= high for low, high in values)
         actual = {
             'status_category': incident['incident_status']['category'],
             'status': incident['incident_status']['id'],
@@ -473,13 +437,6 @@ def _key(incident: dict) -> tuple[str, str]:
     return incident['created_at'], incident['id']
 
 
-def _int(value: str, field: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise _invalid(field, f'{field} must be an integer') from None
-
-
 def _moment(value: str, field: str) -> tuple[datetime, datetime]:
     """A date covers its whole UTC day: (its first instant, its last); a time is both."""
     try:
@@ -488,21 +445,17 @@ def _moment(value: str, field: str) -> tuple[datetime, datetime]:
             return day, day + timedelta(days=1) - timedelta(microseconds=1)
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _invalid(field, f'{field}: {value[:40]!r} is not a date') from None
+        raise Invalid(f'{field}: {value[:40]!r} is not a date', field) from None
     if moment.tzinfo is None:
-        raise _invalid(field, f'{field}: {value[:40]!r} has no time zone')
+        raise Invalid(f'{field}: {value[:40]!r} has no time zone', field)
     return moment, moment
 
 
 def _range(value: str, field: str) -> tuple[datetime, datetime]:
     low, sep, high = value.partition('~')
     if not sep:
-        raise _invalid(field, f'{field}[date_range] must be two dates joined by ~')
+        raise Invalid(f'{field}[date_range] must be two dates joined by ~', field)
     return _moment(low, field)[0], _moment(high, field)[1]
-
-
-def _invalid(field: str, message: str) -> Invalid:
-    return Invalid(message, field)
 
 
 def _error(status: int, kind: str, code: str, message: str, field: str | None = None) -> Response:
