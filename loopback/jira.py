@@ -3,8 +3,7 @@
 Atlassian publishes an OpenAPI description of the Jira Cloud platform REST API at a URL, not in a public
 repository we could pin; this simulator and its minimal description (`loopback/specs/jira.json`) are written
 by hand from the REST API v3 reference ("Issue search": `GET`/`POST /rest/api/3/search/jql`; "Myself") and
-the JQL reference. Every request, and every answer with a documented status, is checked against it
-(`spec_violations`).
+the JQL reference.
 
 - Auth: `Authorization: Basic base64(email:api_token)`; anything else is a 401 with Jira's plain-text body
   "Client must be authenticated to access this resource.".
@@ -46,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
+from .core import COMPARE, Invalid, RateLimit, ToolSimulator, iso, java_local
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -82,14 +81,8 @@ class JiraSimulator(ToolSimulator):
     list_path = SEARCH_PATH
     max_page_size = MAX_PAGE
 
-    def __init__(
-        self,
-        email: str = 'dora-reader@example.com',
-        token: str = 'ATATT3xFfGF0sim-jira-api-token-0123456789',
-        time_zone: str = 'Australia/Sydney',
-        rate_limit: tuple[int, float] | None = None,
-        validate: bool = True,
-    ):
+    def __init__(self, email='dora-reader@example.com', token='ATATT3xFfGF0sim-jira-api-token-0123456789',
+                 time_zone='Australia/Sydney', rate_limit: tuple[int, float] | None = None, validate=True):  # fmt: skip
         super().__init__(validate, rate_limit)
         self.email, self.token = email, token
         self.time_zone = time_zone
@@ -228,17 +221,9 @@ class JiraSimulator(ToolSimulator):
         return Response.json(200, self._search(_search_parameters(request)))
 
     def _myself(self) -> dict:
-        account = '5b10ac8d82e05b22cc7d4ef5'
-        return {
-            'self': f'{self.url}/rest/api/3/user?accountId={account}',
-            'accountId': account,
-            'accountType': 'atlassian',
-            'emailAddress': self.email,
-            'displayName': 'DORA reader',
-            'active': True,
-            'timeZone': self.time_zone,
-            'locale': 'en_US',
-        }
+        account = {'accountId': '5b10ac8d82e05b22cc7d4ef5', 'accountType': 'atlassian', 'active': True}
+        user = {'emailAddress': self.email, 'displayName': 'DORA reader', 'timeZone': self.time_zone, 'locale': 'en_US'}
+        return {'self': f'{self.url}/rest/api/3/user?accountId={account["accountId"]}', **account, **user}
 
     def _search(self, parameters: dict) -> dict:
         jql = parameters.get('jql') or ''
@@ -465,14 +450,9 @@ def _resolution(name: str) -> dict:
 
 def _version(name: str) -> dict:
     version_id = str(10200 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16))
-    return {
-        'self': f'https://acme.atlassian.net/rest/api/3/version/{version_id}',
-        'id': version_id,
-        'name': name,
-        'archived': False,
-        'released': True,
-        'releaseDate': '2026-11-30',
-    }
+    url = f'https://acme.atlassian.net/rest/api/3/version/{version_id}'
+    release = {'archived': False, 'released': True, 'releaseDate': '2026-11-30'}
+    return {'self': url, 'id': version_id, 'name': name, **release}
 
 
 def _component(name: str) -> dict:
@@ -490,14 +470,9 @@ def _milli(moment: datetime) -> datetime:
 
 
 def _limit_headers(seconds: int) -> dict:
-    reset = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
-    return {
-        'Retry-After': str(seconds),
-        'X-RateLimit-Limit': '100',
-        'X-RateLimit-Remaining': '0',
-        'X-RateLimit-Reset': reset.isoformat().replace('+00:00', 'Z'),
-        'RateLimit-Reason': 'jira-burst-based',
-    }
+    reset = iso(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds))
+    limit = {'X-RateLimit-Limit': '100', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': reset}
+    return {'Retry-After': str(seconds), **limit, 'RateLimit-Reason': 'jira-burst-based'}
 
 
 def _errors(*messages: str) -> dict:
