@@ -51,36 +51,18 @@ TIMESTAMPS_PATH = '/v2/incident_timestamps'
 MAX_PAGE_SIZE = 250
 EPOCH = '2024-01-02T09:00:00Z'  # when the account's settings were created
 ORG = 'acme'
-# name: (category, rank)
-STATUSES = {
-    'Triage': ('triage', 0),
-    'Investigating': ('live', 1),
-    'Fixing': ('live', 2),
-    'Monitoring': ('live', 3),
-    'Paused': ('paused', 4),
-    'Documenting': ('learning', 5),
-    'Closed': ('closed', 6),
-    'Declined': ('declined', 7),
-    'Canceled': ('canceled', 8),
-    'Merged': ('merged', 9),
-}
-TIMESTAMPS = [
-    'Reported at', 'Accepted at', 'Impact started', 'Fixed at', 'Resolved at', 'Closed at',
-    'Declined at', 'Canceled at', 'Merged at',
-]  # fmt: skip
-FIELDS = {  # name: (field type, catalog-backed)
-    'Affected services': ('multi_select', True),
-    'Team': ('single_select', True),
-    'Environment': ('single_select', False),
-}
-LIST_FILTERS = {
-    'status_category': {'one_of', 'not_in'},
-    'status': {'one_of', 'not_in'},
-    'severity': {'one_of', 'not_in'},
-    'mode': {'one_of'},
-    'created_at': {'gte', 'lte', 'date_range'},
-    'updated_at': {'gte', 'lte', 'date_range'},
-}
+STATUSES = {  # name: category, in rank order
+    'Triage': 'triage', 'Investigating': 'live', 'Fixing': 'live', 'Monitoring': 'live', 'Paused': 'paused',
+    'Documenting': 'learning', 'Closed': 'closed', 'Declined': 'declined', 'Canceled': 'canceled', 'Merged': 'merged',
+}  # fmt: skip
+TIMESTAMPS = ['Reported at', 'Accepted at', 'Impact started', 'Fixed at', 'Resolved at', 'Closed at', 'Declined at',
+              'Canceled at', 'Merged at']  # fmt: skip
+# name: (field type, catalog-backed)
+FIELDS = {'Affected services': ('multi_select', True), 'Team': ('single_select', True),
+          'Environment': ('single_select', False)}  # fmt: skip
+_CHOICE, _TIME = {'one_of', 'not_in'}, {'gte', 'lte', 'date_range'}
+LIST_FILTERS = {'status_category': _CHOICE, 'status': _CHOICE, 'severity': _CHOICE, 'mode': {'one_of'},
+                'created_at': _TIME, 'updated_at': _TIME}  # fmt: skip
 PLAIN_PARAMETERS = {'page_size', 'after', 'sort_by', 'filter_mode'}
 DEFAULT_MODES = ('standard', 'retrospective')
 MIN, MAX = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
@@ -127,22 +109,20 @@ class IncidentIoSimulator(ToolSimulator):
         self._numbers = itertools.count(1)
         self.incidents: dict[str, dict] = {}
         self._valid: set[bytes] = set()  # digests of the incident records the description accepts
-        self._statuses = {name: self._status(name, category, rank) for name, (category, rank) in STATUSES.items()}
+        self._statuses = {
+            name: self._setting(name, f'{name} incidents', rank=rank, category=category)
+            for rank, (name, category) in enumerate(STATUSES.items())
+        }
         self._timestamps = {
             name: {'id': next(self._ids), 'name': name, 'rank': rank} for rank, name in enumerate(TIMESTAMPS)
         }
         self._fields = {name: self._field(name, kind) for name, (kind, _) in FIELDS.items()}
         self._values: dict[tuple[str, str], dict] = {}  # (field, value) -> catalog entry or option
         self._severities: dict[str, dict] = {}
-        self._lead = {
-            'id': next(self._ids), 'name': 'Incident Lead', 'shortform': 'lead', 'role_type': 'lead',
-            'description': 'The person currently coordinating the incident', 'instructions': 'Take charge',
-            'created_at': EPOCH, 'updated_at': EPOCH,
-        }  # fmt: skip
-        self._incident_type = {
-            'id': next(self._ids), 'name': 'Default', 'description': 'Incidents', 'is_default': True,
-            'private_incidents_only': False, 'create_in_triage': 'optional', 'created_at': EPOCH, 'updated_at': EPOCH,
-        }  # fmt: skip
+        self._lead = self._setting('Incident Lead', 'The person currently coordinating the incident',
+                                   shortform='lead', role_type='lead', instructions='Take charge')  # fmt: skip
+        self._incident_type = self._setting('Default', 'Incidents', is_default=True, private_incidents_only=False,
+                                            create_in_triage='optional')  # fmt: skip
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
@@ -337,11 +317,10 @@ class IncidentIoSimulator(ToolSimulator):
         return _key(incident)
 
     # -- the account's settings ----------------------------------------------------------------------
-    def _status(self, name: str, category: str, rank: int) -> dict:
-        return {
-            'id': next(self._ids), 'name': name, 'description': f'{name} incidents', 'rank': rank,
-            'category': category, 'created_at': EPOCH, 'updated_at': EPOCH,
-        }  # fmt: skip
+    def _setting(self, name: str, description: str, **more) -> dict:
+        """One of the account's settings (a status, a severity, a role, an incident type)."""
+        return {'id': next(self._ids), 'name': name, 'description': description, **more, 'created_at': EPOCH,
+                'updated_at': EPOCH}  # fmt: skip
 
     def _field(self, name: str, kind: str) -> dict:
         return {'id': next(self._ids), 'name': name, 'description': f'{name} of the incident', 'field_type': kind,
@@ -349,11 +328,7 @@ class IncidentIoSimulator(ToolSimulator):
 
     def _severity(self, name: str) -> dict:
         if name not in self._severities:
-            rank = len(self._severities) + 1
-            self._severities[name] = {
-                'id': next(self._ids), 'name': name, 'description': f'{name} impact', 'rank': rank,
-                'created_at': EPOCH, 'updated_at': EPOCH,
-            }  # fmt: skip
+            self._severities[name] = self._setting(name, f'{name} impact', rank=len(self._severities) + 1)
         return self._severities[name]
 
     def _entry(self, field_name: str, names: list[str]) -> dict:
