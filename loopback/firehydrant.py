@@ -200,10 +200,7 @@ class FireHydrantSimulator(ToolSimulator):
         """Serves `fields` instead of the real ones (default: a `started_at` that is not a timestamp)."""
         self.serve_as(incident_id, **(fields or {'started_at': 'yesterday, around lunch'}))
 
-    not_failures = (
-        'archived (declared by mistake)',
-        'resolved, then reopened: not resolved any more',
-    )
+    not_failures = ('archived (declared by mistake)', 'resolved, then reopened: not resolved any more')
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """An archived incident, and one resolved then reopened (the resolved-time filter still lists it)."""

@@ -143,11 +143,7 @@ class GitHubSimulator(ToolSimulator):
         """Its `created_at` is served as a string that is no timestamp; filters still see the real one."""
         self.serve_as(incident_id, created_at='sometime last week')
 
-    not_failures = (
-        'closed as not planned',
-        'closed as duplicate',
-        'a pull request, not an issue',
-    )
+    not_failures = ('closed as not planned', 'closed as duplicate', 'a pull request, not an issue')
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:

@@ -14,10 +14,10 @@ the JQL reference.
   (opaque; bound to its query: a token used with another JQL is a 400). The answer is `issues`,
   `nextPageToken` (absent on the last page) and `isLast`: no total. `GET /rest/api/3/search` (the old
   search) answers 410 Gone.
-- JQL, as much as the check and the tests write: `AND`, `OR`, `NOT`, parentheses; `=`, `!=`, `>`, `>=`, `<`,
-  `<=`, `[not] in`, `is [not] EMPTY` on `project`, `issuetype`, `status`, `resolution`, `priority`, `key`,
-  `created`, `updated`, `resolutiondate`; `ORDER BY field [ASC|DESC], ...`. A field it does not know is a
-  400 naming it, as Jira answers for a field it does not know.
+- JQL, as much as the check and the tests write: clauses joined by `AND` (parentheses allowed; `OR` and
+  `NOT` are a 400 here), `=`, `!=`, `>`, `>=`, `<`, `<=`, `[not] in`, `is [not] EMPTY` on `project`,
+  `issuetype`, `status`, `resolution`, `priority`, `key`, `created`, `updated`, `resolutiondate`; `ORDER BY
+  field [ASC|DESC], ...`. A field it does not know is a 400 naming it, as Jira answers.
 - **Date literals** (`"yyyy-MM-dd HH:mm"`, `"yyyy/MM/dd HH:mm"`, `"yyyy-MM-dd"`, `"yyyy/MM/dd"`) have
   minute precision and are read in the token owner's zone (an IANA name with its DST rules; a skipped local
   time moves forward, a repeated one is its first occurrence). Seconds are a 400 listing the valid formats,
@@ -294,124 +294,62 @@ def _offset(token: str | None, binding: str) -> int:
 
 # -- JQL: what the check and the tests write ---------------------------------------------------------
 
-_TOKEN = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|(!=|>=|<=|[=<>(),])|([^\s"\'(),=<>!~]+))')
+_VALUE = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[^\s(),"\'=<>!]+'
+_CLAUSE = re.compile(
+    rf'(?P<field>{_VALUE})\s*(?:(?P<op>!=|>=|<=|=|>|<)\s*(?P<value>{_VALUE})|(?P<empty>is(?:\s+not)?)\s+(?:empty|null)'
+    rf'|(?P<among>(?:not\s+)?in)\s*\((?P<values>[^)]*)\))\s*\)*',
+    re.IGNORECASE,
+)
 _ALIASES = {'type': 'issuetype', 'issuekey': 'key', 'resolved': 'resolutiondate'}
 _FIELDS = {'project', 'issuetype', 'status', 'resolution', 'priority', 'key', 'created', 'updated', 'resolutiondate'}
 DATE_FIELDS = {'created', 'updated', 'resolutiondate'}
 
 
 class _Jql:
-    """A parsed JQL query: `matches`, a predicate over stored issues, and `order`."""
+    """A JQL query as the check and the tests write it (clauses joined by AND, in parentheses or not, then
+    ORDER BY; OR and NOT are not simulated): `matches`, a predicate over stored issues, and `order`."""
 
     def __init__(self, text: str, zone: ZoneInfo):
-        self.zone, self.tokens, self.position, self.order = zone, [], 0, []
-        while self.position < len(text.rstrip()):
-            found = _TOKEN.match(text, self.position)
-            if not found:
-                character = text[self.position :].strip()[:1]
-                raise Invalid(f"Error in the JQL Query: The character '{character}' is a reserved JQL character.")
-            self.tokens.append((('string', 'op', 'word')[found.lastindex - 1], found.group(found.lastindex)))
-            self.position = found.end()
-        self.position = 0
-        self.matches = (lambda issue: True) if self._at('ORDER') or not self.tokens else self._or()
-        if self._at('ORDER'):
-            self._next()
-            self._expect('BY')
-            while True:
-                name = self._field("Not able to sort using field '{}'.")
-                self.order.append((name, self._at('ASC', 'DESC') and self._next()[1].upper() == 'DESC'))
-                if not self._at_op(','):
-                    break
-                self._next()
-        if self.position != len(self.tokens):
-            raise Invalid(f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{self._next()[1]}'.")
+        self.zone = zone
+        where, *order = re.split(r'\border\s+by\b', text, maxsplit=1, flags=re.IGNORECASE)
+        parts = re.split(r'\band\b', where, flags=re.IGNORECASE) if where.strip() else []
+        clauses = [self._clause(part) for part in parts]
+        self.matches = lambda issue: all(clause(issue) for clause in clauses)
+        self.order = []
+        for term in order[0].split(',') if order else []:
+            field, *direction = term.split() or ['']
+            name = self._field(field, "Not able to sort using field '{}'.")
+            self.order.append((name, [word.upper() for word in direction] == ['DESC']))
 
-    def _at(self, *words: str) -> bool:
-        kind, value = self.tokens[self.position] if self.position < len(self.tokens) else ('', '')
-        return kind == 'word' and value.upper() in words
-
-    def _at_op(self, op: str) -> bool:
-        return self.tokens[self.position : self.position + 1] == [('op', op)]
-
-    def _next(self) -> tuple[str, str]:
-        if self.position >= len(self.tokens):
-            raise Invalid('Error in the JQL Query: The query ended unexpectedly.')
-        self.position += 1
-        return self.tokens[self.position - 1]
-
-    def _expect(self, *words: str) -> None:
-        if not self._at(*words):
-            raise Invalid(f"Error in the JQL Query: Expecting {' or '.join(words)} but got '{self._next()[1]}'.")
-        self._next()
-
-    def _field(self, refused: str) -> str:
-        field = self._next()[1].strip('"\'')
+    @staticmethod
+    def _field(text: str, refused: str) -> str:
+        field = text.strip('"\'')
         name = _ALIASES.get(field.lower(), field.lower())
         if name not in _FIELDS:
             raise Invalid(refused.format(field))
         return name
 
-    def _or(self):
-        return self._joined('OR', self._and, any)
-
-    def _and(self):
-        return self._joined('AND', self._not, all)
-
-    def _joined(self, word: str, part, combine):
-        parts = [part()]
-        while self._at(word):
-            self._next()
-            parts.append(part())
-        return lambda issue: combine(p(issue) for p in parts)
-
-    def _not(self):
-        if self._at('NOT'):
-            self._next()
-            inner = self._not()
-            return lambda issue: not inner(issue)
-        if not self._at_op('('):
-            return self._clause()
-        self._next()
-        inner = self._or()
-        if self._next() != ('op', ')'):
-            raise Invalid("Error in the JQL Query: Expecting ')'.")
-        return inner
-
-    def _clause(self):
-        name = self._field("Field '{}' does not exist or you do not have permission to view it.")
-        kind, operator = self._next()
-        if operator.upper() == 'IS':
-            negated = self._at('NOT') and bool(self._next())
-            self._expect('EMPTY', 'NULL')
+    def _clause(self, part: str):
+        found = _CLAUSE.fullmatch(part.lstrip(' (').rstrip())
+        if not found:
+            raise Invalid(
+                f"Error in the JQL Query: the loopback Jira reads clauses joined by AND, not '{part.strip()}'."
+            )
+        name = self._field(found['field'], "Field '{}' does not exist or you do not have permission to view it.")
+        if found['empty']:
+            negated = found['empty'].lower() != 'is'
             return lambda issue: (name != 'key' and issue['fields'][name] in (None, [])) != negated
-        negated = operator.upper() == 'NOT'
-        if negated:
-            self._expect('IN')
-        if negated or operator.upper() == 'IN':
-            if self._next() != ('op', '('):
-                raise Invalid("Error in the JQL Query: Expecting '(' after IN.")
-            values = {self._value().lower()}
-            while self._at_op(','):
-                self._next()
-                values.add(self._value().lower())
-            if self._next() != ('op', ')'):
-                raise Invalid("Error in the JQL Query: Expecting ',' or ')'.")
+        if found['among']:
+            values = {_unquoted(value).lower() for value in re.findall(_VALUE, found['values'])}
+            negated = found['among'].lower() != 'in'
             return lambda issue: bool(_names(issue, name) & values) != negated
-        if kind != 'op' or operator not in COMPARE:
-            raise Invalid(f"Error in the JQL Query: Expecting operator but got '{operator}'.")
-        value, compare = self._value(), COMPARE[operator]
+        operator, value, compare = found['op'], _unquoted(found['value']), COMPARE[found['op']]
         if name in DATE_FIELDS:
             bound = self._moment(value, name)
             return lambda issue: issue['fields'][name] is not None and compare(issue['fields'][name], bound)
         if operator not in ('=', '!='):
             raise Invalid(f"The operator '{operator}' is not supported by the '{name}' field.")
         return lambda issue: compare(value.lower() in _names(issue, name), True)
-
-    def _value(self) -> str:
-        kind, value = self._next()
-        if kind == 'op':
-            raise Invalid(f"Error in the JQL Query: Expecting a value but got '{value}'.")
-        return value[1:-1] if kind == 'string' else value
 
     def _moment(self, value: str, field: str) -> datetime:
         """A date literal in the token owner's zone, at minute precision."""
@@ -421,6 +359,10 @@ class _Jql:
             except ValueError:
                 continue
         raise Invalid(INVALID_DATE.format(value=value, field=field))
+
+
+def _unquoted(value: str) -> str:
+    return value[1:-1] if value[0] in '"\'' else value
 
 
 def _names(issue: dict, name: str) -> set[str]:
