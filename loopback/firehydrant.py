@@ -48,7 +48,7 @@ from .server import Request, Response
 
 VENDOR = 'firehydrant'
 LIST_PATH = '/v1/incidents'
-RELATED = '/related_change_events'
+RELATED = 'related_change_events'
 APP_URL = 'https://app.firehydrant.io'
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 RATE_LIMIT_POOL = 50  # requests per 10 seconds per account, as documented
@@ -278,13 +278,14 @@ class FireHydrantSimulator(ToolSimulator):
             return _error(405, '405 Not Allowed')
         if request.path == LIST_PATH:
             return self._list(request)
-        incident_id = request.path.removeprefix(LIST_PATH + '/')
-        if incident_id.endswith(RELATED):
-            return self._related_page(request, incident_id.removesuffix(RELATED))
-        if incident_id == request.path or '/' in incident_id:
+        incident_id, _, rest = request.path.removeprefix(LIST_PATH + '/').partition('/')
+        if not request.path.startswith(LIST_PATH + '/') or not incident_id or rest not in ('', RELATED):
             return _error(404, 'Not Found')
         if incident_id not in self._incidents:
             return _error(404, 'Record not found')
+        if rest:  # `Incidents_RelatedChangeEventEntity`s of the incident, oldest first, paged like the list
+            kind = first(request.query, 'type')
+            return self._page(request, [r for r in self._related.get(incident_id, []) if kind in (None, r['type'])])
         return Response.json(200, self._render(incident_id))
 
     def _list(self, request: Request) -> Response:
@@ -315,15 +316,6 @@ class FireHydrantSimulator(ToolSimulator):
         selected = sorted((i for i, state in shown.items() if selects(state)), reverse=True,
                           key=lambda i: (shown[i].created_at, shown[i].number))  # fmt: skip
         return self._page(request, selected, self._render)
-
-    def _related_page(self, request: Request, incident_id: str) -> Response:
-        """`Incidents_RelatedChangeEventEntity`s of the incident, oldest first, paged like the list."""
-        if incident_id == '' or '/' in incident_id:
-            return _error(404, 'Not Found')
-        if incident_id not in self._incidents:
-            return _error(404, 'Record not found')
-        kind = first(request.query, 'type')
-        return self._page(request, [r for r in self._related.get(incident_id, []) if kind in (None, r['type'])])
 
     def _page(self, request: Request, selected: list, render=copy.deepcopy) -> Response:
         """FireHydrant's page (`page` from 1, `per_page`) of `selected` with its PaginationEntity."""
