@@ -23,8 +23,6 @@ as packaged by npm `@octokit/openapi` 23.0.2, plus GitHub's REST reference where
 - Time: a closure is listed from its `closed_at` on. A `hidden` closure (a lagging replica) is listed as the
   issue was before it, until `reveal`; then as it was written, `updated_at` and `closed_at` of the closure.
   (An issue that becomes an incident late, labelled after it was closed, is `label`: that moves `updated_at`.)
-- Not failures (`open_non_failures`): an issue closed as `not_planned`, one closed as `duplicate`, and a
-  merged pull request carrying the label.
 
 A request the description rejects is answered with a 422, as GitHub answers a request it cannot validate.
 """

@@ -22,9 +22,8 @@ Closed, Declined, Canceled, Merged; timestamps spelt as in the vendor's examples
 "Resolved at"; reopening moves it back to Investigating and clears "Resolved at" (the status rule sets it
 again on the next resolution); "Fixed at" keeps its first value.
 
-After the fact: `enter_resolved` declares a retrospective incident now ("Reported at" when it began, no
-"Impact started"); `resolve_backdated` and `correct` set "Resolved at"/"Impact started" now, which updates
-the incident, as editing a timestamp does in incident.io.
+After the fact: `resolve_backdated` and `correct` set "Resolved at"/"Impact started" now, which updates the
+incident, as editing a timestamp does in incident.io.
 
 Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`,
 which shows it with its original "Resolved at" and an `updated_at` of the reveal: what incident.io
