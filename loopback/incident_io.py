@@ -302,18 +302,11 @@ class IncidentIoSimulator(ToolSimulator):
         selected = [self.lag.listed(i, incident) for i, incident in self.incidents.items()]
         selected = [i for i in selected if query.matches(i)]
         selected.sort(key=_key, reverse=query.newest_first)
-        page = query.page(selected, self._key_of)
+        page = query.page(selected, self.incidents)
         meta = {'page_size': query.page_size, 'total_record_count': len(selected)}
         if len(page) == query.page_size:
             meta['after'] = page[-1]['id']
         return Response.json(200, {'incidents': page, 'pagination_meta': meta})
-
-    def _key_of(self, incident_id: str) -> tuple[str, str]:
-        # A keyset cursor: it holds however the incident it names has changed or been filtered out since.
-        incident = self.incidents.get(incident_id)
-        if incident is None:
-            raise Invalid(f'no incident with id {incident_id!r}', 'after')
-        return _key(incident)
 
     # -- the account's settings ----------------------------------------------------------------------
     def _setting(self, name: str, description: str, **more) -> dict:
@@ -395,9 +388,12 @@ class _ListQuery:
         }[field]
         return (actual in values) == (operator == 'one_of')
 
-    def page(self, selected: list[dict], key_of) -> list[dict]:
+    def page(self, selected: list[dict], incidents: dict[str, dict]) -> list[dict]:
         if self.after:
-            after = key_of(self.after)
+            # A keyset cursor: it holds however the incident it names has changed or been filtered out since.
+            if self.after not in incidents:
+                raise Invalid(f'no incident with id {self.after!r}', 'after')
+            after = _key(incidents[self.after])
             later = (lambda key: key < after) if self.newest_first else (lambda key: key > after)
             selected = [i for i in selected if later(_key(i))]
         return selected[: self.page_size]
