@@ -142,6 +142,10 @@ class ToolSimulator(LoopbackServer, ABC):
     expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'team': 'payments_team', 'severity': 'sev1'}
     not_failures: ClassVar[tuple[str, ...]]  # why each incident `open_non_failures` makes is not a failure
     limits: ClassVar[RateLimit | None] = None
+    # What the tool lets its users do after a resolution (the driver's `correct` and `reopen` raise
+    # NotImplementedError where it does not): the conformance suite then proves what remains.
+    edits_times: ClassVar[bool] = True  # a resolved incident's start or resolve time can be edited
+    reopens: ClassVar[bool] = True  # a resolved incident can be made active again
     # Answers are checked as they would be without `serve_as` (True), or as served, violations included.
     check_without_served_as: ClassVar[bool] = True
     token: str

@@ -19,12 +19,16 @@ description is silent):
   keep it, and a reopen does not clear it), `modified` (every change), `customer_impacted`,
   `customer_impact_start` / `_end`, `severity` (`SEV-0`...`SEV-5`, `UNKNOWN`), `state`, `is_test`,
   `public_id`, and `fields` (`severity`, `state` dropdowns; `services`, `teams` autocompletes).
+- Where the live service differs from the description: an incident declared straight in the `resolved` state
+  (after the fact, `declare_resolved`) keeps `resolved: null` (Datadog's `time_to_resolve` is 0), as the
+  replayed answers recorded from the live API in Datadog's public API client test recordings show (issue 19).
 - Test incidents (`is_test`) are hidden from search unless their declarer opted in (`listed=True`).
 - Rate limit: every answer carries `X-RateLimit-Limit`, `-Period`, `-Remaining`, `-Reset` (seconds to the
   reset) and `-Name`; past it, 429 `{"errors": ["Too many requests"]}`.
 - Time: a resolution is listed from its `resolved` time on; a `hidden` one (a lagging index) is listed as
   the incident was before it until `reveal`, then as it was written (`resolved` and `modified` of the resolution).
-- Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved.
+- Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved; an
+  incident declared resolved without a customer impact.
 
 Every request and every 200 answer is checked against the derived description; violations are kept in
 `spec_violations`, and a request violation is answered with a 400.
@@ -186,14 +190,41 @@ class DatadogIncidentsSimulator(ToolSimulator):
         """Its `customer_impact_start` (the start) is served as a string that is no timestamp."""
         self.serve_as(incident_id, customer_impact_start='sometime last week')
 
-    not_failures = ('a test incident (`is_test`)',)
+    not_failures = (
+        'a test incident (`is_test`)',
+        'declared after the fact as resolved, without a customer impact (`resolved: null`)',
+    )
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:
             test = self.open(started_at, title='Not a failure: a test incident')
             self.update(test, is_test=True, listed=True)  # its declarer opted in to show it in search
             self.resolve(test, resolved_at)
-            return [test]
+            after_the_fact = self.declare_resolved(
+                started_at, title='Not a failure: declared resolved, no customer impact', impact=None
+            )
+            return [test, after_the_fact]
+
+    def declare_resolved(self, started_at: datetime, *, impact: tuple | None, **open_options) -> str:
+        """An incident declared now straight in the `resolved` state: Datadog then keeps `resolved: null` (its
+        `time_to_resolve` is 0), as its live API answers (issue 19); `impact` is the customer impact's
+        (start, end), or None for none."""
+        with self._lock:
+            incident_id = self.open(started_at, **open_options)
+            now = datetime.now(UTC)
+            start, end = impact or (None, None)
+            self.update(
+                incident_id,
+                created=now,
+                declared=now,
+                modified=now,
+                state='resolved',
+                resolved=None,
+                customer_impacted=impact is not None,
+                customer_impact_start=start,
+                customer_impact_end=end,
+            )
+            return incident_id
 
     # -- more of Datadog, for tool-specific tests ----------------------------------------------------
     def update(self, incident_id: str, **attributes) -> None:

@@ -1,7 +1,7 @@
 """The fault matrix: every fault the reliability issue names, injected at the first, a middle and the
 last page of a multi-page read (or at the first, a middle and the last DORA post), then cleared.
 
-    python -m loopback.faults          # prints the table that goes into the README
+    python -m loopback.faults          # prints the table that goes into docs/design.md
 
 Each cell runs the real check against fresh loopback servers until the backlog is read and the DORA
 outbox is empty (each run is a new check object: an Agent restart), resolving more incidents after

@@ -2,7 +2,9 @@
 `/related_change_events` (changes `relate_change` attached as `caused`, `fixed`, `suspect` or `dismissed`:
 `Incidents_RelatedChangeEventEntity`, paged like the list, filtered by `type`).
 
-Follows FireHydrant's published description (its derived copy, `loopback/specs/firehydrant.json`) and docs:
+Follows FireHydrant's published description (its derived copy, `loopback/specs/firehydrant.json`) and docs.
+No recorded answer of the live service was available: where the description and docs are silent, the choice
+made here says so below (`updated_after`'s bounds, unknown parameters ignored as Grape, its API framework, does).
 
 - Auth: `Authorization: Bearer <token>` (the description's example); anything else is a 401.
 - Paging: `page` from 1, `per_page` 20 by default and at most 200 (`max_page_size`, lower in tests);

@@ -1,7 +1,9 @@
 """A stateful loopback GitHub REST API: `GET /repos/{owner}/{repo}/issues`, as its published description says.
 
 What it does like GitHub (the derived description `loopback/specs/github.json`, from github/rest-api-description
-as packaged by npm `@octokit/openapi` 23.0.2, plus GitHub's REST reference where the description is silent):
+as packaged by npm `@octokit/openapi` 23.0.2, plus GitHub's REST reference where the description is silent:
+the `Link` header's `/repositories/{id}` URLs, the 404 for a repository the token cannot see, the secondary
+rate limit; no recorded live answer was replayed):
 
 - `Authorization: Bearer <token>` (or `token <token>`); a wrong or missing token is a 401
   `{"message": "Bad credentials", ...}`; a repository the token cannot see is a 404 `Not Found`, as GitHub
@@ -72,6 +74,7 @@ class GitHubSimulator(ToolSimulator):
     # The primary limit: a fixed window per token, answered 403 with `x-ratelimit-remaining: 0`.
     limits = RateLimit(403, _limit_headers, _rate_limit_exceeded, window='fixed', every_answer=True, content_type=JSON)
     max_page_size = MAX_PAGE_SIZE
+    edits_times = False  # `created_at` and `closed_at` are stamped when they happen (see `correct`)
     # `expected_tags` are the core's, from labels `service:Checkout API`, `team:Payments Team`, `severity:SEV1`;
     # GitHub has no environments: the instance's `env` applies.
 
@@ -79,7 +82,6 @@ class GitHubSimulator(ToolSimulator):
         super().__init__(validate, rate_limit)
         self.token = token
         self.prefix = prefix  # GitHub Enterprise Server serves the REST API under `/api/v3`
-        self.edits_times = False  # `created_at` and `closed_at` are stamped when they happen (see `correct`)
         self.repositories: dict[str, int] = {}  # 'owner/name' (as created) -> repository id
         self.issues: dict[str, dict] = {}  # issue id -> the issue as stored, timestamps as datetimes
         self._ids = itertools.count(3_000_000_001)

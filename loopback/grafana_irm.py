@@ -4,8 +4,8 @@ Grafana publishes no OpenAPI description of the Incident API: this simulator and
 (`loopback/specs/grafana_irm.json`, hand-written) follow the Go client Grafana generates from the API
 (grafana/incident-go, client.gen.go: request and answer shapes, the RPC URL, the `{"error"}` body) and
 Grafana Cloud's IRM docs (service account tokens, the incident query syntax). Where neither says, the
-choice is marked "assumed" below. Every request and every documented answer is checked against the
-description (`spec_violations`), gzipped answers as decoded.
+choice is marked "assumed" below; no recorded live answer was replayed. Every request and every documented
+answer is checked against the description (`spec_violations`), gzipped answers as decoded.
 
 - RPC: every call is `POST <stack>/api/plugins/grafana-irm-app/resources/api/v1/<Service>.<Method>` with a
   JSON body; an unknown method is a 404 `{"error"}` (assumed). Answers are gzipped when the request accepts

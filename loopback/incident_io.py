@@ -1,6 +1,8 @@
 """A stateful loopback incident.io API v2: the endpoints the check uses, with incident.io's shapes and traps.
 
-Faithful to the vendor's published description (derived copy: `loopback/specs/incident_io.json`):
+Faithful to the vendor's published description (derived copy: `loopback/specs/incident_io.json`). No recorded
+answer of the live service was available: what the description leaves open is taken from incident.io's API
+docs, and a guess says so below.
 
 - `GET /v2/incidents`: `page_size` (default 25; more than 250, the documented maximum, is a 422) and the
   `after` cursor, `pagination_meta.after` being the last id of a full page (so the last page may be

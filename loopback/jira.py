@@ -3,7 +3,9 @@
 Atlassian publishes an OpenAPI description of the Jira Cloud platform REST API at a URL, not in a public
 repository we could pin; this simulator and its minimal description (`loopback/specs/jira.json`) are written
 by hand from the REST API v3 reference ("Issue search": `GET`/`POST /rest/api/3/search/jql`; "Myself") and
-the JQL reference.
+the JQL reference. What the live site does beyond those pages (the old search's 410 Gone, fewer issues than
+asked when many fields are) is what Atlassian's reference and changelog announce; no recorded live answer was
+replayed.
 
 - Auth: `Authorization: Basic base64(email:api_token)`; anything else is a 401 with Jira's plain-text body
   "Client must be authenticated to access this resource.".

@@ -8,6 +8,9 @@ token, 429 with `ratelimit-reset` past a request budget, reopened and merge-reso
 `GET /incidents/{id}/related_change_events` answers the change events `relate_change` correlated with an
 incident, each with its `correlation_reason` (the description's `ChangeEvent`; not paged in practice: the
 answer's `limit`, `offset`, `total` are null, as in the description's example).
+The live service beyond the description: that `since`/`until` filter on `created_at` (the description does not
+say which time) is what open-source collectors reading PagerDuty in production rely on (Apache DevLake's);
+reopening a resolved incident is PagerDuty's changelog of 2025-09-18. No recorded live answer was replayed.
 With `validate=True` (as the registry makes it) every request and answer is checked against the description
 (`spec_violations`); unchecked by default, for the benchmarks and the fault matrix, which predate it.
 """

@@ -7,9 +7,15 @@ Rootly's API overview and its own MCP server where the description is silent):
 - JSON:API documents: `data[]` of `{id, type: incidents, attributes}`; `links` (`self`, `first`, `prev`,
   `next`, `last`: absolute URLs keeping the request's query); `meta` (`current_page`, `next_page`,
   `prev_page`, `total_count`, `total_pages`: in Rootly's current description, not in the 2025-04 one).
-  Services, teams (`groups`), environments and the severity are embedded in the attributes as
-  `{data: {id, type, attributes}}` resources; `status`, `url` and `sequential_id` are served too (in
-  Rootly's current SDKs, absent from the 2025-04 description's response schema).
+  Services, teams (`groups`) and environments are served as the live API serves them, not as the
+  description's attributes schema has them: only as JSON:API `relationships` (`relationships.services.data =
+  [{id, type: services}]`), the resources themselves in the top-level `included` array when the request asks
+  for them with `include=` (a comma-separated list, as JSON:API has it, although the description's enum names
+  one value: the simulator validates each value). This follows replayed answers recorded from the live
+  service (the public recordings of Rootly's SDK tests; issue 19): their `attributes` have no `services` or
+  `groups`. The severity stays embedded in the attributes as `{data: {id, type, attributes}}`; `status`,
+  `url` and `sequential_id` are served too (in Rootly's current SDKs, absent from the 2025-04 description's
+  response schema).
 - Filters: `filter[<time>_at][gt|gte|lt|lte]` on every timestamp the description lists (an incident
   without that timestamp never matches), `filter[status]`, `filter[kind]`, the id and slug filters of
   services, teams, environments and severity (comma-separated values). Other described filters answer
@@ -45,6 +51,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
+from . import spec
 from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, parse_time
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
@@ -241,6 +248,10 @@ class RootlySimulator(ToolSimulator):
     def invalid(self, message: str, field: str | None = None) -> Response:
         return _errors(400, 'Bad Request', message)
 
+    def request_problem(self, request: Request) -> str | None:
+        # `include` is a comma-separated list, as JSON:API has it, where the description's enum names one value.
+        return _include_problem(request) or super().request_problem(_one_include(request))
+
     def route(self, request: Request) -> Response:
         if request.method == 'GET' and request.path == LIST_PATH:
             return self._list(request)
@@ -272,11 +283,26 @@ class RootlySimulator(ToolSimulator):
                 'total_pages': pages,
             },
         }
+        wanted = set(filter(None, (first(query, 'include') or '').split(',')))
+        included = {}
+        for _, attrs in page:
+            for field in RELATED if wanted else ():
+                for ref in attrs.get(field) or []:
+                    if field in wanted:
+                        included.setdefault((field, ref['data']['id']), {**ref['data'], 'type': field})
+        if wanted:
+            document['included'] = list(included.values())
         return Response.json(200, document, {'Content-Type': JSON_API})
 
     def _served(self, incident_id: str, attrs: dict) -> dict:
+        """The record as the live API lists it: services, teams and environments as relationships."""
         served = {key: self._iso(value) if isinstance(value, datetime) else value for key, value in attrs.items()}
-        return {'id': incident_id, 'type': 'incidents', 'attributes': self.served(incident_id, served)}
+        relationships = {}
+        for field in RELATED:
+            refs = served.pop(field, None) or []
+            relationships[field] = {'data': [{'id': ref['data']['id'], 'type': field} for ref in refs]}
+        attributes = self.served(incident_id, served)
+        return {'id': incident_id, 'type': 'incidents', 'attributes': attributes, 'relationships': relationships}
 
     def _links(self, request: Request, number: int, pages: int) -> dict:
         def link(page: int) -> str:
@@ -339,6 +365,26 @@ def _filters(query: list[tuple[str, str]]) -> list:
 def _time_filter(field, compare, bound):
     # Like SQL: an incident without that timestamp matches no comparison.
     return lambda attrs: attrs.get(field) is not None and compare(attrs[field], bound)
+
+
+RELATED = ('services', 'groups', 'environments')  # served as relationships, not attributes
+
+
+def _one_include(request: Request) -> Request:
+    """The request as the description can validate it: `include` holds one value there."""
+    query = [(k, v.split(',')[0] if k == 'include' else v) for k, v in request.query]
+    return Request(request.method, request.path, query, request.headers, request.body)
+
+
+def _include_problem(request: Request) -> str | None:
+    """Each value of a comma-separated `include`, validated as the description's one value."""
+    names = next((value.split(',') for key, value in request.query if key == 'include'), [])
+    for name in names[1:]:
+        query = [(k, name if k == 'include' else v) for k, v in request.query]
+        problem = spec.request_problem('rootly', Request(request.method, request.path, query, request.headers, b''))
+        if problem:
+            return problem
+    return None
 
 
 def _resource_filter(field, key, wanted):

@@ -7,9 +7,10 @@ import socket
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 
 @dataclass
@@ -25,6 +26,11 @@ class Fault:
     path: str | None = None  # only requests to this path
     skip: int = 0  # let this many matching requests through first
     times: int = 1  # how many requests this fault hits
+    # A hostile server or a broken proxy (`LoopbackServer.streamed` counts the bytes these managed to send):
+    redirect: str | None = None  # a 302 (or `status`) to this URL (the request's query kept, if it has none)
+    flood: int = 0  # a 200 whose JSON body is this many bytes, no Content-Length, sent until the client stops
+    inflate: int = 0  # a 200 gzip body that inflates to this many bytes (a decompression bomb)
+    drip: float = 0.0  # the real answer, announced whole, its body sent one byte every `drip` seconds
 
 
 @dataclass
@@ -59,6 +65,7 @@ class LoopbackServer:
         # Added to every response, outside the lock: a network round trip (requests overlap as on a network).
         self.latency = 0.0
         self.connections = 0  # TCP connections accepted since start (a kept-alive connection counts once)
+        self.streamed = 0  # body bytes a flood, inflate or drip fault managed to send
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self):
@@ -117,11 +124,37 @@ class LoopbackServer:
         fault = self._take_fault(request.path)
         if fault and fault.delay:
             time.sleep(fault.delay)
+        if fault and fault.redirect:
+            query = '' if '?' in fault.redirect or not request.query else '?' + urlencode(request.query)
+            return Response(fault.status or 302, b'', {'Location': fault.redirect + query}), None
         if fault and fault.status is not None:
             body = fault.body if fault.body is not None else json.dumps({'error': {'message': 'injected'}}).encode()
             return Response(fault.status, body, {'Content-Type': 'application/json', **fault.headers}), None
         with self._lock:
             return self.handle(request), fault
+
+
+BLOCK = 1 << 20
+
+
+def _flooding(size: int):
+    """A JSON string `size` bytes long, in blocks (never built whole)."""
+    yield b'{"data": "'
+    for _ in range(max(0, size - 12) // BLOCK):
+        yield b'a' * BLOCK
+    yield b'"}'
+
+
+def _inflating(size: int):
+    """gzip of `size` zero bytes, a MiB at a time: after a full flush the compressor forgets its history, so
+    every MiB after the first compresses to the same ~1 KiB, computed once."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(BLOCK)
+    yield compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    block = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    for _ in range(size // BLOCK - 1):
+        yield block
+    # No gzip trailer: a client that read this far has already failed.
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -168,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         response, fault = self.server_impl._serve(request)
         if self.server_impl.latency:
             time.sleep(self.server_impl.latency)
+        if fault and (fault.flood or fault.inflate or fault.drip):
+            self._hostile(fault, response)
+            return
         body = response.body
         if fault and (fault.truncate or fault.reset):
             body = body[: max(1, len(body) // 2)]
@@ -186,6 +222,33 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.reset:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
             self.close_connection = True
+
+    def _hostile(self, fault: Fault, response: Response) -> None:
+        """Sends a body that never fits (flood, inflate) or never ends in time (drip), counting what got out."""
+        self.close_connection = True
+        self.send_response(200 if not fault.drip else response.status)
+        if fault.drip:
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header('Content-Length', str(len(response.body)))
+            pieces, pause = (response.body[n : n + 1] for n in range(len(response.body))), fault.drip
+        else:
+            self.send_header('Content-Type', 'application/json')
+            if fault.inflate:
+                self.send_header('Content-Encoding', 'gzip')
+            self.send_header('Connection', 'close')
+            pieces, pause = (_inflating(fault.inflate) if fault.inflate else _flooding(fault.flood)), 0.0
+        self.end_headers()
+        try:
+            for piece in pieces:
+                self.wfile.write(piece)
+                self.wfile.flush()
+                with self.server_impl._lock:
+                    self.server_impl.streamed += len(piece)
+                if pause:
+                    time.sleep(pause)
+        except OSError:  # the client stopped reading and closed: what it was meant to do
+            pass
 
     def date_time_string(self, timestamp=None):
         return super().date_time_string(time.time() + self.server_impl.clock_offset if timestamp is None else timestamp)

@@ -7,6 +7,12 @@ every answer with a documented status, is checked against that description (`spe
 
 - Auth: `Authorization: Basic` (a user's name and password) or `Bearer` (an OAuth access token); anything
   else is a 401 `{"error": {"message": "User Not Authenticated", ...}, "status": "failure"}`.
+- OAuth: `POST /oauth_token.do` (form-encoded `grant_type=client_credentials`, `client_id`, `client_secret`),
+  as ServiceNow's "OAuth inbound" documentation and its client credentials grant (Washington DC and later,
+  `glide.oauth.inbound.client.credential.grant_type.enabled`) describe it: `{"access_token", "scope",
+  "token_type": "Bearer", "expires_in": 1799}` (access tokens live 30 minutes by default). A wrong client is a
+  401 `{"error_description": "access_denied", "error": "server_error"}`, as the live instance answers. Tokens
+  expire by `clock` (injectable: a test's virtual clock); an expired one is a 401 like any unknown token.
 - `sysparm_query`: an encoded query. Conditions `field<op>value` joined by `^` (and), `^OR` (or, with the
   previous condition), `^NQ` (a new query, or'ed with the others); `ORDERBY<field>` / `ORDERBYDESC<field>`.
   Operators `=`, `!=`, `>`, `>=`, `<`, `<=`, `IN`, `NOT IN`, `ISEMPTY`, `ISNOTEMPTY`, `LIKE`, `STARTSWITH`.
@@ -43,9 +49,11 @@ import base64
 import hashlib
 import itertools
 import json
+import os
 import re
 import time
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
@@ -53,6 +61,7 @@ from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
 TABLE_PATH = '/api/now/table/'
+OAUTH_PATH = '/oauth_token.do'
 LIST_PATH = TABLE_PATH + 'incident'
 MAX_ROWS = 10_000
 PAGE_SIZE = 250  # what the check asks for; the conformance suite reads past one such page
@@ -99,15 +108,22 @@ class ServiceNowSimulator(ToolSimulator):
     ):
         super().__init__(validate, rate_limit)
         self.username, self.password, self.token = username, password, token
+        self.client_id, self.client_secret = 'sim-servicenow-client', 'sim-servicenow-client-secret'
+        self.token_life = 1799  # seconds, as ServiceNow's default access token lifespan (1,800) answers
+        self.clock = time.monotonic  # what OAuth tokens expire by
+        self.issued: dict[str, float] = {}  # OAuth access token -> when it expires, by `clock`
         self.zone = ZoneInfo(time_zone)
         self.incidents: dict[str, dict] = {}  # sys_id -> fields as stored (date-times as UTC datetimes)
         self._references: dict[tuple[str, str], str] = {}  # (table, name) -> sys_id
         self._numbers = itertools.count(10001)
 
     # -- the driver interface ------------------------------------------------------------------------
-    def instance(self, basic_auth: bool = False, **options) -> dict:
-        """With an OAuth access token in `api_token`, or `basic_auth` with the user's name and password."""
+    def instance(self, basic_auth: bool = False, oauth: bool = False, **options) -> dict:
+        """With an OAuth access token in `api_token`, or `basic_auth` with the user's name and password, or
+        `oauth` with an OAuth client (`client_id`, `client_secret`)."""
         auth = {'username': self.username, 'password': self.password} if basic_auth else {'api_token': self.token}
+        if oauth:
+            auth = {'client_id': self.client_id, 'client_secret': self.client_secret}
         return {'source': self.source, 'api_url': self.url, **auth, **options}
 
     def open(
@@ -225,20 +241,42 @@ class ServiceNowSimulator(ToolSimulator):
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> Response | None:
+        if request.path == OAUTH_PATH:  # the client's own credentials are in the form (`_grant`)
+            return None
+        header = request.headers.get('authorization', '')
+        if header.startswith('Bearer ') and self.issued.get(header[7:], 0) > self.clock():
+            return None
         basic = base64.b64encode(f'{self.username}:{self.password}'.encode()).decode()
-        if request.headers.get('authorization', '') not in (f'Basic {basic}', f'Bearer {self.token}'):
+        if header not in (f'Basic {basic}', f'Bearer {self.token}'):
             return _error(401, 'User Not Authenticated', 'Required to provide Auth information')
         return None
 
     def invalid(self, message: str, field: str | None = None) -> Response:
         return _error(400, 'Invalid request', message)
 
+    def request_problem(self, request: Request) -> str | None:
+        # The token endpoint is no part of the Table API the description covers: `_grant` checks its form.
+        return None if request.path == OAUTH_PATH else super().request_problem(request)
+
     def route(self, request: Request) -> Response:
+        if request.path == OAUTH_PATH:
+            return self._grant(request)
         if request.method != 'GET' or not request.path.startswith(TABLE_PATH):
             return _error(400, 'Requested URI does not represent any resource', request.path)
         if request.path != LIST_PATH:
             return _error(400, 'Invalid table ' + request.path[len(TABLE_PATH) :], '')
         return self._list(request)
+
+    def _grant(self, request: Request) -> Response:
+        form = dict(parse_qsl(request.body.decode()))
+        if request.method != 'POST' or form.get('grant_type') != 'client_credentials':
+            return Response.json(400, {'error_description': 'invalid_request', 'error': 'invalid_request'})
+        if (form.get('client_id'), form.get('client_secret')) != (self.client_id, self.client_secret):
+            return Response.json(401, {'error_description': 'access_denied', 'error': 'server_error'})
+        token = f'sim-oauth-access-{len(self.issued) + 1:04d}-{os.urandom(8).hex()}'
+        self.issued[token] = self.clock() + self.token_life
+        body = {'access_token': token, 'scope': 'useraccount', 'token_type': 'Bearer', 'expires_in': self.token_life}
+        return Response.json(200, body)
 
     def _list(self, request: Request) -> Response:
         query = dict(request.query)

@@ -12,6 +12,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .server import Request, Response
 
@@ -128,9 +129,11 @@ def response_problem(vendor: str, request: Request, response: Response) -> str |
 
 
 def documented(vendor: str, request: Request) -> set[str]:
-    """The statuses the description declares for this request's operation (its path matched to a template)."""
+    """The statuses the description declares for this request's operation (its path, below the server's base
+    path such as Statuspage's `/v1`, matched to a template)."""
+    path = request.path.removeprefix(urlsplit(_host_url(vendor)).path)
     for template, operations in document(vendor).get('paths', {}).items():
-        if re.fullmatch(re.sub(r'\\{[^/]+?\\}', '[^/]+', re.escape(template)), request.path):
+        if re.fullmatch(re.sub(r'\\{[^/]+?\\}', '[^/]+', re.escape(template)), path):
             return set(operations.get(request.method.lower(), {}).get('responses', {}))
     return set()
 

@@ -1,7 +1,7 @@
-"""Generates the README's configuration reference from assets/configuration/spec.yaml.
+"""Generates the configuration reference of docs/configuration.md from assets/configuration/spec.yaml.
 
 python scripts/config_reference.py          # print it
-python scripts/config_reference.py --write  # replace the README section between the markers
+python scripts/config_reference.py --write  # replace the section of docs/configuration.md between the markers
 """
 
 import re
@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / 'docs' / 'configuration.md'
 START, END = '<!-- config-reference:start -->', '<!-- config-reference:end -->'
 
 
@@ -39,19 +40,18 @@ def reference() -> str:
         '\nPlus the options every Agent check has (`tags`, `min_collection_interval`, `service`, '
         '`disable_generic_tags`, ...) and the standard HTTP options (`timeout`, `proxy`, `skip_proxy`, '
         '`tls_verify`, `tls_ca_cert`, `headers`, ...): see '
-        '[`conf.yaml.example`](datadog_checks/dora_incidents/data/conf.yaml.example).'
+        '[`conf.yaml.example`](../datadog_checks/dora_incidents/data/conf.yaml.example).'
     )
     return '\n'.join(rows)
 
 
-def readme_with_reference(readme: str) -> str:
+def page_with_reference(page: str) -> str:
     section = f'{START}\n{reference()}\n{END}'
-    return re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: section, readme, flags=re.S)
+    return re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: section, page, flags=re.S)
 
 
 if __name__ == '__main__':
     if '--write' in sys.argv:
-        path = ROOT / 'README.md'
-        path.write_text(readme_with_reference(path.read_text()))
+        PAGE.write_text(page_with_reference(PAGE.read_text()))
     else:
         print(reference())

@@ -201,6 +201,38 @@ def datadog_since_2026_04(document: dict) -> None:
     accepted['content'] = {'application/json': {'schema': null_data}}
 
 
+def statuspage_as_answered(document: dict) -> None:
+    """What Statuspage's list answers that the description generated in 2024 does not say, from the recorded
+    answers in faros-ai/airbyte-connectors (`sources/statuspage-source/test_files/incidents.json`) and
+    Statuspage's API reference:
+
+    - an incident carries `started_at` and, once its postmortem is published, the status `postmortem`;
+    - times that are not set are null (`monitoring_at`, `resolved_at`, the scheduled ones, `postmortem_*`), and
+      `postmortem_published_at` is a date-time, not a boolean;
+    - `metadata` is an object (the description's type `Object` is no JSON Schema type);
+    - errors are `{"error": "..."}` (e.g. 401 `Could not authenticate`), and a rate limit is answered 420 or 429.
+    """
+    schemas = document['components']['schemas']
+    incident = schemas['Incident']['properties']
+    incident['started_at'] = {'type': 'string', 'format': 'date-time'}
+    incident['metadata'] = {'type': 'object'}
+    incident['postmortem_published_at'] = {'type': 'string', 'format': 'date-time'}
+    incident['status']['enum'] = [*incident['status']['enum'], 'postmortem']
+    for schema in (incident, schemas['IncidentUpdate']['properties'], schemas['Component']['properties']):
+        for field in schema.values():
+            if field.get('type') in ('string', 'boolean', 'array', 'object') and '$ref' not in field:
+                field['nullable'] = True
+                if 'enum' in field:  # OpenAPI 3.0: a nullable enum lists null among its values
+                    field['enum'] = [*field['enum'], None]
+    schemas['ErrorEntity']['properties']['error'] = {'type': 'string'}
+    responses = document['paths']['/pages/{page_id}/incidents']['get']['responses']
+    for status in ('420', '429'):
+        responses[status] = {**responses['401'], 'description': ''}
+    responses['429']['headers'] = responses['420']['headers'] = {
+        'Retry-After': {'schema': {'type': 'integer'}, 'required': True}
+    }
+
+
 def _operation_security(paths):
     for item in paths.values():
         for operation in item.values():

@@ -1,5 +1,6 @@
 """Regenerates everything derived from assets/configuration/spec.yaml: conf.yaml.example (packaged, and the root
-link to it), the config models (except the hand-written validators.py) and the README's configuration reference.
+link to it), the config models (except the hand-written validators.py) and the configuration reference in
+docs/configuration.md.
 
     python scripts/sync_config.py            # ddev itself writes the example and the models
     python scripts/sync_config.py --no-ddev  # no Python 3.13 at hand: the same generators, in this Python
@@ -82,8 +83,8 @@ def main():
     else:
         sync_with_ddev()
     reference = runpy.run_path(str(ROOT / 'scripts' / 'config_reference.py'))
-    readme = ROOT / 'README.md'
-    readme.write_text(reference['readme_with_reference'](readme.read_text()))
+    page = reference['PAGE']
+    page.write_text(reference['page_with_reference'](page.read_text()))
 
 
 if __name__ == '__main__':

@@ -105,10 +105,10 @@ def test_metadata_rows_are_complete():
         assert row['description'] and row['integration'] == 'dora_incidents', name
 
 
-def test_readme_configuration_reference_is_generated_from_the_spec():
+def test_the_configuration_reference_is_generated_from_the_spec():
     import runpy
 
     generator = runpy.run_path(str(ROOT / 'scripts' / 'config_reference.py'))
-    readme = (ROOT / 'README.md').read_text()
-    assert generator['readme_with_reference'](readme) == readme, 'run `python scripts/config_reference.py --write`'
-    assert '`initial_lookback` | integer | `86400`' in readme
+    page = (ROOT / 'docs' / 'configuration.md').read_text()
+    assert generator['page_with_reference'](page) == page, 'run `python scripts/config_reference.py --write`'
+    assert '`initial_lookback` | integer | `86400`' in page

@@ -31,7 +31,7 @@ def retry_at_once(monkeypatch):
     monkeypatch.setattr(outbox, 'MIN_BACKOFF', 0)
 
 
-OUTBOX_CAPACITY = 1_000  # README "DORA failures": a durable outbox of at most 1,000 writes
+OUTBOX_CAPACITY = 1_000  # docs/design.md "Outputs": a durable outbox of at most 1,000 writes
 
 
 def resolved_in_order(pagerduty, now, count):

@@ -1,7 +1,6 @@
 """Property-based: whatever PagerDuty sends, a bad incident is skipped by name and never stalls the others."""
 
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,6 +10,8 @@ from datadog_checks.dora_incidents.sources.reader import Reader
 from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
 from loopback.pagerduty import PagerDutySimulator, iso
+
+from .common import instance_config
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 FIELDS = [
@@ -63,8 +64,7 @@ def mutate(incident: dict, changes: dict) -> dict:
 
 
 def source(**filters):
-    config = SimpleNamespace(api_url='http://127.0.0.1:9', api_token='t', team_ids=(), service_ids=(), urgencies=())
-    vars(config).update(filters)
+    config = instance_config(source='pagerduty', api_url='http://127.0.0.1:9', api_token='t', **filters)
     return PagerDutySource(config, None, config.api_url)
 
 

@@ -7,7 +7,6 @@ A minimal tool over a loopback server, read through the real `Source.resolved` a
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from datadog_checks.base.utils.http import RequestsWrapper
@@ -17,6 +16,8 @@ from datadog_checks.dora_incidents.sources.base import Page, Request, Source, pa
 from datadog_checks.dora_incidents.sources.http import JsonApi, SourceError
 from datadog_checks.dora_incidents.sources.reader import Resume
 from loopback.server import LoopbackServer, Response
+
+from .common import instance_config
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PAGE = 2
@@ -99,7 +100,7 @@ def tracker():
 
 
 def make(cls, server, monotonic=time.monotonic):
-    config = SimpleNamespace(api_token='t')
+    config = instance_config(source='pagerduty', api_token='t')
     return cls(config, RequestsWrapper({'timeout': 5}, {}), server.url, monotonic=monotonic)
 
 

@@ -1,5 +1,6 @@
 """Every tool in the registry (`SOURCES`) is a whole unit: its module and class, its simulator, its API description,
-its options in the configuration spec and its value on the dashboard. A tool missing any of them fails here by name.
+its options in the configuration spec, its value on the dashboard and its page in docs/sources/, linked from the
+README. A tool missing any of them fails here by name.
 """
 
 import inspect
@@ -16,6 +17,7 @@ from loopback.simulators import SIMULATORS, make_simulator
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / 'assets' / 'configuration' / 'spec.yaml').read_text())
 DASHBOARD = json.loads((ROOT / 'assets' / 'dashboards' / 'dora_incidents_overview.json').read_text())
+README = (ROOT / 'README.md').read_text()
 # "(pagerduty only)", "(incident_io, jira)", "(github only, required)": the tools an option belongs to.
 MARKER = re.compile(r'\(([a-z_]+(?:, [a-z_]+)*)(?: only)?(?:, required)?\)')
 
@@ -100,3 +102,18 @@ def test_the_spec_offers_no_tool_the_registry_lacks_and_marks_no_option_of_anoth
 def test_the_dashboard_offers_the_tool_as_a_source_value(name):
     [variable] = [v for v in DASHBOARD['template_variables'] if v['name'] == 'source']
     assert name in variable['available_values']
+
+
+@pytest.mark.parametrize('name', sorted(SOURCES))
+def test_the_tool_has_its_doc_page_linked_from_the_readme(name):
+    page = ROOT / 'docs' / 'sources' / f'{name}.md'
+
+    assert page.is_file(), f'{name}: docs/sources/{name}.md is missing (CONTRIBUTING.md, "The tool\'s page")'
+    title = page.read_text().partition('\n')[0]
+    assert f'`source: {name}`' in title, f'docs/sources/{name}.md: its title does not name `source: {name}`'
+    assert f'](docs/sources/{name}.md)' in README, f'README.md does not link docs/sources/{name}.md'
+
+
+def test_every_doc_page_of_a_tool_is_a_tool_of_the_registry():
+    pages = {page.stem for page in (ROOT / 'docs' / 'sources').glob('*.md')}
+    assert pages <= set(SOURCES), f'docs/sources/ has pages of tools that are not in SOURCES: {pages - set(SOURCES)}'

@@ -18,7 +18,7 @@ from loopback.driver import SourceSimulator
 from loopback.firehydrant import LIST_PATH, FireHydrantSimulator, ref_id
 from loopback.server import Fault
 
-from .common import later
+from .common import instance_config, later
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -34,7 +34,7 @@ def sim():
 
 def source(sim, token=None, **options) -> FireHydrantSource:
     options = {'restored_at': 'resolved', **options}
-    config = SimpleNamespace(api_token=token or sim.token, api_url=sim.url, **options)
+    config = instance_config(source='firehydrant', api_token=token or sim.token, api_url=sim.url, **options)
     return FireHydrantSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 

@@ -3,7 +3,6 @@
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from datadog_checks.base.utils.http import RequestsWrapper
@@ -17,7 +16,7 @@ from loopback.driver import SourceSimulator
 from loopback.rootly import LIST_PATH, RootlySimulator
 from loopback.server import Fault
 
-from .common import later
+from .common import instance_config, later
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -32,7 +31,7 @@ def sim():
 
 def source(sim, token=None, **options) -> RootlySource:
     settings = {'api_token': token or sim.token, 'api_url': sim.url, 'restored_at': 'resolved', **options}
-    config = SimpleNamespace(**settings)
+    config = instance_config(source='rootly', **settings)
     return RootlySource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
 
 
@@ -163,6 +162,7 @@ def test_the_query_filters_on_update_time_in_utc_with_full_pages(sim):
         'sort': 'created_at',
         'page[size]': '100',
         'page[number]': '1',
+        'include': 'services,groups,environments',  # the live API names them only as relationships
     }
     request = sim.requests[0]
     assert request.headers['authorization'] == f'Bearer {sim.token}'

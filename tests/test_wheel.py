@@ -251,7 +251,7 @@ def test_the_bundled_example_is_a_working_configuration_once_filled_in():
 
 
 def test_the_wheel_with_the_cli_extra_in_a_fresh_venv_runs_every_command(tmp_path, wheel, pagerduty, intake, now):
-    """README "Command line": `pip install '<wheel>[cli]'` is all a newcomer needs (not `[cli,agent]`)."""
+    """docs/cli.md "Installing it": `pip install '<wheel>[cli]'` is all a newcomer needs (not `[cli,agent]`)."""
     env_dir = tmp_path / 'cli-python'
     venv.create(env_dir, with_pip=True)
     pip(env_dir / 'bin' / 'python', 'install', '--quiet', f'{wheel}[cli]')

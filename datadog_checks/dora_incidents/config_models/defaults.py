@@ -56,6 +56,10 @@ def instance_enable_legacy_tags_normalization():
     return True
 
 
+def instance_impacts():
+    return ['minor', 'major', 'critical']
+
+
 def instance_initial_lookback():
     return 86400
 
@@ -86,6 +90,10 @@ def instance_log_requests():
 
 def instance_mark_change_failures():
     return False
+
+
+def instance_max_response_size():
+    return 32
 
 
 def instance_max_run_time():
@@ -134,6 +142,10 @@ def instance_service_label_key():
 
 def instance_skip_proxy():
     return False
+
+
+def instance_start_horizon():
+    return 7776000
 
 
 def instance_started_timestamp():

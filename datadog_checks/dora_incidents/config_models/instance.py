@@ -67,6 +67,7 @@ class InstanceConfig(BaseModel):
         frozen=True,
     )
     allow_redirects: Optional[bool] = None
+    api_id: Optional[str] = None
     api_token: Optional[str] = None
     api_url: Optional[str] = None
     auth_token: Optional[AuthToken] = None
@@ -77,6 +78,8 @@ class InstanceConfig(BaseModel):
     change_attribution: Optional[Literal['evidence', 'window']] = None
     change_failure_window: Optional[int] = Field(None, ge=60)
     change_tag: Optional[str] = None
+    client_id: Optional[str] = None
+    client_secret: Optional[str] = None
     connect_timeout: Optional[float] = None
     creation_horizon: Optional[int] = Field(None, ge=86400)
     datadog_api_key: Optional[str] = None
@@ -92,6 +95,7 @@ class InstanceConfig(BaseModel):
     environment_field: Optional[str] = None
     extra_headers: Optional[MappingProxyType[str, Any]] = None
     headers: Optional[MappingProxyType[str, Any]] = None
+    impacts: Optional[tuple[Literal['none', 'minor', 'major', 'critical', 'maintenance'], ...]] = None
     incident_query: Optional[str] = None
     initial_lookback: Optional[int] = Field(None, ge=1)
     jql: Optional[str] = None
@@ -105,12 +109,14 @@ class InstanceConfig(BaseModel):
     label: Optional[str] = None
     log_requests: Optional[bool] = None
     mark_change_failures: Optional[bool] = None
+    max_response_size: Optional[int] = Field(None, ge=1)
     max_run_time: Optional[int] = Field(None, ge=1)
     metric_namespace: Optional[str] = None
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
     mitigated_timestamp: Optional[str] = None
     ntlm_domain: Optional[str] = None
+    page_id: Optional[str] = None
     password: Optional[str] = None
     persist_connections: Optional[bool] = None
     proxy: Optional[Proxy] = None
@@ -120,6 +126,7 @@ class InstanceConfig(BaseModel):
     request_size: Optional[float] = None
     resolved_timestamp: Optional[str] = None
     restored_at: Optional[Literal['resolved', 'mitigated']] = None
+    routing_keys: Optional[tuple[str, ...]] = None
     send_dora_failures: Optional[bool] = None
     send_events: Optional[bool] = None
     service: Optional[str] = None
@@ -141,7 +148,10 @@ class InstanceConfig(BaseModel):
         'datadog_incidents',
         'grafana_irm',
         'opsgenie',
+        'statuspage',
+        'splunk_oncall',
     ]
+    start_horizon: Optional[int] = Field(None, ge=86400)
     started_field: Optional[str] = None
     started_timestamp: Optional[str] = None
     tags: Optional[tuple[str, ...]] = None

@@ -11,6 +11,7 @@ request: with hundreds of posts per run that was most of the check's CPU.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -19,6 +20,17 @@ from requests.utils import get_environ_proxies, select_proxy
 
 from datadog_checks.base.utils.http import RequestsWrapper, should_bypass_proxy
 from datadog_checks.base.utils.tls import create_ssl_context
+
+from ..answers import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    REDIRECTS,
+    BadAnswer,
+    MiB,
+    TooLarge,
+    parse_json,
+    read_body,
+    redirect_target,
+)
 
 DEFAULT_TIMEOUT = 10
 ERROR_DETAIL = 300  # characters of an error body shown to users
@@ -44,6 +56,8 @@ class DatadogHttp:
         self.proxy = _proxy_for(self._base_url, wrapper)
         self.verify = wrapper.options['verify']
         connect, read = wrapper.options['timeout']
+        self._timeout = max(connect, read)  # the whole body's, from the headers on (`read_body`)
+        self._max_response_size = check.config.max_response_size or DEFAULT_MAX_RESPONSE_SIZE
         options = {
             'maxsize': max(1, connections),  # one kept-alive connection per concurrent write
             'block': False,
@@ -63,7 +77,12 @@ class DatadogHttp:
         data = json.dumps(body, separators=(',', ':')).encode() if body is not None else None
         for attempt in (1, 2):
             try:
-                response = self._pool.request(method, url, body=data, headers=headers, preload_content=True)
+                # No redirect is followed: Datadog's API answers where it is asked, and the keys travel in headers
+                # that urllib3 would carry to any host a redirect names.
+                response = self._pool.request(
+                    method, url, body=data, headers=headers, preload_content=False, redirect=False
+                )
+                content = read_body(response, self._max_response_size * MiB, time.monotonic() + self._timeout)
                 break
             except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
                 return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
@@ -75,14 +94,30 @@ class DatadogHttp:
                     return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
             except urllib3.exceptions.HTTPError as e:
                 return DatadogAnswer(None, f'cannot reach {url}: {_cause(e)}', {})
-        text = response.data.decode('utf-8', 'replace')
+            except BadAnswer as e:
+                return DatadogAnswer(None, self._bad_answer(e, path), {})
+        if response.status in REDIRECTS:
+            host = urlsplit(redirect_target(response.headers.get('location'), url)).netloc or '(none)'
+            return DatadogAnswer(
+                None,
+                f'Datadog redirected {path} to {host} (HTTP {response.status}); nothing was sent there: set '
+                f'`datadog_api_url` to the API of your Datadog site (now {self._base_url})',
+                {},
+            )
+        text = content.decode('utf-8', 'replace')
         try:
-            document = json.loads(text) if text else None
+            document = parse_json(content) if content else None
+        except BadAnswer as e:
+            return DatadogAnswer(None, self._bad_answer(e, path), {})
         except ValueError:
             document = None
         return DatadogAnswer(
             response.status, f'HTTP {response.status}: {_error_text(document, text)}', response.headers, document
         )
+
+    def _bad_answer(self, error: BadAnswer, path: str) -> str:
+        limit = f' than `max_response_size` ({self._max_response_size} MiB)' if isinstance(error, TooLarge) else ''
+        return f'Datadog answered {error}{limit} at {path}'
 
     def close(self) -> None:
         self._pool.clear()

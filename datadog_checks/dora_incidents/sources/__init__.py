@@ -1,7 +1,8 @@
 """Incident sources: the `source:` value -> the module and class that read that tool.
 
-Adding a tool = one module subclassing `Source`, one line here, one simulator in `loopback/` (README,
-"Adding an incident tool"). Everything else that depends on the tools reads this registry.
+Adding a tool = one module subclassing `Source`, one line here, its simulator in `loopback/`, its API description,
+its options, its doc page (CONTRIBUTING.md, "Adding a tool"). Everything else that depends on the tools reads this
+registry.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ SOURCES = {
     'datadog_incidents': ('datadog_incidents', 'DatadogIncidentsSource'),
     'grafana_irm': ('grafana_irm', 'GrafanaIrmSource'),
     'opsgenie': ('opsgenie', 'OpsgenieSource'),
+    'statuspage': ('statuspage', 'StatuspageSource'),
+    'splunk_oncall': ('splunk_oncall', 'SplunkOnCallSource'),
 }
 
 

@@ -10,11 +10,14 @@ while the list is paged: a page whose `total` moved makes the reader read the li
 is set even on the last page: the end is told by `total`.
 
 Not failures: test incidents (`is_test`); incidents whose state is not `resolved`/`completed` now (a
-reopened one keeps a stale `resolved`). Times: start = `customer_impact_start` when `customer_impacted`,
-else `declared` (`created` is the import time of an imported incident); resolution and restore =
-`resolved` ("when the state last changed from active or stable to resolved or completed"; never
-`modified`, which every edit moves). Identity: services = `fields.services.value`, teams =
-`fields.teams.value`, severity = `severity` (`SEV-1`; none when `UNKNOWN`), number `#<public_id>`.
+reopened one keeps a stale `resolved`); an incident declared after the fact straight in a resolved state
+(`resolved: null`, as the live API answers for one) without a customer impact start and end. With both, it is
+reported: start = `customer_impact_start`, restore and resolution = `customer_impact_end`. Other times:
+start = `customer_impact_start` when `customer_impacted`, else `declared` (`created` is the import time of an
+imported incident); resolution and restore = `resolved` ("when the state last changed from active or stable
+to resolved or completed"; never `modified`, which every edit moves). Identity: services =
+`fields.services.value`, teams = `fields.teams.value`, severity = `severity` (`SEV-1`; none when
+`UNKNOWN`), number `#<public_id>`.
 
 Credentials: the Datadog API and application keys (`datadog_api_key` / `datadog_app_key`, each falling back
 to the Agent's), no `api_token`; `api_url` defaults to where DORA writes go. A 403 does not say which key
@@ -31,14 +34,25 @@ from datadog_checks.base import ConfigurationError
 
 from ..datadog import keys
 from ..incident import Named, SourceIncident
-from .base import Credentials, Page, Reading, Request, Source, checked_times, obj, parse_time, text, title
+from .base import (
+    DEFAULT_CREATION_HORIZON,
+    Credentials,
+    Page,
+    Reading,
+    Request,
+    Source,
+    checked_times,
+    obj,
+    parse_time,
+    text,
+    title,
+)
 from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/api/v2/incidents/search'
 QUERY = 'state:(resolved OR completed)'
 RESOLVED_STATES = frozenset({'resolved', 'completed'})
 PAGE_SIZE = 100
-DEFAULT_CREATION_HORIZON = 90 * 86400
 
 KEYS_HELP = (
     'check `datadog_api_key` and `datadog_app_key` (or the Agent `api_key` / `app_key`): Datadog does not say '
@@ -136,11 +150,19 @@ class DatadogIncidentsSource(Source):
             return None
         if self.created_before_horizon(attrs):
             return None
-        resolved_at = parse_time(attrs.get('resolved'), 'resolved')
-        start_field = 'customer_impact_start' if attrs.get('customer_impacted') is True else 'declared'
-        if attrs.get(start_field) is None and start_field == 'declared':
-            start_field = 'created'
-        started_at = parse_time(attrs.get(start_field), start_field)
+        if attrs.get('resolved') is None:
+            # Declared after the fact, straight in a resolved state: Datadog records no resolution time (its own
+            # time to resolve is 0). Its customer impact, when it has one, is the outage; else not a failure.
+            if attrs.get('customer_impact_start') is None or attrs.get('customer_impact_end') is None:
+                return None
+            started_at = parse_time(attrs.get('customer_impact_start'), 'customer_impact_start')
+            resolved_at = parse_time(attrs.get('customer_impact_end'), 'customer_impact_end')
+        else:
+            resolved_at = parse_time(attrs.get('resolved'), 'resolved')
+            start_field = 'customer_impact_start' if attrs.get('customer_impacted') is True else 'declared'
+            if attrs.get(start_field) is None and start_field == 'declared':
+                start_field = 'created'
+            started_at = parse_time(attrs.get(start_field), start_field)
         checked_times(started_at, resolved_at, resolved_at)
         fields = obj(attrs, 'fields')
         public_id = attrs.get('public_id')

@@ -20,8 +20,11 @@ incident restarted since (status not `resolved`/`closed`) is left for its next r
 
 Times: start = `started_at`, else `created_at`; resolution = `resolved_at`; restore = `resolved_at`, or
 with `restored_at: mitigated` `mitigated_at` (falling back to `resolved_at`).
-Identity: services = `services[]`, teams = `groups[]`, environments = `environments[]`, each embedded in
-the attributes as `{data: {id, attributes: {name}}}` (no `include` needed); severity = the name of
+Identity: services = `services`, teams = `groups`, environments = `environments`. The live API names them
+only as JSON:API `relationships` (ids), the resources (with their `name`) in the top-level `included` array
+when asked for with `include=services,groups,environments`, which the check does; the published description
+has them embedded in the attributes as `{data: {id, attributes: {name}}}`, which is still read where present.
+`service_mapping` matches a service by its id or its name. Severity = the name of
 `severity.data` (e.g. `SEV1`); number = `INC-<sequential_id>`, as Rootly's own tools print it; url = `url`.
 """
 
@@ -53,6 +56,7 @@ KNOWN_STATUSES = frozenset(
         'completed',
     }
 )
+RELATED = ('services', 'groups', 'environments')  # relationships read, asked for with `include`
 NOT_FAILURE_KINDS = frozenset({'test', 'test_sub', 'example', 'example_sub', 'scheduled', 'scheduled_sub'})
 _ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
 
@@ -102,6 +106,7 @@ class RootlySource(Source):
             ('sort', 'created_at'),
             ('page[size]', PAGE_SIZE),
             ('page[number]', token or 1),
+            ('include', ','.join(RELATED)),
         ]
         return Request(LIST_PATH, params)
 
@@ -114,7 +119,8 @@ class RootlySource(Source):
             raise SourceError(f'Rootly answered GET {LIST_PATH} without valid `links` (needed to page)')
         # The next page is asked for with our own parameters rather than the URL named, so that the key
         # only ever goes to `api_url`.
-        return Page(page['data'], (token or 1) + 1 if links.get('next') else None, _total(page))
+        records = _with_related(page['data'], page.get('included'))
+        return Page(records, (token or 1) + 1 if links.get('next') else None, _total(page))
 
     def incident(self, record) -> SourceIncident | None:
         return self._incident(record)
@@ -180,6 +186,30 @@ def _identity(record) -> tuple[str, dict]:
     if not attrs:
         raise ValueError('the record has no `attributes`')
     return incident_id, attrs
+
+
+def _with_related(records: list, included) -> list:
+    """The records with their `relationships` (and the `included` resources they name) read into the
+    attributes, in the form the published description has there, unless the attributes carry them already."""
+    resources = {}
+    for resource in included if isinstance(included, list) else ():
+        if isinstance(resource, dict) and isinstance(resource.get('id'), str):
+            resources[(resource.get('type'), resource['id'])] = resource
+    for record in records:
+        attrs, relationships = (
+            record.get(key) if isinstance(record, dict) else None for key in ('attributes', 'relationships')
+        )
+        if not isinstance(attrs, dict) or not isinstance(relationships, dict):
+            continue
+        for field in RELATED:
+            linkage = relationships.get(field)
+            data = linkage.get('data') if isinstance(linkage, dict) else None
+            if field in attrs or not isinstance(data, list):
+                continue
+            attrs[field] = [
+                {'data': resources.get((ref.get('type'), ref.get('id')), ref)} for ref in data if isinstance(ref, dict)
+            ]
+    return records
 
 
 def _refs(attrs: dict, field: str) -> tuple[Named, ...]:

@@ -32,9 +32,11 @@ from datadog_checks.base import ConfigurationError
 from ..evidence import Change, evidence, wanted
 from ..incident import Named, SourceIncident
 from .base import Credentials, Page, Reading, Request, Source, basic_credential, checked_times, text, title
-from .http import Answer, JsonApi, SourceError, describer
+from .http import Answer, CredentialsRejected, JsonApi, SourceError, describer
 
 LIST_PATH = '/api/now/table/incident'
+OAUTH_PATH = '/oauth_token.do'
+DEFAULT_TOKEN_LIFE = 1800  # seconds: ServiceNow's default access token lifespan
 PAGE_SIZE = 250
 ZONE_BEFORE = timedelta(hours=12)  # a literal is read as late as UTC-12 ...
 ZONE_AFTER = timedelta(hours=14)  # ... and as early as UTC+14
@@ -46,11 +48,61 @@ FIELDS = (
 )  # fmt: skip
 HINTS = {
     401: 'ServiceNow rejected the credentials: check `username` and `password` (a user with the itil and '
-    'snc_read_only roles), or the OAuth access token in `api_token`',
+    'snc_read_only roles), `client_id` and `client_secret`, or the OAuth access token in `api_token` (it expires)',
     403: 'the ServiceNow user may not read incidents: give it the itil role (and snc_read_only), or read ACLs on '
     'incident, cmdb_ci_service, cmdb_ci and sys_user_group',
     429: 'ServiceNow rate limit rule reached',
 }
+
+
+class OAuthApi(JsonApi):
+    """ServiceNow read with an OAuth client: its access token (client credentials grant, `/oauth_token.do`)
+    fetched on first use, kept, and fetched anew before it expires or once refused.
+
+    Not datadog-checks-base's `auth_token` OAuth reader: that one fetches through requests-oauthlib's own
+    session, outside `self.http`'s proxy, TLS and `timeout` settings and the bounds `JsonApi` puts on every
+    answer (size, redirects); it renews a token only after it expired or a request failed (any failure: a 429
+    too), and its errors name neither ServiceNow nor the options to check."""
+
+    def __init__(self, http, base_url: str, headers, describe_error, client_id: str, client_secret: str):
+        super().__init__(http, base_url, headers, lambda response: self._scrubbed(describe_error(response)))
+        self._client = {'grant_type': 'client_credentials', 'client_id': client_id, 'client_secret': client_secret}
+        self._token: str | None = None
+        self._renew_at = 0.0  # by `monotonic`
+
+    def request(self, method, path, params, deadline, json=None, form=None) -> Answer:
+        if self._token is None or self.monotonic() >= self._renew_at:
+            self._fetch_token(deadline)
+        try:
+            return super().request(method, path, params, deadline, json=json, form=form)
+        except CredentialsRejected:
+            # A token revoked before its time (an admin, a restarted instance): once more with a new one.
+            self._fetch_token(deadline)
+            return super().request(method, path, params, deadline, json=json, form=form)
+
+    def _fetch_token(self, deadline: float) -> None:
+        self._token = None
+        self._headers.pop('Authorization', None)
+        try:
+            answer = super().request('POST', OAUTH_PATH, None, deadline, form=self._client)
+        except CredentialsRejected as e:
+            raise CredentialsRejected(
+                f'ServiceNow refused the OAuth client: check `client_id` and `client_secret` ({e})'
+            ) from None
+        except SourceError as e:
+            if '(HTTP 400' in str(e):
+                raise CredentialsRejected(f'ServiceNow refused the OAuth client credentials grant: {e}') from None
+            raise
+        token, life = answer.body.get('access_token'), answer.body.get('expires_in', DEFAULT_TOKEN_LIFE)
+        if not isinstance(token, str) or not token or isinstance(life, bool) or not isinstance(life, (int, float)):
+            raise SourceError(f'ServiceNow answered {OAUTH_PATH} without an `access_token` and its `expires_in`')
+        self._token = token
+        self._headers['Authorization'] = f'Bearer {token}'
+        # Renewed with a tenth of its life left (a minute at most): never used as it expires mid-run.
+        self._renew_at = self.monotonic() + life - min(60.0, life / 10)
+
+    def _scrubbed(self, text: str) -> str:
+        return text.replace(self._token, '***') if self._token else text
 
 
 class ServiceNowSource(Source):
@@ -59,12 +111,13 @@ class ServiceNowSource(Source):
     default_api_url = ''  # every instance has its own URL: `api_url` is required
     # No published description: loopback/specs/servicenow.json is written by hand from the API reference.
     api_description = {'hand_written': True, 'operations': [('GET', '/api/now/table/{tableName}')]}
-    options = frozenset({'started_field', 'encoded_query', 'change_tag'})
+    options = frozenset({'started_field', 'encoded_query', 'change_tag', 'client_id', 'client_secret'})
     scope_options = frozenset({'encoded_query'})
     # X-Total-Count counts the zone margins too (hours either side of the window): no measure of a window's share.
     reading = Reading(total_is_windows=False, max_per_batch=5_000)
-    # Basic auth (`username`/`password`) or an OAuth access token in `api_token`.
-    credentials = Credentials(needs_api_token=False, secret_options=('password',))
+    # An OAuth client (`client_id`/`client_secret`), Basic auth (`username`/`password`) or an OAuth access token
+    # in `api_token`.
+    credentials = Credentials(needs_api_token=False, secret_options=('password', 'client_secret'))
 
     def __init__(self, config, http, api_url: str, **kwargs):
         if not api_url:
@@ -72,10 +125,14 @@ class ServiceNowSource(Source):
                 '`api_url` is required with `source: servicenow`: your instance, https://<name>.service-now.com'
             )
         basic = bool(config.username and config.password)
-        if basic == bool(config.api_token):
+        oauth = bool(config.client_id or config.client_secret)
+        if oauth and not (config.client_id and config.client_secret):
+            raise ConfigurationError('ServiceNow OAuth needs both `client_id` and `client_secret`')
+        if basic + bool(config.api_token) + oauth != 1:
             raise ConfigurationError(
-                'ServiceNow needs either `username` and `password` (Basic auth) or an OAuth access token in '
-                '`api_token`' + (', not both' if basic else '')
+                'ServiceNow needs one of: an OAuth client (`client_id` and `client_secret`), `username` and '
+                '`password` (Basic auth), or an OAuth access token in `api_token` (which expires: 30 minutes by '
+                'default)' + (', not several' if basic + bool(config.api_token) + oauth > 1 else '')
             )
         super().__init__(config, http, api_url, **kwargs)
         self._base = api_url.rstrip('/')
@@ -92,14 +149,16 @@ class ServiceNowSource(Source):
             headers['Authorization'] = f'Bearer {token}'  # else `username`/`password`: the wrapper's Basic auth
         password = self.config.password
         basic = basic_credential(self.config.username, password)
-        return JsonApi(
-            http, api_url.rstrip('/'), headers, describer('ServiceNow', HINTS, _error_detail, token, password, basic)
-        )
+        client_id, client_secret = self.config.client_id, self.config.client_secret
+        describe = describer('ServiceNow', HINTS, _error_detail, token, password, basic, client_secret)
+        if client_id and client_secret:
+            return OAuthApi(http, api_url.rstrip('/'), headers, describe, client_id, client_secret)
+        return JsonApi(http, api_url.rstrip('/'), headers, describe)
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        password = self.config.password
-        return tuple(filter(None, [password, basic_credential(self.config.username, password)]))
+        password, secret = self.config.password, self.config.client_secret
+        return tuple(filter(None, [password, basic_credential(self.config.username, password), secret]))
 
     def request(self, start: datetime, end: datetime, token: Any) -> Request:
         return Request(
