@@ -1,12 +1,20 @@
 """Helpers shared by the test modules."""
 
 import json
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
 from datadog_checks.dora_incidents.config_models.instance import InstanceConfig
 from datadog_checks.dora_incidents.cursor import CACHE_KEY
 from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids, restores  # noqa: F401
+
+# What a test that is not about a time limit sets instead of it: on a machine whose cores other jobs keep busy an
+# answer may take seconds, and a real limit would race the machine's speed. Tests about a limit set their own
+# (the run's budget on a virtual clock: run_on_virtual_clock).
+TIMEOUT = 120  # seconds: the HTTP `timeout` option
+MAX_RUN_TIME = 600  # seconds: the `max_run_time` option
+NO_DEADLINE = math.inf  # the deadline of a source's `resolved(since, until, deadline)`
 
 
 def instance_config(**options) -> InstanceConfig:

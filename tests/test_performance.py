@@ -26,13 +26,6 @@ from .common import ago, counted, dora_ids, restores
 PATH = '/api/v2/dora/failure'
 
 
-@pytest.fixture
-def instance(instance):
-    """The run budget never binds here unless a test sets it: on a busy machine a backlog must not spill into a run
-    the test does not make."""
-    return {**instance, 'max_run_time': 600}
-
-
 def backlog(pagerduty, now, count, over=timedelta(hours=20)):
     """`count` incidents opened before the lookback and resolved evenly over `over`: `count` log entries in the window."""
     incidents = []
@@ -153,7 +146,7 @@ def test_concurrent_posts_use_several_connections(make_check, run, instance, pag
 @pytest.mark.parametrize('count', [2_500, 4_321])
 def test_pagerduty_requests_stay_near_the_floor(make_check, run, instance, pagerduty, intake, now, aggregator, count):
     incidents = backlog(pagerduty, now, count)
-    check = make_check({**instance, 'send_events': False, 'send_dora_failures': False, 'max_run_time': 60})
+    check = make_check({**instance, 'send_events': False, 'send_dora_failures': False})
 
     run(check)
 
@@ -171,7 +164,7 @@ def test_bunched_resolutions_are_cut_again_and_all_read(make_check, run, instanc
     bunched = backlog(pagerduty, now - timedelta(hours=3), 2_400, over=timedelta(hours=1))
     spread = backlog(pagerduty, now, 300)
 
-    run(make_check({**instance, 'send_events': False, 'send_dora_failures': False, 'max_run_time': 60}))
+    run(make_check({**instance, 'send_events': False, 'send_dora_failures': False}))
 
     assert set(restores(aggregator)) == set(bunched + spread) and counted(aggregator) == 2_700
     assert len(pagerduty.requests) <= 1.25 * 27 + 2 + 3  # a few more probes than evenly spread entries need
