@@ -17,6 +17,15 @@ MAX_RUN_TIME = 600  # seconds: the `max_run_time` option
 NO_DEADLINE = math.inf  # the deadline of a source's `resolved(since, until, deadline)`
 
 
+def read_within(source, since, until, left: float | None = None) -> list:
+    """The batches `source` reads for the window: with `left` seconds of the run on a clock that stands still (the
+    wait a rate limit names is then all that can outlast them, whatever this machine's speed), or no deadline."""
+    if left is None:
+        return list(source.resolved(since, until, NO_DEADLINE))
+    source.api.monotonic = lambda: 0.0
+    return list(source.resolved(since, until, left))
+
+
 def instance_config(**options) -> InstanceConfig:
     """The configuration model as the check builds it from an instance with these options (None: unset): every
     option is an attribute, so that a misspelt one is an AttributeError."""
