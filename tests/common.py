@@ -14,7 +14,7 @@ from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids
 # (the run's budget on a virtual clock: run_on_virtual_clock).
 TIMEOUT = 120  # seconds: the HTTP `timeout` option
 MAX_RUN_TIME = 600  # seconds: the `max_run_time` option
-NO_DEADLINE = math.inf  # the deadline of a source's `resolved(since, until, deadline)`
+NO_DEADLINE = math.inf  # a deadline: of a source's `resolved(since, until, deadline)`, of `DatadogApi.begin`
 
 
 def read_within(source, since, until, left: float | None = None) -> list:

@@ -21,7 +21,7 @@ from datadog_checks.dora_incidents.datadog.client import DatadogHttp
 from loopback.intake import DatadogIntake
 from loopback.server import Fault
 
-from .common import ago, counted, dora_ids, restores
+from .common import NO_DEADLINE, ago, counted, dora_ids, restores
 
 PATH = '/api/v2/dora/failure'
 
@@ -321,7 +321,7 @@ def failure(key: str, name: str) -> Write:
 
 def test_a_newer_write_of_the_same_target_lands_last(api, intake):
     intake.latency = 0.03
-    api.begin(time.monotonic() + 30)
+    api.begin(NO_DEADLINE)
     for n in range(20):
         api.send(failure(f'pagerduty:Q{n % 4:015d}', f'version {n}'))
     api.finish()
@@ -335,7 +335,7 @@ def test_a_newer_write_of_the_same_target_lands_last(api, intake):
 
 def test_memory_is_bounded_while_the_pool_is_slower_than_the_reader(api, intake):
     intake.latency = 0.01
-    api.begin(time.monotonic() + 30)
+    api.begin(NO_DEADLINE)
     peak = 0
     for n in range(400):
         api.send(failure(f'pagerduty:Q{n:015d}', 'x'))
