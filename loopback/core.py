@@ -264,14 +264,26 @@ class ToolSimulator(LoopbackServer, ABC):
     @abstractmethod
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None: ...
 
-    @abstractmethod
-    def reveal(self, incident_id: str) -> None: ...
+    def touch(self, incident_id: str, at: datetime) -> None:
+        """Moves the record's update time to `at`, as any edit does: what the defaults below build on."""
+        raise NotImplementedError(f'{type(self).__name__} has no update time to move')
 
-    @abstractmethod
-    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str: ...
+    def reveal(self, incident_id: str) -> None:
+        """By default, the held change shows from now on and counts as a change now."""
+        with self._lock:
+            self.lag.show(incident_id)
+            self.touch(incident_id, datetime.now(UTC))
 
-    @abstractmethod
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None: ...
+    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
+        """By default, opened at `started_at` and resolved backdated to `resolved_at` (entered now)."""
+        incident_id = self.open(started_at, **open_options)
+        self.resolve_backdated(incident_id, resolved_at)
+        return incident_id
+
+    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
+        """By default, resolved at `at` and updated now (the responder enters when it really ended)."""
+        self.resolve(incident_id, at)
+        self.touch(incident_id, datetime.now(UTC))
 
     @abstractmethod
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None: ...
@@ -298,6 +310,18 @@ def parse_time(value: str, name: str, zone=UTC) -> datetime:
     except ValueError:
         raise Invalid(f'{name}: {value[:40]!r} is not a time', name) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def bounds(query: list[tuple[str, str]], parameters: dict[str, tuple[str, str]], zone=UTC) -> list[tuple]:
+    """The time bounds a query sets. `parameters`: name -> (the record's field, a `COMPARE` operator the field's
+    value must meet against the parameter's time); each bound set is (field, compare, time)."""
+    named = ((name, field, op, first(query, name)) for name, (field, op) in parameters.items())
+    return [(field, COMPARE[op], parse_time(value, name, zone)) for name, field, op, value in named if value]
+
+
+def within(value_of: Callable[[str], datetime | None], bounds: list[tuple]) -> bool:
+    """Whether a record (`value_of(field)`) meets every bound; a field without a value meets none."""
+    return all((value := value_of(field)) is not None and compare(value, at) for field, compare, at in bounds)
 
 
 def java_local(local: datetime, zone: ZoneInfo) -> datetime:

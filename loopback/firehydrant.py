@@ -8,8 +8,7 @@ made here says so below (`updated_after`'s bounds, unknown parameters ignored as
 
 - Auth: `Authorization: Bearer <token>` (the description's example); anything else is a 401.
 - Paging: `page` from 1, `per_page` 20 by default and at most 200 (`max_page_size`, lower in tests);
-  `pagination` is {count, page, items, pages, last, prev, next}; newest incident first. A page past the
-  last is empty.
+  newest incident first. A page past the last is empty.
 - Filters: `resolved_at_or_after` / `resolved_at_or_before` (inclusive) on the incident's latest
   resolution, which a reopen does not clear (the description warns that reopened incidents still match);
   a resolution is listed only once its time has come. Also `created_at_or_after/_or_before`, `archived`,
@@ -21,20 +20,15 @@ made here says so below (`updated_after`'s bounds, unknown parameters ignored as
 - Lifecycle: FireHydrant's default phases and milestones. Resolving sets the `resolved` milestone;
   reopening moves back to `investigating` and clears the milestones after it (milestones must stay in
   order); archiving sets `discarded_at` and hides the incident from the list unless `archived=true`.
-- `updated_after` / `updated_before` (read as [after, before): the description does not say) filter on
-  when the incident was last changed, which the incident entity does not serve: resolving, reopening,
-  editing a milestone, revealing move it.
+- `updated_after` / `updated_before` ([after, before): the description does not say) filter on when the
+  incident last changed, which the incident entity does not serve.
 - After the fact: `enter_resolved` is "Create Resolved Incident" (created now with milestones up to
   Resolved, which the description allows on create); `resolve_backdated` and `correct` edit milestones now.
 - Late visibility: a hidden resolution leaves the incident served as it was (active, its old milestones,
   its old resolution time if any) until `reveal`, which counts as a change now.
 
-Every request and every answer is validated against the derived description (`spec_violations`); a
-request it rejects is answered 400 with FireHydrant's ErrorEntity. Answers with a status the description
-does not declare for the operation (401, 404, 429: it declares only 200) cannot be validated and are not.
-The description declares no incident field nullable, so unset values are omitted rather than sent as
-null. Corruption (`corrupt`) is a fault like an injected one: the answer is validated as it would be
-without it.
+A request the description rejects is answered 400 with FireHydrant's ErrorEntity. The description declares
+no incident field nullable, so unset values are omitted rather than sent as null.
 """
 
 from __future__ import annotations
@@ -50,13 +44,13 @@ from functools import lru_cache
 from typing import ClassVar
 
 from . import spec
-from .core import RateLimit, ToolSimulator, iso, parse_time
+from .core import RateLimit, ToolSimulator, bounds, first, iso, within
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
 VENDOR = 'firehydrant'
 LIST_PATH = '/v1/incidents'
-RELATED = '/related_change_events'
+RELATED = 'related_change_events'
 APP_URL = 'https://app.firehydrant.io'
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 RATE_LIMIT_POOL = 50  # requests per 10 seconds per account, as documented
@@ -72,26 +66,22 @@ PHASES = (
 )
 ORDER = [slug for _, _, slugs in PHASES for slug in slugs]
 ACTIVE = frozenset(ORDER[: ORDER.index('resolved')])
-# The description's parameters this simulator applies; the others are refused rather than ignored.
-SIMULATED = frozenset(
-    {
-        'page',
-        'per_page',
-        'resolved_at_or_after',
-        'resolved_at_or_before',
-        'updated_after',
-        'updated_before',
-        'created_at_or_after',
-        'created_at_or_before',
-        'archived',
-        'current_milestones',
-        'services',
-        'environments',
-        'functionalities',
-        'teams',
-        'severities',
-    }
-)
+# The description's list filters this simulator applies (the others are refused rather than ignored):
+# times, as (the state's time, how it compares with the parameter's), and ids (comma-separated, any matching).
+TIME_FILTERS = {
+    'resolved_at_or_after': ('resolved_at', '>='), 'resolved_at_or_before': ('resolved_at', '<='),
+    'created_at_or_after': ('created_at', '>='), 'created_at_or_before': ('created_at', '<='),
+    'updated_after': ('updated_at', '>='), 'updated_before': ('updated_at', '<'),  # the description does not say
+}  # fmt: skip
+ID_FILTERS = {
+    'current_milestones': lambda state: [state.current],
+    'services': lambda state: [ref_id('service', name) for name in state.services],
+    'environments': lambda state: [ref_id('environment', name) for name in state.environments],
+    'functionalities': lambda state: [ref_id('functionality', name) for name in state.functionalities],
+    'teams': lambda state: [ref_id('team', name) for name in state.teams],
+    'severities': lambda state: [state.severity],
+}
+SIMULATED = {'page', 'per_page', 'archived', *TIME_FILTERS, *ID_FILTERS}
 
 
 @lru_cache(maxsize=65536)
@@ -154,19 +144,8 @@ class FireHydrantSimulator(ToolSimulator):
 
     # -- the driver interface (loopback/driver.py) -----------------------------------------------------
 
-    def open(
-        self,
-        started_at: datetime,
-        *,
-        title: str = TITLE,
-        service: str = SERVICE,
-        team: str = TEAM,
-        environment: str = ENVIRONMENT,
-        severity: str = SEVERITY,
-        services: list[str] | None = None,
-        functionalities: list[str] | None = None,
-        teams: list[str] | None = None,
-    ) -> str:
+    def open(self, started_at: datetime, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT,
+             severity=SEVERITY, services=None, functionalities=None, teams=None) -> str:  # fmt: skip
         """Declares an incident whose impact started at `started_at`; `services`/`teams` replace `service`/`team`."""
         number = next(self._numbers)
         state = _State(
@@ -191,25 +170,15 @@ class FireHydrantSimulator(ToolSimulator):
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         self._change(incident_id, at, lambda state: _resolve(state, at), hidden=hidden)
 
-    def reveal(self, incident_id: str) -> None:
+    def touch(self, incident_id: str, at: datetime) -> None:
         with self._lock:
-            self._incidents[incident_id].updated_at = datetime.now(UTC)
-            self.lag.show(incident_id)
+            self._incidents[incident_id].updated_at = at
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """ "Create Resolved Incident": created now with its milestones, the Resolved one in the past."""
-        incident_id = self.open(started_at, **open_options)
-        now = datetime.now(UTC)
-
-        def created_resolved(state: _State) -> None:
-            _resolve(state, resolved_at)
-            state.created_at = now
-
-        self._change(incident_id, resolved_at, created_resolved, updated_at=now)
+        incident_id = super().enter_resolved(started_at, resolved_at, **open_options)
+        self._incidents[incident_id].created_at = self._incidents[incident_id].updated_at
         return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        self._change(incident_id, at, lambda state: _resolve(state, at), updated_at=datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         """Edits milestones (FireHydrant lets responders edit when each was reached)."""
@@ -233,10 +202,7 @@ class FireHydrantSimulator(ToolSimulator):
         """Serves `fields` instead of the real ones (default: a `started_at` that is not a timestamp)."""
         self.serve_as(incident_id, **(fields or {'started_at': 'yesterday, around lunch'}))
 
-    not_failures = (
-        'archived (declared by mistake)',
-        'resolved, then reopened: not resolved any more',
-    )
+    not_failures = ('archived (declared by mistake)', 'resolved, then reopened: not resolved any more')
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         """An archived incident, and one resolved then reopened (the resolved-time filter still lists it)."""
@@ -314,58 +280,59 @@ class FireHydrantSimulator(ToolSimulator):
             return _error(405, '405 Not Allowed')
         if request.path == LIST_PATH:
             return self._list(request)
-        incident_id = request.path.removeprefix(LIST_PATH + '/')
-        if incident_id.endswith(RELATED):
-            return self._related_page(request, incident_id.removesuffix(RELATED))
-        if incident_id == request.path or '/' in incident_id:
+        incident_id, _, rest = request.path.removeprefix(LIST_PATH + '/').partition('/')
+        if not request.path.startswith(LIST_PATH + '/') or not incident_id or rest not in ('', RELATED):
             return _error(404, 'Not Found')
         if incident_id not in self._incidents:
             return _error(404, 'Record not found')
+        if rest:  # `Incidents_RelatedChangeEventEntity`s of the incident, oldest first, paged like the list
+            kind = first(request.query, 'type')
+            return self._page(request, [r for r in self._related.get(incident_id, []) if kind in (None, r['type'])])
         return Response.json(200, self._render(incident_id))
 
     def _list(self, request: Request) -> Response:
-        query = _Query(request)
-        per_page = min(max(query.int('per_page', DEFAULT_PAGE_SIZE), 1), self.max_page_size)
-        page = query.int('page', 1)
-        if page < 1:
-            raise ValueError('page is invalid')
-        shown = {i: self.lag.listed(i, state) for i, state in self._incidents.items()}
-        selected = sorted((i for i, state in shown.items() if query.selects(state)), reverse=True,
-                          key=lambda i: (shown[i].created_at, shown[i].number))  # fmt: skip
-        data = [self._render(i) for i in selected[(page - 1) * per_page : page * per_page]]
-        return Response.json(200, {'data': data, 'pagination': _pagination(len(selected), page, per_page)})
+        operation = spec.document(VENDOR)['paths'][LIST_PATH]['get']
+        described = {parameter['name'] for parameter in operation.get('parameters', [])}
+        unsimulated = sorted((described & {key for key, _ in request.query}) - SIMULATED)
+        if unsimulated:
+            raise ValueError(f'parameter {unsimulated[0]} is not simulated')
+        times = bounds(request.query, TIME_FILTERS)  # Rails' zone is UTC
+        ids = {
+            name: {i.strip() for i in value.split(',')} - {''}
+            for name in ID_FILTERS
+            if (value := first(request.query, name))
+        }
+        archived = (first(request.query, 'archived') or 'false').lower() == 'true'
+        resolved_only = any(field == 'resolved_at' for field, _, _ in times)  # a resolution to come is not listed
+        now = datetime.now(UTC)
 
-    def _related_page(self, request: Request, incident_id: str) -> Response:
-        """`Incidents_RelatedChangeEventEntity`s of the incident, oldest first, paged like the list."""
-        if incident_id == '' or '/' in incident_id:
-            return _error(404, 'Not Found')
-        if incident_id not in self._incidents:
-            return _error(404, 'Record not found')
-        query = dict(request.query)
-        per_page = min(max(int(query.get('per_page') or DEFAULT_PAGE_SIZE), 1), self.max_page_size)
-        page = int(query.get('page') or 1)
+        def selects(state: _State) -> bool:
+            return (
+                (state.discarded_at is not None) == archived
+                and within(lambda field: getattr(state, field), times)
+                and not (resolved_only and state.resolved_at > now)
+                and all(set(ID_FILTERS[name](state)) & wanted for name, wanted in ids.items())
+            )
+
+        shown = {i: self.lag.listed(i, state) for i, state in self._incidents.items()}
+        selected = sorted((i for i, state in shown.items() if selects(state)), reverse=True,
+                          key=lambda i: (shown[i].created_at, shown[i].number))  # fmt: skip
+        return self._page(request, selected, self._render)
+
+    def _page(self, request: Request, selected: list, render=copy.deepcopy) -> Response:
+        """FireHydrant's page (`page` from 1, `per_page`) of `selected` with its PaginationEntity."""
+        per_page = min(max(_int(request, 'per_page', DEFAULT_PAGE_SIZE), 1), self.max_page_size)
+        page = _int(request, 'page', 1)
         if page < 1:
             raise ValueError('page is invalid')
-        selected = [r for r in self._related.get(incident_id, []) if query.get('type') in (None, r['type'])]
-        data = copy.deepcopy(selected[(page - 1) * per_page : page * per_page])
-        return Response.json(200, {'data': data, 'pagination': _pagination(len(selected), page, per_page)})
+        pages = max(1, math.ceil(len(selected) / per_page))
+        pagination = {'count': len(selected), 'page': page, 'items': per_page, 'pages': pages, 'last': pages}
+        pagination.update(prev=page - 1 if 1 < page <= pages + 1 else None, next=page + 1 if page < pages else None)
+        data = [render(item) for item in selected[(page - 1) * per_page : page * per_page]]
+        return Response.json(200, {'data': data, 'pagination': pagination})
 
     def _render(self, incident_id: str) -> dict:
         return self.served(incident_id, _entity(self.lag.listed(incident_id, self._incidents[incident_id])))
-
-
-def _pagination(count: int, page: int, per_page: int) -> dict:
-    """FireHydrant's PaginationEntity of page `page` over `count` matches."""
-    pages = max(1, math.ceil(count / per_page))
-    return {
-        'count': count,
-        'page': page,
-        'items': per_page,
-        'pages': pages,
-        'last': pages,
-        'prev': page - 1 if 1 < page <= pages + 1 else None,
-        'next': page + 1 if page < pages else None,
-    }
 
 
 def _resolve(state: _State, at: datetime) -> None:
@@ -373,161 +340,77 @@ def _resolve(state: _State, at: datetime) -> None:
     state.resolved_at = at
 
 
-class _Query:
-    def __init__(self, request: Request):
-        self._values = dict(request.query)
-        unsimulated = sorted(set(self._known()) - SIMULATED)
-        if unsimulated:
-            raise ValueError(f'parameter {unsimulated[0]} is not simulated')
-        self._now = datetime.now(UTC)
-        self.resolved_after = self.time('resolved_at_or_after')
-        self.resolved_before = self.time('resolved_at_or_before')
-        self.created_after = self.time('created_at_or_after')
-        self.created_before = self.time('created_at_or_before')
-        self.updated_after = self.time('updated_after')  # [after, before): the description does not say
-        self.updated_before = self.time('updated_before')
-        self.archived = (self._values.get('archived') or 'false').lower() == 'true'
-        self.milestones = self.ids('current_milestones')
-        self.services, self.teams = self.ids('services'), self.ids('teams')
-        self.environments, self.functionalities = self.ids('environments'), self.ids('functionalities')
-        self.severities = self.ids('severities')
-
-    def _known(self):
-        operation = spec.document(VENDOR)['paths'][LIST_PATH]['get']
-        names = {parameter['name'] for parameter in operation.get('parameters', [])}
-        return [key for key in self._values if key in names]
-
-    def int(self, name: str, default: int) -> int:
-        value = self._values.get(name)
-        try:
-            return default if value in (None, '') else int(value)
-        except ValueError:
-            raise ValueError(f'{name} is invalid') from None
-
-    def time(self, name: str) -> datetime | None:
-        value = self._values.get(name)
-        return parse_time(value, name) if value else None  # Rails' zone is UTC
-
-    def ids(self, name: str) -> frozenset[str] | None:
-        value = self._values.get(name)
-        return frozenset(part.strip() for part in value.split(',') if part.strip()) if value else None
-
-    def selects(self, state: _State) -> bool:
-        if (state.discarded_at is not None) != self.archived:
-            return False
-        if self.resolved_after or self.resolved_before:
-            if state.resolved_at is None or state.resolved_at > self._now:
-                return False
-            if self.resolved_after and state.resolved_at < self.resolved_after:
-                return False
-            if self.resolved_before and state.resolved_at > self.resolved_before:
-                return False
-        if self.updated_after and state.updated_at < self.updated_after:
-            return False
-        if self.updated_before and not state.updated_at < self.updated_before:
-            return False
-        if self.created_after and state.created_at < self.created_after:
-            return False
-        if self.created_before and state.created_at > self.created_before:
-            return False
-        return (
-            _any(self.milestones, [state.current])
-            and _any(self.services, [ref_id('service', name) for name in state.services])
-            and _any(self.teams, [ref_id('team', name) for name in state.teams])
-            and _any(self.environments, [ref_id('environment', name) for name in state.environments])
-            and _any(self.functionalities, [ref_id('functionality', name) for name in state.functionalities])
-            and _any(self.severities, [state.severity])
-        )
+def _int(request: Request, name: str, default: int) -> int:
+    value = first(request.query, name)
+    try:
+        return default if value in (None, '') else int(value)
+    except ValueError:
+        raise ValueError(f'{name} is invalid') from None
 
 
-def _any(wanted: frozenset[str] | None, values: list[str]) -> bool:
-    return wanted is None or any(value in wanted for value in values)
+# What this simulator leaves empty on every incident.
+_BLANK = {'summary': '', 'description': '', 'customer_impact_summary': '', 'priority': '', 'tag_list': [],
+          'labels': {}, 'role_assignments': [], 'custom_fields': []}  # fmt: skip
 
 
 def _entity(state: _State) -> dict:
     """The incident as FireHydrant's IncidentEntity, unset values omitted."""
+    kinds = {'service': state.services, 'environment': state.environments, 'functionality': state.functionalities}
+    succinct = {kind: [{'id': ref_id(kind, name), 'name': name} for name in names] for kind, names in kinds.items()}
     entity = {
         'id': state.id,
         'name': state.title,
         'number': state.number,
         'created_at': _iso(state.created_at),
         'started_at': _iso(state.reached.get('started', state.started_at)),
-        'summary': '',
-        'description': '',
-        'customer_impact_summary': '',
         'current_milestone': state.current,
-        'priority': '',
         'severity': state.severity,
-        'tag_list': [],
         'organization_id': ORGANIZATION_ID,
-        'milestones': _history(state),
-        'lifecycle_phases': _phases(state),
+        'milestones': [_milestone(state, n) for n in range(len(state.history))],
+        'lifecycle_phases': [_phase(state, position, *phase) for position, phase in enumerate(PHASES)],
         'active': state.active,
-        'labels': {},
-        'role_assignments': [],
         'incident_url': f'{APP_URL}/incidents/{state.id}',
-        'services': [_succinct('service', name) for name in state.services],
-        'environments': [_succinct('environment', name) for name in state.environments],
-        'functionalities': [_succinct('functionality', name) for name in state.functionalities],
-        'impacts': _impacts(state),
+        'services': succinct['service'],
+        'environments': succinct['environment'],
+        'functionalities': succinct['functionality'],
+        'impacts': [
+            {'id': ref_id(f'impact:{state.id}:{kind}', entry['name']), 'type': kind, 'impact': entry}
+            for kind in ('service', 'functionality', 'environment')
+            for entry in succinct[kind]
+        ],
         'team_assignments': [_team_assignment(state, name) for name in state.teams],
-        'custom_fields': [],
+        **_BLANK,
     }
     if state.discarded_at is not None:
         entity['discarded_at'] = _iso(state.discarded_at)
     return entity
 
 
-def _succinct(kind: str, name: str) -> dict:
-    return {'id': ref_id(kind, name), 'name': name}
+_STAMPS = ('occurred_at', 'created_at', 'updated_at')
 
 
-def _impacts(state: _State) -> list[dict]:
-    kinds = (('service', state.services), ('functionality', state.functionalities), ('environment', state.environments))
-    return [
-        {'id': ref_id(f'impact:{state.id}:{kind}', name), 'type': kind, 'impact': _succinct(kind, name)}
-        for kind, names in kinds
-        for name in names
-    ]
+def _milestone(state: _State, n: int) -> dict:
+    slug, at = state.history[n]
+    entry = {'id': ref_id(f'milestone:{state.id}', str(n)), 'type': slug, **dict.fromkeys(_STAMPS, _iso(at))}
+    if n + 1 < len(state.history):  # null (omitted) for the current milestone
+        entry['duration'] = f'PT{max(0, int((state.history[n + 1][1] - at).total_seconds()))}S'
+    return entry
+
+
+def _phase(state: _State, position: int, kind: str, name: str, slugs: tuple[str, ...]) -> dict:
+    milestones = []
+    for n, slug in enumerate(slugs):
+        milestones.append({'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug})
+        milestones[-1].update(
+            position=n, **({'occurred_at': _iso(state.reached[slug])} if slug in state.reached else {})
+        )
+    return {'id': ref_id('phase', kind), 'name': name, 'type': kind, 'position': position, 'milestones': milestones}
 
 
 def _team_assignment(state: _State, name: str) -> dict:
     team = {'id': ref_id('team', name), 'name': name, 'slug': name.lower().replace(' ', '-')}
-    at = _iso(state.created_at)
-    assignment_id = ref_id(f'assignment:{state.id}', name)
-    return {'id': assignment_id, 'status': 'active', 'created_at': at, 'updated_at': at, 'team': team}
-
-
-def _history(state: _State) -> list[dict]:
-    entries = []
-    for position, (slug, at) in enumerate(state.history):
-        entry = {'id': ref_id(f'milestone:{state.id}', str(position)), 'type': slug}
-        entry.update(occurred_at=_iso(at), created_at=_iso(at), updated_at=_iso(at))
-        if position + 1 < len(state.history):  # null (omitted) for the current milestone
-            entry['duration'] = _duration(state.history[position + 1][1] - at)
-        entries.append(entry)
-    return entries
-
-
-def _phases(state: _State) -> list[dict]:
-    phases = []
-    for position, (phase_type, name, slugs) in enumerate(PHASES):
-        milestones = []
-        for index, slug in enumerate(slugs):
-            milestone = {'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug}
-            milestone['position'] = index
-            if slug in state.reached:
-                milestone['occurred_at'] = _iso(state.reached[slug])
-            milestones.append(milestone)
-        phase_id = ref_id('phase', phase_type)
-        phase = {'id': phase_id, 'name': name, 'type': phase_type, 'position': position, 'milestones': milestones}
-        phases.append(phase)
-    return phases
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    return f'PT{seconds}S'
+    assignment = {'id': ref_id(f'assignment:{state.id}', name), 'status': 'active', 'team': team}
+    return {**assignment, **dict.fromkeys(_STAMPS[1:], _iso(state.created_at))}
 
 
 def _error(status: int, detail: str) -> Response:

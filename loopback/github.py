@@ -25,12 +25,8 @@ rate limit; no recorded live answer was replayed):
 - Time: a closure is listed from its `closed_at` on. A `hidden` closure (a lagging replica) is listed as the
   issue was before it, until `reveal`; then as it was written, `updated_at` and `closed_at` of the closure.
   (An issue that becomes an incident late, labelled after it was closed, is `label`: that moves `updated_at`.)
-- Not failures (`open_non_failures`): an issue closed as `not_planned`, one closed as `duplicate`, and a
-  merged pull request carrying the label.
 
-Every request and every 200 answer is checked against the derived description (which declares no 401, 403
-or 429: those are never "documented"); violations are kept in `spec_violations`, and a request violation is
-answered with a 422, as GitHub answers a request it cannot validate.
+A request the description rejects is answered with a 422, as GitHub answers a request it cannot validate.
 """
 
 from __future__ import annotations
@@ -41,7 +37,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from .core import Invalid, Quota, RateLimit, ToolSimulator, parse_time
+from .core import Invalid, Quota, RateLimit, ToolSimulator, bounds, iso, within
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
 from .server import Fault, Request, Response
 
@@ -54,6 +50,9 @@ DOCS = 'https://docs.github.com/rest'
 _ISSUES = re.compile(r'/repos/([^/]+)/([^/]+)/issues')
 _SIMULATED = {'state', 'labels', 'since', 'sort', 'direction', 'per_page', 'page'}
 JSON = 'application/json; charset=utf-8'
+# What this simulator leaves unset on every issue.
+_UNUSED = {'locked': False, 'assignee': None, 'assignees': [], 'milestone': None, 'comments': 0,
+           'author_association': 'MEMBER', 'active_lock_reason': None, 'body': None}  # fmt: skip
 
 
 def _limit_headers(quota: Quota) -> dict:
@@ -121,22 +120,14 @@ class GitHubSimulator(ToolSimulator):
     # -- late and corrected resolutions --------------------------------------------------------------
     # GitHub stamps `created_at` and `closed_at` with the moment they happen and lets nobody edit them. What
     # reaches the check late is the label: an issue closed long ago that someone labels `incident` now.
-    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
-        """An issue opened and closed in the past, labelled an incident only now."""
-        with self._lock:
-            issue_id = self.open(started_at, **open_options)
-            self.issues[issue_id]['labels'].remove(LABEL)
-            self.close(issue_id, resolved_at)
-            self.label(issue_id, LABEL, _now())
-            return issue_id
-
+    # `enter_resolved` (the core's) is then an issue opened and closed in the past, labelled an incident only now.
     def resolve_backdated(self, incident_id: str, at: datetime) -> None:
         """GitHub cannot backdate a closure: the nearest thing is an issue closed at `at` without its label
         (taken off by mistake) and labelled again now."""
         with self._lock:
             self.issues[incident_id]['labels'].remove(LABEL)
             self.close(incident_id, at)
-            self.label(incident_id, LABEL, _now())
+            self.label(incident_id, LABEL, datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         """GitHub has no way to edit `created_at` or `closed_at`: nothing to simulate."""
@@ -152,11 +143,7 @@ class GitHubSimulator(ToolSimulator):
         """Its `created_at` is served as a string that is no timestamp; filters still see the real one."""
         self.serve_as(incident_id, created_at='sometime last week')
 
-    not_failures = (
-        'closed as not planned',
-        'closed as duplicate',
-        'a pull request, not an issue',
-    )
+    not_failures = ('closed as not planned', 'closed as duplicate', 'a pull request, not an issue')
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:
@@ -255,46 +242,34 @@ class GitHubSimulator(ToolSimulator):
         unknown = sorted(set(query) - _SIMULATED)
         if unknown:
             raise Invalid(f'{", ".join(unknown)}: not simulated by the loopback GitHub')
-        now = _now()
         state = query.get('state', 'open')
         wanted = {name.strip().lower() for name in query.get('labels', '').split(',') if name.strip()}
-        since = parse_time(query['since'], 'since') if 'since' in query else None
-        selected = []
-        for issue_id in self.issues:
-            listed = self.lag.listed(issue_id, self.issues[issue_id], now)
-            if listed['repository'] != repository or (state != 'all' and listed['state'] != state):
-                continue
-            if not wanted <= {label.lower() for label in listed['labels']}:
-                continue
-            if since is not None and listed['updated_at'] < since:
-                continue
-            selected.append((issue_id, listed))
-        field = {'created': 'created_at', 'updated': 'updated_at', 'comments': 'created_at'}[
-            query.get('sort', 'created')
+        since = bounds(request.query, {'since': ('updated_at', '>=')})
+        now = datetime.now(UTC)
+        listed = ((issue_id, self.lag.listed(issue_id, issue, now)) for issue_id, issue in self.issues.items())
+        selected = [
+            (issue_id, issue)
+            for issue_id, issue in listed
+            if issue['repository'] == repository
+            and state in ('all', issue['state'])
+            and wanted <= {label.lower() for label in issue['labels']}
+            and within(issue.get, since)
         ]
+        field = 'updated_at' if query.get('sort') == 'updated' else 'created_at'  # `comments`: all have none
         selected.sort(key=lambda item: (item[1][field], int(item[0])), reverse=query.get('direction', 'desc') == 'desc')
         size = min(_positive(query.get('per_page'), DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
         number = _positive(query.get('page'), 1)
         pages = max(1, -(-len(selected) // size))
-        page = selected[(number - 1) * size : number * size]
-        body = [self._served(issue_id, issue) for issue_id, issue in page]
-        link = self._link(request, repository, number, pages)
+        body = [self._served(issue_id, issue) for issue_id, issue in selected[(number - 1) * size : number * size]]
+        # GitHub's `Link`: on `/repositories/{id}/issues`, only the relations that exist for this page.
+        before, after = (
+            [('prev', number - 1)] * (number > 1),
+            [('next', number + 1), ('last', pages)] * (number < pages),
+        )
+        path = f'{self.prefix}/repositories/{self.repositories[repository]}/issues'
+        relations = before + after + [('first', 1)] * (number > 1)
+        link = ', '.join(f'<{self.link(request, path, page=page)}>; rel="{rel}"' for rel, page in relations)
         return Response.json(200, body, {'Content-Type': JSON, **({'Link': link} if link else {})})
-
-    def _link(self, request: Request, repository: str, number: int, pages: int) -> str:
-        """GitHub's `Link`: on `/repositories/{id}/issues`, only the relations that exist for this page."""
-
-        def url(page: int) -> str:
-            return self.link(request, f'{self.prefix}/repositories/{self.repositories[repository]}/issues', page=page)
-
-        relations = []
-        if number > 1:
-            relations += [('prev', number - 1)]
-        if number < pages:
-            relations += [('next', number + 1), ('last', pages)]
-        if number > 1:
-            relations += [('first', 1)]
-        return ', '.join(f'<{url(page)}>; rel="{rel}"' for rel, page in relations)
 
     def _served(self, issue_id: str, issue: dict) -> dict:
         api = f'{self.url}{self.prefix}/repos/{issue["repository"]}'
@@ -315,18 +290,11 @@ class GitHubSimulator(ToolSimulator):
             'user': _user('octocat'),
             'labels': [self._label(issue['repository'], name) for name in issue['labels']],
             'state': issue['state'],
-            'locked': False,
-            'assignee': None,
-            'assignees': [],
-            'milestone': None,
-            'comments': 0,
-            'created_at': _iso(issue['created_at']),
-            'updated_at': _iso(issue['updated_at']),
-            'closed_at': _iso(issue['closed_at']) if issue['closed_at'] else None,
+            'created_at': iso(issue['created_at']),
+            'updated_at': iso(issue['updated_at']),
+            'closed_at': iso(issue['closed_at']) if issue['closed_at'] else None,
             'closed_by': _user(issue['closed_by']) if issue['closed_by'] else None,
-            'author_association': 'MEMBER',
-            'active_lock_reason': None,
-            'body': None,
+            **_UNUSED,
         }
         if issue['state_reason'] is not None:
             # GitHub serves null for an issue never closed and for a pull request; the description's enum
@@ -334,14 +302,9 @@ class GitHubSimulator(ToolSimulator):
             served['state_reason'] = issue['state_reason']
         if issue['pull_request'] is not None:
             merged = issue['pull_request']['merged_at']
-            served['draft'] = False
-            served['pull_request'] = {
-                'url': f'{api}/pulls/{number}',
-                'html_url': f'{html}/pull/{number}',
-                'diff_url': f'{html}/pull/{number}.diff',
-                'patch_url': f'{html}/pull/{number}.patch',
-                'merged_at': _iso(merged) if merged else None,
-            }
+            pull = {'url': f'{api}/pulls/{number}', 'html_url': f'{html}/pull/{number}'}
+            pull.update(diff_url=f'{html}/pull/{number}.diff', patch_url=f'{html}/pull/{number}.patch')
+            served.update(draft=False, pull_request={**pull, 'merged_at': iso(merged) if merged else None})
         return self.served(issue_id, served)
 
     def _label(self, repository: str, name: str) -> dict:
@@ -357,8 +320,16 @@ class GitHubSimulator(ToolSimulator):
         }
 
 
+_USER_URLS = ('followers', 'following{/other_user}', 'gists{/gist_id}', 'starred{/owner}{/repo}', 'subscriptions',
+              'organizations:orgs', 'repos', 'events{/privacy}', 'received_events')  # fmt: skip
+
+
 def _user(login: str) -> dict:
     profile = f'https://api.github.com/users/{login}'
+    urls = {}
+    for url in _USER_URLS:
+        name, _, path = url.partition(':')
+        urls[f'{name.split("{")[0]}_url'] = f'{profile}/{path or name}'
     return {
         'login': login,
         'id': 583231,
@@ -367,15 +338,7 @@ def _user(login: str) -> dict:
         'gravatar_id': '',
         'url': profile,
         'html_url': f'https://github.com/{login}',
-        'followers_url': f'{profile}/followers',
-        'following_url': f'{profile}/following{{/other_user}}',
-        'gists_url': f'{profile}/gists{{/gist_id}}',
-        'starred_url': f'{profile}/starred{{/owner}}{{/repo}}',
-        'subscriptions_url': f'{profile}/subscriptions',
-        'organizations_url': f'{profile}/orgs',
-        'repos_url': f'{profile}/repos',
-        'events_url': f'{profile}/events{{/privacy}}',
-        'received_events_url': f'{profile}/received_events',
+        **urls,
         'type': 'User',
         'user_view_type': 'public',
         'site_admin': False,
@@ -386,17 +349,9 @@ def _error(message: str, status: str, documentation_url: str = DOCS) -> dict:
     return {'message': message, 'documentation_url': documentation_url, 'status': status}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _second(moment: datetime) -> datetime:
     """GitHub keeps whole seconds."""
     return moment.replace(microsecond=0)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def _positive(value: str | None, default: int) -> int:

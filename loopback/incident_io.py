@@ -1,8 +1,8 @@
 """A stateful loopback incident.io API v2: the endpoints the check uses, with incident.io's shapes and traps.
 
-Faithful to the vendor's published description (derived copy: `loopback/specs/incident_io.json`), every
-request and every answer checked against it (`spec_violations`). No recorded answer of the live service was
-available: what the description leaves open is taken from incident.io's API docs, and a guess says so below.
+Faithful to the vendor's published description (derived copy: `loopback/specs/incident_io.json`). No recorded
+answer of the live service was available: what the description leaves open is taken from incident.io's API
+docs, and a guess says so below.
 
 - `GET /v2/incidents`: `page_size` (default 25; more than 250, the documented maximum, is a 422) and the
   `after` cursor, `pagination_meta.after` being the last id of a full page (so the last page may be
@@ -16,7 +16,6 @@ available: what the description leaves open is taken from incident.io's API docs
 - `Authorization: Bearer <key>`, else 401 (`authentication_error`; the code for a wrong key is a guess,
   the vendor documents only the missing-key one); a token bucket (off unless `rate_limit` is set)
   answering 429 with `Retry-After` and the `X-RateLimit-*` headers, which every answer carries.
-  `validate=False` skips the description checks (benchmarks).
 
 The account: statuses Triage, Investigating, Fixing, Monitoring, Paused, Documenting (post-incident),
 Closed, Declined, Canceled, Merged; timestamps spelt as in the vendor's examples ("Impact started",
@@ -25,9 +24,8 @@ Closed, Declined, Canceled, Merged; timestamps spelt as in the vendor's examples
 "Resolved at"; reopening moves it back to Investigating and clears "Resolved at" (the status rule sets it
 again on the next resolution); "Fixed at" keeps its first value.
 
-After the fact: `enter_resolved` declares a retrospective incident now ("Reported at" when it began, no
-"Impact started"); `resolve_backdated` and `correct` set "Resolved at"/"Impact started" now, which updates
-the incident, as editing a timestamp does in incident.io.
+After the fact: `resolve_backdated` and `correct` set "Resolved at"/"Impact started" now, which updates the
+incident, as editing a timestamp does in incident.io.
 
 Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`,
 which shows it with its original "Resolved at" and an `updated_at` of the reveal: what incident.io
@@ -54,38 +52,21 @@ TIMESTAMPS_PATH = '/v2/incident_timestamps'
 MAX_PAGE_SIZE = 250
 EPOCH = '2024-01-02T09:00:00Z'  # when the account's settings were created
 ORG = 'acme'
-# name: (category, rank)
-STATUSES = {
-    'Triage': ('triage', 0),
-    'Investigating': ('live', 1),
-    'Fixing': ('live', 2),
-    'Monitoring': ('live', 3),
-    'Paused': ('paused', 4),
-    'Documenting': ('learning', 5),
-    'Closed': ('closed', 6),
-    'Declined': ('declined', 7),
-    'Canceled': ('canceled', 8),
-    'Merged': ('merged', 9),
-}
-TIMESTAMPS = [
-    'Reported at', 'Accepted at', 'Impact started', 'Fixed at', 'Resolved at', 'Closed at',
-    'Declined at', 'Canceled at', 'Merged at',
-]  # fmt: skip
-FIELDS = {  # name: (field type, catalog-backed)
-    'Affected services': ('multi_select', True),
-    'Team': ('single_select', True),
-    'Environment': ('single_select', False),
-}
-LIST_FILTERS = {
-    'status_category': {'one_of', 'not_in'},
-    'status': {'one_of', 'not_in'},
-    'severity': {'one_of', 'not_in'},
-    'mode': {'one_of'},
-    'created_at': {'gte', 'lte', 'date_range'},
-    'updated_at': {'gte', 'lte', 'date_range'},
-}
+STATUSES = {  # name: category, in rank order
+    'Triage': 'triage', 'Investigating': 'live', 'Fixing': 'live', 'Monitoring': 'live', 'Paused': 'paused',
+    'Documenting': 'learning', 'Closed': 'closed', 'Declined': 'declined', 'Canceled': 'canceled', 'Merged': 'merged',
+}  # fmt: skip
+TIMESTAMPS = ['Reported at', 'Accepted at', 'Impact started', 'Fixed at', 'Resolved at', 'Closed at', 'Declined at',
+              'Canceled at', 'Merged at']  # fmt: skip
+# name: (field type, catalog-backed)
+FIELDS = {'Affected services': ('multi_select', True), 'Team': ('single_select', True),
+          'Environment': ('single_select', False)}  # fmt: skip
+_CHOICE, _TIME = {'one_of', 'not_in'}, {'gte', 'lte', 'date_range'}
+LIST_FILTERS = {'status_category': _CHOICE, 'status': _CHOICE, 'severity': _CHOICE, 'mode': {'one_of'},
+                'created_at': _TIME, 'updated_at': _TIME}  # fmt: skip
 PLAIN_PARAMETERS = {'page_size', 'after', 'sort_by', 'filter_mode'}
 DEFAULT_MODES = ('standard', 'retrospective')
+MIN, MAX = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -103,7 +84,7 @@ def _limit_headers(quota: Quota) -> dict:
 
 
 def _too_many_requests(quota: Quota) -> dict:
-    retry_after = _iso(datetime.now(UTC) + timedelta(seconds=quota.wait)).split('.')[0] + 'Z'
+    retry_after = iso(datetime.now(UTC) + timedelta(seconds=quota.wait))
     return {
         'type': 'too_many_requests',
         'status': 429,
@@ -129,38 +110,27 @@ class IncidentIoSimulator(ToolSimulator):
         self._numbers = itertools.count(1)
         self.incidents: dict[str, dict] = {}
         self._valid: set[bytes] = set()  # digests of the incident records the description accepts
-        self._statuses = {name: self._status(name, category, rank) for name, (category, rank) in STATUSES.items()}
+        self._statuses = {
+            name: self._setting(name, f'{name} incidents', rank=rank, category=category)
+            for rank, (name, category) in enumerate(STATUSES.items())
+        }
         self._timestamps = {
             name: {'id': next(self._ids), 'name': name, 'rank': rank} for rank, name in enumerate(TIMESTAMPS)
         }
         self._fields = {name: self._field(name, kind) for name, (kind, _) in FIELDS.items()}
         self._values: dict[tuple[str, str], dict] = {}  # (field, value) -> catalog entry or option
         self._severities: dict[str, dict] = {}
-        self._lead = {
-            'id': next(self._ids), 'name': 'Incident Lead', 'shortform': 'lead', 'role_type': 'lead',
-            'description': 'The person currently coordinating the incident', 'instructions': 'Take charge',
-            'created_at': EPOCH, 'updated_at': EPOCH,
-        }  # fmt: skip
-        self._incident_type = {
-            'id': next(self._ids), 'name': 'Default', 'description': 'Incidents', 'is_default': True,
-            'private_incidents_only': False, 'create_in_triage': 'optional', 'created_at': EPOCH, 'updated_at': EPOCH,
-        }  # fmt: skip
+        self._lead = self._setting('Incident Lead', 'The person currently coordinating the incident',
+                                   shortform='lead', role_type='lead', instructions='Take charge')  # fmt: skip
+        self._incident_type = self._setting('Default', 'Incidents', is_default=True, private_incidents_only=False,
+                                            create_in_triage='optional')  # fmt: skip
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
         return {'source': self.source, 'api_token': self.token, 'api_url': self.url, 'team_field': 'Team', **options}
 
-    def open(
-        self,
-        started_at: datetime,
-        *,
-        title: str = TITLE,
-        service: str = SERVICE,
-        team: str = TEAM,
-        environment: str = ENVIRONMENT,
-        severity: str = SEVERITY,
-        mode: str = 'standard',
-    ) -> str:
+    def open(self, started_at: datetime, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT,
+             severity=SEVERITY, mode='standard') -> str:  # fmt: skip
         incident_id = next(self._ids)
         number = next(self._numbers)
         self.incidents[incident_id] = {
@@ -203,25 +173,17 @@ class IncidentIoSimulator(ToolSimulator):
             self.set_timestamp(incident_id, 'Fixed at', at, touch=False)
         self.set_timestamp(incident_id, 'Resolved at', at, touch=False)
 
-    def reveal(self, incident_id: str) -> None:
-        self.lag.show(incident_id)
-        self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.incidents[incident_id]['updated_at'] = _iso(at)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A retrospective incident declared now (incident.io's `retrospective` mode), post-incident: "Reported
         at" is when it began (the responder enters it), no "Impact started", "Resolved at" in the past."""
-        incident_id = self.open(started_at, mode='retrospective', **open_options)
-        now = datetime.now(UTC)
-        self.incidents[incident_id]['created_at'] = _iso(now)
+        incident_id = super().enter_resolved(started_at, resolved_at, mode='retrospective', **open_options)
+        self.incidents[incident_id]['created_at'] = self.incidents[incident_id]['updated_at']
         for name in ('Accepted at', 'Impact started'):
             self.set_timestamp(incident_id, name, None, touch=False)
-        self.resolve(incident_id, resolved_at)
-        self.incidents[incident_id]['updated_at'] = _iso(now)
         return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        self.resolve(incident_id, at)
-        self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         for name, value in (('Impact started', started_at), ('Resolved at', resolved_at)):
@@ -231,7 +193,7 @@ class IncidentIoSimulator(ToolSimulator):
     def set_severity(self, incident_id: str, severity: str, at: datetime) -> None:
         """An edit that has nothing to do with the incident's times."""
         self.incidents[incident_id]['severity'] = self._severity(severity)
-        self.incidents[incident_id]['updated_at'] = _iso(at)
+        self.touch(incident_id, at)
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         self.move(incident_id, 'Investigating', at)
@@ -272,9 +234,8 @@ class IncidentIoSimulator(ToolSimulator):
 
     # -- more of the tool's vocabulary ---------------------------------------------------------------
     def move(self, incident_id: str, status: str, at: datetime) -> None:
-        incident = self.incidents[incident_id]
-        incident['incident_status'] = self._statuses[status]
-        incident['updated_at'] = _iso(at)
+        self.incidents[incident_id]['incident_status'] = self._statuses[status]
+        self.touch(incident_id, at)
 
     def close(self, incident_id: str, at: datetime) -> None:
         """Post-incident done: Closed, "Closed at" set; "Resolved at" stays the resolution."""
@@ -290,7 +251,7 @@ class IncidentIoSimulator(ToolSimulator):
                 else:
                     entry['value'] = {'value': _iso(value)}
         if touch:
-            self.incidents[incident_id]['updated_at'] = _iso(datetime.now(UTC))
+            self.touch(incident_id, datetime.now(UTC))
 
     def timestamp(self, incident_id: str, name: str) -> str | None:
         for entry in self.incidents[incident_id]['incident_timestamp_values']:
@@ -343,42 +304,25 @@ class IncidentIoSimulator(ToolSimulator):
         selected = [self.lag.listed(i, incident) for i, incident in self.incidents.items()]
         selected = [i for i in selected if query.matches(i)]
         selected.sort(key=_key, reverse=query.newest_first)
-        page = query.page(selected, self._key_of)
+        page = query.page(selected, self.incidents)
         meta = {'page_size': query.page_size, 'total_record_count': len(selected)}
         if len(page) == query.page_size:
             meta['after'] = page[-1]['id']
         return Response.json(200, {'incidents': page, 'pagination_meta': meta})
 
-    def _key_of(self, incident_id: str) -> tuple[str, str]:
-        # A keyset cursor: it holds however the incident it names has changed or been filtered out since.
-        incident = self.incidents.get(incident_id)
-        if incident is None:
-            raise _invalid('after', f'no incident with id {incident_id!r}')
-        return _key(incident)
-
     # -- the account's settings ----------------------------------------------------------------------
-    def _status(self, name: str, category: str, rank: int) -> dict:
-        return {
-            'id': next(self._ids), 'name': name, 'description': f'{name} incidents', 'rank': rank,
-            'category': category, 'created_at': EPOCH, 'updated_at': EPOCH,
-        }  # fmt: skip
+    def _setting(self, name: str, description: str, **more) -> dict:
+        """One of the account's settings (a status, a severity, a role, an incident type)."""
+        return {'id': next(self._ids), 'name': name, 'description': description, **more, 'created_at': EPOCH,
+                'updated_at': EPOCH}  # fmt: skip
 
     def _field(self, name: str, kind: str) -> dict:
-        return {
-            'id': next(self._ids),
-            'name': name,
-            'description': f'{name} of the incident',
-            'field_type': kind,
-            'options': [],
-        }
+        return {'id': next(self._ids), 'name': name, 'description': f'{name} of the incident', 'field_type': kind,
+                'options': []}  # fmt: skip
 
     def _severity(self, name: str) -> dict:
         if name not in self._severities:
-            rank = len(self._severities) + 1
-            self._severities[name] = {
-                'id': next(self._ids), 'name': name, 'description': f'{name} impact', 'rank': rank,
-                'created_at': EPOCH, 'updated_at': EPOCH,
-            }  # fmt: skip
+            self._severities[name] = self._setting(name, f'{name} impact', rank=len(self._severities) + 1)
         return self._severities[name]
 
     def _entry(self, field_name: str, names: list[str]) -> dict:
@@ -391,23 +335,18 @@ class IncidentIoSimulator(ToolSimulator):
             if FIELDS[field['name']][1]:
                 self._values[key] = {'value_catalog_entry': {'id': next(self._ids), 'name': name, 'aliases': []}}
             else:
-                option = {
-                    'id': next(self._ids),
-                    'custom_field_id': field['id'],
-                    'value': name,
-                    'sort_key': len(field['options']),
-                }
-                field['options'].append(option)
-                self._values[key] = {'value_option': option}
+                option = {'id': next(self._ids), 'custom_field_id': field['id'], 'value': name}
+                field['options'].append({**option, 'sort_key': len(field['options'])})
+                self._values[key] = {'value_option': field['options'][-1]}
         return self._values[key]
 
 
 class _ListQuery:
-    """The list endpoint's query, as incident.io reads it; anything it does not know is an `_Invalid`."""
+    """The list endpoint's query, as incident.io reads it; anything it does not know is an `Invalid`."""
 
     def __init__(self, pairs: list[tuple[str, str]]):
         plain: dict[str, str] = {}
-        grouped: dict[tuple[str, str], list[str]] = {}
+        self.filters: dict[tuple[str, str], list] = {}  # (field, operator) -> values; for times, (low, high)s
         for key, value in pairs:
             if key in PLAIN_PARAMETERS:
                 plain[key] = value
@@ -415,41 +354,34 @@ class _ListQuery:
             field, _, rest = key.partition('[')
             operator = rest[:-1] if rest.endswith(']') else None
             if field not in LIST_FILTERS:
-                raise _invalid(key, f'unknown query parameter {key!r}')
+                raise Invalid(f'unknown query parameter {key!r}', key)
             if operator not in LIST_FILTERS[field]:
-                raise _invalid(key, f'{field} accepts the operators {sorted(LIST_FILTERS[field])}, not {operator!r}')
-            grouped.setdefault((field, operator), []).append(value)
-        # (field, operator, values)
-        self.filters = [(field, operator, values) for (field, operator), values in grouped.items()]
-        if not any(field == 'mode' for field, _, _ in self.filters):
-            self.filters.append(('mode', 'one_of', list(DEFAULT_MODES)))
-        self.page_size = _int(plain.get('page_size') or '25', 'page_size')
+                raise Invalid(f'{field} accepts the operators {sorted(LIST_FILTERS[field])}, not {operator!r}', key)
+            if field.endswith('_at'):  # gte: from its first instant; lte: to its last; date_range: both
+                low, high = _range(value, field) if operator == 'date_range' else _moment(value, field)
+                value = (MIN if operator == 'lte' else low, MAX if operator == 'gte' else high)
+            self.filters.setdefault((field, operator), []).append(value)
+        self.filters.setdefault(('mode', 'one_of'), list(DEFAULT_MODES))
+        try:
+            self.page_size = int(plain.get('page_size') or '25')
+        except ValueError:
+            raise Invalid('page_size must be an integer', 'page_size') from None
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise _invalid('page_size', f'page_size must be between 1 and {MAX_PAGE_SIZE}')
+            raise Invalid(f'page_size must be between 1 and {MAX_PAGE_SIZE}', 'page_size')
         self.after = plain.get('after') or None
         self.newest_first = (plain.get('sort_by') or 'created_at_newest_first') == 'created_at_newest_first'
         self.any = plain.get('filter_mode') == 'any'
-        self._bounds = {
-            (f, o): [(_range if o == 'date_range' else _moment)(v, f) for v in vs]
-            for f, o, vs in self.filters
-            if f.endswith('_at')
-        }
 
     def matches(self, incident: dict) -> bool:
         # `mode` is not one of the combinable filters: it always applies.
-        mode_ok = all(self._match(incident, *f) for f in self.filters if f[0] == 'mode')
-        others = [self._match(incident, *f) for f in self.filters if f[0] != 'mode']
-        return mode_ok and (not others or (any(others) if self.any else all(others)))
+        results = {key: self._match(incident, *key, values) for key, values in self.filters.items()}
+        others = [result for (field, _), result in results.items() if field != 'mode']
+        return results[('mode', 'one_of')] and (not others or (any(others) if self.any else all(others)))
 
-    def _match(self, incident: dict, field: str, operator: str, values: list[str]) -> bool:
+    def _match(self, incident: dict, field: str, operator: str, values: list) -> bool:
         if field.endswith('_at'):
             moment = datetime.fromisoformat(incident[field])
-            bounds = self._bounds[(field, operator)]
-            if operator == 'gte':
-                return all(moment >= low for low, _ in bounds)
-            if operator == 'lte':
-                return all(moment <= high for _, high in bounds)
-            return all(low <= moment <= high for low, high in bounds)
+            return all(low <= moment <= high for low, high in values)
         actual = {
             'status_category': incident['incident_status']['category'],
             'status': incident['incident_status']['id'],
@@ -458,9 +390,12 @@ class _ListQuery:
         }[field]
         return (actual in values) == (operator == 'one_of')
 
-    def page(self, selected: list[dict], key_of) -> list[dict]:
+    def page(self, selected: list[dict], incidents: dict[str, dict]) -> list[dict]:
         if self.after:
-            after = key_of(self.after)
+            # A keyset cursor: it holds however the incident it names has changed or been filtered out since.
+            if self.after not in incidents:
+                raise Invalid(f'no incident with id {self.after!r}', 'after')
+            after = _key(incidents[self.after])
             later = (lambda key: key < after) if self.newest_first else (lambda key: key > after)
             selected = [i for i in selected if later(_key(i))]
         return selected[: self.page_size]
@@ -474,13 +409,6 @@ def _key(incident: dict) -> tuple[str, str]:
     return incident['created_at'], incident['id']
 
 
-def _int(value: str, field: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise _invalid(field, f'{field} must be an integer') from None
-
-
 def _moment(value: str, field: str) -> tuple[datetime, datetime]:
     """A date covers its whole UTC day: (its first instant, its last); a time is both."""
     try:
@@ -489,21 +417,17 @@ def _moment(value: str, field: str) -> tuple[datetime, datetime]:
             return day, day + timedelta(days=1) - timedelta(microseconds=1)
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _invalid(field, f'{field}: {value[:40]!r} is not a date') from None
+        raise Invalid(f'{field}: {value[:40]!r} is not a date', field) from None
     if moment.tzinfo is None:
-        raise _invalid(field, f'{field}: {value[:40]!r} has no time zone')
+        raise Invalid(f'{field}: {value[:40]!r} has no time zone', field)
     return moment, moment
 
 
 def _range(value: str, field: str) -> tuple[datetime, datetime]:
     low, sep, high = value.partition('~')
     if not sep:
-        raise _invalid(field, f'{field}[date_range] must be two dates joined by ~')
+        raise Invalid(f'{field}[date_range] must be two dates joined by ~', field)
     return _moment(low, field)[0], _moment(high, field)[1]
-
-
-def _invalid(field: str, message: str) -> Invalid:
-    return Invalid(message, field)
 
 
 def _error(status: int, kind: str, code: str, message: str, field: str | None = None) -> Response:

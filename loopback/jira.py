@@ -3,10 +3,9 @@
 Atlassian publishes an OpenAPI description of the Jira Cloud platform REST API at a URL, not in a public
 repository we could pin; this simulator and its minimal description (`loopback/specs/jira.json`) are written
 by hand from the REST API v3 reference ("Issue search": `GET`/`POST /rest/api/3/search/jql`; "Myself") and
-the JQL reference. Every request, and every answer with a documented status, is checked against it
-(`spec_violations`). What the live site does beyond those pages (the old search's 410 Gone, fewer issues
-than asked when many fields are) is what Atlassian's reference and changelog announce; no recorded live
-answer was replayed.
+the JQL reference. What the live site does beyond those pages (the old search's 410 Gone, fewer issues than
+asked when many fields are) is what Atlassian's reference and changelog announce; no recorded live answer was
+replayed.
 
 - Auth: `Authorization: Basic base64(email:api_token)`; anything else is a 401 with Jira's plain-text body
   "Client must be authenticated to access this resource.".
@@ -17,14 +16,14 @@ answer was replayed.
   (opaque; bound to its query: a token used with another JQL is a 400). The answer is `issues`,
   `nextPageToken` (absent on the last page) and `isLast`: no total. `GET /rest/api/3/search` (the old
   search) answers 410 Gone.
-- JQL: `AND`, `OR`, `NOT`, parentheses; `=`, `!=`, `>`, `>=`, `<`, `<=`, `in`, `not in`, `is [not] EMPTY`
-  on `project`, `issuetype` (`type`), `status`, `statusCategory`, `resolution`, `priority`, `component`,
-  `labels`, `key`, `created`, `updated`, `resolutiondate` (`resolved`) and `cf[N]` date-time custom fields;
-  `ORDER BY field [ASC|DESC], ...`. A field Jira does not know is a 400 naming it, as Jira does.
+- JQL, as much as the check and the tests write: clauses joined by `AND` (parentheses allowed; `OR` and
+  `NOT` are a 400 here), `=`, `!=`, `>`, `>=`, `<`, `<=`, `[not] in`, `is [not] EMPTY` on `project`,
+  `issuetype`, `status`, `resolution`, `priority`, `key`, `created`, `updated`, `resolutiondate`; `ORDER BY
+  field [ASC|DESC], ...`. A field it does not know is a 400 naming it, as Jira answers.
 - **Date literals** (`"yyyy-MM-dd HH:mm"`, `"yyyy/MM/dd HH:mm"`, `"yyyy-MM-dd"`, `"yyyy/MM/dd"`) have
   minute precision and are read in the token owner's zone (an IANA name with its DST rules; a skipped local
   time moves forward, a repeated one is its first occurrence). Seconds are a 400 listing the valid formats,
-  as Jira answers. Relative periods (`"-5d"`, `"-4w 2d"`, `-30m`) count from now.
+  as Jira answers.
 - Date-times are served in the token owner's zone with milliseconds and an offset without a colon
   (`2026-11-30T06:05:12.345-0800`), as Jira serves them.
 - Rate limit (`rate_limit=(requests, seconds)`, off by default): 429 with `Retry-After` (seconds) and
@@ -48,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
+from .core import COMPARE, Invalid, RateLimit, ToolSimulator, iso, java_local
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -61,26 +60,11 @@ DEFAULT_PAGE, MAX_PAGE, MAX_ID_PAGE = 50, 100, 5000
 MANY_FIELDS, MANY_FIELDS_PAGE = 5, 50
 TEAM_FIELD = 'customfield_10001'  # Atlassian's Team field
 IMPACT_START_FIELD = 'customfield_10120'  # a date-time custom field: "Impact start"
-DATE_FIELDS = {
-    'created': 'created',
-    'updated': 'updated',
-    'resolutiondate': 'resolutiondate',
-    'resolved': 'resolutiondate',
-}
-STATUSES = {  # name: (id, category key, category name)
-    'Open': ('1', 'new', 'To Do'),
-    'Work in progress': ('3', 'indeterminate', 'In Progress'),
-    'Resolved': ('5', 'done', 'Done'),
-    'Closed': ('6', 'done', 'Done'),
-    'Canceled': ('10002', 'done', 'Done'),
-}
-RESOLUTIONS = {
-    'Done': '10000',
-    "Won't Do": '10001',
-    'Duplicate': '10002',
-    'Cannot Reproduce': '10003',
-    'Declined': '10004',
-}
+CATEGORIES = {'new': (2, 'To Do'), 'indeterminate': (4, 'In Progress'), 'done': (3, 'Done')}
+STATUSES = {'Open': ('1', 'new'), 'Work in progress': ('3', 'indeterminate'), 'Resolved': ('5', 'done'),
+            'Closed': ('6', 'done'), 'Canceled': ('10002', 'done')}  # fmt: skip
+RESOLUTIONS = {'Done': '10000', "Won't Do": '10001', 'Duplicate': '10002', 'Cannot Reproduce': '10003',
+               'Declined': '10004'}  # fmt: skip
 INVALID_DATE = (
     "Date value '{value}' for field '{field}' is invalid. Valid formats include: 'yyyy/MM/dd HH:mm', "
     "'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'."
@@ -99,14 +83,8 @@ class JiraSimulator(ToolSimulator):
     list_path = SEARCH_PATH
     max_page_size = MAX_PAGE
 
-    def __init__(
-        self,
-        email: str = 'dora-reader@example.com',
-        token: str = 'ATATT3xFfGF0sim-jira-api-token-0123456789',
-        time_zone: str = 'Australia/Sydney',
-        rate_limit: tuple[int, float] | None = None,
-        validate: bool = True,
-    ):
+    def __init__(self, email='dora-reader@example.com', token='ATATT3xFfGF0sim-jira-api-token-0123456789',
+                 time_zone='Australia/Sydney', rate_limit: tuple[int, float] | None = None, validate=True):  # fmt: skip
         super().__init__(validate, rate_limit)
         self.email, self.token = email, token
         self.time_zone = time_zone
@@ -156,26 +134,16 @@ class JiraSimulator(ToolSimulator):
         self.update(incident_id, at, status=_status('Resolved'), resolution=_resolution(resolution), resolutiondate=at)
 
     def reveal(self, incident_id: str) -> None:
-        incident_id = _issue_id(incident_id)
-        self.lag.show(incident_id)
-        self.update(incident_id, datetime.now(UTC))
+        self.lag.show(_issue_id(incident_id))
+        self.touch(incident_id, datetime.now(UTC))
 
-    def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
-        """Imported now (Jira's CSV importer takes the created and resolved dates): `updated` is now."""
-        incident_id = self.open(started_at, **open_options)
-        self.resolve(incident_id, resolved_at)
-        self.update(incident_id, datetime.now(UTC))
-        return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        """Resolved now with the resolution date of when it really ended (Jira sets `resolutiondate` itself;
-        an import, or an app's post-function, writes an earlier one)."""
-        self.resolve(incident_id, at)
-        self.update(incident_id, datetime.now(UTC))
+    # Entered or resolved late: Jira sets `resolutiondate` itself; an import (Jira's CSV importer takes the created
+    # and resolved dates), or an app's post-function, writes an earlier one (the core's defaults).
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, at)
 
     def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
-        """A corrected start is the impact start field (`created` never changes); a corrected resolution
-        date comes as in `resolve_backdated`."""
+        """A corrected start is the impact start field (`created` never changes)."""
         corrections = {IMPACT_START_FIELD: started_at, 'resolutiondate': resolved_at}
         self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
 
@@ -255,17 +223,9 @@ class JiraSimulator(ToolSimulator):
         return Response.json(200, self._search(_search_parameters(request)))
 
     def _myself(self) -> dict:
-        account = '5b10ac8d82e05b22cc7d4ef5'
-        return {
-            'self': f'{self.url}/rest/api/3/user?accountId={account}',
-            'accountId': account,
-            'accountType': 'atlassian',
-            'emailAddress': self.email,
-            'displayName': 'DORA reader',
-            'active': True,
-            'timeZone': self.time_zone,
-            'locale': 'en_US',
-        }
+        account = {'accountId': '5b10ac8d82e05b22cc7d4ef5', 'accountType': 'atlassian', 'active': True}
+        user = {'emailAddress': self.email, 'displayName': 'DORA reader', 'timeZone': self.time_zone, 'locale': 'en_US'}
+        return {'self': f'{self.url}/rest/api/3/user?accountId={account["accountId"]}', **account, **user}
 
     def _search(self, parameters: dict) -> dict:
         jql = parameters.get('jql') or ''
@@ -334,229 +294,98 @@ def _offset(token: str | None, binding: str) -> int:
     raise Invalid('The provided next page token is invalid or expired.')
 
 
-# -- JQL ---------------------------------------------------------------------------------------------
+# -- JQL: what the check and the tests write ---------------------------------------------------------
 
-_TOKEN = re.compile(
-    r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|(?P<op>!=|>=|<=|!~|[=<>~(),])'
-    r'|(?P<word>[^\s"\'(),=<>!~]+))'
+_VALUE = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[^\s(),"\'=<>!]+'
+_CLAUSE = re.compile(
+    rf'(?P<field>{_VALUE})\s*(?:(?P<op>!=|>=|<=|=|>|<)\s*(?P<value>{_VALUE})|(?P<empty>is(?:\s+not)?)\s+(?:empty|null)'
+    rf'|(?P<among>(?:not\s+)?in)\s*\((?P<values>[^)]*)\))\s*\)*',
+    re.IGNORECASE,
 )
-_FIELDS = {'project', 'issuetype', 'type', 'status', 'statuscategory', 'resolution', 'priority', 'component',
-           'labels', 'key', 'issuekey', 'created', 'updated', 'resolutiondate', 'resolved'}  # fmt: skip
-_PERIOD = re.compile(r'([-+]?)((?:\s*\d+[wdhm])+)')
+_ALIASES = {'type': 'issuetype', 'issuekey': 'key', 'resolved': 'resolutiondate'}
+_FIELDS = {'project', 'issuetype', 'status', 'resolution', 'priority', 'key', 'created', 'updated', 'resolutiondate'}
+DATE_FIELDS = {'created', 'updated', 'resolutiondate'}
 
 
 class _Jql:
-    """A parsed JQL query: a predicate over stored issues and an order."""
+    """A JQL query as the check and the tests write it (clauses joined by AND, in parentheses or not, then
+    ORDER BY; OR and NOT are not simulated): `matches`, a predicate over stored issues, and `order`."""
 
     def __init__(self, text: str, zone: ZoneInfo):
         self.zone = zone
-        self.tokens = self._tokenize(text)
-        self.position = 0
-        self.order: list[tuple[str, bool]] = []
-        self.predicate = (lambda issue: True) if self._at_order_or_end() else self._or()
-        if self._peek_word('ORDER'):
-            self._order_by()
-        if self.position != len(self.tokens):
-            raise Invalid(
-                f"Error in the JQL Query: Expecting either 'OR' or 'AND' but got '{self.tokens[self.position][1]}'."
-            )
+        where, *order = re.split(r'\border\s+by\b', text, maxsplit=1, flags=re.IGNORECASE)
+        parts = re.split(r'\band\b', where, flags=re.IGNORECASE) if where.strip() else []
+        clauses = [self._clause(part) for part in parts]
+        self.matches = lambda issue: all(clause(issue) for clause in clauses)
+        self.order = []
+        for term in order[0].split(',') if order else []:
+            field, *direction = term.split() or ['']
+            name = self._field(field, "Not able to sort using field '{}'.")
+            self.order.append((name, [word.upper() for word in direction] == ['DESC']))
 
-    def matches(self, issue: dict) -> bool:
-        return self.predicate(issue)
-
-    # -- parsing -------------------------------------------------------------------------------------
     @staticmethod
-    def _tokenize(text: str) -> list[tuple[str, str]]:
-        tokens, position = [], 0
-        while position < len(text.rstrip()):
-            found = _TOKEN.match(text, position)
-            if not found or found.end() == position:
-                raise Invalid(
-                    f"Error in the JQL Query: The character '{text[position:].strip()[:1]}' is a reserved JQL "
-                    'character.'
-                )
-            kind = found.lastgroup
-            tokens.append((kind, found.group(kind).strip()))
-            position = found.end()
-        return tokens
+    def _field(text: str, refused: str) -> str:
+        field = text.strip('"\'')
+        name = _ALIASES.get(field.lower(), field.lower())
+        if name not in _FIELDS:
+            raise Invalid(refused.format(field))
+        return name
 
-    def _next(self) -> tuple[str, str]:
-        if self.position >= len(self.tokens):
-            raise Invalid('Error in the JQL Query: The query ended unexpectedly.')
-        self.position += 1
-        return self.tokens[self.position - 1]
-
-    def _peek_word(self, *words: str) -> bool:
-        if self.position >= len(self.tokens):
-            return False
-        kind, value = self.tokens[self.position]
-        return kind == 'word' and value.upper() in words
-
-    def _at_order_or_end(self) -> bool:
-        return self.position >= len(self.tokens) or self._peek_word('ORDER')
-
-    def _or(self):
-        parts = [self._and()]
-        while self._peek_word('OR'):
-            self._next()
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else (lambda issue: any(p(issue) for p in parts))
-
-    def _and(self):
-        parts = [self._not()]
-        while self._peek_word('AND'):
-            self._next()
-            parts.append(self._not())
-        return parts[0] if len(parts) == 1 else (lambda issue: all(p(issue) for p in parts))
-
-    def _not(self):
-        if self._peek_word('NOT'):
-            self._next()
-            inner = self._not()
-            return lambda issue: not inner(issue)
-        if self.position < len(self.tokens) and self.tokens[self.position] == ('op', '('):
-            self._next()
-            inner = self._or()
-            if self._next() != ('op', ')'):
-                raise Invalid("Error in the JQL Query: Expecting ')'.")
-            return inner
-        return self._clause()
-
-    def _clause(self):
-        kind, field = self._next()
-        name = field.strip('"\'').lower()
-        if kind not in ('word', 'string') or not (name in _FIELDS or re.fullmatch(r'cf\[\d+\]', name)):
-            raise Invalid(f"Field '{field.strip(chr(34))}' does not exist or you do not have permission to view it.")
-        operator = self._operator()
-        if operator in ('is', 'is not'):
-            self._expect_word('EMPTY', 'NULL')
-            return lambda issue: (_plain(issue, name) in (None, [], '')) == (operator == 'is')
-        if operator in ('in', 'not in'):
-            values = self._list()
-            return lambda issue: bool(_names(issue, name) & values) == (operator == 'in')
-        value = self._value()
-        if name in DATE_FIELDS or name.startswith('cf['):
-            bound = self._moment(value, field)
-            compare = COMPARE[operator]
-            return lambda issue: _plain(issue, name) is not None and compare(_plain(issue, name), bound)
+    def _clause(self, part: str):
+        found = _CLAUSE.fullmatch(part.lstrip(' (').rstrip())
+        if not found:
+            raise Invalid(
+                f"Error in the JQL Query: the loopback Jira reads clauses joined by AND, not '{part.strip()}'."
+            )
+        name = self._field(found['field'], "Field '{}' does not exist or you do not have permission to view it.")
+        if found['empty']:
+            negated = found['empty'].lower() != 'is'
+            return lambda issue: (name != 'key' and issue['fields'][name] in (None, [])) != negated
+        if found['among']:
+            values = {_unquoted(value).lower() for value in re.findall(_VALUE, found['values'])}
+            negated = found['among'].lower() != 'in'
+            return lambda issue: bool(_names(issue, name) & values) != negated
+        operator, value, compare = found['op'], _unquoted(found['value']), COMPARE[found['op']]
+        if name in DATE_FIELDS:
+            bound = self._moment(value, name)
+            return lambda issue: issue['fields'][name] is not None and compare(issue['fields'][name], bound)
         if operator not in ('=', '!='):
-            raise Invalid(f"The operator '{operator}' is not supported by the '{field}' field.")
-        return lambda issue: (value.lower() in _names(issue, name)) == (operator == '=')
-
-    def _operator(self) -> str:
-        kind, value = self._next()
-        if kind == 'op' and value in COMPARE:
-            return value
-        upper = value.upper()
-        if upper == 'IS':
-            return 'is not' if self._peek_word('NOT') and self._next() else 'is'
-        if upper == 'IN':
-            return 'in'
-        if upper == 'NOT' and self._peek_word('IN'):
-            self._next()
-            return 'not in'
-        raise Invalid(f"Error in the JQL Query: Expecting operator but got '{value}'.")
-
-    def _expect_word(self, *words: str) -> None:
-        kind, value = self._next()
-        if kind != 'word' or value.upper() not in words:
-            raise Invalid(f"Error in the JQL Query: Expecting {' or '.join(words)} but got '{value}'.")
-
-    def _value(self) -> str:
-        kind, value = self._next()
-        if kind == 'op':
-            raise Invalid(f"Error in the JQL Query: Expecting a value but got '{value}'.")
-        return value[1:-1] if kind == 'string' else value
-
-    def _list(self) -> set[str]:
-        if self._next() != ('op', '('):
-            raise Invalid("Error in the JQL Query: Expecting '(' after IN.")
-        values = {self._value().lower()}
-        while True:
-            kind, value = self._next()
-            if (kind, value) == ('op', ')'):
-                return values
-            if (kind, value) != ('op', ','):
-                raise Invalid("Error in the JQL Query: Expecting ',' or ')'.")
-            values.add(self._value().lower())
-
-    def _order_by(self) -> None:
-        self._next()
-        self._expect_word('BY')
-        while True:
-            _, field = self._next()
-            name = field.strip('"\'').lower()
-            if name not in _FIELDS and not re.fullmatch(r'cf\[\d+\]', name):
-                raise Invalid(f"Not able to sort using field '{field}'.")
-            descending = False
-            if self._peek_word('ASC', 'DESC'):
-                descending = self._next()[1].upper() == 'DESC'
-            self.order.append((name, descending))
-            if self.position < len(self.tokens) and self.tokens[self.position] == ('op', ','):
-                self._next()
-                continue
-            return
+            raise Invalid(f"The operator '{operator}' is not supported by the '{name}' field.")
+        return lambda issue: compare(value.lower() in _names(issue, name), True)
 
     def _moment(self, value: str, field: str) -> datetime:
-        """A date literal in the token owner's zone, at minute precision, or a period from now."""
-        period = _PERIOD.fullmatch(value.strip())
-        if period:
-            units = {'w': 'weeks', 'd': 'days', 'h': 'hours', 'm': 'minutes'}
-            delta = sum(
-                (timedelta(**{units[u]: int(n)}) for n, u in re.findall(r'(\d+)([wdhm])', period.group(2))),
-                timedelta(),
-            )
-            return datetime.now(UTC) + (-delta if period.group(1) == '-' else delta)
+        """A date literal in the token owner's zone, at minute precision."""
         for pattern in ('%Y-%m-%d %H:%M', '%Y/%m/%d %H:%M', '%Y-%m-%d', '%Y/%m/%d'):
             try:
-                local = datetime.strptime(value, pattern)
+                return java_local(datetime.strptime(value, pattern), self.zone)
             except ValueError:
                 continue
-            return java_local(local, self.zone)
-        raise Invalid(INVALID_DATE.format(value=value, field=field.strip('"\'')))
+        raise Invalid(INVALID_DATE.format(value=value, field=field))
 
 
-def _plain(issue: dict, name: str):
-    fields = issue['fields']
-    if name in DATE_FIELDS:
-        return fields[DATE_FIELDS[name]]
-    if name.startswith('cf['):
-        return fields.get(f'customfield_{name[3:-1]}')
-    return _names(issue, name) or None
+def _unquoted(value: str) -> str:
+    return value[1:-1] if value[0] in '"\'' else value
 
 
 def _names(issue: dict, name: str) -> set[str]:
     """What `=`/`in` compare a clause's values with: the field's names and ids, lowercased."""
-    fields = issue['fields']
-    if name in ('key', 'issuekey'):
+    if name == 'key':
         return {issue['key'].lower(), issue['id']}
-    if name == 'labels':
-        return {label.lower() for label in fields['labels']}
-    if name == 'statuscategory':
-        category = fields['status']['statusCategory']
-        return {category['key'].lower(), category['name'].lower(), str(category['id'])}
-    value = fields[{'type': 'issuetype', 'component': 'components'}.get(name, name)]
-    values = value if isinstance(value, list) else [value] if value else []
-    return {str(v.get(k)).lower() for v in values for k in ('id', 'key', 'name') if v.get(k) is not None}
+    value = issue['fields'][name]
+    return {str(value[k]).lower() for k in ('id', 'key', 'name') if value.get(k) is not None} if value else set()
 
 
 def _sort_key(issue: dict, name: str):
-    value = _plain(issue, name)
-    if isinstance(value, datetime):
-        return (1, value.timestamp(), '')
-    if name in ('key', 'issuekey'):
-        return (1, int(issue['id']), '')
-    return (0, 0, '') if value is None else (1, 0, min(value))
+    if name == 'key':
+        return (1, int(issue['id']))
+    value = issue['fields'][name]
+    return (0, 0) if value is None else (1, value.timestamp() if name in DATE_FIELDS else min(_names(issue, name)))
 
 
 def _status(name: str) -> dict:
-    status_id, category_key, category_name = STATUSES[name]
-    category_id = {'new': 2, 'indeterminate': 4, 'done': 3}[category_key]
-    return {
-        'id': status_id,
-        'name': name,
-        'statusCategory': {'id': category_id, 'key': category_key, 'name': category_name},
-    }
+    status_id, key = STATUSES[name]
+    category_id, category = CATEGORIES[key]
+    return {'id': status_id, 'name': name, 'statusCategory': {'id': category_id, 'key': key, 'name': category}}
 
 
 def _resolution(name: str) -> dict:
@@ -565,14 +394,9 @@ def _resolution(name: str) -> dict:
 
 def _version(name: str) -> dict:
     version_id = str(10200 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16))
-    return {
-        'self': f'https://acme.atlassian.net/rest/api/3/version/{version_id}',
-        'id': version_id,
-        'name': name,
-        'archived': False,
-        'released': True,
-        'releaseDate': '2026-11-30',
-    }
+    url = f'https://acme.atlassian.net/rest/api/3/version/{version_id}'
+    release = {'archived': False, 'released': True, 'releaseDate': '2026-11-30'}
+    return {'self': url, 'id': version_id, 'name': name, **release}
 
 
 def _component(name: str) -> dict:
@@ -590,14 +414,9 @@ def _milli(moment: datetime) -> datetime:
 
 
 def _limit_headers(seconds: int) -> dict:
-    reset = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
-    return {
-        'Retry-After': str(seconds),
-        'X-RateLimit-Limit': '100',
-        'X-RateLimit-Remaining': '0',
-        'X-RateLimit-Reset': reset.isoformat().replace('+00:00', 'Z'),
-        'RateLimit-Reason': 'jira-burst-based',
-    }
+    reset = iso(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds))
+    limit = {'X-RateLimit-Limit': '100', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': reset}
+    return {'Retry-After': str(seconds), **limit, 'RateLimit-Reason': 'jira-burst-based'}
 
 
 def _errors(*messages: str) -> dict:

@@ -18,8 +18,8 @@ With `validate=True` (as the registry makes it) every request and answer is chec
 from __future__ import annotations
 
 import bisect
+import copy
 import itertools
-import json
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 from zoneinfo import ZoneInfo
@@ -32,6 +32,12 @@ OFFSET_CAP = 10_000
 OVERVIEW_TYPES = {'trigger_log_entry', 'acknowledge_log_entry', 'resolve_log_entry', 'unacknowledge_log_entry'}
 # The account's own time zone: what PagerDuty applies to `since`/`until` given without an offset.
 ACCOUNT_TIME_ZONE = 'America/Los_Angeles'
+FILTERS = {  # the incidents' filters: parameter -> an incident's values it matches any of
+    'statuses[]': lambda incident: {incident['status']},
+    'urgencies[]': lambda incident: {incident['urgency']},
+    'service_ids[]': lambda incident: {incident['service']['id']},
+    'team_ids[]': lambda incident: {team['id'] for team in incident['teams']},
+}
 
 
 class PagerDutySimulator(ToolSimulator):
@@ -216,110 +222,79 @@ class PagerDutySimulator(ToolSimulator):
         return _error(400, 2001, 'Invalid Input Provided', [message])
 
     def route(self, request: Request) -> Response:
-        if request.method == 'GET' and request.path == '/log_entries':
-            return self._list_log_entries(request)
-        if request.method == 'GET' and request.path == '/incidents':
-            return self._list_incidents(request)
-        if request.method == 'GET' and request.path.endswith('/related_change_events'):
-            incident_id = request.path.removeprefix('/incidents/').removesuffix('/related_change_events')
-            if incident_id not in self.incidents:
-                return _error(404, 2100, 'Not Found')
-            events = json.loads(json.dumps(self._related.get(incident_id, [])))
+        path, query = request.path, request.query
+        if request.method == 'GET' and path in ('/log_entries', '/incidents'):
+            if _all(query, 'team_ids[]') and 'teams' not in self.abilities:
+                return _error(402, 2012, 'Account does not have the abilities to perform the action', ['teams'])
+            return self._list_log_entries(query) if path == '/log_entries' else self._list_incidents(query)
+        incident_id, _, rest = path.removeprefix('/incidents/').partition('/')
+        if request.method != 'GET' or incident_id not in self.incidents or rest not in ('', 'related_change_events'):
+            return _error(404, 2100, 'Not Found')
+        if rest:
+            events = copy.deepcopy(self._related.get(incident_id, []))
             return Response.json(200, {'change_events': events, 'limit': None, 'offset': None, 'total': None})
-        incident = self.incidents.get(request.path.removeprefix('/incidents/'))
-        if request.method == 'GET' and incident is not None:
-            return Response.json(200, {'incident': incident})
-        return _error(404, 2100, 'Not Found')
+        return Response.json(200, {'incident': self.incidents[incident_id]})
 
-    def _list_log_entries(self, request: Request) -> Response:
-        query = _Query(request)
-        since, until = query.window(default=timedelta(days=30))
-        team_ids = set(query.all('team_ids[]'))
-        if team_ids and 'teams' not in self.abilities:
-            return _error(402, 2012, 'Account does not have the abilities to perform the action', ['teams'])
-        overview = query.flag('is_overview')
+    def _list_log_entries(self, query: list[tuple[str, str]]) -> Response:
+        since, until = _window(query)
+        overview = _flag(query, 'is_overview')
+        teams = set(_all(query, 'team_ids[]'))
         low = bisect.bisect_left(self._entries, (since.timestamp(),))
         high = bisect.bisect_left(self._entries, (until.timestamp(),))
-        selected = []
-        for _, _, entry in reversed(self._entries[low:high]):  # newest first, as PagerDuty lists them
-            incident = self.incidents[entry['incident_id']]
-            if (overview and entry['type'] not in OVERVIEW_TYPES) or self.lag.held(entry['id']):
-                continue
-            if team_ids and not team_ids & {team['id'] for team in incident['teams']}:
-                continue
-            selected.append(entry)
-        embed = 'incidents' in query.all('include[]')
+        selected = [
+            entry
+            for _, _, entry in reversed(self._entries[low:high])  # newest first, as PagerDuty lists them
+            if not (overview and entry['type'] not in OVERVIEW_TYPES)
+            and not self.lag.held(entry['id'])
+            and (not teams or teams & FILTERS['team_ids[]'](self.incidents[entry['incident_id']]))
+        ]
+        embed = 'incidents' in _all(query, 'include[]')
         return self._page(query, selected, 'log_entries', lambda entry: self._served_entry(entry, embed))
 
     def _served_entry(self, entry: dict, embed: bool) -> dict:
         incident = self.incidents[entry['incident_id']]
         served = {key: value for key, value in entry.items() if key != 'incident_id'}
         reference = {'id': incident['id'], 'type': 'incident_reference', 'summary': incident['summary']}
-        served['incident'] = json.loads(json.dumps(incident)) if embed else reference
-        served['service'] = incident['service']
-        served['teams'] = incident['teams']
-        return served
+        served['incident'] = copy.deepcopy(incident) if embed else reference
+        return {**served, 'service': incident['service'], 'teams': incident['teams']}
 
-    def _list_incidents(self, request: Request) -> Response:
-        query = _Query(request)
+    def _list_incidents(self, query: list[tuple[str, str]]) -> Response:
         selected = list(self.incidents.values())
-        if query.get('date_range') != 'all':
+        if first(query, 'date_range') != 'all':
             # The trap: `since`/`until` filter on created_at, not on when the incident was resolved.
-            since, until = query.window(default=timedelta(days=30))
+            since, until = _window(query)
             selected = [i for i in selected if since <= datetime.fromisoformat(i['created_at']) < until]
-        team_ids = set(query.all('team_ids[]'))
-        if team_ids and 'teams' not in self.abilities:
-            return _error(402, 2012, 'Account does not have the abilities to perform the action', ['teams'])
-        filters = {
-            'status': set(query.all('statuses[]')),
-            'urgency': set(query.all('urgencies[]')),
-        }
-        service_ids = set(query.all('service_ids[]'))
-        selected = [
-            i
-            for i in selected
-            if all(not wanted or i[name] in wanted for name, wanted in filters.items())
-            and (not service_ids or i['service']['id'] in service_ids)
-            and (not team_ids or team_ids & {t['id'] for t in i['teams']})
-        ]
+        for name, values_of in FILTERS.items():
+            if wanted := set(_all(query, name)):
+                selected = [i for i in selected if wanted & values_of(i)]
         selected.sort(key=lambda i: i['created_at'])
         return self._page(query, selected, 'incidents', lambda incident: incident)
 
-    def _page(self, query: _Query, items: list, key: str, serve) -> Response:
-        limit = min(int(query.get('limit') or 25), 100)
-        offset = int(query.get('offset') or 0)
+    def _page(self, query: list[tuple[str, str]], items: list, key: str, serve) -> Response:
+        limit = min(int(first(query, 'limit') or 25), 100)
+        offset = int(first(query, 'offset') or 0)
         if offset + limit > OFFSET_CAP:
             return self.invalid(f'Offset must be less than {OFFSET_CAP - limit + 1}.')
         page = [serve(item) for item in items[offset : offset + limit]]
-        document = {
-            key: page,
-            'limit': limit,
-            'offset': offset,
-            'more': offset + limit < len(items),
-            'total': len(items) if query.flag('total') else None,
-        }
-        return Response.json(200, document)
+        total = len(items) if _flag(query, 'total') else None
+        return Response.json(200, {key: page, 'limit': limit, 'offset': offset, 'more': offset + limit < len(items),
+                                   'total': total})  # fmt: skip
 
 
-class _Query:
-    def __init__(self, request: Request):
-        self._pairs = request.query
+def _all(query: list[tuple[str, str]], name: str) -> list[str]:
+    return [value for key, value in query if key == name]
 
-    def get(self, name):
-        return first(self._pairs, name)
 
-    def all(self, name):
-        return [value for key, value in self._pairs if key == name]
+def _flag(query: list[tuple[str, str]], name: str) -> bool:
+    return (first(query, name) or 'false').lower() == 'true'
 
-    def flag(self, name) -> bool:
-        return (self.get(name) or 'false').lower() == 'true'
 
-    def window(self, default: timedelta) -> tuple[datetime, datetime]:
-        zone = ZoneInfo(self.get('time_zone') or ACCOUNT_TIME_ZONE)
-        now = datetime.now(UTC)
-        until = parse_time(self.get('until'), 'until', zone) if self.get('until') else now
-        since = parse_time(self.get('since'), 'since', zone) if self.get('since') else until - default
-        return since, until
+def _window(query: list[tuple[str, str]]) -> tuple[datetime, datetime]:
+    """`since`/`until` (by default the 30 days up to now); without an offset, in the account's time zone."""
+    zone = ZoneInfo(first(query, 'time_zone') or ACCOUNT_TIME_ZONE)
+    until = parse_time(value, 'until', zone) if (value := first(query, 'until')) else datetime.now(UTC)
+    since = parse_time(value, 'since', zone) if (value := first(query, 'since')) else until - timedelta(days=30)
+    return since, until
 
 
 def _error_document(code, message, errors=()) -> dict:

@@ -7,14 +7,17 @@ the loopback Datadog API), it seeds the loopback PagerDuty with N incidents reso
 hours, opened before `initial_lookback` (a day), so the window holds exactly N log entries: the floor
 is ceil(N / 100) pages for anyone reading them. Then, each on fresh servers, in its own process:
 
-- the check, in the stand-in Agent (`loopback.agent_process`, the cache in files), run after run
-  until it has caught up (default options, `max_run_time: 10`, events on), once per `dora_concurrency`;
+- the check, in the stand-in Agent (`loopback.agent_process`, the cache in files, each run's commit
+  journaled as counts: the Agent's commit is not the check's CPU), run after run until it has caught up
+  (default options, `max_run_time: 10`, events on), once per `dora_concurrency`;
 - `loopback.naive`: the official `pagerduty` client's `iter_all` and `datadog-api-client`'s
   `create_dora_failure`, one post after the other.
 
 It prints, side by side: wall time (process start to drained), the speed-up, PagerDuty requests (and
-the floor), TCP connections opened to both servers, CPU seconds and peak RSS of the process, then for
-the check its runs, its longest run and its stored cursor. Every row checks that each incident reached
+the floor), TCP connections opened to both servers, CPU per resolution (the process's CPU less what its
+imports alone cost, measured apart) and peak RSS of the process, then for the check its runs, their sum
+against the floor N x latency / dora_concurrency + pages x latency (what posting k at a time and reading
+page after page cannot go below), its longest run and its stored cursor. Every row checks that each incident reached
 the DORA API. Last, the size of a stored cursor remembering 20,000 incidents (its cap).
 
 Each is run as `python -m loopback.perf --child check|naive ...`, which notes the child's own peak RSS.
@@ -42,6 +45,15 @@ from .pagerduty import PagerDutySimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = [sys.executable, '-m', 'loopback.perf', '--child']
+# What each side imports before its first request: its import CPU is measured apart and subtracted.
+IMPORTED = {
+    'check': [
+        'loopback.agent_process',
+        'datadog_checks.dora_incidents',
+        'datadog_checks.dora_incidents.sources.pagerduty',
+    ],
+    'naive': ['loopback.naive'],
+}
 PEAK_RSS_FILE = 'DORA_INCIDENTS_PEAK_RSS_FILE'
 PAGE = 100
 LOOKBACK = 86_400
@@ -56,6 +68,7 @@ class Measure:
     connections: int
     posted: int  # distinct DORA failure ids the intake holds
     runs: int = 1
+    run_seconds: float = 0.0  # the check's runs, summed (the naive script: its wall time)
     longest_run: float = 0.0
     cursor_bytes: int = 0
 
@@ -101,6 +114,11 @@ def child(kind: str, args: list[str]) -> None:
     atexit.register(lambda: Path(os.environ[PEAK_RSS_FILE]).write_text(str(_peak_rss_kb())))
     if kind == 'check':
         stand_in(json.loads(args[0]))
+    elif kind == 'imports':  # what the check or the script costs before it does anything
+        import importlib
+
+        for module in args:
+            importlib.import_module(module)
     else:
         from . import naive
 
@@ -120,13 +138,15 @@ def measure_check(backlog: int, latency_ms: float, budget: int, concurrency: int
                 'until_caught_up': True,
                 'runs': 200,
                 'pause': 0,
+                'journal_submissions': False,
             }
             wall, cpu, rss = run_process([*CHILD, 'check', json.dumps(settings)])
             runs = [json.loads(line) for line in journal.read_text().splitlines() if '"run_done"' in line]
             cursor = max((path.stat().st_size for path in Path(scratch, 'cache').glob('*_cursor_*')), default=0)
         return Measure(
             wall, cpu, rss, len(pagerduty.requests), pagerduty.connections + intake.connections,
-            _posted(intake, incidents), len(runs), max(run['seconds'] for run in runs), cursor,
+            _posted(intake, incidents), len(runs), sum(run['seconds'] for run in runs),
+            max(run['seconds'] for run in runs), cursor,
         )  # fmt: skip
     finally:
         pagerduty.stop()
@@ -140,11 +160,22 @@ def measure_naive(backlog: int, latency_ms: float) -> Measure:
         wall, cpu, rss = run_process([*args, '--lookback', str(LOOKBACK)])
         return Measure(
             wall, cpu, rss, len(pagerduty.requests), pagerduty.connections + intake.connections,
-            _posted(intake, incidents), longest_run=wall,
+            _posted(intake, incidents), run_seconds=wall, longest_run=wall,
         )  # fmt: skip
     finally:
         pagerduty.stop()
         intake.stop()
+
+
+def import_cpu(modules: list[str]) -> float:
+    """CPU seconds a process spends importing `modules` (the check, its tool's module and the stand-in Agent, or
+    the naive script) and starting up: subtracted from each side's CPU, which then is what it spent on the backlog."""
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, PEAK_RSS_FILE: str(Path(scratch) / 'peak_rss_kb')}
+        started = os.times()
+        subprocess.run([*CHILD, 'imports', *modules], cwd=ROOT, env=env, check=True)
+        ended = os.times()
+    return (ended.children_user - started.children_user) + (ended.children_system - started.children_system)
 
 
 def _posted(intake: DatadogIntake, incidents: list[str]) -> int:
@@ -190,29 +221,45 @@ def main() -> None:
         f'Measured on {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}'
     )
     print()
+    imports = {side: min(import_cpu(modules) for _ in range(3)) for side, modules in IMPORTED.items()}
+    print(f'CPU of the imports alone (subtracted): check {imports["check"]:.2f} s, naive {imports["naive"]:.2f} s')
+    print()
     print(
         '| backlog | latency | dora_concurrency | wall: check / naive | speed-up '
-        '| PagerDuty requests: check / naive (floor) | connections: check / naive | CPU: check / naive '
-        '| peak RSS: check / naive | runs | longest run | cursor |'
+        '| check runs (sum) / floor | PagerDuty requests: check / naive (floor) | connections: check / naive '
+        '| CPU per resolution: check / naive | peak RSS: check / naive | runs | longest run | cursor |'
     )
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for backlog in args.backlog:
         for latency in args.latency:
             naive = measure_naive(backlog, latency)
             for concurrency in args.concurrency:
-                _row(backlog, latency, concurrency, measure_check(backlog, latency, args.budget, concurrency), naive)
+                check = measure_check(backlog, latency, args.budget, concurrency)
+                _row(backlog, latency, concurrency, check, naive, imports)
     print()
     print(
         f'A stored cursor remembering 20,000 incidents (the cap): {cursor_bytes() / 1024:.0f} KB per slot, two slots.'
     )
 
 
-def _row(backlog: int, latency: float, concurrency: int, check: Measure, naive: Measure) -> None:
-    floor = math.ceil(backlog / PAGE)
+def floor_seconds(backlog: int, latency_ms: float, concurrency: int) -> float:
+    """The least time any reader-and-poster can take: every post at `concurrency` at a time, every page one after
+    the other, each a round trip."""
+    return (backlog / concurrency + math.ceil(backlog / PAGE)) * latency_ms / 1000
+
+
+def _row(backlog: int, latency: float, concurrency: int, check: Measure, naive: Measure, imports: dict) -> None:
+    pages, floor = math.ceil(backlog / PAGE), floor_seconds(backlog, latency, concurrency)
+    against_floor = f'{check.run_seconds:.1f} s / {floor:.1f} s = {check.run_seconds / floor:.2f}x' if floor else '—'
+    per_resolution = {
+        side: (measure.cpu - imports[side]) / measure.posted * 1000
+        for side, measure in (('check', check), ('naive', naive))
+    }
     print(
         f'| {backlog:,} | {latency:g} ms | {concurrency} | {check.wall:.1f} s / {naive.wall:.1f} s '
-        f'| {naive.wall / check.wall:.1f}x | {check.requests} / {naive.requests} ({floor}) '
-        f'| {check.connections} / {naive.connections} | {check.cpu:.1f} s / {naive.cpu:.1f} s '
+        f'| {naive.wall / check.wall:.1f}x | {against_floor} | {check.requests} / {naive.requests} ({pages}) '
+        f'| {check.connections} / {naive.connections} '
+        f'| {per_resolution["check"]:.2f} ms / {per_resolution["naive"]:.2f} ms '
         f'| {check.peak_rss_mb:.0f} MB / {naive.peak_rss_mb:.0f} MB '
         f'| {check.runs} | {check.longest_run:.1f} s | {check.cursor_bytes / 1024:.0f} KB |',
         flush=True,

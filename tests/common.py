@@ -2,12 +2,29 @@
 
 import base64
 import json
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
 from datadog_checks.dora_incidents.config_models.instance import InstanceConfig
 from datadog_checks.dora_incidents.cursor import CACHE_KEY
 from loopback.harness import INCIDENTS_COUNT, TIME_TO_RESTORE, counted, dora_ids, restores  # noqa: F401
+
+# What a test that is not about a time limit sets instead of it: on a machine whose cores other jobs keep busy an
+# answer may take seconds, and a real limit would race the machine's speed. Tests about a limit set their own
+# (the run's budget on a virtual clock: run_on_virtual_clock).
+TIMEOUT = 120  # seconds: the HTTP `timeout` option
+MAX_RUN_TIME = 600  # seconds: the `max_run_time` option
+NO_DEADLINE = math.inf  # a deadline: of a source's `resolved(since, until, deadline)`, of `DatadogApi.begin`
+
+
+def read_within(source, since, until, left: float | None = None) -> list:
+    """The batches `source` reads for the window: with `left` seconds of the run on a clock that stands still (the
+    wait a rate limit names is then all that can outlast them, whatever this machine's speed), or no deadline."""
+    if left is None:
+        return list(source.resolved(since, until, NO_DEADLINE))
+    source.api.monotonic = lambda: 0.0
+    return list(source.resolved(since, until, left))
 
 
 def instance_config(**options) -> InstanceConfig:

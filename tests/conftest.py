@@ -6,6 +6,8 @@ from loopback.harness import instance_for, new_check
 from loopback.intake import DatadogIntake
 from loopback.pagerduty import PagerDutySimulator
 
+from .common import MAX_RUN_TIME, TIMEOUT
+
 
 @pytest.fixture
 def now():
@@ -32,7 +34,11 @@ def intake():
 
 @pytest.fixture
 def instance(pagerduty, intake):
-    return instance_for(pagerduty, intake, env='prod', tags=['team_owner:sre'], timeout=5)
+    """Neither the HTTP timeout nor the run's budget binds unless a test sets it: on a busy machine a request
+    must not time out, nor a backlog spill into a run the test does not make."""
+    return instance_for(
+        pagerduty, intake, env='prod', tags=['team_owner:sre'], timeout=TIMEOUT, max_run_time=MAX_RUN_TIME
+    )
 
 
 @pytest.fixture

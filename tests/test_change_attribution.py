@@ -19,7 +19,7 @@ from loopback.intake import DEPLOYMENTS_PATH
 from loopback.server import Fault
 from loopback.simulators import make_simulator
 
-from .common import ago, counted, restores
+from .common import TIMEOUT, ago, counted, restores
 
 RELATED = '/related_change_events'
 TOOLS = ['pagerduty', 'firehydrant', 'servicenow', 'jira']
@@ -63,7 +63,7 @@ def settings(tool, intake):
         datadog_api_key=intake.api_key,
         datadog_app_key=intake.app_key,
         env='prod',
-        timeout=5,
+        timeout=TIMEOUT,
         mark_change_failures=True,
     )
 

@@ -20,7 +20,10 @@ from loopback.spec import SPECS
 from .common import (
     INCIDENTS_COUNT,
     LATENCY,
+    MAX_RUN_TIME,
+    NO_DEADLINE,
     TIME_TO_RESTORE,
+    TIMEOUT,
     ago,
     counted,
     dora_ids,
@@ -58,12 +61,22 @@ def late_tool(request):
     yield from running(request.param)
 
 
+def settings_for(tool, intake):
+    # DORA failures on for every tool (`datadog_incidents` sends none by default): the suite checks them too.
+    # Neither the HTTP timeout nor the run's budget binds unless a test sets it (tests/common.py).
+    return tool.instance(
+        datadog_api_url=intake.url,
+        datadog_api_key=intake.api_key,
+        env='prod',
+        send_dora_failures=True,
+        timeout=TIMEOUT,
+        max_run_time=MAX_RUN_TIME,
+    )
+
+
 @pytest.fixture
 def settings(tool, intake):
-    # DORA failures on for every tool (`datadog_incidents` sends none by default): the suite checks them too.
-    return tool.instance(
-        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
-    )
+    return settings_for(tool, intake)
 
 
 def reopening(tool):
@@ -291,7 +304,7 @@ def test_resolutions_at_a_window_cut_land_in_exactly_one_batch(make_check, tool,
         tool.resolve(incident, cut + timedelta(seconds=offset))
         incidents.append(incident)
 
-    batches = list(source.resolved(until - timedelta(days=40), until, time.monotonic() + 30))
+    batches = list(source.resolved(until - timedelta(days=40), until, NO_DEADLINE))
 
     assert len(batches) == 2 and batches[0].through == cut
     listed = [incident.id for batch in batches for incident in batch.incidents]
@@ -319,9 +332,7 @@ def test_late_resolutions_count_once_and_corrections_update_without_counting(
     aggregator, make_check, run, late_tool, intake, now
 ):
     tool = late_tool
-    settings = tool.instance(
-        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
-    )
+    settings = settings_for(tool, intake)
     # GitHub stamps a closure when it happens and lets nobody edit it: its only late resolutions are late labels.
     edits_times = tool.edits_times
     corrected = tool.open(ago(now, hours=4))

@@ -13,7 +13,7 @@ from datadog_checks.dora_incidents.datadog import DORA_PATH, DatadogApi, Write, 
 from datadog_checks.dora_incidents.datadog.client import DatadogHttp
 from loopback.server import Fault
 
-from .common import ago, dora_ids
+from .common import NO_DEADLINE, ago, dora_ids
 
 
 def failure(key: str) -> Write:
@@ -36,7 +36,7 @@ def test_the_agents_proxy_carries_the_writes(configured, datadog_agent, intake):
     datadog_agent._config['proxy'] = {'http': intake.url}
     check = configured(datadog_api_url='http://api.datadoghq.invalid')
     api = DatadogApi(check, 'http://api.datadoghq.invalid', intake.api_key)
-    api.begin(time.monotonic() + 30)
+    api.begin(NO_DEADLINE)
     api.send(failure('pagerduty:Q000000000000001'))
     api.finish()
 

@@ -37,13 +37,14 @@ def test_bad_payload_is_dropped_naming_the_incident(aggregator, make_check, run,
 
 
 @pytest.mark.parametrize(
-    'fault', [Fault(status=500, path=PATH), Fault(status=429, path=PATH), Fault(delay=2, path=PATH)]
+    'fault', [Fault(status=500, path=PATH), Fault(status=429, path=PATH), Fault(delay=10, path=PATH)]
 )
 def test_unavailable_api_queues_failures_and_later_runs_send_them(
     aggregator, make_check, run, instance, intake, resolved, pagerduty, now, no_backoff, fault
 ):
     intake.inject(fault)
-    instance['timeout'] = 1
+    if fault.delay:  # only then is the timeout what is tested: half the delay, not so short that other requests miss it
+        instance['timeout'] = fault.delay / 2
 
     run(make_check(instance))
 

@@ -18,13 +18,6 @@ from .common import ago, counted, dora_ids, restores
 PATH = '/api/v2/dora/failure'
 
 
-@pytest.fixture
-def instance(instance):
-    """The run budget never binds here unless a test sets it: on a busy machine a backlog must not spill into a run
-    the test does not make."""
-    return {**instance, 'max_run_time': 600}
-
-
 @pytest.fixture(autouse=True)
 def retry_at_once(monkeypatch):
     """What waits in the outbox is due again at once: the next run stands for one after the backoff."""

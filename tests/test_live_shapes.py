@@ -1,6 +1,5 @@
 """Answers as the services really send them (issue 19), where they differ from the published descriptions."""
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +10,7 @@ from loopback.datadog_incidents import DatadogIncidentsSimulator
 from loopback.rootly import LIST_PATH as ROOTLY_LIST_PATH
 from loopback.rootly import RootlySimulator
 
-from .common import instance_config
+from .common import NO_DEADLINE, TIMEOUT, instance_config
 from .test_source_datadog_incidents import read as read_datadog
 
 HOUR = timedelta(hours=1)
@@ -42,8 +41,8 @@ def test_rootly_services_and_teams_come_from_relationships_and_included():
         incident = rootly.open(now - 3 * HOUR)
         rootly.resolve(incident, now - HOUR)
         config = instance_config(source='rootly', api_token=rootly.token, api_url=rootly.url, restored_at='resolved')
-        source = RootlySource(config, RequestsWrapper({'timeout': 5}, {}), rootly.url)
-        [batch] = list(source.resolved(now - 24 * HOUR, now, time.monotonic() + 30))
+        source = RootlySource(config, RequestsWrapper({'timeout': TIMEOUT}, {}), rootly.url)
+        [batch] = list(source.resolved(now - 24 * HOUR, now, NO_DEADLINE))
         [read] = batch.incidents
         [listed] = [r for r in rootly.requests if r.path == ROOTLY_LIST_PATH]
 

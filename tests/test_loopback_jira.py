@@ -8,7 +8,7 @@ import requests
 
 from loopback.jira import MYSELF_PATH, OLD_SEARCH_PATH, SEARCH_PATH, JiraSimulator
 
-from .common import ZONES
+from .common import TIMEOUT, ZONES
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def jira(request):
 def search(sim, jql, *, post=False, auth=None, **params):
     auth = auth if auth is not None else (sim.email, sim.token)
     if post:
-        return requests.post(sim.url + SEARCH_PATH, json={'jql': jql, **params}, auth=auth, timeout=5)
-    return requests.get(sim.url + SEARCH_PATH, params={'jql': jql, **params}, auth=auth, timeout=5)
+        return requests.post(sim.url + SEARCH_PATH, json={'jql': jql, **params}, auth=auth, timeout=TIMEOUT)
+    return requests.get(sim.url + SEARCH_PATH, params={'jql': jql, **params}, auth=auth, timeout=TIMEOUT)
 
 
 def keys(response):
@@ -40,7 +40,7 @@ def test_a_minute_literal_is_read_in_the_token_owners_zone(jira):
     for seconds in (-1, 0, 59.999, 60):
         ids[seconds] = jira.open(cut - timedelta(hours=1))
         jira.resolve(ids[seconds], cut + timedelta(seconds=seconds))
-    zone = requests.get(jira.url + MYSELF_PATH, auth=(jira.email, jira.token), timeout=5).json()['timeZone']
+    zone = requests.get(jira.url + MYSELF_PATH, auth=(jira.email, jira.token), timeout=TIMEOUT).json()['timeZone']
     assert zone == jira.time_zone
     after = jira.local_literal(cut + timedelta(minutes=1))
     window = f'resolutiondate >= "{jira.local_literal(cut)}" AND resolutiondate < "{after}"'
@@ -114,7 +114,7 @@ def test_pages_follow_next_page_token_until_is_last(jira, post):
 
 
 def test_the_old_search_is_gone_and_an_unknown_field_is_a_400(jira):
-    gone = requests.get(jira.url + OLD_SEARCH_PATH, params={'jql': 'project = INC'}, timeout=5)
+    gone = requests.get(jira.url + OLD_SEARCH_PATH, params={'jql': 'project = INC'}, timeout=TIMEOUT)
     assert gone.status_code == 410 and '/rest/api/3/search/jql' in gone.json()['errorMessages'][0]
 
     unknown = search(jira, 'resolvedate >= "2026-01-01"')
@@ -127,7 +127,7 @@ def test_the_old_search_is_gone_and_an_unknown_field_is_a_400(jira):
 def test_wrong_credentials_are_a_plain_text_401(jira):
     refused = search(jira, 'project = INC', auth=(jira.email, 'wrong'))
     assert refused.status_code == 401 and refused.text == 'Client must be authenticated to access this resource.'
-    assert requests.get(jira.url + MYSELF_PATH, timeout=5).status_code == 401
+    assert requests.get(jira.url + MYSELF_PATH, timeout=TIMEOUT).status_code == 401
 
 
 def test_rate_limit_answers_429_with_an_iso_reset():

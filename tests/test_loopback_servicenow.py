@@ -7,7 +7,7 @@ import requests
 
 from loopback.servicenow import LIST_PATH, ServiceNowSimulator
 
-from .common import ZONES
+from .common import TIMEOUT, ZONES
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def servicenow(request):
 
 def get(sim, auth=None, **params):
     auth = auth if auth is not None else (sim.username, sim.password)
-    return requests.get(sim.url + LIST_PATH, params=params, auth=auth, timeout=5)
+    return requests.get(sim.url + LIST_PATH, params=params, auth=auth, timeout=TIMEOUT)
 
 
 def numbers(response):
@@ -104,8 +104,8 @@ def test_pages_carry_the_total_and_links(servicenow):
         servicenow.resolve(servicenow.open(start), start + timedelta(minutes=n))
 
     first = get(servicenow, sysparm_query='ORDERBYresolved_at', sysparm_limit='2', sysparm_fields='number')
-    last = requests.get(first.links['last']['url'], auth=(servicenow.username, servicenow.password), timeout=5)
-    second = requests.get(first.links['next']['url'], auth=(servicenow.username, servicenow.password), timeout=5)
+    last = requests.get(first.links['last']['url'], auth=(servicenow.username, servicenow.password), timeout=TIMEOUT)
+    second = requests.get(first.links['next']['url'], auth=(servicenow.username, servicenow.password), timeout=TIMEOUT)
 
     assert first.headers['X-Total-Count'] == '5' and 'prev' not in first.links
     assert [r['number'] for r in second.json()['result']] == ['INC0010003', 'INC0010004']
@@ -116,7 +116,7 @@ def test_credentials_basic_or_bearer_anything_else_is_a_401(servicenow):
     servicenow.open(datetime(2026, 6, 1, tzinfo=UTC))
     bearer = {'Authorization': f'Bearer {servicenow.token}'}
 
-    assert requests.get(servicenow.url + LIST_PATH, headers=bearer, timeout=5).status_code == 200
+    assert requests.get(servicenow.url + LIST_PATH, headers=bearer, timeout=TIMEOUT).status_code == 200
     refused = get(servicenow, auth=(servicenow.username, 'wrong'))
     assert refused.status_code == 401
     assert refused.json() == {

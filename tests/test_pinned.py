@@ -11,7 +11,7 @@ from loopback.firehydrant import FireHydrantSimulator
 from loopback.intake import DEPLOYMENTS_PATH, DatadogIntake
 from loopback.rootly import RootlySimulator
 
-from .common import ago
+from .common import NO_DEADLINE, ago
 from .test_change_failures import deploy, requests_to
 from .test_source_firehydrant import incidents as firehydrant_incidents
 from .test_source_firehydrant import resolved_incident as firehydrant_incident
@@ -67,7 +67,7 @@ def test_an_offset_paged_window_cut_by_the_budget_resumes_after_the_list_moved()
         assert batch.cut and batch.resume is not None and len(batch.incidents) == 2
         sim.archive(batch.incidents[0].id, NOW - HOUR)  # page 2 of the list now starts one incident later
 
-        batches = list(firehydrant_source(sim).resolved(NOW - 24 * HOUR, NOW, time.monotonic() + 30, batch.resume))
+        batches = list(firehydrant_source(sim).resolved(NOW - 24 * HOUR, NOW, NO_DEADLINE, batch.resume))
 
         read_then = {incident.id for incident in batch.incidents}
         read_now = {incident.id for incident in firehydrant_incidents(batches)}

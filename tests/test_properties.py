@@ -75,7 +75,8 @@ def test_every_resolve_entry_becomes_an_incident_or_a_named_skip_or_is_not_repor
     entries = [{'id': f'R{n}', 'type': 'resolve_log_entry', 'incident': incident} for n, incident in enumerate(raw)]
     entries.insert(0, {'id': 'R-good', 'type': 'resolve_log_entry', 'incident': valid_incident(99)})
 
-    batch = Reader(source())._batch(entries, NOW, NOW)
+    reader = Reader(source())
+    batch = reader._batch(list(map(reader._read, entries)), NOW, NOW)
 
     assert 'PINC00099' in {incident.id for incident in batch.incidents}  # a bad neighbour never hides a good one
     for incident in batch.incidents:

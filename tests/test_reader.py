@@ -17,7 +17,7 @@ from datadog_checks.dora_incidents.sources.http import JsonApi, SourceError
 from datadog_checks.dora_incidents.sources.reader import Resume
 from loopback.server import LoopbackServer, Response
 
-from .common import instance_config
+from .common import NO_DEADLINE, TIMEOUT, instance_config
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PAGE = 2
@@ -101,12 +101,12 @@ def tracker():
 
 def make(cls, server, monotonic=time.monotonic):
     config = instance_config(source='pagerduty', api_token='t')
-    return cls(config, RequestsWrapper({'timeout': 5}, {}), server.url, monotonic=monotonic)
+    return cls(config, RequestsWrapper({'timeout': TIMEOUT}, {}), server.url, monotonic=monotonic)
 
 
 @pytest.mark.parametrize('cls', [LinkTool, SearchTool])
 def test_a_window_is_read_page_by_page_whatever_the_paging(tracker, cls):
-    [batch] = list(make(cls, tracker).resolved(NOW - timedelta(days=1), NOW, time.monotonic() + 30))
+    [batch] = list(make(cls, tracker).resolved(NOW - timedelta(days=1), NOW, NO_DEADLINE))
 
     assert sorted(incident.id for incident in batch.incidents) == [f'I{n}' for n in range(5)]
     assert len(tracker.requests) == 3 and all(
@@ -123,7 +123,7 @@ def test_a_run_out_of_budget_resumes_from_its_next_page(tracker):
     assert first.resume.token.endswith('page=3')
     resume = Resume.from_document(json.loads(json.dumps(first.resume.to_document())))  # as the cursor keeps it
 
-    [second] = list(make(LinkTool, tracker).resolved(NOW - timedelta(days=1), NOW, time.monotonic() + 30, resume))
+    [second] = list(make(LinkTool, tracker).resolved(NOW - timedelta(days=1), NOW, NO_DEADLINE, resume))
     assert not second.cut and [incident.id for incident in second.incidents] == ['I4'] and second.through == NOW
     assert len(tracker.requests) == 3  # nothing read twice
 
@@ -134,5 +134,5 @@ def test_a_link_to_another_host_is_not_followed_with_the_credential(tracker):
             return Page(answer.body, 'https://elsewhere.example/issues?page=2', 5)
 
     with pytest.raises(SourceError, match='another host'):
-        list(make(Elsewhere, tracker).resolved(NOW - timedelta(days=1), NOW, time.monotonic() + 30))
+        list(make(Elsewhere, tracker).resolved(NOW - timedelta(days=1), NOW, NO_DEADLINE))
     assert len(tracker.requests) == 1

@@ -8,7 +8,7 @@ import pytest
 
 from loopback.servicenow import OAUTH_PATH, ServiceNowSimulator
 
-from .common import ago, counted
+from .common import TIMEOUT, ago, counted
 
 
 class Clock:
@@ -36,7 +36,7 @@ def clock(servicenow):
 @pytest.fixture
 def settings(servicenow, intake):
     return servicenow.instance(
-        oauth=True, datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5
+        oauth=True, datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT
     )
 
 

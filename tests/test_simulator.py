@@ -5,14 +5,14 @@ import requests
 
 from loopback.pagerduty import PagerDutySimulator
 
-from .common import ago
+from .common import TIMEOUT, ago
 
 HEADERS = {'Accept': 'application/vnd.pagerduty+json;version=2', 'Content-Type': 'application/json'}
 
 
 def get(pagerduty, path, **params):
     headers = {**HEADERS, 'Authorization': f'Token token={pagerduty.token}'}
-    return requests.get(pagerduty.url + path, params=params, headers=headers, timeout=5)
+    return requests.get(pagerduty.url + path, params=params, headers=headers, timeout=TIMEOUT)
 
 
 def test_since_on_incidents_filters_on_created_at_which_is_why_the_check_reads_log_entries(pagerduty, now):
@@ -62,5 +62,5 @@ def test_rate_limit_answers_429_with_ratelimit_reset(pagerduty):
 def test_wrong_token_is_401_and_team_filter_without_the_ability_is_402(unchecked_pagerduty):
     pagerduty = unchecked_pagerduty
     pagerduty.abilities.clear()
-    assert requests.get(pagerduty.url + '/log_entries', headers=HEADERS, timeout=5).status_code == 401
+    assert requests.get(pagerduty.url + '/log_entries', headers=HEADERS, timeout=TIMEOUT).status_code == 401
     assert get(pagerduty, '/incidents', **{'team_ids[]': 'PTEAM01'}).status_code == 402

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +14,17 @@ from datadog_checks.dora_incidents.sources.datadog_incidents import DatadogIncid
 from datadog_checks.dora_incidents.sources.http import CredentialsRejected
 from loopback.datadog_incidents import LIST_PATH, DatadogIncidentsSimulator
 
-from .common import INCIDENTS_COUNT, ago, counted, dora_ids, instance_config, restores
+from .common import (
+    INCIDENTS_COUNT,
+    MAX_RUN_TIME,
+    NO_DEADLINE,
+    TIMEOUT,
+    ago,
+    counted,
+    dora_ids,
+    instance_config,
+    restores,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -41,11 +50,11 @@ def source(sim, **options) -> DatadogIncidentsSource:
         **options,
     }
     config = instance_config(source='datadog_incidents', **settings)
-    return DatadogIncidentsSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
+    return DatadogIncidentsSource(config, RequestsWrapper({'timeout': TIMEOUT}, {}), config.api_url)
 
 
 def read(sim, since=NOW - DAY, until=None, **options):
-    batches = source(sim, **options).resolved(since, until or NOW + timedelta(seconds=1), time.monotonic() + 30)
+    batches = source(sim, **options).resolved(since, until or NOW + timedelta(seconds=1), NO_DEADLINE)
     return [incident for batch in batches for incident in batch.incidents]
 
 
@@ -217,7 +226,7 @@ def test_the_simulator_answers_like_datadog(sim):
     headers = {'DD-API-KEY': sim.api_key, 'DD-APPLICATION-KEY': sim.app_key}
 
     def search(query, keys=headers, **params):
-        return requests.get(sim.url + LIST_PATH, params={'query': query, **params}, headers=keys, timeout=5)
+        return requests.get(sim.url + LIST_PATH, params={'query': query, **params}, headers=keys, timeout=TIMEOUT)
 
     assert search('state:resolved AND from_ts:1700000000').status_code == 400
     last = search('state:(resolved OR completed)', **{'page[size]': 10}).json()
@@ -232,7 +241,13 @@ def test_the_simulator_answers_like_datadog(sim):
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    return sim.instance(
+        datadog_api_url=intake.url,
+        datadog_api_key=intake.api_key,
+        env='prod',
+        timeout=TIMEOUT,
+        max_run_time=MAX_RUN_TIME,
+    )
 
 
 def test_no_dora_failures_by_default_but_metrics_events_and_change_failures_flow(

@@ -1,6 +1,5 @@
 """What is specific to GitHub issues: the source read over real HTTP from the loopback GitHub (`loopback/github.py`)."""
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected, Sour
 from loopback.github import GitHubSimulator
 from loopback.server import Fault
 
-from .common import ago, counted, dora_ids, instance_config, restores
+from .common import MAX_RUN_TIME, NO_DEADLINE, TIMEOUT, ago, counted, dora_ids, instance_config, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -30,11 +29,11 @@ def sim():
 def source(sim, **options) -> GitHubSource:
     settings = {'api_token': sim.token, 'api_url': sim.url + sim.prefix, 'repositories': ['acme/checkout'], **options}
     config = instance_config(source='github', **settings)
-    return GitHubSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
+    return GitHubSource(config, RequestsWrapper({'timeout': TIMEOUT}, {}), config.api_url)
 
 
 def read(sim, since=NOW - 24 * HOUR, until=None, **options):
-    batches = source(sim, **options).resolved(since, until or NOW + timedelta(seconds=1), time.monotonic() + 30)
+    batches = source(sim, **options).resolved(since, until or NOW + timedelta(seconds=1), NO_DEADLINE)
     return [incident for batch in batches for incident in batch.incidents]
 
 
@@ -210,11 +209,11 @@ def test_nothing_is_sent_again_before_a_rate_limit_reset_beyond_the_run(sim):
     sim.inject(sim.rate_limited(seconds=600))
     reader = source(sim)
     with pytest.raises(SourceError):
-        list(reader.resolved(NOW - 24 * HOUR, NOW + timedelta(seconds=1), time.monotonic() + 30))
+        list(reader.resolved(NOW - 24 * HOUR, NOW + timedelta(seconds=1), NO_DEADLINE))
     sent = len(sim.requests)
 
     with pytest.raises(SourceError, match='rate limit'):  # the next run, 600 s early
-        list(reader.resolved(NOW - 24 * HOUR, NOW + timedelta(seconds=1), time.monotonic() + 30))
+        list(reader.resolved(NOW - 24 * HOUR, NOW + timedelta(seconds=1), NO_DEADLINE))
 
     assert len(sim.requests) == sent
 
@@ -276,7 +275,13 @@ def test_the_simulator_answers_like_github():
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    return sim.instance(
+        datadog_api_url=intake.url,
+        datadog_api_key=intake.api_key,
+        env='prod',
+        timeout=TIMEOUT,
+        max_run_time=MAX_RUN_TIME,
+    )
 
 
 def test_an_issue_labelled_an_incident_after_it_was_closed_is_reported_once_with_its_own_times(

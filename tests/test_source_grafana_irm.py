@@ -1,7 +1,6 @@
 """What is specific to Grafana IRM: read over real HTTP from the loopback stack (`loopback/grafana_irm.py`)."""
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -16,7 +15,7 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected, Sour
 from loopback.grafana_irm import LIST_PATH, RPC_PATH, STATUSES_PATH, GrafanaIrmSimulator
 from loopback.server import Fault
 
-from .common import TIME_TO_RESTORE, instance_config, restores
+from .common import NO_DEADLINE, TIME_TO_RESTORE, TIMEOUT, instance_config, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -31,11 +30,11 @@ def sim():
 
 def source(sim, **options) -> GrafanaIrmSource:
     config = instance_config(**{'source': 'grafana_irm', 'api_token': sim.token, 'api_url': sim.url, **options})
-    return GrafanaIrmSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
+    return GrafanaIrmSource(config, RequestsWrapper({'timeout': TIMEOUT}, {}), config.api_url)
 
 
 def read(sim, since=NOW - 24 * HOUR, until=NOW, **options):
-    batches = source(sim, **options).resolved(since, until, time.monotonic() + 30)
+    batches = source(sim, **options).resolved(since, until, NO_DEADLINE)
     return [incident for batch in batches for incident in batch.incidents]
 
 
@@ -196,7 +195,7 @@ def test_a_malformed_time_is_skipped_by_name(sim):
     bad, good = resolved(sim, NOW - 2 * HOUR), resolved(sim, NOW - HOUR)
     sim.corrupt(bad, incidentEnd='2026-02-30T00:00:00Z')
 
-    batches = list(source(sim).resolved(NOW - 24 * HOUR, NOW, time.monotonic() + 30))
+    batches = list(source(sim).resolved(NOW - 24 * HOUR, NOW, NO_DEADLINE))
 
     assert [incident.id for batch in batches for incident in batch.incidents] == [good]
     assert [skipped.id for batch in batches for skipped in batch.skipped] == [bad]
@@ -288,7 +287,7 @@ def test_a_missing_token_names_the_option(make_check, sim):
 
 def test_end_to_end_tags_and_times(aggregator, make_check, run, sim, intake):
     incident_id = resolved(sim, NOW - HOUR, started_at=NOW - 3 * HOUR, service='Billing API', severity='P1')
-    settings = sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    settings = sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
 
     assert run(make_check(settings)) == []
 

@@ -15,7 +15,7 @@ from loopback.driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from loopback.incident_io import IncidentIoSimulator
 from loopback.server import Fault
 
-from .common import instance_config, later
+from .common import TIMEOUT, instance_config, later, read_within
 
 
 @pytest.fixture
@@ -33,12 +33,12 @@ def sim():
 def make_source(sim, **options):
     config = {'api_token': sim.token, 'api_url': sim.url, 'restored_at': 'resolved', 'team_field': 'Team', **options}
     return IncidentIoSource(
-        instance_config(source='incident_io', **config), RequestsWrapper({'timeout': 5}, {}), sim.url
+        instance_config(source='incident_io', **config), RequestsWrapper({'timeout': TIMEOUT}, {}), sim.url
     )
 
 
-def read(source, since, until, deadline=10.0):
-    return list(source.resolved(since, until, time.monotonic() + deadline))
+def read(source, since, until, left=None):
+    return read_within(source, since, until, left)
 
 
 def reported(batches):
@@ -384,7 +384,7 @@ def test_the_simulator_rejects_what_incident_io_rejects(sim):
 
     def get(query, token=sim.token):
         return requests.get(
-            f'{sim.url}/v2/incidents', params=query, headers={'Authorization': f'Bearer {token}'}, timeout=5
+            f'{sim.url}/v2/incidents', params=query, headers={'Authorization': f'Bearer {token}'}, timeout=TIMEOUT
         )
 
     assert get([('page_size', '251')]).status_code == 422  # the documented maximum is 250
@@ -408,27 +408,27 @@ def test_the_driver_interface(sim, now):
     }
     assert set(sim.expected_tags) == {'service', 'team', 'severity'}
     source = make_source(sim)
-    window = (now - timedelta(days=1), now + timedelta(seconds=1))
+    since = now - timedelta(days=1)  # until `later()` at each read: a reveal, a reopening is stamped when made
 
     first = sim.open(now - timedelta(hours=2))
     sim.resolve(first, now - timedelta(minutes=2), hidden=True)
-    assert reported(read(source, *window)) == []
+    assert reported(read(source, since, later())) == []
     sim.reveal(first)
-    assert [i.resolved_at for i in reported(read(source, *window))] == [now - timedelta(minutes=2)]
+    assert [i.resolved_at for i in reported(read(source, since, later()))] == [now - timedelta(minutes=2)]
     sim.reopen(first, now - timedelta(minutes=1))
-    assert reported(read(source, *window)) == []
+    assert reported(read(source, since, later())) == []
     sim.resolve(first, now)
-    assert [i.resolved_at for i in reported(read(source, *window))] == [now]
+    assert [i.resolved_at for i in reported(read(source, since, later()))] == [now]
 
     second = sim.open(now - timedelta(hours=1))
     sim.resolve(second, now - timedelta(minutes=1))
     sim.corrupt(second)
     assert sim.open_non_failures(now - timedelta(hours=1), now - timedelta(minutes=1))
-    batches = read(source, *window)
+    batches = read(source, since, later())
     assert [i.id for i in reported(batches)] == [first] and [s.id for s in skipped(batches)] == [second]
 
     fault = sim.rate_limited(2)
     assert (fault.status, fault.path, fault.headers['Retry-After']) == (429, '/v2/incidents', '2')
     sim.inject(fault)
     with pytest.raises(SourceError, match='rate limit'):
-        read(source, *window, deadline=0.5)  # a wait longer than the run may take ends the run
+        read(source, since, later(), left=0.5)  # a wait longer than the run may take ends the run

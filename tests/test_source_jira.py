@@ -2,7 +2,6 @@
 
 import base64
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +14,7 @@ from datadog_checks.dora_incidents.sources.jira import JiraSource
 from loopback.jira import IMPACT_START_FIELD, MYSELF_PATH, SEARCH_PATH, TEAM_FIELD, JiraSimulator
 from loopback.server import Fault
 
-from .common import ZONES, instance_config
+from .common import NO_DEADLINE, TIMEOUT, ZONES, instance_config
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -32,11 +31,11 @@ def sim(request):
 def source(sim, **options) -> JiraSource:
     settings = {'username': sim.email, 'api_token': sim.token, 'api_url': sim.url, 'team_field': TEAM_FIELD}
     config = instance_config(source='jira', **{**settings, **options})
-    return JiraSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
+    return JiraSource(config, RequestsWrapper({'timeout': TIMEOUT}, {}), config.api_url)
 
 
 def read(sim, since=NOW - 24 * HOUR, until=NOW, reader=None, **options):
-    batches = (reader or source(sim, **options)).resolved(since, until, time.monotonic() + 30)
+    batches = (reader or source(sim, **options)).resolved(since, until, NO_DEADLINE)
     return [incident for batch in batches for incident in batch.incidents]
 
 

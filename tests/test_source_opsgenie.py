@@ -1,7 +1,6 @@
 """What is specific to Opsgenie: read over real HTTP from `loopback/opsgenie.py`."""
 
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +17,7 @@ from datadog_checks.dora_incidents.sources.opsgenie import OpsgenieSource, _Opsg
 from loopback.opsgenie import LIST_PATH, OpsgenieSimulator
 from loopback.server import Fault
 
-from .common import counted, dora_ids, instance_config, restores
+from .common import NO_DEADLINE, TIMEOUT, counted, dora_ids, instance_config, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -34,12 +33,12 @@ def sim():
 
 def source(sim, **options) -> OpsgenieSource:
     config = instance_config(**{'source': 'opsgenie', 'api_token': sim.token, 'api_url': sim.url, **options})
-    return OpsgenieSource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
+    return OpsgenieSource(config, RequestsWrapper({'timeout': TIMEOUT}, {}), config.api_url)
 
 
 def read(sim, since=NOW - DAY, until=None, reader=None, **options):
     reader = reader or source(sim, **options)
-    batches = reader.resolved(since, until or NOW + timedelta(seconds=1), time.monotonic() + 30)
+    batches = reader.resolved(since, until or NOW + timedelta(seconds=1), NO_DEADLINE)
     return [incident for batch in batches for incident in batch.incidents]
 
 
@@ -106,7 +105,7 @@ def test_without_an_impact_end_the_resolution_is_the_timelines_latest_resolve_ac
     sim.timelines[no_resolve_action] = sim.timelines[no_resolve_action][:1]  # only `IncidentCreated`
     reader = source(sim)
 
-    batches = list(reader.resolved(NOW - DAY, NOW + timedelta(seconds=1), time.monotonic() + 30))
+    batches = list(reader.resolved(NOW - DAY, NOW + timedelta(seconds=1), NO_DEADLINE))
     read(sim, reader=reader)  # unchanged since: asked once per incident and update
 
     [incident] = [incident for batch in batches for incident in batch.incidents]
@@ -132,7 +131,9 @@ def test_times_in_opsgenies_format_keep_their_milliseconds(sim):
     resolved(sim, at=at)
     headers = {'Authorization': f'GenieKey {sim.token}'}
 
-    listed = requests.get(f'{sim.url}{LIST_PATH}', params={'query': 'status: resolved'}, headers=headers, timeout=5)
+    listed = requests.get(
+        f'{sim.url}{LIST_PATH}', params={'query': 'status: resolved'}, headers=headers, timeout=TIMEOUT
+    )
     [incident] = read(sim)
 
     assert listed.json()['data'][0]['impactEndDate'].endswith('.17Z') and incident.resolved_at == at
@@ -155,7 +156,7 @@ def test_a_reopened_incident_keeps_its_old_impact_end_and_is_not_a_failure_until
     assert read(sim) == []  # open: not listed
     headers = {'Authorization': f'GenieKey {sim.token}'}
     [record] = requests.get(
-        f'{sim.url}{LIST_PATH}', params={'query': 'status: open'}, headers=headers, timeout=5
+        f'{sim.url}{LIST_PATH}', params={'query': 'status: open'}, headers=headers, timeout=TIMEOUT
     ).json()['data']
     assert record['impactEndDate'] and source(sim).incident(record) is None  # the status tells, not the field
 
@@ -302,7 +303,7 @@ def test_the_wait_after_a_429_is_the_period_else_a_short_backoff(period, attempt
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
 
 
 def test_services_map_by_id_and_unmapped_ones_keep_their_name(aggregator, make_check, run, sim, settings, now):
@@ -358,7 +359,7 @@ def test_the_cli_backfill_sends_history_older_than_the_horizon_once(
         monkeypatch.setattr(agent_stub, method, getattr(agent_stub, method))  # the CLI rebinds them
     old = resolved(sim, started_at=now - 300 * DAY, at=now - 299 * DAY)
     recent = resolved(sim, started_at=now - 2 * HOUR, at=now - HOUR)
-    instance = sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5)
+    instance = sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
     config = tmp_path / 'conf.yaml'
     config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [instance]}))
 

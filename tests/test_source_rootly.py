@@ -16,7 +16,7 @@ from loopback.driver import SourceSimulator
 from loopback.rootly import LIST_PATH, RootlySimulator
 from loopback.server import Fault
 
-from .common import instance_config, later
+from .common import TIMEOUT, instance_config, later, read_within
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -32,11 +32,11 @@ def sim():
 def source(sim, token=None, **options) -> RootlySource:
     settings = {'api_token': token or sim.token, 'api_url': sim.url, 'restored_at': 'resolved', **options}
     config = instance_config(source='rootly', **settings)
-    return RootlySource(config, RequestsWrapper({'timeout': 5}, {}), config.api_url)
+    return RootlySource(config, RequestsWrapper({'timeout': TIMEOUT}, {}), config.api_url)
 
 
-def read(sim, since=NOW - 24 * HOUR, until=NOW, deadline=None, **options):
-    return list(source(sim, **options).resolved(since, until, deadline or time.monotonic() + 30))
+def read(sim, since=NOW - 24 * HOUR, until=NOW, left=None, **options):
+    return read_within(source(sim, **options), since, until, left)
 
 
 def incidents(batches):
@@ -343,7 +343,7 @@ def test_the_simulator_enforces_its_own_rate_limit():
         read(sim)
         read(sim)
         with pytest.raises(SourceError, match='rate limit'):
-            read(sim, deadline=time.monotonic() + 1)
+            read(sim, left=1)
         assert sim.spec_violations == []
 
 
@@ -361,7 +361,7 @@ def test_the_simulator_rejects_what_its_description_does_not_allow(sim):
     import requests
 
     headers = {'Authorization': f'Bearer {sim.token}'}
-    answer = requests.get(sim.url + LIST_PATH, params={'page[size]': 'many'}, headers=headers, timeout=5)
+    answer = requests.get(sim.url + LIST_PATH, params={'page[size]': 'many'}, headers=headers, timeout=TIMEOUT)
     assert answer.status_code == 400 and answer.json()['errors'][0]['status'] == '400'
     assert len(sim.spec_violations) == 1 and 'page[size]' in sim.spec_violations[0]
     sim.spec_violations.clear()
@@ -427,7 +427,7 @@ def test_the_simulator_lists_a_resolution_from_its_resolve_time_on(sim):
     sim.resolve(done, datetime.now(UTC) - timedelta(milliseconds=1))
     headers = {'Authorization': f'Bearer {sim.token}'}
 
-    records = requests.get(sim.url + LIST_PATH, headers=headers, timeout=5).json()['data']
+    records = requests.get(sim.url + LIST_PATH, headers=headers, timeout=TIMEOUT).json()['data']
     listed = {record['attributes']['title']: record['attributes'] for record in records}
 
     later_record = listed['Resolved in a minute']

@@ -1,6 +1,5 @@
 """What is specific to ServiceNow: read over real HTTP from the loopback instance (`loopback/servicenow.py`)."""
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +11,7 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected
 from datadog_checks.dora_incidents.sources.servicenow import PAGE_SIZE, ServiceNowSource
 from loopback.servicenow import LIST_PATH, ServiceNowSimulator
 
-from .common import ZONES, instance_config
+from .common import TIMEOUT, ZONES, instance_config, read_within
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -30,13 +29,12 @@ def source(sim, basic=True, **options) -> ServiceNowSource:
     credentials = {'username': sim.username, 'password': sim.password} if basic else {'api_token': sim.token}
     settings = {'api_token': None, 'username': None, 'password': None, 'api_url': sim.url, **credentials, **options}
     config = instance_config(source='servicenow', **settings)
-    http = RequestsWrapper({'timeout': 5, 'username': config.username, 'password': config.password}, {})
+    http = RequestsWrapper({'timeout': TIMEOUT, 'username': config.username, 'password': config.password}, {})
     return ServiceNowSource(config, http, config.api_url)
 
 
 def read(sim, since=NOW - 24 * HOUR, until=NOW, **options):
-    batches = source(sim, **options).resolved(since, until, time.monotonic() + 30)
-    return [incident for batch in batches for incident in batch.incidents]
+    return [incident for batch in read_within(source(sim, **options), since, until) for incident in batch.incidents]
 
 
 def resolved(sim, resolved_at, started_at=None, **fields):

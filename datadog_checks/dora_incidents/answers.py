@@ -25,7 +25,8 @@ from urllib.parse import urljoin
 import urllib3
 
 MiB = 1 << 20
-DEFAULT_MAX_RESPONSE_SIZE = 32  # MiB; the largest legitimate page of any tool is under 4 MiB (docs/notes/i19.md)
+# MiB; the largest legitimate page of any tool is under 4 MiB (docs/design.md, "Answers the check does not control")
+DEFAULT_MAX_RESPONSE_SIZE = 32
 CHUNK = 64 * 1024
 # What the check asks servers to compress with: what `read_body` decodes (never br or zstd, even if the Agent's
 # Python could: a decoder this module does not bound).

@@ -72,6 +72,11 @@ class DatadogHttp:
             self._pool = urllib3.ProxyManager(self.proxy, proxy_headers=_proxy_auth(self.proxy), **options)
         else:
             self._pool = urllib3.PoolManager(**options)
+        # One host: its connection pool, asked directly, spares each request the manager's URL parsing and pool
+        # lookup. Not through a plain-HTTP proxy, for which the manager rewrites every request.
+        direct = not (self.proxy and self._base_url.startswith('http:'))
+        self._host = self._pool.connection_from_url(self._base_url) if direct else None
+        self._prefix = urlsplit(self._base_url).path  # an API URL with a path: requests go below it
 
     def send(self, method: str, path: str, body: dict | None, app_key: bool = False) -> DatadogAnswer:
         url = self._base_url + path
@@ -83,9 +88,15 @@ class DatadogHttp:
                 with bounded(ends_at):
                     # No redirect is followed: Datadog's API answers where it is asked, and the keys travel in
                     # headers that urllib3 would carry to any host a redirect names.
-                    response = self._pool.request(
-                        method, url, body=data, headers=headers, preload_content=False, redirect=False
-                    )
+                    if self._host is not None:
+                        response = self._host.urlopen(
+                            method, self._prefix + path, body=data, headers=headers, retries=False, redirect=False,
+                            preload_content=False,
+                        )  # fmt: skip
+                    else:
+                        response = self._pool.request(
+                            method, url, body=data, headers=headers, preload_content=False, redirect=False
+                        )
                 content = read_body(response, self._max_response_size * MiB, ends_at)
                 break
             except urllib3.exceptions.NewConnectionError as e:  # a ConnectTimeoutError to urllib3, but refused
@@ -130,6 +141,7 @@ class DatadogHttp:
 
     def close(self) -> None:
         self._pool.clear()
+        self._host = None  # closed with the others: any later request goes through the manager, which opens anew
 
 
 def _proxy_for(url: str, wrapper: RequestsWrapper) -> str | None:

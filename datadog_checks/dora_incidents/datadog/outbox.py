@@ -55,7 +55,8 @@ class Outbox:
         """Keep a write, due in `backoff` seconds; it replaces an older write for the same target."""
         items = self._loaded()
         items.pop(write.key, None)
-        items[write.key] = {'write': asdict(write), 'attempts': attempts, 'next_at': time.time() + backoff}
+        # Its fields as they are (`asdict` would deep-copy the body, which nothing changes once made).
+        items[write.key] = {'write': vars(write).copy(), 'attempts': attempts, 'next_at': time.time() + backoff}
         self._dirty = True
         while len(items) > MAX_OUTBOX:
             label = items.pop(next(iter(items)))['write']['label']

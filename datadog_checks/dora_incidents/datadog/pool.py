@@ -28,7 +28,10 @@ from .outbox import Outbox, Write, backoff
 
 DEFAULT_CONCURRENCY = 8
 # Writes queued per worker before `send()` waits: what is held in memory stays flat however large the backlog.
-QUEUED_PER_WORKER = 16
+# Enough for the workers to keep posting while the reader reads the next window (up to ten pages), below
+# MAX_OUTBOX at any `dora_concurrency` (what is queued when the run's time is up goes to the outbox).
+QUEUED_PER_WORKER = 32
+MAX_QUEUED = 512
 # A worker with nothing to do for this long ends; the next write starts another.
 IDLE_EXIT = 2.0
 # A write answered `429` this many times in one run waits in the outbox for the next run.
@@ -57,8 +60,14 @@ class WritePool:
         self._hold_for = 0.0  # the backoff of a new write held back: 0 when out of time, the reset when rate-limited
         self.rejected: str | None = None  # Datadog refused a key this run: a configuration problem
         self.app_key_refused = False  # the application key alone was refused: writes that need it wait
-        # Everything below is guarded by `_cond`.
-        self._cond = threading.Condition()
+        # Everything below is guarded by one lock, with two conditions on it, so that an answer wakes only who
+        # it concerns: `_cond` for the workers (a write to start, a free place in the window, a pause's end),
+        # `_room` for the caller (room in the queue, everything answered).
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._room = threading.Condition(lock)
+        # A full queue takes writes again once half empty: the caller is woken once per half queue, not per answer.
+        self._queued_most = min(MAX_QUEUED, QUEUED_PER_WORKER * self._concurrency)
         self._queue: OrderedDict[str, _Job] = OrderedDict()  # not started yet, oldest first
         self._in_flight: set[str] = set()
         self._behind: dict[str, _Job] = {}  # a newer write for a key in flight: it goes once that one is answered
@@ -92,16 +101,15 @@ class WritePool:
     def send(self, write: Write) -> None:
         """Queue a write; it goes out in the background (at once, with `dora_concurrency: 1`)."""
         with self._cond:
-            while (
-                self._concurrency > 1
-                and len(self._queue) >= QUEUED_PER_WORKER * self._concurrency
-                and self._failure is None
-                and not self._held_back
-            ):
-                self._spawn_workers()
-                self._cond.wait(0.5)
+            if self._concurrency > 1 and len(self._queue) >= self._queued_most:
+                while len(self._queue) > self._queued_most // 2 and self._failure is None and not self._held_back:
+                    self._spawn_workers()
+                    self._room.wait(0.5)
             self._raise_failure()
             self._place(_Job(write, attempts=0, queued=False))
+            if self._concurrency > 1:  # the workers take it: started here, under the lock already held
+                self._spawn_workers()
+                return
         self._dispatch()
 
     def save(self) -> None:
@@ -114,7 +122,7 @@ class WritePool:
         self.save()
         with self._cond:
             self._stopping = True  # idle workers end now rather than after IDLE_EXIT
-            self._cond.notify_all()
+            self._wake_all()
         if self._held_back and len(self._outbox):
             self._check.warning('%d Datadog writes wait to be sent: %s', len(self._outbox), self._held_back)
 
@@ -166,7 +174,7 @@ class WritePool:
         waiting, self._queue = list(self._queue.values()), OrderedDict()
         for job in waiting:
             self._hold(job)
-        self._cond.notify_all()
+        self._wake_all()
 
     def _dispatch(self) -> None:
         """Get the queue moving: worker threads, or (concurrency 1) this thread, one write after the other."""
@@ -193,7 +201,7 @@ class WritePool:
                 job = self._next_job(wait_for_more=True)
                 if job is None:
                     self._workers -= 1
-                    self._cond.notify_all()
+                    self._wake_all()
                     return
             try:
                 self._attempt(job)
@@ -201,7 +209,7 @@ class WritePool:
                 with self._cond:
                     self._failure = self._failure or e
                     self._workers -= 1
-                    self._cond.notify_all()
+                    self._wake_all()
                 return
 
     def _next_job(self, wait_for_more: bool) -> _Job | None:
@@ -248,7 +256,7 @@ class WritePool:
                 self._in_flight.discard(write.key)
                 self._queue[write.key] = self._behind.pop(write.key, job)
                 self._queue.move_to_end(write.key, last=False)
-                self._cond.notify_all()
+                self._wake_all()
             raise
         with self._cond:  # answered and settled at once: a newer write of the target cannot overtake it
             self._in_flight.discard(write.key)
@@ -256,7 +264,12 @@ class WritePool:
             newer = self._behind.pop(write.key, None)
             if newer is not None:
                 self._place(newer)
-            self._cond.notify_all()
+            # This worker takes the next write itself: others only for places beyond that (the window widened).
+            free = self._window - len(self._in_flight) - 1
+            if free > 0 and self._queue:
+                self._cond.notify(free)
+            if len(self._queue) <= self._queued_most // 2:
+                self._room.notify_all()
 
     # -- what an answer means -----------------------------------------------------------------------------
     def _settle(self, job: _Job, answer: DatadogAnswer) -> None:
@@ -314,10 +327,14 @@ class WritePool:
         self._paused_until = max(self._paused_until, now + wait)
         self._cond.notify_all()
 
+    def _wake_all(self) -> None:
+        self._cond.notify_all()
+        self._room.notify_all()
+
     def _wait_until_idle(self) -> None:
         while (self._queue or self._in_flight) and self._failure is None:
             self._spawn_workers()
-            self._cond.wait(0.5)
+            self._room.wait(0.5)
         self._raise_failure()
 
     def _raise_failure(self) -> None:

@@ -27,6 +27,9 @@ MAX_TITLE = 500
 # every tool's API accepts it (PagerDuty refuses more than 6 months between `since` and `until`).
 MAX_WINDOW = timedelta(days=30)
 MAX_PER_BATCH = 1_000
+# `creation_horizon`'s default (spec.yaml), seconds: how far back the tools whose list filters on creation time
+# only (Datadog Incident Management, Opsgenie, Statuspage) look for incidents that resolved since the last run.
+DEFAULT_CREATION_HORIZON = 90 * 86400
 # What a tool's list filters its windows on.
 RESOLVED = 'resolved'  # the resolve time: a resolution entered late, or corrected, is not listed again
 UPDATED = 'updated'  # the update time: every resolution, late entry or correction moves it, so all are read

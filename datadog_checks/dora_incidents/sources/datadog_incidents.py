@@ -34,14 +34,25 @@ from datadog_checks.base import ConfigurationError
 
 from ..datadog import keys
 from ..incident import Named, SourceIncident
-from .base import Credentials, Page, Reading, Request, Source, checked_times, obj, parse_time, text, title
+from .base import (
+    DEFAULT_CREATION_HORIZON,
+    Credentials,
+    Page,
+    Reading,
+    Request,
+    Source,
+    checked_times,
+    obj,
+    parse_time,
+    text,
+    title,
+)
 from .http import Answer, JsonApi, SourceError, describer
 
 SEARCH_PATH = '/api/v2/incidents/search'
 QUERY = 'state:(resolved OR completed)'
 RESOLVED_STATES = frozenset({'resolved', 'completed'})
 PAGE_SIZE = 100
-DEFAULT_CREATION_HORIZON = 90 * 86400
 
 KEYS_HELP = (
     'check `datadog_api_key` and `datadog_app_key` (or the Agent `api_key` / `app_key`): Datadog does not say '

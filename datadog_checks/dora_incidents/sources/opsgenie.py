@@ -35,7 +35,20 @@ import re
 from datetime import datetime, timedelta
 
 from ..incident import Named, SourceIncident
-from .base import Credentials, Page, Reading, Request, Source, checked_times, obj, objects, parse_time, text, title
+from .base import (
+    DEFAULT_CREATION_HORIZON,
+    Credentials,
+    Page,
+    Reading,
+    Request,
+    Source,
+    checked_times,
+    obj,
+    objects,
+    parse_time,
+    text,
+    title,
+)
 from .http import MAX_RETRY_WAIT, Answer, JsonApi, SourceError, describer, retry_after
 
 LIST_PATH = '/v1/incidents'
@@ -46,7 +59,6 @@ TEAM_PATH = TEAMS_PATH + '/{}'
 TIMELINE_PATH = '/v2/incident-timelines/{}/entries'
 PAGE_SIZE = 100  # Opsgenie's cap on `limit`
 RESOLVED_STATUSES = frozenset({'resolved', 'closed'})
-DEFAULT_CREATION_HORIZON = 90 * 86400
 # An Opsgenie id as it may go into a path: a UUID in practice.
 _ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
 

@@ -130,8 +130,8 @@ class PagerDutySource(Source):
         causes = []
         for event in (e for e in events if isinstance(e, dict)):
             services = {s.get('id') for s in event.get('services') or () if isinstance(s, dict)}
-            if own and not own & services:
-                continue  # a change of another service (`related_service`): not this incident's own
+            if not own & services:
+                continue  # a change of another service (`related_service`), or of none: not this incident's own
             details = event.get('custom_details')
             links = [link.get('href') for link in event.get('links') or () if isinstance(link, dict)]
             causes.append(change(details.items() if isinstance(details, dict) else (), links))

@@ -83,6 +83,22 @@ class Resume:
         return cls(start, end, data['token'], total)
 
 
+@dataclass(frozen=True)
+class _Read:
+    """A record as the tool module reads it, once: its incident (None: not one to report) and listing time, or
+    why it is malformed."""
+
+    record: Any
+    incident: SourceIncident | None = None
+    listed: datetime | None = None
+    malformed: Exception | None = None
+
+    def in_window(self, start: datetime, end: datetime) -> bool:
+        """Whether its listing time is in [start, end); a record that cannot tell is kept (and skipped as
+        malformed, if it is)."""
+        return self.listed is None or start <= self.listed < end
+
+
 class _Cut(Exception):
     """The window holds more than a batch: read [start, stop) first, the rest after. `total`: what the window
     holds, when its first page said."""
@@ -217,7 +233,7 @@ class Reader:
                 if at.total is not None and page.total != at.total:
                     raise _Shifted  # offsets moved between two pages (or two runs)
                 at.total = page.total
-            records = [record for record in page.records if self._in_window(record, start, end)]
+            records = [read for read in map(self._read, page.records) if read.in_window(start, end)]
             kept += len(records)
             # A batch's worth read and more to come: cut before asking for a page past it (some APIs refuse
             # deep pages).
@@ -251,30 +267,25 @@ class Reader:
             raise
         return self.source.page(answer, token)
 
-    def _in_window(self, record, start: datetime, end: datetime) -> bool:
-        """Whether the record's listing time is in [start, end); a record that cannot tell is kept (and is
-        skipped as malformed later, if it is)."""
+    def _read(self, record) -> _Read:
         try:
             incident = self.source.incident(record)
-            listed = self.source.listed_at(record, incident)
-        except MALFORMED:
-            return True
-        return listed is None or start <= listed < end
+            # A record that cannot say when it changed is malformed.
+            return _Read(record, incident, self.source.listed_at(record, incident))
+        except MALFORMED as e:
+            return _Read(record, malformed=e)
 
-    def _batch(self, records: list, start, through, cut: bool = False, resume: Resume | None = None) -> Batch:
+    def _batch(self, records: list[_Read], start, through, cut: bool = False, resume: Resume | None = None) -> Batch:
         incidents: dict[str, SourceIncident] = {}
         skipped: dict[str, Skipped] = {}
-        for position, record in enumerate(records):
-            try:
-                incident = self.source.incident(record)
-                self.source.listed_at(record, incident)  # a record that cannot say when it changed is malformed
-            except MALFORMED as e:
+        for position, read in enumerate(records):
+            if read.malformed is not None:
                 # One bad record must never stall the others: it is skipped, by name, and counted.
-                name = _name_of(self.source, record, position, start)
-                skipped[name] = Skipped(self.source.name, name, str(e))
+                name = _name_of(self.source, read.record, position, start)
+                skipped[name] = Skipped(self.source.name, name, str(read.malformed))
                 continue
-            if incident is not None:
-                incidents[incident.id] = incident
+            if read.incident is not None:
+                incidents[read.incident.id] = read.incident
         found = sorted(incidents.values(), key=lambda incident: incident.resolved_at)
         return Batch(found, list(skipped.values()), through, cut=cut, resume=resume)
 

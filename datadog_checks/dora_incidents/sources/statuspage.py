@@ -4,10 +4,10 @@ Listing: the manage API's incident list takes `q` (a text search), `limit` (defa
 (from 1) and answers a bare JSON array: no total, no `Link`, no time or status filter. Its order is not
 documented; newest created first is assumed (as the status page shows them), so every run reads the pages
 until one ends short or holds an incident created before `creation_horizon` (default 90 days). The reader's
-windows are on `updated_at` (`listing = UPDATED`): a resolution, a reopen, an update's display time edited
-afterwards and a postmortem all move it, and the cursor tells new and corrected resolutions from those already
-reported. An incident created while the list is paged shifts every later page by one: the record at the edge
-is read twice and kept once, never missed.
+windows are on `updated_at` (Reading's default: listed by update time): a resolution, a reopen, an update's
+display time edited afterwards and a postmortem all move it, and the cursor tells new and corrected
+resolutions from those already reported. An incident created while the list is paged shifts every later page
+by one: the record at the edge is read twice and kept once, never missed.
 
 Not failures: incidents not resolved now (`investigating`, `identified`, `monitoring`; a reopened one has
 `resolved_at` cleared, and an update may set it back); impacts not in `impacts` (by default `none` and
@@ -34,6 +34,7 @@ from datadog_checks.base import ConfigurationError
 
 from ..incident import SourceIncident
 from .base import (
+    DEFAULT_CREATION_HORIZON,
     Credentials,
     Page,
     Reading,
@@ -51,7 +52,6 @@ from .http import Answer, JsonApi, SourceError, describer
 
 LIST_PATH = '/pages/{page_id}/incidents'
 PAGE_SIZE = 100  # the list's default and maximum `limit`
-DEFAULT_CREATION_HORIZON = 90 * 86400
 DEFAULT_IMPACTS = ('minor', 'major', 'critical')
 # `postmortem` is what the list answers once a postmortem is published (the description's enum lacks it).
 RESOLVED_STATUSES = frozenset({'resolved', 'postmortem'})
