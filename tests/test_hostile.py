@@ -12,7 +12,7 @@ from datadog_checks.dora_incidents.sources import SOURCES, source_class
 from loopback.server import Fault, LoopbackServer, Response
 from loopback.simulators import make_simulator
 
-from .common import ago, counted, restores, secrets
+from .common import TIMEOUT, ago, counted, restores, secrets
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -43,7 +43,7 @@ def tool(request):
 @pytest.fixture
 def settings(tool, intake):
     return tool.instance(
-        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=5, send_dora_failures=True
+        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT, send_dora_failures=True
     )
 
 
