@@ -303,6 +303,15 @@ def first(query: list[tuple[str, str]], name: str, default: str | None = None) -
     return next((value for key, value in query if key == name), default)
 
 
+def positive(value: str | None, default: int, name: str) -> int:
+    """A page parameter that must be a positive integer (`default` when absent); `Invalid` names it."""
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise Invalid(f'{name} must be a positive integer', name)
+    return int(value)
+
+
 def parse_time(value: str, name: str, zone=UTC) -> datetime:
     """An ISO 8601 time parameter; without an offset, in `zone`. `Invalid` names the parameter."""
     try:
@@ -330,6 +339,6 @@ def java_local(local: datetime, zone: ZoneInfo) -> datetime:
     return local.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
-def iso(moment: datetime, timespec: str = 'seconds') -> str:
-    """UTC, `Z`-suffixed."""
-    return moment.astimezone(UTC).isoformat(timespec=timespec).replace('+00:00', 'Z')
+def iso(moment: datetime, timespec: str = 'seconds', zone=UTC) -> str:
+    """ISO 8601 in `zone`, UTC `Z`-suffixed."""
+    return moment.astimezone(zone).isoformat(timespec=timespec).replace('+00:00', 'Z')

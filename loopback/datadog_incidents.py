@@ -25,13 +25,6 @@ description is silent):
 - Test incidents (`is_test`) are hidden from search unless their declarer opted in (`listed=True`).
 - Rate limit: every answer carries `X-RateLimit-Limit`, `-Period`, `-Remaining`, `-Reset` (seconds to the
   reset) and `-Name`; past it, 429 `{"errors": ["Too many requests"]}`.
-- Time: a resolution is listed from its `resolved` time on; a `hidden` one (a lagging index) is listed as
-  the incident was before it until `reveal`, then as it was written (`resolved` and `modified` of the resolution).
-- Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved; an
-  incident declared resolved without a customer impact.
-
-Every request and every 200 answer is checked against the derived description; violations are kept in
-`spec_violations`, and a request violation is answered with a 400.
 """
 
 from __future__ import annotations
@@ -40,6 +33,7 @@ import itertools
 import re
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -55,22 +49,10 @@ STATES = ('active', 'stable', 'resolved', 'completed')
 SEVERITIES = ('UNKNOWN', 'SEV-0', 'SEV-1', 'SEV-2', 'SEV-3', 'SEV-4', 'SEV-5')
 # The facets Datadog's incident search documents (its response's facets, and the incident attributes).
 DOCUMENTED_FACETS = {
-    'state',
-    'severity',
-    'customer_impacted',
-    'commander',
-    'created_by',
-    'last_modified_by',
-    'responder',
-    'team',
-    'teams',
-    'services',
-    'impact',
-    'postmortem',
-    'time_to_repair',
-    'time_to_resolve',
-    'detection_method',
-}
+    'state', 'severity', 'customer_impacted', 'commander', 'created_by', 'last_modified_by', 'responder', 'team',
+    'teams', 'services', 'impact', 'postmortem', 'time_to_repair', 'time_to_resolve', 'detection_method',
+}  # fmt: skip
+TIMES = ('created', 'declared', 'detected', 'modified', 'resolved', 'customer_impact_start', 'customer_impact_end')
 _SIMULATED = {'state', 'severity', 'customer_impacted'}
 _TERM = re.compile(r'\s*(-?)([\w.]+):(\([^)]*\)|"[^"]*"|\S+)\s*')
 
@@ -129,13 +111,9 @@ class DatadogIncidentsSimulator(ToolSimulator):
             self.incidents[incident_id] = {
                 'title': title,
                 'public_id': next(self._public_ids),
-                'created': started_at,
-                'declared': started_at,
-                'detected': started_at,
-                'modified': started_at,
+                **dict.fromkeys(('created', 'declared', 'detected', 'modified', 'customer_impact_start'), started_at),
                 'resolved': None,
                 'customer_impacted': True,
-                'customer_impact_start': started_at,
                 'customer_impact_end': None,
                 'customer_impact_scope': 'Customers cannot check out',
                 'severity': severity,
@@ -156,6 +134,7 @@ class DatadogIncidentsSimulator(ToolSimulator):
                 incident['customer_impact_end'] = at
 
     def reveal(self, incident_id: str) -> None:
+        """Listed as written: `resolved` and `modified` of the resolution (not a change now)."""
         with self._lock:
             self.lag.show(incident_id)
 
@@ -169,11 +148,8 @@ class DatadogIncidentsSimulator(ToolSimulator):
             self.update(incident_id, customer_impact_end=resolved_at)
             return incident_id
 
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        """Resolved now, its `resolved` time edited back to `at`."""
-        with self._lock:
-            self.resolve(incident_id, at)
-            self.update(incident_id, modified=datetime.now(UTC))
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, modified=at)
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         """Edits the customer impact start (the start the check reads) or `resolved`, now."""
@@ -281,14 +257,8 @@ class DatadogIncidentsSimulator(ToolSimulator):
         served = {
             'title': attrs['title'],
             'public_id': attrs['public_id'],
-            'created': _iso(attrs['created']),
-            'declared': _iso(attrs['declared']),
-            'detected': _iso(attrs['detected']) if attrs['detected'] else None,
-            'modified': _iso(attrs['modified']),
-            'resolved': _iso(attrs['resolved']) if attrs['resolved'] else None,
+            **{name: _iso(attrs[name]) if attrs[name] else None for name in TIMES},
             'customer_impacted': attrs['customer_impacted'],
-            'customer_impact_start': _iso(attrs['customer_impact_start']) if attrs['customer_impact_start'] else None,
-            'customer_impact_end': _iso(attrs['customer_impact_end']) if attrs['customer_impact_end'] else None,
             'customer_impact_scope': attrs['customer_impact_scope'],
             'customer_impact_duration': _impact_seconds(attrs),
             'severity': attrs['severity'],
@@ -342,14 +312,9 @@ def _predicate(facet: str, wanted: set[str], negated: bool):
 
 
 def _facets(incidents) -> dict:
-    states, severities = {}, {}
-    for attrs in incidents:
-        states[attrs['state']] = states.get(attrs['state'], 0) + 1
-        severities[attrs['severity']] = severities.get(attrs['severity'], 0) + 1
-    return {
-        'state': [{'name': name, 'count': count} for name, count in sorted(states.items())],
-        'severity': [{'name': name, 'count': count} for name, count in sorted(severities.items())],
-    }
+    incidents = list(incidents)
+    counts = {facet: Counter(attrs[facet] for attrs in incidents) for facet in ('state', 'severity')}
+    return {facet: [{'name': n, 'count': c} for n, c in sorted(count.items())] for facet, count in counts.items()}
 
 
 def _impact_seconds(attrs: dict) -> int:

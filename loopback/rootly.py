@@ -28,18 +28,8 @@ Rootly's API overview and its own MCP server where the description is silent):
 - Rate limit: a sliding window per API key (3,000 GETs a minute by default); every answer carries
   `X-RateLimit-Limit` ("3000, 3000;window=60"), `-Remaining`, `-Used` and `-Reset` (UTC epoch seconds);
   past it, 429 with `{"error": "Rate limit exceeded. Try again later."}`.
-- Time: an incident's resolution is listed from its resolve time on. A `hidden` resolution (a lagging
-  index) is listed as the incident was before it, until `reveal`; then it is listed with its original
-  `resolved_at` and an `updated_at` of the reveal, as the record was written late.
-- After the fact (`enter_resolved`, `resolve_backdated`, `correct`): a retrospective (`backfilled`) incident
-  entered now, a resolve time set back, a time edited in the review; each moves `updated_at` to now.
-- Restart (`reopen`): back to `started` with `resolved_at`, `mitigated_at` and `closed_at` cleared.
-- Not failures (`open_non_failures`): cancelled, test/test_sub, example/example_sub, scheduled maintenance,
-  and a duplicate of another incident, each with a `resolved_at` so that only the check can tell.
-
-Every request and every 200 answer is checked against the derived description (which declares no other
-status: a 401 or 429 would always be "undocumented"); violations are kept in `spec_violations`, and a
-request violation is answered with a 400.
+- A retrospective incident is Rootly's `backfilled` kind; reopened is back to `started` with the later times
+  cleared; the non-failures each have a `resolved_at`, so that only the check can tell.
 """
 
 from __future__ import annotations
@@ -52,7 +42,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
 from . import spec
-from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, parse_time
+from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, iso, parse_time, positive
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -167,10 +157,8 @@ class RootlySimulator(ToolSimulator):
             self.lag.hold(incident_id, incident, hidden, at)
             incident.update(status='resolved', resolved_at=at, updated_at=at)
 
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
-            self.incidents[incident_id]['updated_at'] = datetime.now(UTC)
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.incidents[incident_id]['updated_at'] = at
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A retrospective incident: Rootly's `backfilled` kind, entered now for an incident that is over."""
@@ -180,9 +168,6 @@ class RootlySimulator(ToolSimulator):
             incident_id, kind='backfilled', status='resolved', resolved_at=resolved_at, created_at=now, updated_at=now
         )
         return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        self.update(incident_id, status='resolved', resolved_at=at, updated_at=datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         times = {'started_at': started_at, 'resolved_at': resolved_at}
@@ -266,8 +251,8 @@ class RootlySimulator(ToolSimulator):
         selected.sort(key=lambda item: item[0])
         field, descending = _sort(first(query, 'sort') or '-created_at')
         selected.sort(key=lambda item: item[1][field], reverse=descending)
-        size = min(_positive(first(query, 'page[size]'), DEFAULT_PAGE_SIZE, 'page[size]'), MAX_PAGE_SIZE)
-        number = _positive(first(query, 'page[number]'), 1, 'page[number]')
+        size = min(positive(first(query, 'page[size]'), DEFAULT_PAGE_SIZE, 'page[size]'), MAX_PAGE_SIZE)
+        number = positive(first(query, 'page[number]'), 1, 'page[number]')
         if number > MAX_PAGE_NUMBER:
             raise Invalid(f'page[number] must be at most {MAX_PAGE_NUMBER}')
         pages = max(1, -(-len(selected) // size))
@@ -296,7 +281,7 @@ class RootlySimulator(ToolSimulator):
 
     def _served(self, incident_id: str, attrs: dict) -> dict:
         """The record as the live API lists it: services, teams and environments as relationships."""
-        served = {key: self._iso(value) if isinstance(value, datetime) else value for key, value in attrs.items()}
+        served = {k: iso(v, 'milliseconds', self._zone) if isinstance(v, datetime) else v for k, v in attrs.items()}
         relationships = {}
         for field in RELATED:
             refs = served.pop(field, None) or []
@@ -320,27 +305,20 @@ class RootlySimulator(ToolSimulator):
         """The catalog entry (service, team, environment, severity) of that name, as incidents embed it."""
         key = (collection, name)
         if key not in self._resources:
-            created = datetime(2024, 1, 1, tzinfo=UTC)
+            created = iso(datetime(2024, 1, 1, tzinfo=UTC), 'milliseconds', self._zone)
             attributes = {
                 'name': name,
                 'slug': slug(name),
                 'description': None,
                 'color': '#047BF8',
                 'position': 1,
-                'notify_emails': [],
-                'slack_channels': [],
-                'slack_aliases': [],
-                'created_at': self._iso(created),
-                'updated_at': self._iso(created),
+                **{key: [] for key in ('notify_emails', 'slack_channels', 'slack_aliases')},
+                **dict.fromkeys(('created_at', 'updated_at'), created),
             }
             if collection == 'severities':
                 attributes['severity'] = _SEVERITY_LEVEL.get(name.upper(), 'low')
             self._resources[key] = {'data': {'id': str(uuid.uuid4()), 'type': collection, 'attributes': attributes}}
         return copy.deepcopy(self._resources[key])
-
-    def _iso(self, moment: datetime) -> str:
-        text = moment.astimezone(self._zone).isoformat(timespec='milliseconds')
-        return text.replace('+00:00', 'Z')
 
 
 def _filters(query: list[tuple[str, str]]) -> list:
@@ -405,14 +383,6 @@ def _sort(value: str) -> tuple[str, bool]:
     if field not in ('created_at', 'updated_at'):
         raise Invalid(f'sort by {value!r} is not supported')
     return field, value.startswith('-')
-
-
-def _positive(value: str | None, default: int, name: str) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise Invalid(f'{name} must be a positive integer')
-    return int(value)
 
 
 def _errors(status: int, title: str, detail: str) -> Response:
