@@ -41,7 +41,6 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
-from . import spec
 from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, iso, parse_time, positive
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
@@ -235,7 +234,12 @@ class RootlySimulator(ToolSimulator):
 
     def request_problem(self, request: Request) -> str | None:
         # `include` is a comma-separated list, as JSON:API has it, where the description's enum names one value.
-        return _include_problem(request) or super().request_problem(_one_include(request))
+        for name in (first(request.query, 'include') or '').split(','):
+            query = [(k, name if k == 'include' else v) for k, v in request.query]
+            problem = super().request_problem(Request(request.method, request.path, query, request.headers, b''))
+            if problem:
+                return problem
+        return None
 
     def route(self, request: Request) -> Response:
         if request.method == 'GET' and request.path == LIST_PATH:
@@ -257,13 +261,15 @@ class RootlySimulator(ToolSimulator):
             raise Invalid(f'page[number] must be at most {MAX_PAGE_NUMBER}')
         pages = max(1, -(-len(selected) // size))
         page = selected[(number - 1) * size : number * size]
+        after = number + 1 if number < pages else None
+        pages_linked = {'self': number, 'first': 1, 'prev': number - 1 or None, 'next': after, 'last': pages}
         document = {
             'data': [self._served(incident_id, attrs) for incident_id, attrs in page],
-            'links': self._links(request, number, pages),
+            'links': {rel: n and self.link(request, **{'page[number]': n}) for rel, n in pages_linked.items()},
             'meta': {
                 'current_page': number,
-                'next_page': number + 1 if number < pages else None,
-                'prev_page': number - 1 if number > 1 else None,
+                'next_page': pages_linked['next'],
+                'prev_page': pages_linked['prev'],
                 'total_count': len(selected),
                 'total_pages': pages,
             },
@@ -288,18 +294,6 @@ class RootlySimulator(ToolSimulator):
             relationships[field] = {'data': [{'id': ref['data']['id'], 'type': field} for ref in refs]}
         attributes = self.served(incident_id, served)
         return {'id': incident_id, 'type': 'incidents', 'attributes': attributes, 'relationships': relationships}
-
-    def _links(self, request: Request, number: int, pages: int) -> dict:
-        def link(page: int) -> str:
-            return self.link(request, **{'page[number]': page})
-
-        return {
-            'self': link(number),
-            'first': link(1),
-            'prev': link(number - 1) if number > 1 else None,
-            'next': link(number + 1) if number < pages else None,
-            'last': link(pages),
-        }
 
     def _resource(self, collection: str, name: str) -> dict:
         """The catalog entry (service, team, environment, severity) of that name, as incidents embed it."""
@@ -346,23 +340,6 @@ def _time_filter(field, compare, bound):
 
 
 RELATED = ('services', 'groups', 'environments')  # served as relationships, not attributes
-
-
-def _one_include(request: Request) -> Request:
-    """The request as the description can validate it: `include` holds one value there."""
-    query = [(k, v.split(',')[0] if k == 'include' else v) for k, v in request.query]
-    return Request(request.method, request.path, query, request.headers, request.body)
-
-
-def _include_problem(request: Request) -> str | None:
-    """Each value of a comma-separated `include`, validated as the description's one value."""
-    names = next((value.split(',') for key, value in request.query if key == 'include'), [])
-    for name in names[1:]:
-        query = [(k, name if k == 'include' else v) for k, v in request.query]
-        problem = spec.request_problem('rootly', Request(request.method, request.path, query, request.headers, b''))
-        if problem:
-            return problem
-    return None
 
 
 def _resource_filter(field, key, wanted):
