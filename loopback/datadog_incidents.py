@@ -255,17 +255,11 @@ class DatadogIncidentsSimulator(ToolSimulator):
 
     def _served(self, incident_id: str, attrs: dict) -> dict:
         served = {
-            'title': attrs['title'],
-            'public_id': attrs['public_id'],
+            **{name: attrs[name] for name in ('title', 'public_id', 'severity', 'state', 'is_test')},
+            **{name: attrs[name] for name in ('customer_impacted', 'customer_impact_scope')},
             **{name: _iso(attrs[name]) if attrs[name] else None for name in TIMES},
-            'customer_impacted': attrs['customer_impacted'],
-            'customer_impact_scope': attrs['customer_impact_scope'],
             'customer_impact_duration': _impact_seconds(attrs),
-            'severity': attrs['severity'],
-            'state': attrs['state'],
-            'is_test': attrs['is_test'],
-            'archived': None,
-            'case_id': None,
+            **dict.fromkeys(('archived', 'case_id')),
             'visibility': 'organization',
             'notification_handles': [],
             'fields': {

@@ -261,18 +261,14 @@ class OpsgenieSimulator(ToolSimulator):
     def _served(self, incident_id: str, fields: dict) -> dict:
         served = {
             'id': incident_id,
-            'tinyId': fields['tinyId'],
-            'message': fields['message'],
-            'status': fields['status'],
+            **{name: fields[name] for name in ('tinyId', 'message', 'status', 'priority')},
             'isSeen': True,
-            'tags': list(fields['tags']),
+            **{name: list(fields[name]) for name in ('tags', 'impactedServices')},
             **{name: _iso(fields[name]) for name in TIMES},
             'source': 'sim@example.com',
             'owner': '',
-            'priority': fields['priority'],
             'responders': copy.deepcopy(fields['responders']),
             'extraProperties': {},
-            'impactedServices': list(fields['impactedServices']),
             'links': {
                 'web': f'https://sim.app.opsgenie.com/incident/detail/{incident_id}',
                 'api': f'https://api.opsgenie.com/v1/incidents/{incident_id}',
