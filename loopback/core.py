@@ -252,6 +252,16 @@ class ToolSimulator(LoopbackServer, ABC):
             fields.update({k: copy.deepcopy(v) for k, v in overrides.items() if not only_present or k in fields})
         return fields
 
+    def listed(self) -> list[tuple[str, dict]]:
+        """(id, record) of every incident (`self.incidents`) as the list shows it now, held changes as they were."""
+        now = datetime.now(UTC)
+        return [(i, self.lag.listed(i, record, now)) for i, record in self.incidents.items()]
+
+    def update(self, incident_id: str, **fields) -> None:
+        """Sets an incident's fields as stored (in the tool's names; times as datetimes)."""
+        with self._lock:
+            self.incidents[incident_id].update(fields)
+
     def link(self, request: Request, path: str | None = None, **replaced) -> str:
         """This request's URL (on `path`), its query kept but for the parameters replaced."""
         query = [(k, v) for k, v in request.query if k not in replaced] + [(k, str(v)) for k, v in replaced.items()]

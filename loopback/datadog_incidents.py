@@ -203,11 +203,6 @@ class DatadogIncidentsSimulator(ToolSimulator):
             return incident_id
 
     # -- more of Datadog, for tool-specific tests ----------------------------------------------------
-    def update(self, incident_id: str, **attributes) -> None:
-        """Sets attributes as stored (timestamps as datetimes; `services`, `teams` as lists of names)."""
-        with self._lock:
-            self.incidents[incident_id].update(attributes)
-
     def complete(self, incident_id: str, at: datetime) -> None:
         """Moves a resolved incident to `completed` (its postmortem done): `resolved` does not move."""
         self.update(incident_id, state='completed', modified=at)
@@ -226,10 +221,9 @@ class DatadogIncidentsSimulator(ToolSimulator):
     def _search(self, request: Request) -> Response:
         query = dict(request.query)
         predicates = _parse_query(query['query'])
-        now = datetime.now(UTC)
         selected = [
             (incident_id, listed)
-            for incident_id, listed in ((i, self.lag.listed(i, attrs, now)) for i, attrs in self.incidents.items())
+            for incident_id, listed in self.listed()
             if (not listed['is_test'] or listed['listed']) and all(matches(listed) for matches in predicates)
         ]
         descending = query.get('sort', 'created') == '-created'

@@ -205,11 +205,8 @@ class GrafanaIrmSimulator(ToolSimulator):
         if order is None:
             raise Invalid(f'orderField {query["orderField"]!r} is not simulated', 'orderField')
         matches = _parse_query(query.get('queryString') or '')
-        now = datetime.now(UTC)
         listed = [
-            (incident_id, shown)
-            for incident_id, shown in ((i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items())
-            if all(match(shown) for match in matches)
+            (incident_id, shown) for incident_id, shown in self.listed() if all(match(shown) for match in matches)
         ]
         descending = query.get('orderDirection') == 'DESC'
         listed.sort(key=lambda item: (item[1][order], int(item[0])), reverse=descending)

@@ -173,11 +173,6 @@ class OpsgenieSimulator(ToolSimulator):
             return [reopened]
 
     # -- more of Opsgenie, for tool-specific tests ---------------------------------------------------
-    def update(self, incident_id: str, **fields) -> None:
-        """Sets fields as stored (times as datetimes; `impactedServices`, `ownerTeam` as ids)."""
-        with self._lock:
-            self.incidents[incident_id].update(fields)
-
     def close(self, incident_id: str, at: datetime) -> None:
         """Closes a resolved incident: only `status` and `updatedAt` move."""
         with self._lock:
@@ -228,9 +223,7 @@ class OpsgenieSimulator(ToolSimulator):
 
     def _list(self, query: dict) -> Response:
         matches = _parse(query['query'])
-        now = datetime.now(UTC)
-        listed = ((i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items())
-        selected = [(incident_id, fields) for incident_id, fields in listed if matches(fields)]
+        selected = [(incident_id, fields) for incident_id, fields in self.listed() if matches(fields)]
         sort = query.get('sort', 'createdAt')
         if sort != 'createdAt':
             raise Invalid(f'sort by {sort} is not simulated', 'sort')

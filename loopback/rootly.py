@@ -248,10 +248,8 @@ class RootlySimulator(ToolSimulator):
 
     def _list(self, request: Request) -> Response:
         query = request.query
-        now = datetime.now(UTC)
-        listed = [(i, self.lag.listed(i, incident, now)) for i, incident in self.incidents.items()]
         predicates = _filters(query)
-        selected = [(i, attrs) for i, attrs in listed if all(matches(attrs) for matches in predicates)]
+        selected = [(i, attrs) for i, attrs in self.listed() if all(matches(attrs) for matches in predicates)]
         selected.sort(key=lambda item: item[0])
         field, descending = _sort(first(query, 'sort') or '-created_at')
         selected.sort(key=lambda item: item[1][field], reverse=descending)

@@ -268,8 +268,7 @@ class ServiceNowSimulator(ToolSimulator):
         limit = min(_int(query.get('sysparm_limit', str(MAX_ROWS)), 'sysparm_limit'), MAX_ROWS)
         offset = _int(query.get('sysparm_offset', '0'), 'sysparm_offset')
         encoded = self._parse(query.get('sysparm_query', ''))
-        listed = [self.lag.listed(sys_id, incident) for sys_id, incident in self.incidents.items()]
-        selected = sorted((i for i in listed if encoded.matches(i)), key=lambda i: i['sys_id'])
+        selected = sorted((i for _, i in self.listed() if encoded.matches(i)), key=lambda i: i['sys_id'])
         for field, descending in reversed(encoded.order):
             selected.sort(key=lambda i, f=field: _sort_key(i.get(f)), reverse=descending)
         page = selected[offset : offset + limit]

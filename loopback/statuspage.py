@@ -158,11 +158,6 @@ class StatuspageSimulator(ToolSimulator):
             return [informational, maintenance]
 
     # -- more of Statuspage, for tool-specific tests -------------------------------------------------
-    def update(self, incident_id: str, **fields) -> None:
-        """Sets fields as stored (times as datetimes)."""
-        with self._lock:
-            self.incidents[incident_id].update(fields)
-
     def monitor(self, incident_id: str, at: datetime) -> None:
         """A fix is in: the incident enters "monitoring" (`monitoring_at`)."""
         with self._lock:
@@ -210,8 +205,7 @@ class StatuspageSimulator(ToolSimulator):
 
     def _list(self, request: Request) -> list[tuple[str, dict]]:
         """Newest created first, every incident of the page (maintenances and backfilled ones included)."""
-        now = datetime.now(UTC)
-        listed = [(i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items()]
+        listed = self.listed()
         text = first(request.query, 'q', '').lower()
         if text:
             listed = [(i, f) for i, f in listed if text in f['name'].lower() or text == f['status']]
