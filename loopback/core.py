@@ -148,6 +148,7 @@ class ToolSimulator(LoopbackServer, ABC):
     reopens: ClassVar[bool] = True  # a resolved incident can be made active again
     # Answers are checked as they would be without `serve_as` (True), or as served, violations included.
     check_without_served_as: ClassVar[bool] = True
+    reveal_touches: ClassVar[bool] = True  # whether a revealed change moves the update time (`reveal`)
     token: str
 
     def __init__(self, validate: bool = True, rate_limit: tuple[int, float] | None = None):
@@ -279,10 +280,12 @@ class ToolSimulator(LoopbackServer, ABC):
         raise NotImplementedError(f'{type(self).__name__} has no update time to move')
 
     def reveal(self, incident_id: str) -> None:
-        """By default, the held change shows from now on and counts as a change now."""
+        """By default, the held change shows from now on and counts as a change now (unless `reveal_touches` is
+        False: then it shows as it was written)."""
         with self._lock:
             self.lag.show(incident_id)
-            self.touch(incident_id, datetime.now(UTC))
+            if self.reveal_touches:
+                self.touch(incident_id, datetime.now(UTC))
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """By default, opened at `started_at` and resolved backdated to `resolved_at` (entered now)."""

@@ -77,6 +77,7 @@ class DatadogIncidentsSimulator(ToolSimulator):
     source = 'datadog_incidents'
     limits = RateLimit(429, _limit_headers, lambda quota: {'errors': ['Too many requests']}, 'fixed', every_answer=True)
     list_path = LIST_PATH
+    reveal_touches = False  # revealed as written: `resolved` and `modified` of the resolution
     max_page_size = MAX_PAGE_SIZE
     # `fields.services` / `fields.teams` values and `SEV-1` as Datadog tags; no environments.
     expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'sev-1'}
@@ -132,11 +133,6 @@ class DatadogIncidentsSimulator(ToolSimulator):
             incident.update(state='resolved', resolved=at, modified=at)
             if incident['customer_impacted'] and incident['customer_impact_end'] is None:
                 incident['customer_impact_end'] = at
-
-    def reveal(self, incident_id: str) -> None:
-        """Listed as written: `resolved` and `modified` of the resolution (not a change now)."""
-        with self._lock:
-            self.lag.show(incident_id)
 
     # -- late and corrected resolutions (Datadog lets responders edit an incident's times afterwards) -------
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:

@@ -86,6 +86,7 @@ def _throttled(quota: Quota) -> dict:
 class OpsgenieSimulator(ToolSimulator):
     source = 'opsgenie'
     list_path = LIST_PATH
+    reveal_touches = False
     max_page_size = MAX_PAGE_SIZE
     limits = RateLimit(429, _throttled, lambda quota: _body(THROTTLED))
     # Services and teams by their names (looked up by id); `P1` as `p1`; no environments.
@@ -128,11 +129,6 @@ class OpsgenieSimulator(ToolSimulator):
             self.lag.hold(incident_id, incident, hidden, at)
             incident.update(status='resolved', impactEndDate=_ms(at), updatedAt=_ms(at))
             self.timelines[incident_id].append(('IncidentResolved', _ms(at)))
-
-    def reveal(self, incident_id: str) -> None:
-        """Listed as resolved: no change now."""
-        with self._lock:
-            self.lag.show(incident_id)
 
     def touch(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, updatedAt=_ms(at))

@@ -41,7 +41,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
-from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, iso, parse_time, positive
+from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, iso, parse_time, positive, within
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -322,19 +322,16 @@ def _filters(query: list[tuple[str, str]]) -> list:
             field, op = time_filter.groups()
             if field not in TIMES:
                 raise Invalid(f'{name} is not simulated by the loopback Rootly')
-            predicates.append(_time_filter(field, COMPARE[_OPERATORS[op]], parse_time(value, name)))
+            bound = (field, COMPARE[_OPERATORS[op]], parse_time(value, name))
+            predicates.append(lambda attrs, bound=bound: within(attrs.get, [bound]))  # unset: no match, as in SQL
         elif name in _RESOURCE_FILTERS:
             predicates.append(_resource_filter(*_RESOURCE_FILTERS[name], set(value.split(','))))
         elif name in ('filter[status]', 'filter[kind]'):
-            predicates.append(_value_filter(name[len('filter[') : -1], set(value.split(','))))
+            field, wanted = name[len('filter[') : -1], set(value.split(','))
+            predicates.append(lambda attrs, field=field, wanted=wanted: attrs.get(field) in wanted)
         elif name.startswith('filter[') and name not in _SIMULATED:
             raise Invalid(f'{name} is not simulated by the loopback Rootly')
     return predicates
-
-
-def _time_filter(field, compare, bound):
-    # Like SQL: an incident without that timestamp matches no comparison.
-    return lambda attrs: attrs.get(field) is not None and compare(attrs[field], bound)
 
 
 RELATED = ('services', 'groups', 'environments')  # served as relationships, not attributes
@@ -347,10 +344,6 @@ def _resource_filter(field, key, wanted):
         return any((ref['data']['id'] if key == 'id' else ref['data']['attributes']['slug']) in wanted for ref in refs)
 
     return matches
-
-
-def _value_filter(field, wanted):
-    return lambda attrs: attrs.get(field) in wanted
 
 
 def _sort(value: str) -> tuple[str, bool]:

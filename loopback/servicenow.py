@@ -31,8 +31,7 @@ every answer with a documented status, is checked against that description (`spe
   `sysparm_exclude_reference_link=true`). `sysparm_fields` picks fields; unknown ones are left out.
 - Paging: `sysparm_limit` (default and most 10,000 rows: `glide.db.max_view_records`), `sysparm_offset`;
   `X-Total-Count` (unless `sysparm_no_count=true`) and a `Link` header with `first`, `prev`, `next`, `last`
-  (unless `sysparm_suppress_pagination_header=true`). Ties in the order fall back to `sys_id`, so pages
-  are stable.
+  (unless `sysparm_suppress_pagination_header=true`).
 - Rate limit (`rate_limit=(requests, seconds)`, off by default, as an instance has no REST rate limit rule
   until an admin adds one): 429 with `Retry-After` (seconds), `X-RateLimit-Limit`, `X-RateLimit-Reset`
   (UTC epoch seconds) and `X-RateLimit-Rule`.
@@ -137,8 +136,7 @@ class ServiceNowSimulator(ToolSimulator):
             'state': '2',
             'incident_state': '2',
             'priority': priority,
-            'impact': priority if priority in '123' else '3',
-            'urgency': priority if priority in '123' else '3',
+            **dict.fromkeys(('impact', 'urgency'), priority if priority in '123' else '3'),
             'category': 'software',
             'active': 'true',
             **dict.fromkeys(('subcategory', 'close_code', 'cmdb_ci', 'caused_by'), ''),

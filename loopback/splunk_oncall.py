@@ -51,6 +51,7 @@ ORG = 'acme'
 class SplunkOnCallSimulator(ToolSimulator):
     source = 'splunk_oncall'
     list_path = LIST_PATH
+    reveal_touches = False  # the reporting data has no update time
     max_page_size = MAX_LIMIT
     limits = RateLimit(429, lambda quota: {}, lambda quota: {'message': 'Rate limit exceeded'})
     reopens = False  # a resolved incident stays resolved: see `realert`
@@ -93,10 +94,6 @@ class SplunkOnCallSimulator(ToolSimulator):
             incident.update(currentPhase='resolved', endTime=iso(at))
             if recovery:
                 incident.update(entityState='OK', alertCount=incident['alertCount'] + 1, lastAlertTime=iso(at))
-
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """Splunk On-Call has no retrospective incidents; what comes closest is the reporting lag: an incident

@@ -63,6 +63,7 @@ def _time(moment: datetime | None) -> str | None:
 class StatuspageSimulator(ToolSimulator):
     source = 'statuspage'
     max_page_size = MAX_PAGE_SIZE
+    reveal_touches = False
     limits = RateLimit(420, lambda q: {'Retry-After': str(q.wait)}, lambda q: {'error': 'Rate limit exceeded'})
     # A component per service, `impact` as severity; Statuspage has no teams and no environments.
     expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'severity': 'critical'}
@@ -103,11 +104,6 @@ class StatuspageSimulator(ToolSimulator):
             self.lag.hold(incident_id, incident, hidden, at)
             self._post(incident_id, 'resolved', at)
             incident.update(status='resolved', resolved_at=at, updated_at=at)
-
-    def reveal(self, incident_id: str) -> None:
-        """Listed as posted: no change now."""
-        with self._lock:
-            self.lag.show(incident_id)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A backfilled incident: its updates and `created_at` in the past, `started_at` and `updated_at` now
