@@ -316,6 +316,13 @@ def first(query: list[tuple[str, str]], name: str, default: str | None = None) -
     return next((value for key, value in query if key == name), default)
 
 
+def whole(value: str, name: str) -> int:
+    """A parameter that must be a non-negative integer; `Invalid` names it."""
+    if not value.isdigit():
+        raise Invalid(f'{name} must be a non-negative integer', name)
+    return int(value)
+
+
 def positive(value: str | None, default: int, name: str) -> int:
     """A page parameter that must be a positive integer (`default` when absent); `Invalid` names it."""
     if value is None:

@@ -52,7 +52,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
+from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local, whole
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -263,8 +263,8 @@ class ServiceNowSimulator(ToolSimulator):
     def _list(self, request: Request) -> Response:
         query = dict(request.query)
         display = query.get('sysparm_display_value', 'false')
-        limit = min(_int(query.get('sysparm_limit', str(MAX_ROWS)), 'sysparm_limit'), MAX_ROWS)
-        offset = _int(query.get('sysparm_offset', '0'), 'sysparm_offset')
+        limit = min(whole(query.get('sysparm_limit', str(MAX_ROWS)), 'sysparm_limit'), MAX_ROWS)
+        offset = whole(query.get('sysparm_offset', '0'), 'sysparm_offset')
         encoded = self._parse(query.get('sysparm_query', ''))
         selected = sorted((i for _, i in self.listed() if encoded.matches(i)), key=lambda i: i['sys_id'])
         for field, descending in reversed(encoded.order):
@@ -413,12 +413,6 @@ def _sort_key(value):
     if value in (None, ''):
         return (0, 0)
     return (1, int(value)) if isinstance(value, str) and value.isdigit() else (2, str(value))
-
-
-def _int(value: str, name: str) -> int:
-    if not value.isdigit():
-        raise Invalid(f'{name} must be a non-negative integer')
-    return int(value)
 
 
 def _limit_headers(seconds: int) -> dict:

@@ -36,7 +36,7 @@ import re
 from datetime import datetime
 from typing import ClassVar
 
-from .core import Invalid, RateLimit, ToolSimulator, bounds, first, iso, within
+from .core import Invalid, RateLimit, ToolSimulator, bounds, first, iso, whole, within
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -188,7 +188,10 @@ class SplunkOnCallSimulator(ToolSimulator):
         if request.method != 'GET' or request.path != LIST_PATH:
             return _error(404, 'Path not found')
         query = request.query
-        offset, limit = _whole(query, 'offset', 0), _whole(query, 'limit', DEFAULT_LIMIT)
+        offset, limit = (
+            whole(first(query, 'offset', '0'), 'offset'),
+            whole(first(query, 'limit', str(DEFAULT_LIMIT)), 'limit'),
+        )
         if not 0 < limit <= MAX_LIMIT:
             raise Invalid(f'limit must be between 1 and {MAX_LIMIT}', 'limit')
         phases = {_phase(part) for part in first(query, 'currentPhase', 'resolved').split(',') if part.strip()}
@@ -220,13 +223,6 @@ class SplunkOnCallSimulator(ToolSimulator):
 def _transition(name: str, at: datetime, by: str | None) -> dict:
     transition = {'name': name, 'at': iso(at), 'manually': by is not None}
     return {**transition, 'by': by} if by else transition
-
-
-def _whole(query, name: str, default: int) -> int:
-    value = first(query, name, str(default))
-    if not value.isdigit():
-        raise Invalid(f'{name} must be a non-negative integer', name)
-    return int(value)
 
 
 def _phase(value: str) -> str:
