@@ -148,6 +148,7 @@ class ToolSimulator(LoopbackServer, ABC):
     reopens: ClassVar[bool] = True  # a resolved incident can be made active again
     # Answers are checked as they would be without `serve_as` (True), or as served, violations included.
     check_without_served_as: ClassVar[bool] = True
+    reveal_touches: ClassVar[bool] = True  # whether a revealed change moves the update time (`reveal`)
     token: str
 
     def __init__(self, validate: bool = True, rate_limit: tuple[int, float] | None = None):
@@ -252,6 +253,16 @@ class ToolSimulator(LoopbackServer, ABC):
             fields.update({k: copy.deepcopy(v) for k, v in overrides.items() if not only_present or k in fields})
         return fields
 
+    def listed(self) -> list[tuple[str, dict]]:
+        """(id, record) of every incident (`self.incidents`) as the list shows it now, held changes as they were."""
+        now = datetime.now(UTC)
+        return [(i, self.lag.listed(i, record, now)) for i, record in self.incidents.items()]
+
+    def update(self, incident_id: str, **fields) -> None:
+        """Sets an incident's fields as stored (in the tool's names; times as datetimes)."""
+        with self._lock:
+            self.incidents[incident_id].update(fields)
+
     def link(self, request: Request, path: str | None = None, **replaced) -> str:
         """This request's URL (on `path`), its query kept but for the parameters replaced."""
         query = [(k, v) for k, v in request.query if k not in replaced] + [(k, str(v)) for k, v in replaced.items()]
@@ -269,10 +280,12 @@ class ToolSimulator(LoopbackServer, ABC):
         raise NotImplementedError(f'{type(self).__name__} has no update time to move')
 
     def reveal(self, incident_id: str) -> None:
-        """By default, the held change shows from now on and counts as a change now."""
+        """By default, the held change shows from now on and counts as a change now (unless `reveal_touches` is
+        False: then it shows as it was written)."""
         with self._lock:
             self.lag.show(incident_id)
-            self.touch(incident_id, datetime.now(UTC))
+            if self.reveal_touches:
+                self.touch(incident_id, datetime.now(UTC))
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """By default, opened at `started_at` and resolved backdated to `resolved_at` (entered now)."""
@@ -303,6 +316,22 @@ def first(query: list[tuple[str, str]], name: str, default: str | None = None) -
     return next((value for key, value in query if key == name), default)
 
 
+def whole(value: str, name: str) -> int:
+    """A parameter that must be a non-negative integer; `Invalid` names it."""
+    if not value.isdigit():
+        raise Invalid(f'{name} must be a non-negative integer', name)
+    return int(value)
+
+
+def positive(value: str | None, default: int, name: str) -> int:
+    """A page parameter that must be a positive integer (`default` when absent); `Invalid` names it."""
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise Invalid(f'{name} must be a positive integer', name)
+    return int(value)
+
+
 def parse_time(value: str, name: str, zone=UTC) -> datetime:
     """An ISO 8601 time parameter; without an offset, in `zone`. `Invalid` names the parameter."""
     try:
@@ -330,6 +359,6 @@ def java_local(local: datetime, zone: ZoneInfo) -> datetime:
     return local.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
-def iso(moment: datetime, timespec: str = 'seconds') -> str:
-    """UTC, `Z`-suffixed."""
-    return moment.astimezone(UTC).isoformat(timespec=timespec).replace('+00:00', 'Z')
+def iso(moment: datetime, timespec: str = 'seconds', zone=UTC) -> str:
+    """ISO 8601 in `zone`, UTC `Z`-suffixed."""
+    return moment.astimezone(zone).isoformat(timespec=timespec).replace('+00:00', 'Z')

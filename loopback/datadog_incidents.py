@@ -25,13 +25,6 @@ description is silent):
 - Test incidents (`is_test`) are hidden from search unless their declarer opted in (`listed=True`).
 - Rate limit: every answer carries `X-RateLimit-Limit`, `-Period`, `-Remaining`, `-Reset` (seconds to the
   reset) and `-Name`; past it, 429 `{"errors": ["Too many requests"]}`.
-- Time: a resolution is listed from its `resolved` time on; a `hidden` one (a lagging index) is listed as
-  the incident was before it until `reveal`, then as it was written (`resolved` and `modified` of the resolution).
-- Not failures (`open_non_failures`): a test incident, listed (its declarer opted in) and resolved; an
-  incident declared resolved without a customer impact.
-
-Every request and every 200 answer is checked against the derived description; violations are kept in
-`spec_violations`, and a request violation is answered with a 400.
 """
 
 from __future__ import annotations
@@ -40,6 +33,7 @@ import itertools
 import re
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -55,22 +49,10 @@ STATES = ('active', 'stable', 'resolved', 'completed')
 SEVERITIES = ('UNKNOWN', 'SEV-0', 'SEV-1', 'SEV-2', 'SEV-3', 'SEV-4', 'SEV-5')
 # The facets Datadog's incident search documents (its response's facets, and the incident attributes).
 DOCUMENTED_FACETS = {
-    'state',
-    'severity',
-    'customer_impacted',
-    'commander',
-    'created_by',
-    'last_modified_by',
-    'responder',
-    'team',
-    'teams',
-    'services',
-    'impact',
-    'postmortem',
-    'time_to_repair',
-    'time_to_resolve',
-    'detection_method',
-}
+    'state', 'severity', 'customer_impacted', 'commander', 'created_by', 'last_modified_by', 'responder', 'team',
+    'teams', 'services', 'impact', 'postmortem', 'time_to_repair', 'time_to_resolve', 'detection_method',
+}  # fmt: skip
+TIMES = ('created', 'declared', 'detected', 'modified', 'resolved', 'customer_impact_start', 'customer_impact_end')
 _SIMULATED = {'state', 'severity', 'customer_impacted'}
 _TERM = re.compile(r'\s*(-?)([\w.]+):(\([^)]*\)|"[^"]*"|\S+)\s*')
 
@@ -95,6 +77,7 @@ class DatadogIncidentsSimulator(ToolSimulator):
     source = 'datadog_incidents'
     limits = RateLimit(429, _limit_headers, lambda quota: {'errors': ['Too many requests']}, 'fixed', every_answer=True)
     list_path = LIST_PATH
+    reveal_touches = False  # revealed as written: `resolved` and `modified` of the resolution
     max_page_size = MAX_PAGE_SIZE
     # `fields.services` / `fields.teams` values and `SEV-1` as Datadog tags; no environments.
     expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'sev-1'}
@@ -129,13 +112,9 @@ class DatadogIncidentsSimulator(ToolSimulator):
             self.incidents[incident_id] = {
                 'title': title,
                 'public_id': next(self._public_ids),
-                'created': started_at,
-                'declared': started_at,
-                'detected': started_at,
-                'modified': started_at,
+                **dict.fromkeys(('created', 'declared', 'detected', 'modified', 'customer_impact_start'), started_at),
                 'resolved': None,
                 'customer_impacted': True,
-                'customer_impact_start': started_at,
                 'customer_impact_end': None,
                 'customer_impact_scope': 'Customers cannot check out',
                 'severity': severity,
@@ -155,10 +134,6 @@ class DatadogIncidentsSimulator(ToolSimulator):
             if incident['customer_impacted'] and incident['customer_impact_end'] is None:
                 incident['customer_impact_end'] = at
 
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
-
     # -- late and corrected resolutions (Datadog lets responders edit an incident's times afterwards) -------
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """An incident imported after the fact: `created` is the import (now), its other times are the past."""
@@ -169,11 +144,8 @@ class DatadogIncidentsSimulator(ToolSimulator):
             self.update(incident_id, customer_impact_end=resolved_at)
             return incident_id
 
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        """Resolved now, its `resolved` time edited back to `at`."""
-        with self._lock:
-            self.resolve(incident_id, at)
-            self.update(incident_id, modified=datetime.now(UTC))
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, modified=at)
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         """Edits the customer impact start (the start the check reads) or `resolved`, now."""
@@ -227,11 +199,6 @@ class DatadogIncidentsSimulator(ToolSimulator):
             return incident_id
 
     # -- more of Datadog, for tool-specific tests ----------------------------------------------------
-    def update(self, incident_id: str, **attributes) -> None:
-        """Sets attributes as stored (timestamps as datetimes; `services`, `teams` as lists of names)."""
-        with self._lock:
-            self.incidents[incident_id].update(attributes)
-
     def complete(self, incident_id: str, at: datetime) -> None:
         """Moves a resolved incident to `completed` (its postmortem done): `resolved` does not move."""
         self.update(incident_id, state='completed', modified=at)
@@ -250,10 +217,9 @@ class DatadogIncidentsSimulator(ToolSimulator):
     def _search(self, request: Request) -> Response:
         query = dict(request.query)
         predicates = _parse_query(query['query'])
-        now = datetime.now(UTC)
         selected = [
             (incident_id, listed)
-            for incident_id, listed in ((i, self.lag.listed(i, attrs, now)) for i, attrs in self.incidents.items())
+            for incident_id, listed in self.listed()
             if (not listed['is_test'] or listed['listed']) and all(matches(listed) for matches in predicates)
         ]
         descending = query.get('sort', 'created') == '-created'
@@ -279,23 +245,11 @@ class DatadogIncidentsSimulator(ToolSimulator):
 
     def _served(self, incident_id: str, attrs: dict) -> dict:
         served = {
-            'title': attrs['title'],
-            'public_id': attrs['public_id'],
-            'created': _iso(attrs['created']),
-            'declared': _iso(attrs['declared']),
-            'detected': _iso(attrs['detected']) if attrs['detected'] else None,
-            'modified': _iso(attrs['modified']),
-            'resolved': _iso(attrs['resolved']) if attrs['resolved'] else None,
-            'customer_impacted': attrs['customer_impacted'],
-            'customer_impact_start': _iso(attrs['customer_impact_start']) if attrs['customer_impact_start'] else None,
-            'customer_impact_end': _iso(attrs['customer_impact_end']) if attrs['customer_impact_end'] else None,
-            'customer_impact_scope': attrs['customer_impact_scope'],
+            **{name: attrs[name] for name in ('title', 'public_id', 'severity', 'state', 'is_test')},
+            **{name: attrs[name] for name in ('customer_impacted', 'customer_impact_scope')},
+            **{name: _iso(attrs[name]) if attrs[name] else None for name in TIMES},
             'customer_impact_duration': _impact_seconds(attrs),
-            'severity': attrs['severity'],
-            'state': attrs['state'],
-            'is_test': attrs['is_test'],
-            'archived': None,
-            'case_id': None,
+            **dict.fromkeys(('archived', 'case_id')),
             'visibility': 'organization',
             'notification_handles': [],
             'fields': {
@@ -342,14 +296,9 @@ def _predicate(facet: str, wanted: set[str], negated: bool):
 
 
 def _facets(incidents) -> dict:
-    states, severities = {}, {}
-    for attrs in incidents:
-        states[attrs['state']] = states.get(attrs['state'], 0) + 1
-        severities[attrs['severity']] = severities.get(attrs['severity'], 0) + 1
-    return {
-        'state': [{'name': name, 'count': count} for name, count in sorted(states.items())],
-        'severity': [{'name': name, 'count': count} for name, count in sorted(severities.items())],
-    }
+    incidents = list(incidents)
+    counts = {facet: Counter(attrs[facet] for attrs in incidents) for facet in ('state', 'severity')}
+    return {facet: [{'name': n, 'count': c} for n, c in sorted(count.items())] for facet, count in counts.items()}
 
 
 def _impact_seconds(attrs: dict) -> int:

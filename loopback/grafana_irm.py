@@ -12,8 +12,7 @@ answer is checked against the description (`spec_violations`), gzipped answers a
   gzip (the Go client asks for it and decodes it).
 - Auth: Grafana checks `Authorization: Bearer <service account token>` before the plugin sees the call:
   a wrong token is a 401 `{"message": "Invalid API key", "messageId": "api-key.invalid", ...}`, none a 401
-  `{"message": "Unauthorized", "messageId": "auth.unauthorized", ...}` (Grafana's own answers). That is
-  why authorization comes before the description's check here.
+  `{"message": "Unauthorized", "messageId": "auth.unauthorized", ...}` (Grafana's own answers).
 - `QueryIncidentPreviews`: `{"query": {"limit", "orderField", "orderDirection", "queryString"}, "cursor":
   {"nextValue", "hasMore"}}` -> `{"incidentPreviews", "query", "cursor"}`. `orderField` `createdTime`
   (when empty) or `modifiedTime` (others are "not simulated", a 400); `orderDirection` `ASC`/`DESC`; ties
@@ -29,15 +28,11 @@ answer is checked against the description (`spec_violations`), gzipped answers a
   them); unset `incidentStart`, `incidentEnd`, `closedTime` are `""`. `modifiedTime` moves with every
   change. Labels `[{key, label, description, colorHex}]`, a plain label keyed `tags`; severity as the
   stack names it (`severityLabel`; `Pending` until set).
-- Lifecycle (assumed where the docs are silent): declaring sets `createdTime` and `incidentStart`;
-  resolving sets `status: resolved`, `closedTime` and, when unset, `incidentEnd`; reopening is `active`
-  again with `closedTime` and `incidentEnd` cleared; `incidentStart` / `incidentEnd` can be edited any time
-  (`correct`), `closedTime` cannot.
+- Lifecycle (assumed where the docs are silent): resolving sets `closedTime` and, when unset, `incidentEnd`;
+  reopening clears both; `incidentStart` / `incidentEnd` can be edited any time, `closedTime` cannot.
 - Rate limit: Grafana documents none for this API (off by default); past `rate_limit`, and for the
   driver's `rate_limited`, a 429 `{"message": "Too Many Requests"}` with `Retry-After`, as Grafana Cloud's
   gateway answers.
-- Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`.
-- Not failures (`open_non_failures`): a drill (`isDrill`), resolved.
 """
 
 from __future__ import annotations
@@ -68,9 +63,7 @@ class GrafanaIrmSimulator(ToolSimulator):
     source = 'grafana_irm'
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
-    limits = RateLimit(
-        429, lambda quota: {'Retry-After': str(quota.wait)}, lambda quota: {'message': 'Too Many Requests'}
-    )
+    limits = RateLimit(429, lambda q: {'Retry-After': str(q.wait)}, lambda q: {'message': 'Too Many Requests'})
     # Label values and the stack's own severity label as Datadog tags (the core's defaults); IRM has no environments.
 
     def __init__(self, token: str = 'glsa_simulatedServiceAccountToken_0a1b2c3d', validate=True, rate_limit=None):
@@ -96,11 +89,8 @@ class GrafanaIrmSimulator(ToolSimulator):
                 'isDrill': False,
                 'severityLabel': severity or 'Pending',
                 'labels': [{'key': key, 'label': label} for key, label in labels if label],
-                'createdTime': started_at,
-                'modifiedTime': started_at,
-                'incidentStart': started_at,
-                'incidentEnd': None,
-                'closedTime': None,
+                **dict.fromkeys(('createdTime', 'modifiedTime', 'incidentStart'), started_at),
+                **dict.fromkeys(('incidentEnd', 'closedTime')),
             }
             return self.reported_id(incident_id)
 
@@ -215,11 +205,8 @@ class GrafanaIrmSimulator(ToolSimulator):
         if order is None:
             raise Invalid(f'orderField {query["orderField"]!r} is not simulated', 'orderField')
         matches = _parse_query(query.get('queryString') or '')
-        now = datetime.now(UTC)
         listed = [
-            (incident_id, shown)
-            for incident_id, shown in ((i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items())
-            if all(match(shown) for match in matches)
+            (incident_id, shown) for incident_id, shown in self.listed() if all(match(shown) for match in matches)
         ]
         descending = query.get('orderDirection') == 'DESC'
         listed.sort(key=lambda item: (item[1][order], int(item[0])), reverse=descending)
@@ -247,8 +234,7 @@ class GrafanaIrmSimulator(ToolSimulator):
             'labels': labels or None,
             'isDrill': fields['isDrill'],
             'title': fields['title'],
-            'description': '',
-            'summary': '',
+            **dict.fromkeys(('description', 'summary'), ''),
             'status': fields['status'],
             'slug': fields['slug'],
             'version': 1,
@@ -267,11 +253,9 @@ def _parse_query(text: str) -> list:
         elif name == 'status' and value in ('active', 'resolved'):
             predicates.append(lambda fields, want=value: fields['status'] == want)
         elif name == 'label' and value:
-            key, _, label = value.rpartition(':')
+            wanted = value.rpartition(':')[::2]  # (key or '', label)
             predicates.append(
-                lambda fields, key=key, label=label: any(
-                    item['label'] == label and key in ('', item['key']) for item in fields['labels']
-                )
+                lambda fields, k=wanted: any(k in ((i['key'], i['label']), ('', i['label'])) for i in fields['labels'])
             )
         else:
             raise Invalid(f'query term {term!r} is not simulated', 'queryString')
@@ -296,10 +280,9 @@ def _offset(token: str) -> int:
 
 def _rfc3339(moment: datetime | None) -> str:
     """As Go's time.RFC3339Nano writes it: UTC `Z`, trailing zeros of the fraction dropped; unset is `""`."""
-    if moment is None:
-        return ''
-    text = moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f').rstrip('0').rstrip('.')
-    return text + 'Z'
+    return (
+        '' if moment is None else moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f').rstrip('0').rstrip('.') + 'Z'
+    )
 
 
 def _encoded(request: Request, response: Response) -> Response:

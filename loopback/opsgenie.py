@@ -27,13 +27,8 @@ multi-file Swagger 2.0 description, completed from opsgenie/opsgenie-go-sdk-v2).
 - `GET /v2/incident-timelines/{id}/entries`: `{"data": {"entries": [...], "nextOffset"?}}`, newest first, entries
   `{"id", "group", "type", "eventTime", ...}` of types `IncidentCreated`, `IncidentResolved`, `IncidentReopened`,
   `IncidentClosed` (Atlassian's Incident Timeline API page; the answer's shape as open-source clients read it).
-- Time: a resolution is listed from its `impactEndDate` on; a `hidden` one (a lagging index) is listed as the
-  incident was before it until `reveal`.
-- Not failures (`open_non_failures`): an incident reopened after its resolution, still open, whose stale
-  `impactEndDate` stays set (Opsgenie has no test or drill flag: teams tag those and use `query`).
-
-Requests and answers are checked against the description by the core (loopback/core.py); a request it rejects is
-answered as Opsgenie answers an invalid one, a 422.
+- Opsgenie has no test or drill flag (teams tag those and use `query`): the one non-failure is an incident
+  reopened after its resolution, still open, its stale `impactEndDate` kept.
 """
 
 from __future__ import annotations
@@ -57,11 +52,19 @@ TEAM_PATH = re.compile(r'/v2/teams/([^/]+)')
 TIMELINE_PATH = re.compile(r'/v2/incident-timelines/([^/]+)/entries')
 # Fields of Atlassian's "Search syntax for incidents": those simulated, and those refused as not simulated.
 SIMULATED_FIELDS = frozenset({'status', 'priority', 'tag', 'createdAt', 'tinyId'})
-UNSIMULATED = frozenset(
-    {'message', 'description', 'owner', 'isSeen', 'responders', 'teams', 'impactedServices', 'extraProperties'}
-)
+UNSIMULATED = {
+    'message',
+    'description',
+    'owner',
+    'isSeen',
+    'responders',
+    'teams',
+    'impactedServices',
+    'extraProperties',
+}
 _COMPARISON = re.compile(r'(\w+)\s*(<=|>=|<|>)\s*(\d+)')
 _MATCH = re.compile(r'(\w+)\s*:\s*(\([^()]*\)|"[^"]*"|[^\s()]+)')
+TIMES = ('createdAt', 'updatedAt', 'impactStartDate')  # served always (`impactEndDate` once set)
 THROTTLED = 'You are making too many requests! To avoid errors, we recommend you limit requests.'
 
 
@@ -83,6 +86,7 @@ def _throttled(quota: Quota) -> dict:
 class OpsgenieSimulator(ToolSimulator):
     source = 'opsgenie'
     list_path = LIST_PATH
+    reveal_touches = False
     max_page_size = MAX_PAGE_SIZE
     limits = RateLimit(429, _throttled, lambda quota: _body(THROTTLED))
     # Services and teams by their names (looked up by id); `P1` as `p1`; no environments.
@@ -109,9 +113,7 @@ class OpsgenieSimulator(ToolSimulator):
                 'message': title,
                 'status': 'open',
                 'priority': opsgenie_priority(severity) if severity else 'P3',
-                'createdAt': at,
-                'updatedAt': at,
-                'impactStartDate': at,
+                **dict.fromkeys(TIMES, at),
                 'impactEndDate': None,
                 'impactedServices': [self._id_of(self.services, service)] if service else [],
                 'ownerTeam': team_id,
@@ -128,9 +130,8 @@ class OpsgenieSimulator(ToolSimulator):
             incident.update(status='resolved', impactEndDate=_ms(at), updatedAt=_ms(at))
             self.timelines[incident_id].append(('IncidentResolved', _ms(at)))
 
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, updatedAt=_ms(at))
 
     # -- late and corrected resolutions (Opsgenie lets the impact start and end be edited afterwards) ----
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
@@ -142,16 +143,10 @@ class OpsgenieSimulator(ToolSimulator):
             self.update(incident_id, impactStartDate=_ms(started_at), impactEndDate=_ms(resolved_at))
             return incident_id
 
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        """Resolved now, its impact end edited back to `at`."""
-        with self._lock:
-            self.resolve(incident_id, at)
-            self.update(incident_id, updatedAt=_ms(datetime.now(UTC)))
-
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         changes = {'impactStartDate': started_at, 'impactEndDate': resolved_at}
         self.update(incident_id, **{k: _ms(v) for k, v in changes.items() if v is not None})
-        self.update(incident_id, updatedAt=_ms(datetime.now(UTC)))
+        self.touch(incident_id, datetime.now(UTC))
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `open`: `impactEndDate` keeps its stale value, as Opsgenie keeps it."""
@@ -174,11 +169,6 @@ class OpsgenieSimulator(ToolSimulator):
             return [reopened]
 
     # -- more of Opsgenie, for tool-specific tests ---------------------------------------------------
-    def update(self, incident_id: str, **fields) -> None:
-        """Sets fields as stored (times as datetimes; `impactedServices`, `ownerTeam` as ids)."""
-        with self._lock:
-            self.incidents[incident_id].update(fields)
-
     def close(self, incident_id: str, at: datetime) -> None:
         """Closes a resolved incident: only `status` and `updatedAt` move."""
         with self._lock:
@@ -229,9 +219,7 @@ class OpsgenieSimulator(ToolSimulator):
 
     def _list(self, query: dict) -> Response:
         matches = _parse(query['query'])
-        now = datetime.now(UTC)
-        listed = ((i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items())
-        selected = [(incident_id, fields) for incident_id, fields in listed if matches(fields)]
+        selected = [(incident_id, fields) for incident_id, fields in self.listed() if matches(fields)]
         sort = query.get('sort', 'createdAt')
         if sort != 'createdAt':
             raise Invalid(f'sort by {sort} is not simulated', 'sort')
@@ -262,20 +250,14 @@ class OpsgenieSimulator(ToolSimulator):
     def _served(self, incident_id: str, fields: dict) -> dict:
         served = {
             'id': incident_id,
-            'tinyId': fields['tinyId'],
-            'message': fields['message'],
-            'status': fields['status'],
+            **{name: fields[name] for name in ('tinyId', 'message', 'status', 'priority')},
             'isSeen': True,
-            'tags': list(fields['tags']),
-            'createdAt': _iso(fields['createdAt']),
-            'updatedAt': _iso(fields['updatedAt']),
+            **{name: list(fields[name]) for name in ('tags', 'impactedServices')},
+            **{name: _iso(fields[name]) for name in TIMES},
             'source': 'sim@example.com',
             'owner': '',
-            'priority': fields['priority'],
             'responders': copy.deepcopy(fields['responders']),
             'extraProperties': {},
-            'impactedServices': list(fields['impactedServices']),
-            'impactStartDate': _iso(fields['impactStartDate']),
             'links': {
                 'web': f'https://sim.app.opsgenie.com/incident/detail/{incident_id}',
                 'api': f'https://api.opsgenie.com/v1/incidents/{incident_id}',
@@ -307,21 +289,13 @@ def _parse(text: str):
         raise Invalid(f'Invalid query: {text[:80]}', 'query')
     position = 0
 
-    def either():
+    def either(word='OR', part=lambda: either('AND', term, all), combine=any):
         nonlocal position
-        options = [both()]
-        while position < len(tokens) and tokens[position] == 'OR':
+        parts = [part()]
+        while position < len(tokens) and tokens[position] == word:
             position += 1
-            options.append(both())
-        return lambda fields: any(option(fields) for option in options)
-
-    def both():
-        nonlocal position
-        terms = [term()]
-        while position < len(tokens) and tokens[position] == 'AND':
-            position += 1
-            terms.append(term())
-        return lambda fields: all(t(fields) for t in terms)
+            parts.append(part())
+        return lambda fields: combine(p(fields) for p in parts)
 
     def term():
         nonlocal position
@@ -330,14 +304,14 @@ def _parse(text: str):
         token = tokens[position]
         position += 1
         if token == '(':
-            inner = either()
+            inner = either()  # parentheses group
             if position >= len(tokens) or tokens[position] != ')':
                 raise Invalid(f'Invalid query: {text[:80]}', 'query')
             position += 1
             return inner
         return _condition(token)
 
-    predicate = either()
+    predicate = either()  # OR of ANDs: AND binds tighter
     if position != len(tokens):
         raise Invalid(f'Invalid query: {text[:80]}', 'query')
     return predicate

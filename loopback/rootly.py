@@ -28,18 +28,8 @@ Rootly's API overview and its own MCP server where the description is silent):
 - Rate limit: a sliding window per API key (3,000 GETs a minute by default); every answer carries
   `X-RateLimit-Limit` ("3000, 3000;window=60"), `-Remaining`, `-Used` and `-Reset` (UTC epoch seconds);
   past it, 429 with `{"error": "Rate limit exceeded. Try again later."}`.
-- Time: an incident's resolution is listed from its resolve time on. A `hidden` resolution (a lagging
-  index) is listed as the incident was before it, until `reveal`; then it is listed with its original
-  `resolved_at` and an `updated_at` of the reveal, as the record was written late.
-- After the fact (`enter_resolved`, `resolve_backdated`, `correct`): a retrospective (`backfilled`) incident
-  entered now, a resolve time set back, a time edited in the review; each moves `updated_at` to now.
-- Restart (`reopen`): back to `started` with `resolved_at`, `mitigated_at` and `closed_at` cleared.
-- Not failures (`open_non_failures`): cancelled, test/test_sub, example/example_sub, scheduled maintenance,
-  and a duplicate of another incident, each with a `resolved_at` so that only the check can tell.
-
-Every request and every 200 answer is checked against the derived description (which declares no other
-status: a 401 or 429 would always be "undocumented"); violations are kept in `spec_violations`, and a
-request violation is answered with a 400.
+- A retrospective incident is Rootly's `backfilled` kind; reopened is back to `started` with the later times
+  cleared; the non-failures each have a `resolved_at`, so that only the check can tell.
 """
 
 from __future__ import annotations
@@ -51,8 +41,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
-from . import spec
-from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, parse_time
+from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, first, iso, parse_time, positive, within
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -167,10 +156,8 @@ class RootlySimulator(ToolSimulator):
             self.lag.hold(incident_id, incident, hidden, at)
             incident.update(status='resolved', resolved_at=at, updated_at=at)
 
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
-            self.incidents[incident_id]['updated_at'] = datetime.now(UTC)
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.incidents[incident_id]['updated_at'] = at
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A retrospective incident: Rootly's `backfilled` kind, entered now for an incident that is over."""
@@ -180,9 +167,6 @@ class RootlySimulator(ToolSimulator):
             incident_id, kind='backfilled', status='resolved', resolved_at=resolved_at, created_at=now, updated_at=now
         )
         return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        self.update(incident_id, status='resolved', resolved_at=at, updated_at=datetime.now(UTC))
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         times = {'started_at': started_at, 'resolved_at': resolved_at}
@@ -250,7 +234,12 @@ class RootlySimulator(ToolSimulator):
 
     def request_problem(self, request: Request) -> str | None:
         # `include` is a comma-separated list, as JSON:API has it, where the description's enum names one value.
-        return _include_problem(request) or super().request_problem(_one_include(request))
+        for name in (first(request.query, 'include') or '').split(','):
+            query = [(k, name if k == 'include' else v) for k, v in request.query]
+            problem = super().request_problem(Request(request.method, request.path, query, request.headers, b''))
+            if problem:
+                return problem
+        return None
 
     def route(self, request: Request) -> Response:
         if request.method == 'GET' and request.path == LIST_PATH:
@@ -259,26 +248,26 @@ class RootlySimulator(ToolSimulator):
 
     def _list(self, request: Request) -> Response:
         query = request.query
-        now = datetime.now(UTC)
-        listed = [(i, self.lag.listed(i, incident, now)) for i, incident in self.incidents.items()]
         predicates = _filters(query)
-        selected = [(i, attrs) for i, attrs in listed if all(matches(attrs) for matches in predicates)]
+        selected = [(i, attrs) for i, attrs in self.listed() if all(matches(attrs) for matches in predicates)]
         selected.sort(key=lambda item: item[0])
         field, descending = _sort(first(query, 'sort') or '-created_at')
         selected.sort(key=lambda item: item[1][field], reverse=descending)
-        size = min(_positive(first(query, 'page[size]'), DEFAULT_PAGE_SIZE, 'page[size]'), MAX_PAGE_SIZE)
-        number = _positive(first(query, 'page[number]'), 1, 'page[number]')
+        size = min(positive(first(query, 'page[size]'), DEFAULT_PAGE_SIZE, 'page[size]'), MAX_PAGE_SIZE)
+        number = positive(first(query, 'page[number]'), 1, 'page[number]')
         if number > MAX_PAGE_NUMBER:
             raise Invalid(f'page[number] must be at most {MAX_PAGE_NUMBER}')
         pages = max(1, -(-len(selected) // size))
         page = selected[(number - 1) * size : number * size]
+        after = number + 1 if number < pages else None
+        pages_linked = {'self': number, 'first': 1, 'prev': number - 1 or None, 'next': after, 'last': pages}
         document = {
             'data': [self._served(incident_id, attrs) for incident_id, attrs in page],
-            'links': self._links(request, number, pages),
+            'links': {rel: n and self.link(request, **{'page[number]': n}) for rel, n in pages_linked.items()},
             'meta': {
                 'current_page': number,
-                'next_page': number + 1 if number < pages else None,
-                'prev_page': number - 1 if number > 1 else None,
+                'next_page': pages_linked['next'],
+                'prev_page': pages_linked['prev'],
                 'total_count': len(selected),
                 'total_pages': pages,
             },
@@ -296,7 +285,7 @@ class RootlySimulator(ToolSimulator):
 
     def _served(self, incident_id: str, attrs: dict) -> dict:
         """The record as the live API lists it: services, teams and environments as relationships."""
-        served = {key: self._iso(value) if isinstance(value, datetime) else value for key, value in attrs.items()}
+        served = {k: iso(v, 'milliseconds', self._zone) if isinstance(v, datetime) else v for k, v in attrs.items()}
         relationships = {}
         for field in RELATED:
             refs = served.pop(field, None) or []
@@ -304,43 +293,24 @@ class RootlySimulator(ToolSimulator):
         attributes = self.served(incident_id, served)
         return {'id': incident_id, 'type': 'incidents', 'attributes': attributes, 'relationships': relationships}
 
-    def _links(self, request: Request, number: int, pages: int) -> dict:
-        def link(page: int) -> str:
-            return self.link(request, **{'page[number]': page})
-
-        return {
-            'self': link(number),
-            'first': link(1),
-            'prev': link(number - 1) if number > 1 else None,
-            'next': link(number + 1) if number < pages else None,
-            'last': link(pages),
-        }
-
     def _resource(self, collection: str, name: str) -> dict:
         """The catalog entry (service, team, environment, severity) of that name, as incidents embed it."""
         key = (collection, name)
         if key not in self._resources:
-            created = datetime(2024, 1, 1, tzinfo=UTC)
+            created = iso(datetime(2024, 1, 1, tzinfo=UTC), 'milliseconds', self._zone)
             attributes = {
                 'name': name,
                 'slug': slug(name),
                 'description': None,
                 'color': '#047BF8',
                 'position': 1,
-                'notify_emails': [],
-                'slack_channels': [],
-                'slack_aliases': [],
-                'created_at': self._iso(created),
-                'updated_at': self._iso(created),
+                **{key: [] for key in ('notify_emails', 'slack_channels', 'slack_aliases')},
+                **dict.fromkeys(('created_at', 'updated_at'), created),
             }
             if collection == 'severities':
                 attributes['severity'] = _SEVERITY_LEVEL.get(name.upper(), 'low')
             self._resources[key] = {'data': {'id': str(uuid.uuid4()), 'type': collection, 'attributes': attributes}}
         return copy.deepcopy(self._resources[key])
-
-    def _iso(self, moment: datetime) -> str:
-        text = moment.astimezone(self._zone).isoformat(timespec='milliseconds')
-        return text.replace('+00:00', 'Z')
 
 
 def _filters(query: list[tuple[str, str]]) -> list:
@@ -352,39 +322,19 @@ def _filters(query: list[tuple[str, str]]) -> list:
             field, op = time_filter.groups()
             if field not in TIMES:
                 raise Invalid(f'{name} is not simulated by the loopback Rootly')
-            predicates.append(_time_filter(field, COMPARE[_OPERATORS[op]], parse_time(value, name)))
+            bound = (field, COMPARE[_OPERATORS[op]], parse_time(value, name))
+            predicates.append(lambda attrs, bound=bound: within(attrs.get, [bound]))  # unset: no match, as in SQL
         elif name in _RESOURCE_FILTERS:
             predicates.append(_resource_filter(*_RESOURCE_FILTERS[name], set(value.split(','))))
         elif name in ('filter[status]', 'filter[kind]'):
-            predicates.append(_value_filter(name[len('filter[') : -1], set(value.split(','))))
+            field, wanted = name[len('filter[') : -1], set(value.split(','))
+            predicates.append(lambda attrs, field=field, wanted=wanted: attrs.get(field) in wanted)
         elif name.startswith('filter[') and name not in _SIMULATED:
             raise Invalid(f'{name} is not simulated by the loopback Rootly')
     return predicates
 
 
-def _time_filter(field, compare, bound):
-    # Like SQL: an incident without that timestamp matches no comparison.
-    return lambda attrs: attrs.get(field) is not None and compare(attrs[field], bound)
-
-
 RELATED = ('services', 'groups', 'environments')  # served as relationships, not attributes
-
-
-def _one_include(request: Request) -> Request:
-    """The request as the description can validate it: `include` holds one value there."""
-    query = [(k, v.split(',')[0] if k == 'include' else v) for k, v in request.query]
-    return Request(request.method, request.path, query, request.headers, request.body)
-
-
-def _include_problem(request: Request) -> str | None:
-    """Each value of a comma-separated `include`, validated as the description's one value."""
-    names = next((value.split(',') for key, value in request.query if key == 'include'), [])
-    for name in names[1:]:
-        query = [(k, name if k == 'include' else v) for k, v in request.query]
-        problem = spec.request_problem('rootly', Request(request.method, request.path, query, request.headers, b''))
-        if problem:
-            return problem
-    return None
 
 
 def _resource_filter(field, key, wanted):
@@ -396,23 +346,11 @@ def _resource_filter(field, key, wanted):
     return matches
 
 
-def _value_filter(field, wanted):
-    return lambda attrs: attrs.get(field) in wanted
-
-
 def _sort(value: str) -> tuple[str, bool]:
     field = value.lstrip('-')
     if field not in ('created_at', 'updated_at'):
         raise Invalid(f'sort by {value!r} is not supported')
     return field, value.startswith('-')
-
-
-def _positive(value: str | None, default: int, name: str) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise Invalid(f'{name} must be a positive integer')
-    return int(value)
 
 
 def _errors(status: int, title: str, detail: str) -> Response:

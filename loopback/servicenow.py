@@ -31,16 +31,12 @@ every answer with a documented status, is checked against that description (`spe
   `sysparm_exclude_reference_link=true`). `sysparm_fields` picks fields; unknown ones are left out.
 - Paging: `sysparm_limit` (default and most 10,000 rows: `glide.db.max_view_records`), `sysparm_offset`;
   `X-Total-Count` (unless `sysparm_no_count=true`) and a `Link` header with `first`, `prev`, `next`, `last`
-  (unless `sysparm_suppress_pagination_header=true`). Ties in the order fall back to `sys_id`, so pages
-  are stable.
+  (unless `sysparm_suppress_pagination_header=true`).
 - Rate limit (`rate_limit=(requests, seconds)`, off by default, as an instance has no REST rate limit rule
   until an admin adds one): 429 with `Retry-After` (seconds), `X-RateLimit-Limit`, `X-RateLimit-Reset`
   (UTC epoch seconds) and `X-RateLimit-Rule`.
-- Lifecycle: states 1 New, 2 In Progress, 3 On Hold, 6 Resolved, 7 Closed, 8 Canceled. Resolving sets
-  `resolved_at`; closing sets `closed_at` and keeps `resolved_at`; reopening (back to In Progress)
-  clears both and counts `reopen_count`. Every change moves `sys_updated_on` and `sys_mod_count`.
-- Late visibility: a hidden resolution leaves the list showing the incident as it was until `reveal`,
-  which shows it with its original `resolved_at` and a `sys_updated_on` of the reveal.
+- Lifecycle: closing keeps `resolved_at`; reopening (back to In Progress) clears it and counts `reopen_count`;
+  every change moves `sys_updated_on` and `sys_mod_count`.
 """
 
 from __future__ import annotations
@@ -56,7 +52,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local
+from .core import COMPARE, Invalid, RateLimit, ToolSimulator, java_local, whole
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -140,25 +136,16 @@ class ServiceNowSimulator(ToolSimulator):
             'state': '2',
             'incident_state': '2',
             'priority': priority,
-            'impact': priority if priority in '123' else '3',
-            'urgency': priority if priority in '123' else '3',
+            **dict.fromkeys(('impact', 'urgency'), priority if priority in '123' else '3'),
             'category': 'software',
-            'subcategory': '',
-            'close_code': '',
             'active': 'true',
-            'reopen_count': '0',
-            'sys_mod_count': '0',
-            'opened_at': at,
-            'sys_created_on': at,
-            'sys_updated_on': at,
-            'resolved_at': None,
-            'closed_at': None,
-            'u_impact_start': None,
+            **dict.fromkeys(('subcategory', 'close_code', 'cmdb_ci', 'caused_by'), ''),
+            **dict.fromkeys(('reopen_count', 'sys_mod_count'), '0'),
+            **dict.fromkeys(('opened_at', 'sys_created_on', 'sys_updated_on'), at),
+            **dict.fromkeys(('resolved_at', 'closed_at', 'u_impact_start')),
             'business_service': self._reference('business_service', service),
-            'cmdb_ci': '',
             'assignment_group': self._reference('assignment_group', team),
             'u_environment': self._reference('u_environment', environment),
-            'caused_by': '',
         }
         return sys_id
 
@@ -166,20 +153,15 @@ class ServiceNowSimulator(ToolSimulator):
         self.lag.hold(incident_id, self.incidents[incident_id], hidden)
         self.update(incident_id, at, state='6', resolved_at=_second(at), close_code='Solved (Permanently)')
 
-    def reveal(self, incident_id: str) -> None:
-        self.lag.show(incident_id)
-        self.update(incident_id, datetime.now(UTC))
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, at)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """Logged now, after the fact: `opened_at` and `resolved_at` set by hand, `sys_created_on` now."""
-        now = datetime.now(UTC)
         incident_id = self.open(started_at, **open_options)
-        self.update(incident_id, now, sys_created_on=now)
-        self.update(incident_id, now, state='6', resolved_at=resolved_at, close_code='Solved (Permanently)')
+        self.update(incident_id, sys_created_on=datetime.now(UTC))
+        self.resolve_backdated(incident_id, resolved_at)
         return incident_id
-
-    def resolve_backdated(self, incident_id: str, at: datetime) -> None:
-        self.update(incident_id, datetime.now(UTC), state='6', resolved_at=at, close_code='Solved (Permanently)')
 
     def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
         corrections = {'opened_at': started_at, 'resolved_at': resolved_at}
@@ -281,11 +263,10 @@ class ServiceNowSimulator(ToolSimulator):
     def _list(self, request: Request) -> Response:
         query = dict(request.query)
         display = query.get('sysparm_display_value', 'false')
-        limit = min(_int(query.get('sysparm_limit', str(MAX_ROWS)), 'sysparm_limit'), MAX_ROWS)
-        offset = _int(query.get('sysparm_offset', '0'), 'sysparm_offset')
+        limit = min(whole(query.get('sysparm_limit', str(MAX_ROWS)), 'sysparm_limit'), MAX_ROWS)
+        offset = whole(query.get('sysparm_offset', '0'), 'sysparm_offset')
         encoded = self._parse(query.get('sysparm_query', ''))
-        listed = [self.lag.listed(sys_id, incident) for sys_id, incident in self.incidents.items()]
-        selected = sorted((i for i in listed if encoded.matches(i)), key=lambda i: i['sys_id'])
+        selected = sorted((i for _, i in self.listed() if encoded.matches(i)), key=lambda i: i['sys_id'])
         for field, descending in reversed(encoded.order):
             selected.sort(key=lambda i, f=field: _sort_key(i.get(f)), reverse=descending)
         page = selected[offset : offset + limit]
@@ -349,17 +330,13 @@ class ServiceNowSimulator(ToolSimulator):
         return f'{self.url}/api/now/table/{REFERENCES[field]}/{sys_id}'
 
     def _links(self, request: Request, offset: int, limit: int, total: int) -> str:
-        def link(at: int, rel: str) -> str:
-            return f'<{self.link(request, sysparm_offset=at, sysparm_limit=limit)}>;rel="{rel}"'
-
-        last = max(0, (total - 1) // limit * limit)
-        rels = [link(0, 'first')]
-        if offset > 0:
-            rels.append(link(max(0, offset - limit), 'prev'))
-        if offset + limit < total:
-            rels.append(link(offset + limit, 'next'))
-        rels.append(link(last, 'last'))
-        return ','.join(rels)
+        prev, after = max(0, offset - limit) if offset > 0 else None, offset + limit if offset + limit < total else None
+        rels = {'first': 0, 'prev': prev, 'next': after, 'last': max(0, (total - 1) // limit * limit)}
+        return ','.join(
+            f'<{self.link(request, sysparm_offset=at, sysparm_limit=limit)}>;rel="{rel}"'
+            for rel, at in rels.items()
+            if at is not None
+        )
 
 
 class _EncodedQuery:
@@ -438,18 +415,13 @@ def _sort_key(value):
     return (1, int(value)) if isinstance(value, str) and value.isdigit() else (2, str(value))
 
 
-def _int(value: str, name: str) -> int:
-    if not value.isdigit():
-        raise Invalid(f'{name} must be a non-negative integer')
-    return int(value)
-
-
 def _limit_headers(seconds: int) -> dict:
+    reset, rule = str(int(time.time()) + seconds), '6e5d9b0a1b2c3d4e5f60718293a4b5c6'
     return {
         'Retry-After': str(seconds),
         'X-RateLimit-Limit': '100',
-        'X-RateLimit-Reset': str(int(time.time()) + seconds),
-        'X-RateLimit-Rule': '6e5d9b0a1b2c3d4e5f60718293a4b5c6',
+        'X-RateLimit-Reset': reset,
+        'X-RateLimit-Rule': rule,
     }
 
 

@@ -18,8 +18,7 @@ Where each piece of knowledge comes from:
   Times are whole seconds, `2016-04-09T06:20:18Z`.
 - The order of the list is not documented: this one serves by incident number.
 - Lag: the reporting data "may be up to 15 minutes behind real-time" (the vendor's description of the v1
-  reporting call): a hidden resolution leaves the incident as it was until `reveal`, which shows the
-  resolution with its original time.
+  reporting call): `reveal` shows a hidden resolution with its original time.
 - `open` takes any start time, as the driver needs; on the live service an incident shows up in the
   reporting data at most 15 minutes after it started (the check relies on that after its first run).
 - A resolved incident is never reopened: a new alert for the same entity opens a new incident (a new number,
@@ -37,7 +36,7 @@ import re
 from datetime import datetime
 from typing import ClassVar
 
-from .core import Invalid, RateLimit, ToolSimulator, first, iso, parse_time
+from .core import Invalid, RateLimit, ToolSimulator, bounds, first, iso, whole, within
 from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -52,16 +51,13 @@ ORG = 'acme'
 class SplunkOnCallSimulator(ToolSimulator):
     source = 'splunk_oncall'
     list_path = LIST_PATH
+    reveal_touches = False  # the reporting data has no update time
     max_page_size = MAX_LIMIT
     limits = RateLimit(429, lambda quota: {}, lambda quota: {'message': 'Rate limit exceeded'})
     reopens = False  # a resolved incident stays resolved: see `realert`
     edits_times = False  # nobody edits an incident's start or resolve time
     # The driver's defaults: routing key `checkout_api`, the policy's team `Payments Team`, entity CRITICAL.
-    expected_tags: ClassVar[dict[str, str]] = {
-        'service': 'checkout_api',
-        'team': 'payments_team',
-        'severity': 'critical',
-    }
+    expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'critical'}
 
     def __init__(
         self,
@@ -98,10 +94,6 @@ class SplunkOnCallSimulator(ToolSimulator):
             incident.update(currentPhase='resolved', endTime=iso(at))
             if recovery:
                 incident.update(entityState='OK', alertCount=incident['alertCount'] + 1, lastAlertTime=iso(at))
-
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """Splunk On-Call has no retrospective incidents; what comes closest is the reporting lag: an incident
@@ -196,11 +188,14 @@ class SplunkOnCallSimulator(ToolSimulator):
         if request.method != 'GET' or request.path != LIST_PATH:
             return _error(404, 'Path not found')
         query = request.query
-        offset, limit = _whole(query, 'offset', 0), _whole(query, 'limit', DEFAULT_LIMIT)
+        offset, limit = (
+            whole(first(query, 'offset', '0'), 'offset'),
+            whole(first(query, 'limit', str(DEFAULT_LIMIT)), 'limit'),
+        )
         if not 0 < limit <= MAX_LIMIT:
             raise Invalid(f'limit must be between 1 and {MAX_LIMIT}', 'limit')
         phases = {_phase(part) for part in first(query, 'currentPhase', 'resolved').split(',') if part.strip()}
-        after, before = (_moment(query, name) for name in ('startedAfter', 'startedBefore'))
+        started = bounds(query, {'startedAfter': ('startTime', '>'), 'startedBefore': ('startTime', '<')})
         numbers = _numbers(first(query, 'incidentNumber'))
         # `routingKey` takes one key; `entityId`, `host` and `service` comma lists.
         wanted = {name: set(first(query, name).split(',')) for name in ('entityId', 'host', 'service')
@@ -210,10 +205,9 @@ class SplunkOnCallSimulator(ToolSimulator):
         matched = []
         for number in sorted(self.incidents, key=int):
             shown = self.lag.listed(number, self.incidents[number])
-            started = datetime.fromisoformat(shown['startTime'])
             if shown['currentPhase'] not in phases or any(shown[name] not in values for name, values in wanted.items()):
                 continue
-            if (after and started <= after) or (before and started >= before) or not numbers(int(number)):
+            if not within(lambda field, i=shown: datetime.fromisoformat(i[field]), started) or not numbers(int(number)):
                 continue
             matched.append(self.served(number, self._cased(shown)))
         page = matched[offset : offset + limit]
@@ -229,18 +223,6 @@ class SplunkOnCallSimulator(ToolSimulator):
 def _transition(name: str, at: datetime, by: str | None) -> dict:
     transition = {'name': name, 'at': iso(at), 'manually': by is not None}
     return {**transition, 'by': by} if by else transition
-
-
-def _moment(query, name: str) -> datetime | None:
-    value = first(query, name)
-    return parse_time(value, name) if value else None
-
-
-def _whole(query, name: str, default: int) -> int:
-    value = first(query, name, str(default))
-    if not value.isdigit():
-        raise Invalid(f'{name} must be a non-negative integer', name)
-    return int(value)
 
 
 def _phase(value: str) -> str:

@@ -17,9 +17,7 @@ Where each piece of knowledge comes from:
   401 `{"error": "Could not authenticate"}` for a wrong key or another scheme (`Bearer`); 404 for a page the key
   cannot see; `Retry-After` (seconds) on a rate limit and no `X-RateLimit-*` headers.
 
-The pipeline is the core's (authorize, validate, rate limit, route, validate the answer). A request the
-description rejects is answered 400 and kept in `spec_violations`; so is an API key sent in the URL
-(`?api_key=`, which Statuspage accepts but which lands in access logs).
+An API key sent in the URL (`?api_key=`, which Statuspage accepts) is kept as a violation: it lands in access logs.
 """
 
 from __future__ import annotations
@@ -47,10 +45,8 @@ UNUSED_INCIDENT_FIELDS = {
     'postmortem_notified_twitter': False,
 }
 UNUSED_UPDATE_FIELDS = {
-    'affected_components': None,
+    **dict.fromkeys(('affected_components', 'custom_tweet', 'tweet_id')),
     'deliver_notifications': True,
-    'custom_tweet': None,
-    'tweet_id': None,
 }
 
 
@@ -67,9 +63,8 @@ def _time(moment: datetime | None) -> str | None:
 class StatuspageSimulator(ToolSimulator):
     source = 'statuspage'
     max_page_size = MAX_PAGE_SIZE
-    limits = RateLimit(
-        420, lambda quota: {'Retry-After': str(quota.wait)}, lambda quota: {'error': 'Rate limit exceeded'}
-    )
+    reveal_touches = False
+    limits = RateLimit(420, lambda q: {'Retry-After': str(q.wait)}, lambda q: {'error': 'Rate limit exceeded'})
     # A component per service, `impact` as severity; Statuspage has no teams and no environments.
     expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'severity': 'critical'}
     not_failures = ('impact `none` (informational)', 'a completed scheduled maintenance (impact `maintenance`)')
@@ -109,10 +104,6 @@ class StatuspageSimulator(ToolSimulator):
             self.lag.hold(incident_id, incident, hidden, at)
             self._post(incident_id, 'resolved', at)
             incident.update(status='resolved', resolved_at=at, updated_at=at)
-
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A backfilled incident: its updates and `created_at` in the past, `started_at` and `updated_at` now
@@ -163,11 +154,6 @@ class StatuspageSimulator(ToolSimulator):
             return [informational, maintenance]
 
     # -- more of Statuspage, for tool-specific tests -------------------------------------------------
-    def update(self, incident_id: str, **fields) -> None:
-        """Sets fields as stored (times as datetimes)."""
-        with self._lock:
-            self.incidents[incident_id].update(fields)
-
     def monitor(self, incident_id: str, at: datetime) -> None:
         """A fix is in: the incident enters "monitoring" (`monitoring_at`)."""
         with self._lock:
@@ -215,8 +201,7 @@ class StatuspageSimulator(ToolSimulator):
 
     def _list(self, request: Request) -> list[tuple[str, dict]]:
         """Newest created first, every incident of the page (maintenances and backfilled ones included)."""
-        now = datetime.now(UTC)
-        listed = [(i, self.lag.listed(i, fields, now)) for i, fields in self.incidents.items()]
+        listed = self.listed()
         text = first(request.query, 'q', '').lower()
         if text:
             listed = [(i, f) for i, f in listed if text in f['name'].lower() or text == f['status']]
@@ -252,27 +237,22 @@ class StatuspageSimulator(ToolSimulator):
             'incident_id': incident_id,
             'status': update['status'],
             'body': f'The incident is {update["status"]}.',
-            'created_at': created,
-            'updated_at': created,
+            **dict.fromkeys(('created_at', 'updated_at'), created),
             'display_at': _time(update['display_at']),
             **UNUSED_UPDATE_FIELDS,
         }
 
     def _component_served(self, component: dict) -> dict:
-        created = _time(COMPONENT_CREATED)
         return {
             **component,
             'page_id': self.page_id,
             'status': 'operational',
-            'created_at': created,
-            'updated_at': created,
+            **dict.fromkeys(('created_at', 'updated_at'), _time(COMPONENT_CREATED)),
             'start_date': COMPONENT_CREATED.date().isoformat(),
             'position': 1,
-            'description': None,
-            'group_id': None,
             'showcase': True,
-            'group': False,
-            'only_show_if_degraded': False,
+            **dict.fromkeys(('description', 'group_id')),
+            **dict.fromkeys(('group', 'only_show_if_degraded'), False),
         }
 
     def _component(self, name: str) -> dict:
