@@ -149,6 +149,8 @@ class ToolSimulator(LoopbackServer, ABC):
     # Answers are checked as they would be without `serve_as` (True), or as served, violations included.
     check_without_served_as: ClassVar[bool] = True
     reveal_touches: ClassVar[bool] = True  # whether a revealed change moves the update time (`reveal`)
+    corrected: ClassVar[tuple[str, str]] = ()  # the stored fields of the start and the resolution `correct` edits
+    corrupted: ClassVar[str]  # the stored field `corrupt` serves as a string that is no time
     token: str
 
     def __init__(self, validate: bool = True, rate_limit: tuple[int, float] | None = None):
@@ -298,14 +300,22 @@ class ToolSimulator(LoopbackServer, ABC):
         self.resolve(incident_id, at)
         self.touch(incident_id, datetime.now(UTC))
 
-    @abstractmethod
-    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None: ...
+    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
+        """By default, the `corrected` fields edited now."""
+        if not self.edits_times:
+            raise NotImplementedError(f'{self.source}: nobody can edit when an incident started or was resolved')
+        changes = dict(zip(self.corrected, (started_at, resolved_at), strict=True))
+        with self._lock:
+            self.update(incident_id, **{name: at for name, at in changes.items() if at is not None})
+            self.touch(incident_id, datetime.now(UTC))
 
     @abstractmethod
     def reopen(self, incident_id: str, at: datetime) -> None: ...
 
-    @abstractmethod
-    def corrupt(self, incident_id: str) -> None: ...
+    def corrupt(self, incident_id: str, **fields) -> None:
+        """By default, `fields` (or the `corrupted` one as a string that is no time) served in place of the
+        stored values: the tool's own filters still see the real ones."""
+        self.serve_as(incident_id, **(fields or {self.corrupted: 'sometime last week'}))
 
     @abstractmethod
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]: ...

@@ -78,6 +78,8 @@ class DatadogIncidentsSimulator(ToolSimulator):
     limits = RateLimit(429, _limit_headers, lambda quota: {'errors': ['Too many requests']}, 'fixed', every_answer=True)
     list_path = LIST_PATH
     reveal_touches = False  # revealed as written: `resolved` and `modified` of the resolution
+    # The customer impact start is the start the check reads.
+    corrected, corrupted = ('customer_impact_start', 'resolved'), 'customer_impact_start'
     max_page_size = MAX_PAGE_SIZE
     # `fields.services` / `fields.teams` values and `SEV-1` as Datadog tags; no environments.
     expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'sev-1'}
@@ -147,20 +149,11 @@ class DatadogIncidentsSimulator(ToolSimulator):
     def touch(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, modified=at)
 
-    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
-        """Edits the customer impact start (the start the check reads) or `resolved`, now."""
-        changes = {'customer_impact_start': started_at, 'resolved': resolved_at}
-        self.update(incident_id, **{k: v for k, v in changes.items() if v is not None}, modified=datetime.now(UTC))
-
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `active`: `resolved` keeps its stale value, as Datadog keeps it."""
         with self._lock:
             self.lag.show(incident_id)
             self.incidents[incident_id].update(state='active', modified=at)
-
-    def corrupt(self, incident_id: str) -> None:
-        """Its `customer_impact_start` (the start) is served as a string that is no timestamp."""
-        self.serve_as(incident_id, customer_impact_start='sometime last week')
 
     not_failures = (
         'a test incident (`is_test`)',

@@ -127,6 +127,7 @@ class _State:
 class FireHydrantSimulator(ToolSimulator):
     source = VENDOR
     list_path = LIST_PATH
+    corrupted = 'started_at'
     limits = RateLimit(
         429,
         lambda quota: {'Retry-After': str(quota.wait), 'RateLimit-Limit': str(RATE_LIMIT_POOL)},
@@ -197,10 +198,6 @@ class FireHydrantSimulator(ToolSimulator):
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         self._change(incident_id, at, lambda state: state.move('investigating', at))
-
-    def corrupt(self, incident_id: str, **fields) -> None:
-        """Serves `fields` instead of the real ones (default: a `started_at` that is not a timestamp)."""
-        self.serve_as(incident_id, **(fields or {'started_at': 'yesterday, around lunch'}))
 
     not_failures = ('archived (declared by mistake)', 'resolved, then reopened: not resolved any more')
 

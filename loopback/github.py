@@ -74,7 +74,8 @@ class GitHubSimulator(ToolSimulator):
     # The primary limit: a fixed window per token, answered 403 with `x-ratelimit-remaining: 0`.
     limits = RateLimit(403, _limit_headers, _rate_limit_exceeded, window='fixed', every_answer=True, content_type=JSON)
     max_page_size = MAX_PAGE_SIZE
-    edits_times = False  # `created_at` and `closed_at` are stamped when they happen (see `correct`)
+    edits_times = False  # `created_at` and `closed_at` are stamped when they happen: nobody edits them
+    corrupted = 'created_at'
     # `expected_tags` are the core's, from labels `service:Checkout API`, `team:Payments Team`, `severity:SEV1`;
     # GitHub has no environments: the instance's `env` applies.
 
@@ -129,19 +130,11 @@ class GitHubSimulator(ToolSimulator):
             self.close(incident_id, at)
             self.label(incident_id, LABEL, datetime.now(UTC))
 
-    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
-        """GitHub has no way to edit `created_at` or `closed_at`: nothing to simulate."""
-        raise NotImplementedError('GitHub cannot edit when an issue was created or closed')
-
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
             self.lag.show(incident_id)
             issue = self.issues[incident_id]
             issue.update(state='open', state_reason='reopened', closed_at=None, closed_by=None, updated_at=_second(at))
-
-    def corrupt(self, incident_id: str) -> None:
-        """Its `created_at` is served as a string that is no timestamp; filters still see the real one."""
-        self.serve_as(incident_id, created_at='sometime last week')
 
     not_failures = ('closed as not planned', 'closed as duplicate', 'a pull request, not an issue')
 

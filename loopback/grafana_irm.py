@@ -64,6 +64,7 @@ class GrafanaIrmSimulator(ToolSimulator):
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
     limits = RateLimit(429, lambda q: {'Retry-After': str(q.wait)}, lambda q: {'message': 'Too Many Requests'})
+    corrected, corrupted = ('incidentStart', 'incidentEnd'), 'incidentStart'  # `closedTime` cannot be edited
     # Label values and the stack's own severity label as Datadog tags (the core's defaults); IRM has no environments.
 
     def __init__(self, token: str = 'glsa_simulatedServiceAccountToken_0a1b2c3d', validate=True, rate_limit=None):
@@ -122,19 +123,16 @@ class GrafanaIrmSimulator(ToolSimulator):
             self.update(incident_id, incidentEnd=at)
             self.resolve(incident_id, datetime.now(UTC))
 
-    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
-        """Edits `incidentStart` or `incidentEnd` now (`closedTime` cannot be edited)."""
-        changes = {'incidentStart': started_at, 'incidentEnd': resolved_at}
-        self.update(incident_id, **{k: v for k, v in changes.items() if v is not None}, modifiedTime=datetime.now(UTC))
+    def touch(self, incident_id: str, at: datetime) -> None:
+        self.update(incident_id, modifiedTime=at)
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
             self.lag.show(self._known(incident_id))
             self.update(incident_id, status='active', closedTime=None, incidentEnd=None, modifiedTime=at)
 
-    def corrupt(self, incident_id: str, **fields) -> None:
-        """Serves `fields` in place of the stored ones (default: an `incidentStart` that is no time)."""
-        self.serve_as(self._known(incident_id), **(fields or {'incidentStart': 'sometime last week'}))
+    def serve_as(self, incident_id: str, **fields) -> None:
+        super().serve_as(self._known(incident_id), **fields)
 
     not_failures = ('a drill (`isDrill`)',)
 

@@ -80,6 +80,8 @@ class JiraSimulator(ToolSimulator):
     source = 'jira'
     limits = RateLimit(429, lambda quota: _limit_headers(quota.wait), lambda quota: _errors('Rate limit exceeded.'))
     check_without_served_as = False
+    corrected = (IMPACT_START_FIELD, 'resolutiondate')  # a corrected start is the impact start (`created` stays)
+    corrupted = 'created'
     list_path = SEARCH_PATH
     max_page_size = MAX_PAGE
 
@@ -142,17 +144,8 @@ class JiraSimulator(ToolSimulator):
     def touch(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, at)
 
-    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
-        """A corrected start is the impact start field (`created` never changes)."""
-        corrections = {IMPACT_START_FIELD: started_at, 'resolutiondate': resolved_at}
-        self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
-
     def reopen(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, at, status=_status('Work in progress'), resolution=None, resolutiondate=None)
-
-    def corrupt(self, incident_id: str) -> None:
-        """Its `created` is served as a string that is no date-time; the search still sees the real one."""
-        self.serve_as(incident_id, created='a while ago')
 
     not_failures = (
         'resolved as Duplicate',

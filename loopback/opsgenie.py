@@ -87,6 +87,7 @@ class OpsgenieSimulator(ToolSimulator):
     source = 'opsgenie'
     list_path = LIST_PATH
     reveal_touches = False
+    corrected, corrupted = ('impactStartDate', 'impactEndDate'), 'impactEndDate'
     max_page_size = MAX_PAGE_SIZE
     limits = RateLimit(429, _throttled, lambda quota: _body(THROTTLED))
     # Services and teams by their names (looked up by id); `P1` as `p1`; no environments.
@@ -143,21 +144,12 @@ class OpsgenieSimulator(ToolSimulator):
             self.update(incident_id, impactStartDate=_ms(started_at), impactEndDate=_ms(resolved_at))
             return incident_id
 
-    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
-        changes = {'impactStartDate': started_at, 'impactEndDate': resolved_at}
-        self.update(incident_id, **{k: _ms(v) for k, v in changes.items() if v is not None})
-        self.touch(incident_id, datetime.now(UTC))
-
     def reopen(self, incident_id: str, at: datetime) -> None:
         """Back to `open`: `impactEndDate` keeps its stale value, as Opsgenie keeps it."""
         with self._lock:
             self.lag.show(incident_id)
             self.update(incident_id, status='open', updatedAt=_ms(at))
             self.timelines[incident_id].append(('IncidentReopened', _ms(at)))
-
-    def corrupt(self, incident_id: str) -> None:
-        """Its `impactEndDate` is served as a string that is no date-time."""
-        self.serve_as(incident_id, impactEndDate='sometime last week')
 
     not_failures = ('an incident reopened after its resolution, still open (its old `impactEndDate` kept)',)
 

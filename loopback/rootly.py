@@ -98,6 +98,7 @@ class RootlySimulator(ToolSimulator):
     limits = RateLimit(429, _limit_headers, lambda quota: {'error': 'Rate limit exceeded. Try again later.'},
                        every_answer=True)  # fmt: skip
     check_without_served_as = False
+    corrected, corrupted = ('started_at', 'resolved_at'), 'started_at'
     list_path = LIST_PATH
     max_page_size = MAX_PAGE_SIZE
     # The driver's defaults as Datadog spells them: `Checkout API`, `Payments Team`, `Production`, `SEV1`.
@@ -168,19 +169,11 @@ class RootlySimulator(ToolSimulator):
         )
         return incident_id
 
-    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
-        times = {'started_at': started_at, 'resolved_at': resolved_at}
-        self.update(incident_id, **{k: v for k, v in times.items() if v is not None}, updated_at=datetime.now(UTC))
-
     def reopen(self, incident_id: str, at: datetime) -> None:
         with self._lock:
             self.lag.show(incident_id)
             incident = self.incidents[incident_id]
             incident.update(status='started', resolved_at=None, mitigated_at=None, closed_at=None, updated_at=at)
-
-    def corrupt(self, incident_id: str) -> None:
-        """Its `started_at` is served as a string that is no timestamp; the filters still see the real one."""
-        self.serve_as(incident_id, started_at='sometime last week')
 
     # Why each incident `open_non_failures` makes is not a failure, in the order it returns them (the demo shows them).
     not_failures = (

@@ -89,6 +89,7 @@ class ServiceNowSimulator(ToolSimulator):
     source = 'servicenow'
     limits = RateLimit(429, lambda quota: _limit_headers(quota.wait), lambda quota: _error_document(*_TOO_MANY))
     check_without_served_as = False
+    corrected = ('opened_at', 'resolved_at')
     list_path = LIST_PATH
     max_page_size = PAGE_SIZE
     # `expected_tags` are the core's: `Checkout API` (business service), `Payments Team` (assignment group), P1.
@@ -162,10 +163,6 @@ class ServiceNowSimulator(ToolSimulator):
         self.update(incident_id, sys_created_on=datetime.now(UTC))
         self.resolve_backdated(incident_id, resolved_at)
         return incident_id
-
-    def correct(self, incident_id: str, *, started_at: datetime | None = None, resolved_at: datetime | None = None):
-        corrections = {'opened_at': started_at, 'resolved_at': resolved_at}
-        self.update(incident_id, datetime.now(UTC), **{k: v for k, v in corrections.items() if v is not None})
 
     def reopen(self, incident_id: str, at: datetime) -> None:
         reopened = str(int(self.incidents[incident_id]['reopen_count']) + 1)

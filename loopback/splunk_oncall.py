@@ -56,6 +56,7 @@ class SplunkOnCallSimulator(ToolSimulator):
     limits = RateLimit(429, lambda quota: {}, lambda quota: {'message': 'Rate limit exceeded'})
     reopens = False  # a resolved incident stays resolved: see `realert`
     edits_times = False  # nobody edits an incident's start or resolve time
+    corrupted = 'startTime'
     # The driver's defaults: routing key `checkout_api`, the policy's team `Payments Team`, entity CRITICAL.
     expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'critical'}
 
@@ -107,15 +108,8 @@ class SplunkOnCallSimulator(ToolSimulator):
         """Resolve times are stamped, never entered: a resolution at `at` that the reporting data shows only now."""
         self.resolve(incident_id, at)
 
-    def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
-        raise NotImplementedError('Splunk On-Call lets nobody edit the times of an incident')
-
     def reopen(self, incident_id: str, at: datetime) -> None:
         raise NotImplementedError('Splunk On-Call never reopens a resolved incident: a new alert opens a new one')
-
-    def corrupt(self, incident_id: str) -> None:
-        """Its `startTime` is served as a value that is no time; the filters still see the real one."""
-        self.serve_as(incident_id, startTime='yesterday')
 
     not_failures = ('triggered, never acknowledged or resolved', 'acknowledged, not resolved')
 

@@ -64,6 +64,7 @@ class StatuspageSimulator(ToolSimulator):
     source = 'statuspage'
     max_page_size = MAX_PAGE_SIZE
     reveal_touches = False
+    corrupted = 'resolved_at'
     limits = RateLimit(420, lambda q: {'Retry-After': str(q.wait)}, lambda q: {'error': 'Rate limit exceeded'})
     # A component per service, `impact` as severity; Statuspage has no teams and no environments.
     expected_tags: ClassVar[dict[str, str]] = {'service': 'checkout_api', 'severity': 'critical'}
@@ -140,10 +141,6 @@ class StatuspageSimulator(ToolSimulator):
             self.lag.show(incident_id)
             self._post(incident_id, 'investigating', at)
             self.update(incident_id, status='investigating', resolved_at=None, updated_at=at)
-
-    def corrupt(self, incident_id: str) -> None:
-        """Its `resolved_at` is served as a string that is no timestamp."""
-        self.serve_as(incident_id, resolved_at='sometime last week')
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:
