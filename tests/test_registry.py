@@ -6,6 +6,9 @@ README. A tool missing any of them fails here by name.
 import inspect
 import json
 import re
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,24 @@ def test_the_tool_has_its_doc_page_linked_from_the_readme(name):
 def test_every_doc_page_of_a_tool_is_a_tool_of_the_registry():
     pages = {page.stem for page in (ROOT / 'docs' / 'sources').glob('*.md')}
     assert pages <= set(SOURCES), f'docs/sources/ has pages of tools that are not in SOURCES: {pages - set(SOURCES)}'
+
+
+def test_what_is_generated_from_the_registry_and_the_pages_is_in_sync():
+    # The README's and docs/design.md's tool tables, the spec's `source` enum, the dashboard's values and the
+    # package metadata are written by scripts/sync_tools.py: a tool needs no hand edit in any of them.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / 'scripts' / 'sync_tools.py'), '--check'],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_sync_names_what_is_stale(tmp_path):
+    sync = runpy.run_path(str(ROOT / 'scripts' / 'sync_tools.py'))
+    readme = README.replace('| [Rootly](docs/sources/rootly.md)', '| [Rootly, by hand](docs/sources/rootly.md)')
+
+    assert sync['between_markers'](readme, sync['tables']()[0], 'README.md') == README
+    stale = sync['pyproject']((ROOT / 'pyproject.toml').read_text().replace('"rootly", ', ''))
+    assert '"rootly"' in stale
