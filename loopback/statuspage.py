@@ -101,8 +101,7 @@ class StatuspageSimulator(ToolSimulator):
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         with self._lock:
-            incident = self.incidents[incident_id]
-            self.lag.hold(incident_id, incident, hidden, at)
+            self.lag.hold(incident_id, self.incidents[incident_id], hidden, at)
             self._post(incident_id, 'resolved', at, resolved_at=at)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
