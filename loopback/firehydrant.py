@@ -118,6 +118,8 @@ class _State:
         self.reached[slug] = at
         self.current = slug
         self.history.append((slug, at))
+        if slug == 'resolved':  # the latest resolution: a reopen does not clear it
+            self.resolved_at = at
 
     @property
     def active(self) -> bool:
@@ -169,7 +171,7 @@ class FireHydrantSimulator(ToolSimulator):
         return state.id
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
-        self._change(incident_id, at, lambda state: _resolve(state, at), hidden=hidden)
+        self._change(incident_id, at, lambda state: state.move('resolved', at), hidden=hidden)
 
     def touch(self, incident_id: str, at: datetime) -> None:
         with self._lock:
@@ -189,10 +191,7 @@ class FireHydrantSimulator(ToolSimulator):
                 if at is not None:
                     state.reached[slug] = at
                     state.history = [(s, at if s == slug else when) for s, when in state.history]
-            if started_at is not None:
-                state.started_at = started_at
-            if resolved_at is not None:
-                state.resolved_at = resolved_at
+                    setattr(state, f'{slug}_at', at)
 
         self._change(incident_id, started_at or resolved_at, edit, updated_at=datetime.now(UTC))
 
@@ -332,11 +331,6 @@ class FireHydrantSimulator(ToolSimulator):
         return self.served(incident_id, _entity(self.lag.listed(incident_id, self._incidents[incident_id])))
 
 
-def _resolve(state: _State, at: datetime) -> None:
-    state.move('resolved', at)
-    state.resolved_at = at
-
-
 def _int(request: Request, name: str, default: int) -> int:
     value = first(request.query, name)
     try:
@@ -358,8 +352,8 @@ def _entity(state: _State) -> dict:
         'id': state.id,
         'name': state.title,
         'number': state.number,
-        'created_at': _iso(state.created_at),
-        'started_at': _iso(state.reached.get('started', state.started_at)),
+        'created_at': iso(state.created_at, 'milliseconds'),
+        'started_at': iso(state.reached.get('started', state.started_at), 'milliseconds'),
         'current_milestone': state.current,
         'severity': state.severity,
         'organization_id': ORGANIZATION_ID,
@@ -379,7 +373,7 @@ def _entity(state: _State) -> dict:
         **_BLANK,
     }
     if state.discarded_at is not None:
-        entity['discarded_at'] = _iso(state.discarded_at)
+        entity['discarded_at'] = iso(state.discarded_at, 'milliseconds')
     return entity
 
 
@@ -388,31 +382,27 @@ _STAMPS = ('occurred_at', 'created_at', 'updated_at')
 
 def _milestone(state: _State, n: int) -> dict:
     slug, at = state.history[n]
-    entry = {'id': ref_id(f'milestone:{state.id}', str(n)), 'type': slug, **dict.fromkeys(_STAMPS, _iso(at))}
+    stamps = dict.fromkeys(_STAMPS, iso(at, 'milliseconds'))
+    entry = {'id': ref_id(f'milestone:{state.id}', str(n)), 'type': slug, **stamps}
     if n + 1 < len(state.history):  # null (omitted) for the current milestone
         entry['duration'] = f'PT{max(0, int((state.history[n + 1][1] - at).total_seconds()))}S'
     return entry
 
 
 def _phase(state: _State, position: int, kind: str, name: str, slugs: tuple[str, ...]) -> dict:
-    milestones = []
-    for n, slug in enumerate(slugs):
-        milestones.append({'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug})
-        milestones[-1].update(
-            position=n, **({'occurred_at': _iso(state.reached[slug])} if slug in state.reached else {})
-        )
+    milestones = [
+        {'id': ref_id('lifecycle', slug), 'name': slug.replace('_', ' ').title(), 'slug': slug, 'position': n}
+        | ({'occurred_at': iso(state.reached[slug], 'milliseconds')} if slug in state.reached else {})
+        for n, slug in enumerate(slugs)
+    ]
     return {'id': ref_id('phase', kind), 'name': name, 'type': kind, 'position': position, 'milestones': milestones}
 
 
 def _team_assignment(state: _State, name: str) -> dict:
     team = {'id': ref_id('team', name), 'name': name, 'slug': name.lower().replace(' ', '-')}
     assignment = {'id': ref_id(f'assignment:{state.id}', name), 'status': 'active', 'team': team}
-    return {**assignment, **dict.fromkeys(_STAMPS[1:], _iso(state.created_at))}
+    return {**assignment, **dict.fromkeys(_STAMPS[1:], iso(state.created_at, 'milliseconds'))}
 
 
 def _error(status: int, detail: str) -> Response:
     return Response.json(status, {'detail': detail, 'messages': [detail]})
-
-
-def _iso(moment: datetime) -> str:
-    return iso(moment, 'milliseconds')

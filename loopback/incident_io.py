@@ -46,7 +46,6 @@ from .driver import ENVIRONMENT, SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 from .spec import response_problem
 
-VENDOR = 'incident_io'
 LIST_PATH = '/v2/incidents'
 TIMESTAMPS_PATH = '/v2/incident_timestamps'
 MAX_PAGE_SIZE = 250
@@ -67,10 +66,6 @@ LIST_FILTERS = {'status_category': _CHOICE, 'status': _CHOICE, 'severity': _CHOI
 PLAIN_PARAMETERS = {'page_size', 'after', 'sort_by', 'filter_mode'}
 DEFAULT_MODES = ('standard', 'retrospective')
 MIN, MAX = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return iso(moment, 'microseconds')
 
 
 def _limit_headers(quota: Quota) -> dict:
@@ -96,7 +91,6 @@ def _too_many_requests(quota: Quota) -> dict:
 
 class IncidentIoSimulator(ToolSimulator):
     source = 'incident_io'
-    # A token bucket per key (`rate_limit` = (size, refill a second)); off unless set, its headers always sent.
     limits = RateLimit(
         429, _limit_headers, _too_many_requests, window='bucket', every_answer=True, nominal=(1200, 20.0)
     )
@@ -141,8 +135,8 @@ class IncidentIoSimulator(ToolSimulator):
             'permalink': f'https://app.incident.io/{ORG}/incidents/{number}',
             'mode': mode,
             'visibility': 'public',
-            'created_at': _iso(started_at),
-            'updated_at': _iso(started_at),
+            'created_at': iso(started_at, 'microseconds'),
+            'updated_at': iso(started_at, 'microseconds'),
             'creator': {'user': {'id': 'U01RESPONDER', 'name': 'Rae Responder', 'role': 'responder'}},
             'incident_status': self._statuses['Investigating'],
             'incident_type': self._incident_type,
@@ -174,7 +168,7 @@ class IncidentIoSimulator(ToolSimulator):
         self.set_timestamp(incident_id, 'Resolved at', at, touch=False)
 
     def touch(self, incident_id: str, at: datetime) -> None:
-        self.incidents[incident_id]['updated_at'] = _iso(at)
+        self.incidents[incident_id]['updated_at'] = iso(at, 'microseconds')
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A retrospective incident declared now (incident.io's `retrospective` mode), post-incident: "Reported
@@ -249,7 +243,7 @@ class IncidentIoSimulator(ToolSimulator):
                 if value is None:
                     entry.pop('value', None)
                 else:
-                    entry['value'] = {'value': _iso(value)}
+                    entry['value'] = {'value': iso(value, 'microseconds')}
         if touch:
             self.touch(incident_id, datetime.now(UTC))
 
@@ -301,8 +295,7 @@ class IncidentIoSimulator(ToolSimulator):
     def _list(self, request: Request) -> Response:
         query = _ListQuery(request.query)
         # Answers are serialised at once: the page needs no copy of the records.
-        selected = [self.lag.listed(i, incident) for i, incident in self.incidents.items()]
-        selected = [i for i in selected if query.matches(i)]
+        selected = [incident for _, incident in self.listed() if query.matches(incident)]
         selected.sort(key=_key, reverse=query.newest_first)
         page = query.page(selected, self.incidents)
         meta = {'page_size': query.page_size, 'total_record_count': len(selected)}

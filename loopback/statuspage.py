@@ -27,7 +27,7 @@ import string
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
-from .core import RateLimit, ToolSimulator, first
+from .core import RateLimit, ToolSimulator, first, iso
 from .driver import SERVICE, SEVERITY, TITLE
 from .server import Request, Response
 
@@ -57,7 +57,7 @@ def _id() -> str:
 
 def _time(moment: datetime | None) -> str | None:
     """In the page's time zone, with milliseconds, as Statuspage serves times."""
-    return None if moment is None else moment.astimezone(PAGE_ZONE).isoformat(timespec='milliseconds')
+    return None if moment is None else iso(moment, 'milliseconds', PAGE_ZONE)
 
 
 class StatuspageSimulator(ToolSimulator):
@@ -101,27 +101,20 @@ class StatuspageSimulator(ToolSimulator):
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         with self._lock:
-            incident = self.incidents[incident_id]
-            self.lag.hold(incident_id, incident, hidden, at)
-            self._post(incident_id, 'resolved', at)
-            incident.update(status='resolved', resolved_at=at, updated_at=at)
+            self.lag.hold(incident_id, self.incidents[incident_id], hidden, at)
+            self._post(incident_id, 'resolved', at, resolved_at=at)
 
     def enter_resolved(self, started_at: datetime, resolved_at: datetime, **open_options) -> str:
         """A backfilled incident: its updates and `created_at` in the past, `started_at` and `updated_at` now
         (as the recorded example incident shows)."""
         with self._lock:
-            incident_id = self.open(started_at, **open_options)
-            now = datetime.now(UTC)
-            self._post(incident_id, 'resolved', resolved_at, created=now)
-            self.update(incident_id, status='resolved', resolved_at=resolved_at, started_at=now, updated_at=now)
+            incident_id = super().enter_resolved(started_at, resolved_at, **open_options)
+            self.update(incident_id, started_at=self.incidents[incident_id]['updated_at'])
             return incident_id
 
     def resolve_backdated(self, incident_id: str, at: datetime) -> None:
         """Resolved now, the resolving update's display time set back to `at`."""
-        with self._lock:
-            now = datetime.now(UTC)
-            self._post(incident_id, 'resolved', at, created=now)
-            self.update(incident_id, status='resolved', resolved_at=at, updated_at=now)
+        self._post(incident_id, 'resolved', at, created=datetime.now(UTC), resolved_at=at)
 
     def correct(self, incident_id: str, *, started_at=None, resolved_at=None) -> None:
         """An update's display time edited now: the resolving one moves `resolved_at`; `started_at` is the
@@ -139,8 +132,7 @@ class StatuspageSimulator(ToolSimulator):
         """A new update back to investigating: `resolved_at` is cleared."""
         with self._lock:
             self.lag.show(incident_id)
-            self._post(incident_id, 'investigating', at)
-            self.update(incident_id, status='investigating', resolved_at=None, updated_at=at)
+            self._post(incident_id, 'investigating', at, resolved_at=None)
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
         with self._lock:
@@ -153,9 +145,7 @@ class StatuspageSimulator(ToolSimulator):
     # -- more of Statuspage, for tool-specific tests -------------------------------------------------
     def monitor(self, incident_id: str, at: datetime) -> None:
         """A fix is in: the incident enters "monitoring" (`monitoring_at`)."""
-        with self._lock:
-            self._post(incident_id, 'monitoring', at)
-            self.update(incident_id, status='monitoring', monitoring_at=at, updated_at=at)
+        self._post(incident_id, 'monitoring', at, monitoring_at=at)
 
     def publish_postmortem(self, incident_id: str, at: datetime) -> None:
         """The status becomes `postmortem`; no time of the incident moves but `updated_at`."""
@@ -165,16 +155,13 @@ class StatuspageSimulator(ToolSimulator):
         with self._lock:
             incident_id = self.open(starts, title=title, service=service)
             self.incidents[incident_id]['updates'].clear()
-            self.update(
-                incident_id, impact='maintenance', status='scheduled', scheduled_for=starts, scheduled_until=ends
+            self._post(
+                incident_id, 'scheduled', starts, impact='maintenance', scheduled_for=starts, scheduled_until=ends
             )
-            self._post(incident_id, 'scheduled', starts)
             return incident_id
 
     def complete_maintenance(self, incident_id: str, at: datetime) -> None:
-        with self._lock:
-            self._post(incident_id, 'completed', at)
-            self.update(incident_id, status='completed', resolved_at=at, updated_at=at)
+        self._post(incident_id, 'completed', at, resolved_at=at)
 
     # -- HTTP: Statuspage's semantics ----------------------------------------------------------------
     def authorize(self, request: Request) -> Response | None:
@@ -228,13 +215,12 @@ class StatuspageSimulator(ToolSimulator):
         return self.served(incident_id, served)
 
     def _update(self, incident_id: str, update: dict) -> dict:
-        created = _time(update['created_at'])
         return {
             'id': update['id'],
             'incident_id': incident_id,
             'status': update['status'],
             'body': f'The incident is {update["status"]}.',
-            **dict.fromkeys(('created_at', 'updated_at'), created),
+            **dict.fromkeys(('created_at', 'updated_at'), _time(update['created_at'])),
             'display_at': _time(update['display_at']),
             **UNUSED_UPDATE_FIELDS,
         }
@@ -257,7 +243,10 @@ class StatuspageSimulator(ToolSimulator):
             self.components[name] = _id()
         return {'id': self.components[name], 'name': name}
 
-    def _post(self, incident_id: str, status: str, display_at: datetime, created: datetime | None = None) -> None:
-        self.incidents[incident_id]['updates'].append(
-            {'id': _id(), 'status': status, 'display_at': display_at, 'created_at': created or display_at}
-        )
+    def _post(self, incident_id: str, status: str, at: datetime, created: datetime | None = None, **fields) -> None:
+        """An update shown `at`, posted `created` (default `at`); it sets the status, `updated_at` and `fields`."""
+        with self._lock:
+            self.incidents[incident_id]['updates'].append(
+                {'id': _id(), 'status': status, 'display_at': at, 'created_at': created or at}
+            )
+            self.update(incident_id, status=status, updated_at=created or at, **fields)
