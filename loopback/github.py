@@ -76,8 +76,7 @@ class GitHubSimulator(ToolSimulator):
     max_page_size = MAX_PAGE_SIZE
     edits_times = False  # `created_at` and `closed_at` are stamped when they happen: nobody edits them
     corrupted = 'created_at'
-    # `expected_tags` are the core's, from labels `service:Checkout API`, `team:Payments Team`, `severity:SEV1`;
-    # GitHub has no environments: the instance's `env` applies.
+    reveal_touches = False
 
     def __init__(self, token='ghp_simGitHubToken0123456789', rate_limit=RATE_LIMIT, prefix='', validate=True):
         super().__init__(validate, rate_limit)
@@ -95,13 +94,7 @@ class GitHubSimulator(ToolSimulator):
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
-        return {
-            'source': self.source,
-            'api_token': self.token,
-            'api_url': self.url + self.prefix,
-            'repositories': [REPOSITORY],
-            **options,
-        }
+        return {**super().instance(), 'api_url': self.url + self.prefix, 'repositories': [REPOSITORY], **options}
 
     def open(self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=None, severity=SEVERITY):
         """An issue labelled `incident`, `service:<service>`, `team:<team>`, `severity:<severity>`.
@@ -113,10 +106,6 @@ class GitHubSimulator(ToolSimulator):
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         self.close(incident_id, at, hidden=hidden)
-
-    def reveal(self, incident_id: str) -> None:
-        with self._lock:
-            self.lag.show(incident_id)
 
     # -- late and corrected resolutions --------------------------------------------------------------
     # GitHub stamps `created_at` and `closed_at` with the moment they happen and lets nobody edit them. What
@@ -250,17 +239,14 @@ class GitHubSimulator(ToolSimulator):
         ]
         field = 'updated_at' if query.get('sort') == 'updated' else 'created_at'  # `comments`: all have none
         selected.sort(key=lambda item: (item[1][field], int(item[0])), reverse=query.get('direction', 'desc') == 'desc')
-        size = min(_positive(query.get('per_page'), DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
-        number = _positive(query.get('page'), 1)
+        size = min(max(1, int(query.get('per_page', DEFAULT_PAGE_SIZE))), MAX_PAGE_SIZE)
+        number = max(1, int(query.get('page', 1)))
         pages = max(1, -(-len(selected) // size))
         body = [self._served(issue_id, issue) for issue_id, issue in selected[(number - 1) * size : number * size]]
         # GitHub's `Link`: on `/repositories/{id}/issues`, only the relations that exist for this page.
-        before, after = (
-            [('prev', number - 1)] * (number > 1),
-            [('next', number + 1), ('last', pages)] * (number < pages),
-        )
+        relations = [('prev', number - 1)] * (number > 1) + [('next', number + 1), ('last', pages)] * (number < pages)
+        relations += [('first', 1)] * (number > 1)
         path = f'{self.prefix}/repositories/{self.repositories[repository]}/issues'
-        relations = before + after + [('first', 1)] * (number > 1)
         link = ', '.join(f'<{self.link(request, path, page=page)}>; rel="{rel}"' for rel, page in relations)
         return Response.json(200, body, {'Content-Type': JSON, **({'Link': link} if link else {})})
 
@@ -345,9 +331,3 @@ def _error(message: str, status: str, documentation_url: str = DOCS) -> dict:
 def _second(moment: datetime) -> datetime:
     """GitHub keeps whole seconds."""
     return moment.replace(microsecond=0)
-
-
-def _positive(value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    return max(1, int(value))

@@ -76,6 +76,7 @@ class PagerDutySimulator(ToolSimulator):
         incident_id = f'Q{next(self._sequence):013d}'
         number = next(self._numbers)
         service = self._services[service_id]
+        reference = {'id': f'PRI{priority}', 'type': 'priority_reference', 'summary': priority} if priority else None
         self.incidents[incident_id] = {
             'id': incident_id,
             'type': 'incident',
@@ -91,9 +92,7 @@ class PagerDutySimulator(ToolSimulator):
             'urgency': urgency,
             'service': dict(service['service']),
             'teams': [dict(team) for team in service['teams']],
-            'priority': {'id': f'PRI{priority}', 'type': 'priority_reference', 'summary': priority}
-            if priority
-            else None,
+            'priority': reference,
             'assignments': [],
             'last_status_change_at': iso(created_at),
             'resolved_at': None,

@@ -77,6 +77,7 @@ _RESOURCE_FILTERS = {
     'filter[severity_id]': ('severity', 'id'),
 }
 _SIMULATED = {'filter[status]', 'filter[kind]', 'sort', 'page[number]', 'page[size]', *_RESOURCE_FILTERS}
+RELATED = ('services', 'groups', 'environments')  # served as relationships, not attributes
 _SEVERITY_LEVEL = {'SEV0': 'critical', 'SEV1': 'critical', 'SEV2': 'high', 'SEV3': 'medium'}
 
 
@@ -194,10 +195,8 @@ class RootlySimulator(ToolSimulator):
             ids = {reason: self.open(started_at, title=f'Not a failure: {reason}') for reason in reasons}
             for reason, incident_id in ids.items():
                 self.resolve(incident_id, resolved_at)
-                if reason in kinds:
-                    self.update(incident_id, kind=reason)
-            for scheduled in ('scheduled', 'scheduled_sub'):
-                self.update(ids[scheduled], status='completed')  # scheduled maintenance ends `completed`
+                if reason in kinds:  # scheduled maintenance ends `completed`
+                    self.update(incident_id, kind=reason, status='completed' if 'scheduled' in reason else 'resolved')
             self.update(ids['cancelled'], status='cancelled', cancelled_at=resolved_at, cancellation_message='Not one')
             self.update(ids['duplicate'], duplicate_incident_id=str(uuid.uuid4()))  # of an incident not listed here
             return list(ids.values())
@@ -265,14 +264,9 @@ class RootlySimulator(ToolSimulator):
                 'total_pages': pages,
             },
         }
-        wanted = set(filter(None, (first(query, 'include') or '').split(',')))
-        included = {}
-        for _, attrs in page:
-            for field in RELATED if wanted else ():
-                for ref in attrs.get(field) or []:
-                    if field in wanted:
-                        included.setdefault((field, ref['data']['id']), {**ref['data'], 'type': field})
-        if wanted:
+        if wanted := set(filter(None, (first(query, 'include') or '').split(','))):
+            related = [(field, ref['data']) for _, attrs in page for field in RELATED for ref in attrs.get(field) or []]
+            included = {(field, data['id']): {**data, 'type': field} for field, data in related if field in wanted}
             document['included'] = list(included.values())
         return Response.json(200, document, {'Content-Type': JSON_API})
 
@@ -325,9 +319,6 @@ def _filters(query: list[tuple[str, str]]) -> list:
         elif name.startswith('filter[') and name not in _SIMULATED:
             raise Invalid(f'{name} is not simulated by the loopback Rootly')
     return predicates
-
-
-RELATED = ('services', 'groups', 'environments')  # served as relationships, not attributes
 
 
 def _resource_filter(field, key, wanted):
