@@ -40,7 +40,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator
+from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, iso
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -264,19 +264,14 @@ class OpsgenieSimulator(ToolSimulator):
 
     def _id_of(self, names: dict, name: str) -> str:
         """The id of the service or team named so, created on first use."""
-        for identifier, known in names.items():
-            if known == name:
-                return identifier
-        identifier = str(uuid.uuid4())
+        identifier = next((i for i, known in names.items() if known == name), None) or str(uuid.uuid4())
         names[identifier] = name
         return identifier
 
 
 def _parse(text: str):
     """The search as a predicate over an incident's fields: `AND` binds tighter than `OR`, parentheses group."""
-    tokens = re.findall(
-        r'\(|\)|\bAND\b|\bOR\b|\w+\s*(?:<=|>=|<|>)\s*\d+|\w+\s*:\s*(?:\([^()]*\)|"[^"]*"|[^\s()]+)', text
-    )
+    tokens = [m.group() for m in re.finditer(rf'\(|\)|\bAND\b|\bOR\b|{_COMPARISON.pattern}|{_MATCH.pattern}', text)]
     if re.sub(r'\s+', '', ''.join(tokens)) != re.sub(r'\s+', '', text):
         raise Invalid(f'Invalid query: {text[:80]}', 'query')
     position = 0
@@ -352,6 +347,4 @@ def _ms(moment: datetime) -> datetime:
 
 def _iso(moment: datetime) -> str:
     """UTC with milliseconds, trailing zeros dropped: `2023-09-26T17:49:10.17Z`, `2023-09-26T15:37:31Z`."""
-    whole = moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')
-    fraction = f'{moment.microsecond // 1000:03d}'.rstrip('0')
-    return f'{whole}.{fraction}Z' if fraction else f'{whole}Z'
+    return iso(moment, 'milliseconds')[:-1].rstrip('0').rstrip('.') + 'Z'
