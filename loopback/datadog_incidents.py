@@ -203,12 +203,8 @@ class DatadogIncidentsSimulator(ToolSimulator):
 
     def route(self, request: Request) -> Response:
         query = dict(request.query)
-        predicates = _parse_query(query['query'])
-        selected = [
-            (incident_id, listed)
-            for incident_id, listed in self.listed()
-            if (not listed['is_test'] or listed['listed']) and all(matches(listed) for matches in predicates)
-        ]
+        predicates = [lambda attrs: not attrs['is_test'] or attrs['listed'], *_parse_query(query['query'])]
+        selected = [item for item in self.listed() if all(matches(item[1]) for matches in predicates)]
         descending = query.get('sort', 'created') == '-created'
         selected.sort(key=lambda item: (item[1]['created'], item[0]), reverse=descending)
         size = int(query.get('page[size]', DEFAULT_PAGE_SIZE))

@@ -205,9 +205,7 @@ class GrafanaIrmSimulator(ToolSimulator):
         if order is None:
             raise Invalid(f'orderField {query["orderField"]!r} is not simulated', 'orderField')
         matches = _parse_query(query.get('queryString') or '')
-        listed = [
-            (incident_id, shown) for incident_id, shown in self.listed() if all(match(shown) for match in matches)
-        ]
+        listed = [item for item in self.listed() if all(match(item[1]) for match in matches)]
         descending = query.get('orderDirection') == 'DESC'
         listed.sort(key=lambda item: (item[1][order], int(item[0])), reverse=descending)
         limit = min(int(query.get('limit') or 10), MAX_PAGE_SIZE)

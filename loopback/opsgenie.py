@@ -89,7 +89,7 @@ class OpsgenieSimulator(ToolSimulator):
     reveal_touches = False
     corrected, corrupted = ('impactStartDate', 'impactEndDate'), 'impactEndDate'
     max_page_size = MAX_PAGE_SIZE
-    limits = RateLimit(429, _throttled, lambda quota: _body(THROTTLED))
+    limits = RateLimit(429, _throttled, lambda quota: _body(message=THROTTLED))
     # Services and teams by their names (looked up by id); `P1` as `p1`; no environments.
     expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'p1'}
 
@@ -192,11 +192,11 @@ class OpsgenieSimulator(ToolSimulator):
             services = [{'id': i, 'name': name, 'description': '', 'tags': []} for i, name in self.services.items()]
             offset, limit = int(query.get('offset', 0)), int(query.get('limit', DEFAULT_PAGE_SIZE))
             return Response.json(
-                200, {'data': services[offset : offset + limit], 'totalCount': len(services), **_body(None)}
+                200, {'data': services[offset : offset + limit], 'totalCount': len(services), **_body()}
             )
         if request.path == '/v2/teams':
             teams = [{'id': i, 'name': name, 'description': ''} for i, name in self.teams.items()]
-            return Response.json(200, {'data': teams, **_body(None)})
+            return Response.json(200, {'data': teams, **_body()})
         match = TIMELINE_PATH.fullmatch(request.path)
         if match:
             return self._timeline(match.group(1), int(query.get('limit', DEFAULT_PAGE_SIZE)))
@@ -204,7 +204,7 @@ class OpsgenieSimulator(ToolSimulator):
             match = pattern.fullmatch(request.path)
             if match and match.group(1) in names:
                 named = {'id': match.group(1), 'name': names[match.group(1)], 'description': ''}
-                return Response.json(200, {'data': named, **_body(None)})
+                return Response.json(200, {'data': named, **_body()})
             if match:
                 return _error(404, f'{kind} with id [{match.group(1)}] not found')
         return _error(404, f'No such path: {request.path}')
@@ -225,7 +225,7 @@ class OpsgenieSimulator(ToolSimulator):
             'data': [self._served(i, fields) for i, fields in selected[offset : offset + limit]],
             'paging': paging,
             'totalCount': len(selected),
-            **_body(None),
+            **_body(),
         }
         return Response.json(200, document, {'X-Request-ID': document['requestId']})
 
@@ -237,7 +237,7 @@ class OpsgenieSimulator(ToolSimulator):
             for n, (kind, at) in enumerate(self.timelines[incident_id])
         ][::-1]
         data = {'entries': entries[:limit], **({'nextOffset': str(limit)} if len(entries) > limit else {})}
-        return Response.json(200, {'data': data, **_body(None)})
+        return Response.json(200, {'data': data, **_body()})
 
     def _served(self, incident_id: str, fields: dict) -> dict:
         served = {
@@ -331,13 +331,12 @@ def _known(field: str) -> None:
         raise Invalid(f'Invalid query: unknown field {field}', 'query')
 
 
-def _body(message: str | None) -> dict:
-    body = {'took': 0.004, 'requestId': str(uuid.uuid4())}
-    return {'message': message, **body} if message is not None else body
+def _body(**fields) -> dict:
+    return {**fields, 'took': 0.004, 'requestId': str(uuid.uuid4())}
 
 
 def _error(status: int, message: str) -> Response:
-    return Response.json(status, _body(message))
+    return Response.json(status, _body(message=message))
 
 
 def _ms(moment: datetime) -> datetime:
