@@ -171,18 +171,15 @@ class DatadogIncidentsSimulator(ToolSimulator):
             return [test, after_the_fact]
 
     def declare_resolved(self, started_at: datetime, *, impact: tuple | None, **open_options) -> str:
-        """An incident declared now straight in the `resolved` state: Datadog then keeps `resolved: null` (its
-        `time_to_resolve` is 0), as its live API answers (issue 19); `impact` is the customer impact's
-        (start, end), or None for none."""
+        """An incident declared now straight in the `resolved` state, which keeps `resolved: null` (the module's
+        docstring says why); `impact` is the customer impact's (start, end), or None for none."""
         with self._lock:
             incident_id = self.open(started_at, **open_options)
             now = datetime.now(UTC)
             start, end = impact or (None, None)
             self.update(
                 incident_id,
-                created=now,
-                declared=now,
-                modified=now,
+                **dict.fromkeys(('created', 'declared', 'modified'), now),
                 state='resolved',
                 resolved=None,
                 customer_impacted=impact is not None,
@@ -205,16 +202,9 @@ class DatadogIncidentsSimulator(ToolSimulator):
         return Response.json(400, {'errors': [message]})
 
     def route(self, request: Request) -> Response:
-        return self._search(request)
-
-    def _search(self, request: Request) -> Response:
         query = dict(request.query)
-        predicates = _parse_query(query['query'])
-        selected = [
-            (incident_id, listed)
-            for incident_id, listed in self.listed()
-            if (not listed['is_test'] or listed['listed']) and all(matches(listed) for matches in predicates)
-        ]
+        predicates = [lambda attrs: not attrs['is_test'] or attrs['listed'], *_parse_query(query['query'])]
+        selected = [item for item in self.listed() if all(matches(item[1]) for matches in predicates)]
         descending = query.get('sort', 'created') == '-created'
         selected.sort(key=lambda item: (item[1]['created'], item[0]), reverse=descending)
         size = int(query.get('page[size]', DEFAULT_PAGE_SIZE))
@@ -226,7 +216,7 @@ class DatadogIncidentsSimulator(ToolSimulator):
             'data': {
                 'type': 'incidents_search_results',
                 'attributes': {
-                    'facets': _facets(listed for _, listed in selected),
+                    'facets': _facets([listed for _, listed in selected]),
                     'incidents': [{'data': self._served(i, attrs)} for i, attrs in page],
                     'total': len(selected),
                 },
@@ -288,8 +278,7 @@ def _predicate(facet: str, wanted: set[str], negated: bool):
     return matches
 
 
-def _facets(incidents) -> dict:
-    incidents = list(incidents)
+def _facets(incidents: list[dict]) -> dict:
     counts = {facet: Counter(attrs[facet] for attrs in incidents) for facet in ('state', 'severity')}
     return {facet: [{'name': n, 'count': c} for n, c in sorted(count.items())] for facet, count in counts.items()}
 

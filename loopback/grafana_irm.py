@@ -44,7 +44,7 @@ import json
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from .core import Invalid, RateLimit, ToolSimulator
+from .core import Invalid, RateLimit, ToolSimulator, iso
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -183,8 +183,10 @@ class GrafanaIrmSimulator(ToolSimulator):
         if request.method != 'POST' or request.path not in (LIST_PATH, STATUSES_PATH):
             return Response.json(404, {'error': f'no such method: {request.path.rsplit("/", 1)[-1]}'})
         body = json.loads(request.body or b'{}')
-        answer = self._statuses(body) if request.path == STATUSES_PATH else self._previews(body)
-        return _encoded(request, Response.json(200, answer))
+        response = Response.json(200, self._statuses(body) if request.path == STATUSES_PATH else self._previews(body))
+        if 'gzip' not in request.headers.get('accept-encoding', ''):
+            return response
+        return Response(200, gzip.compress(response.body), {**response.headers, 'Content-Encoding': 'gzip'})
 
     def answer_problem(self, request: Request, response: Response) -> str | None:
         if response.headers.get('Content-Encoding') == 'gzip':
@@ -203,9 +205,7 @@ class GrafanaIrmSimulator(ToolSimulator):
         if order is None:
             raise Invalid(f'orderField {query["orderField"]!r} is not simulated', 'orderField')
         matches = _parse_query(query.get('queryString') or '')
-        listed = [
-            (incident_id, shown) for incident_id, shown in self.listed() if all(match(shown) for match in matches)
-        ]
+        listed = [item for item in self.listed() if all(match(item[1]) for match in matches)]
         descending = query.get('orderDirection') == 'DESC'
         listed.sort(key=lambda item: (item[1][order], int(item[0])), reverse=descending)
         limit = min(int(query.get('limit') or 10), MAX_PAGE_SIZE)
@@ -278,12 +278,4 @@ def _offset(token: str) -> int:
 
 def _rfc3339(moment: datetime | None) -> str:
     """As Go's time.RFC3339Nano writes it: UTC `Z`, trailing zeros of the fraction dropped; unset is `""`."""
-    return (
-        '' if moment is None else moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f').rstrip('0').rstrip('.') + 'Z'
-    )
-
-
-def _encoded(request: Request, response: Response) -> Response:
-    if 'gzip' not in request.headers.get('accept-encoding', ''):
-        return response
-    return Response(response.status, gzip.compress(response.body), {**response.headers, 'Content-Encoding': 'gzip'})
+    return '' if moment is None else iso(moment, 'microseconds')[:-1].rstrip('0').rstrip('.') + 'Z'

@@ -40,7 +40,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator
+from .core import COMPARE, Invalid, Quota, RateLimit, ToolSimulator, iso
 from .driver import SERVICE, SEVERITY, TEAM, TITLE
 from .server import Request, Response
 
@@ -89,7 +89,7 @@ class OpsgenieSimulator(ToolSimulator):
     reveal_touches = False
     corrected, corrupted = ('impactStartDate', 'impactEndDate'), 'impactEndDate'
     max_page_size = MAX_PAGE_SIZE
-    limits = RateLimit(429, _throttled, lambda quota: _body(THROTTLED))
+    limits = RateLimit(429, _throttled, lambda quota: _body(message=THROTTLED))
     # Services and teams by their names (looked up by id); `P1` as `p1`; no environments.
     expected_tags: ClassVar[dict[str, str]] = {**ToolSimulator.expected_tags, 'severity': 'p1'}
 
@@ -192,11 +192,11 @@ class OpsgenieSimulator(ToolSimulator):
             services = [{'id': i, 'name': name, 'description': '', 'tags': []} for i, name in self.services.items()]
             offset, limit = int(query.get('offset', 0)), int(query.get('limit', DEFAULT_PAGE_SIZE))
             return Response.json(
-                200, {'data': services[offset : offset + limit], 'totalCount': len(services), **_body(None)}
+                200, {'data': services[offset : offset + limit], 'totalCount': len(services), **_body()}
             )
         if request.path == '/v2/teams':
             teams = [{'id': i, 'name': name, 'description': ''} for i, name in self.teams.items()]
-            return Response.json(200, {'data': teams, **_body(None)})
+            return Response.json(200, {'data': teams, **_body()})
         match = TIMELINE_PATH.fullmatch(request.path)
         if match:
             return self._timeline(match.group(1), int(query.get('limit', DEFAULT_PAGE_SIZE)))
@@ -204,7 +204,7 @@ class OpsgenieSimulator(ToolSimulator):
             match = pattern.fullmatch(request.path)
             if match and match.group(1) in names:
                 named = {'id': match.group(1), 'name': names[match.group(1)], 'description': ''}
-                return Response.json(200, {'data': named, **_body(None)})
+                return Response.json(200, {'data': named, **_body()})
             if match:
                 return _error(404, f'{kind} with id [{match.group(1)}] not found')
         return _error(404, f'No such path: {request.path}')
@@ -225,7 +225,7 @@ class OpsgenieSimulator(ToolSimulator):
             'data': [self._served(i, fields) for i, fields in selected[offset : offset + limit]],
             'paging': paging,
             'totalCount': len(selected),
-            **_body(None),
+            **_body(),
         }
         return Response.json(200, document, {'X-Request-ID': document['requestId']})
 
@@ -237,7 +237,7 @@ class OpsgenieSimulator(ToolSimulator):
             for n, (kind, at) in enumerate(self.timelines[incident_id])
         ][::-1]
         data = {'entries': entries[:limit], **({'nextOffset': str(limit)} if len(entries) > limit else {})}
-        return Response.json(200, {'data': data, **_body(None)})
+        return Response.json(200, {'data': data, **_body()})
 
     def _served(self, incident_id: str, fields: dict) -> dict:
         served = {
@@ -264,19 +264,14 @@ class OpsgenieSimulator(ToolSimulator):
 
     def _id_of(self, names: dict, name: str) -> str:
         """The id of the service or team named so, created on first use."""
-        for identifier, known in names.items():
-            if known == name:
-                return identifier
-        identifier = str(uuid.uuid4())
+        identifier = next((i for i, known in names.items() if known == name), None) or str(uuid.uuid4())
         names[identifier] = name
         return identifier
 
 
 def _parse(text: str):
     """The search as a predicate over an incident's fields: `AND` binds tighter than `OR`, parentheses group."""
-    tokens = re.findall(
-        r'\(|\)|\bAND\b|\bOR\b|\w+\s*(?:<=|>=|<|>)\s*\d+|\w+\s*:\s*(?:\([^()]*\)|"[^"]*"|[^\s()]+)', text
-    )
+    tokens = [m.group() for m in re.finditer(rf'\(|\)|\bAND\b|\bOR\b|{_COMPARISON.pattern}|{_MATCH.pattern}', text)]
     if re.sub(r'\s+', '', ''.join(tokens)) != re.sub(r'\s+', '', text):
         raise Invalid(f'Invalid query: {text[:80]}', 'query')
     position = 0
@@ -336,13 +331,12 @@ def _known(field: str) -> None:
         raise Invalid(f'Invalid query: unknown field {field}', 'query')
 
 
-def _body(message: str | None) -> dict:
-    body = {'took': 0.004, 'requestId': str(uuid.uuid4())}
-    return {'message': message, **body} if message is not None else body
+def _body(**fields) -> dict:
+    return {**fields, 'took': 0.004, 'requestId': str(uuid.uuid4())}
 
 
 def _error(status: int, message: str) -> Response:
-    return Response.json(status, _body(message))
+    return Response.json(status, _body(message=message))
 
 
 def _ms(moment: datetime) -> datetime:
@@ -352,6 +346,4 @@ def _ms(moment: datetime) -> datetime:
 
 def _iso(moment: datetime) -> str:
     """UTC with milliseconds, trailing zeros dropped: `2023-09-26T17:49:10.17Z`, `2023-09-26T15:37:31Z`."""
-    whole = moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')
-    fraction = f'{moment.microsecond // 1000:03d}'.rstrip('0')
-    return f'{whole}.{fraction}Z' if fraction else f'{whole}Z'
+    return iso(moment, 'milliseconds')[:-1].rstrip('0').rstrip('.') + 'Z'
