@@ -294,7 +294,7 @@ DATE_FIELDS = {'created', 'updated', 'resolutiondate'}
 
 
 class _Jql:
-    """A JQL query in the subset the module's docstring lists: `matches`, a predicate over stored issues, and `order`."""
+    """A JQL query in the subset the module's docstring lists: `matches`, a predicate over issues, and `order`."""
 
     def __init__(self, text: str, zone: ZoneInfo):
         self.zone = zone
