@@ -98,8 +98,7 @@ class JiraSimulator(ToolSimulator):
 
     # -- the driver interface ------------------------------------------------------------------------
     def instance(self, **options) -> dict:
-        credentials = {'username': self.email, 'api_token': self.token}
-        return {'source': self.source, 'api_url': self.url, **credentials, 'team_field': TEAM_FIELD, **options}
+        return super().instance(**{'username': self.email, 'team_field': TEAM_FIELD, **options})
 
     def open(
         self, started_at, *, title=TITLE, service=SERVICE, team=TEAM, environment=ENVIRONMENT, severity=SEVERITY
@@ -107,7 +106,6 @@ class JiraSimulator(ToolSimulator):
         """An Incident issue; Jira has no environment field (`environment` is left out, `env` is the instance's)."""
         number = next(self._numbers)
         issue_id, key = str(10000 + number), f'INC-{number}'
-        at = _milli(started_at)
         self.issues[issue_id] = {
             'id': issue_id,
             'key': key,
@@ -116,16 +114,13 @@ class JiraSimulator(ToolSimulator):
                 'issuetype': {'id': '10100', 'name': 'Incident', 'subtask': False},
                 'project': {'id': '10000', 'key': 'INC', 'name': 'IT Incidents'},
                 'status': _status('Open'),
-                'resolution': None,
-                'resolutiondate': None,
-                'created': at,
-                'updated': at,
+                **dict.fromkeys(('resolution', 'resolutiondate', IMPACT_START_FIELD)),
+                **dict.fromkeys(('created', 'updated'), _milli(started_at)),
                 'priority': {'id': str(hash(severity) % 10 + 1), 'name': severity} if severity else None,
                 'components': [_component(service)] if service else [],
                 'labels': [],
                 'versions': [],
                 TEAM_FIELD: _team(team) if team else None,
-                IMPACT_START_FIELD: None,
             },
         }
         return self.reported_id(issue_id)
@@ -156,8 +151,6 @@ class JiraSimulator(ToolSimulator):
     )
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
-        """Resolved as a duplicate, as won't do, as cannot reproduce; canceled (declined); and a Task
-        resolved as done (not an incident: the default JQL leaves it out)."""
         ids = []
         for resolution in ('Duplicate', "Won't Do", 'Cannot Reproduce'):
             ids.append(self.open(started_at, title=f'Not a failure: {resolution}'))
@@ -201,7 +194,7 @@ class JiraSimulator(ToolSimulator):
     # -- HTTP ----------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> Response | None:
         if request.path == OLD_SEARCH_PATH:
-            return Response.json(410, {'errorMessages': [GONE], 'errors': {}})
+            return Response.json(410, _errors(GONE))
         expected = 'Basic ' + base64.b64encode(f'{self.email}:{self.token}'.encode()).decode()
         if request.headers.get('authorization') != expected:
             return Response(401, UNAUTHENTICATED, {'Content-Type': 'text/plain;charset=UTF-8'})
@@ -301,8 +294,7 @@ DATE_FIELDS = {'created', 'updated', 'resolutiondate'}
 
 
 class _Jql:
-    """A JQL query as the check and the tests write it (clauses joined by AND, in parentheses or not, then
-    ORDER BY; OR and NOT are not simulated): `matches`, a predicate over stored issues, and `order`."""
+    """A JQL query in the subset the module's docstring lists: `matches`, a predicate over issues, and `order`."""
 
     def __init__(self, text: str, zone: ZoneInfo):
         self.zone = zone
@@ -407,7 +399,7 @@ def _milli(moment: datetime) -> datetime:
 
 
 def _limit_headers(seconds: int) -> dict:
-    reset = iso(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds))
+    reset = iso(datetime.now(UTC) + timedelta(seconds=seconds))
     limit = {'X-RateLimit-Limit': '100', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': reset}
     return {'Retry-After': str(seconds), **limit, 'RateLimit-Reason': 'jira-burst-based'}
 

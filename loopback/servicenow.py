@@ -83,6 +83,7 @@ _CONDITION = re.compile(r'([a-z_][a-z0-9_]*)(' + '|'.join(re.escape(op) for op i
 _LITERAL = re.compile(r'(\d{4}-\d{2}-\d{2})(?: (\d{2}:\d{2}:\d{2}))?')
 _DATE_GENERATE = re.compile(r"javascript:gs\.dateGenerate\('(\d{4}-\d{2}-\d{2})','(\d{2}:\d{2}:\d{2})'\)")
 SN_TIME = '%Y-%m-%d %H:%M:%S'
+_TOO_MANY = ('Too Many Requests', 'Rate limit rule exceeded: REST API rate limit for dora.reader')
 
 
 class ServiceNowSimulator(ToolSimulator):
@@ -128,7 +129,6 @@ class ServiceNowSimulator(ToolSimulator):
     ) -> str:
         number = next(self._numbers)
         sys_id = hashlib.md5(f'incident-{number}'.encode()).hexdigest()
-        at = _second(started_at)
         priority = _PRIORITY_OF_SEVERITY.get((severity or '').upper(), '3')
         self.incidents[sys_id] = {
             'sys_id': sys_id,
@@ -142,7 +142,7 @@ class ServiceNowSimulator(ToolSimulator):
             'active': 'true',
             **dict.fromkeys(('subcategory', 'close_code', 'cmdb_ci', 'caused_by'), ''),
             **dict.fromkeys(('reopen_count', 'sys_mod_count'), '0'),
-            **dict.fromkeys(('opened_at', 'sys_created_on', 'sys_updated_on'), at),
+            **dict.fromkeys(('opened_at', 'sys_created_on', 'sys_updated_on'), _second(started_at)),
             **dict.fromkeys(('resolved_at', 'closed_at', 'u_impact_start')),
             'business_service': self._reference('business_service', service),
             'assignment_group': self._reference('assignment_group', team),
@@ -152,7 +152,7 @@ class ServiceNowSimulator(ToolSimulator):
 
     def resolve(self, incident_id: str, at: datetime, *, hidden: bool = False) -> None:
         self.lag.hold(incident_id, self.incidents[incident_id], hidden)
-        self.update(incident_id, at, state='6', resolved_at=_second(at), close_code='Solved (Permanently)')
+        self.update(incident_id, at, state='6', resolved_at=at, close_code='Solved (Permanently)')
 
     def touch(self, incident_id: str, at: datetime) -> None:
         self.update(incident_id, at)
@@ -180,12 +180,11 @@ class ServiceNowSimulator(ToolSimulator):
     )
 
     def open_non_failures(self, started_at: datetime, resolved_at: datetime) -> list[str]:
-        """Canceled, and one each left New, In Progress and On Hold with a resolve time (an import, a
-        reopen that kept it): only the state tells."""
+        """Each with a resolve time (an import, a reopen that kept it): only the state tells."""
         ids = []
         for state in ('8', '1', '2', '3'):
             incident_id = self.open(started_at, title=f'Not a failure: {STATES[state]}')
-            self.update(incident_id, resolved_at, state=state, resolved_at=_second(resolved_at))
+            self.update(incident_id, resolved_at, state=state, resolved_at=resolved_at)
             ids.append(incident_id)
         return ids
 
@@ -212,7 +211,7 @@ class ServiceNowSimulator(ToolSimulator):
         self.update(incident_id, at, caused_by=number)
 
     def close(self, incident_id: str, at: datetime) -> None:
-        self.update(incident_id, at, state='7', closed_at=_second(at))
+        self.update(incident_id, at, state='7', closed_at=at)
 
     def local_literal(self, moment: datetime) -> str:
         """How a date-time is written in an encoded query so that this instance reads it as `moment`."""
@@ -319,9 +318,7 @@ class ServiceNowSimulator(ToolSimulator):
         if not name:
             return ''
         key = (REFERENCES[field], name)
-        if key not in self._references:
-            self._references[key] = hashlib.md5(f'{key}'.encode()).hexdigest()
-        return self._references[key]
+        return self._references.setdefault(key, hashlib.md5(f'{key}'.encode()).hexdigest())
 
     def _link(self, field: str, sys_id: str) -> str:
         return f'{self.url}/api/now/table/{REFERENCES[field]}/{sys_id}'
@@ -349,10 +346,9 @@ class _EncodedQuery:
             for term in part.split('^'):
                 if not term:
                     continue
-                if term.startswith('ORDERBYDESC'):
-                    self.order.append((term[len('ORDERBYDESC') :], True))
-                elif term.startswith('ORDERBY'):
-                    self.order.append((term[len('ORDERBY') :], False))
+                if term.startswith('ORDERBY'):
+                    field = term.removeprefix('ORDERBY')
+                    self.order.append((field.removeprefix('DESC'), field.startswith('DESC')))
                 elif term.startswith('OR') and terms:
                     terms[-1].append(self._condition(term[2:]))
                 else:
@@ -397,9 +393,6 @@ class _EncodedQuery:
         return java_local(local, self.zone)
 
 
-_TOO_MANY = ('Too Many Requests', 'Rate limit rule exceeded: REST API rate limit for dora.reader')
-
-
 def _second(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
@@ -413,13 +406,8 @@ def _sort_key(value):
 
 
 def _limit_headers(seconds: int) -> dict:
-    reset, rule = str(int(time.time()) + seconds), '6e5d9b0a1b2c3d4e5f60718293a4b5c6'
-    return {
-        'Retry-After': str(seconds),
-        'X-RateLimit-Limit': '100',
-        'X-RateLimit-Reset': reset,
-        'X-RateLimit-Rule': rule,
-    }
+    limit = {'X-RateLimit-Limit': '100', 'X-RateLimit-Reset': str(int(time.time()) + seconds)}
+    return {'Retry-After': str(seconds), **limit, 'X-RateLimit-Rule': '6e5d9b0a1b2c3d4e5f60718293a4b5c6'}
 
 
 def _error_document(message: str, detail: str) -> dict:

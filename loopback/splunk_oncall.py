@@ -46,6 +46,7 @@ DEFAULT_LIMIT = 20
 UPPER_PHASES = {'triggered': 'UNACKED', 'acknowledged': 'ACKED', 'resolved': 'RESOLVED'}
 PHASE_NAMES = {**{name: name for name in UPPER_PHASES}, **{upper.lower(): name for name, upper in UPPER_PHASES.items()}}
 ORG = 'acme'
+COMMA_LIST_FILTERS = ('entityId', 'host', 'service')  # filters that take comma lists; `routingKey` takes one key
 
 
 class SplunkOnCallSimulator(ToolSimulator):
@@ -182,23 +183,18 @@ class SplunkOnCallSimulator(ToolSimulator):
         if request.method != 'GET' or request.path != LIST_PATH:
             return _error(404, 'Path not found')
         query = request.query
-        offset, limit = (
-            whole(first(query, 'offset', '0'), 'offset'),
-            whole(first(query, 'limit', str(DEFAULT_LIMIT)), 'limit'),
-        )
+        offset = whole(first(query, 'offset', '0'), 'offset')
+        limit = whole(first(query, 'limit', str(DEFAULT_LIMIT)), 'limit')
         if not 0 < limit <= MAX_LIMIT:
             raise Invalid(f'limit must be between 1 and {MAX_LIMIT}', 'limit')
         phases = {_phase(part) for part in first(query, 'currentPhase', 'resolved').split(',') if part.strip()}
         started = bounds(query, {'startedAfter': ('startTime', '>'), 'startedBefore': ('startTime', '<')})
         numbers = _numbers(first(query, 'incidentNumber'))
-        # `routingKey` takes one key; `entityId`, `host` and `service` comma lists.
-        wanted = {name: set(first(query, name).split(',')) for name in ('entityId', 'host', 'service')
-                  if first(query, name)}  # fmt: skip
+        wanted = {name: set(text.split(',')) for name in COMMA_LIST_FILTERS if (text := first(query, name))}
         if first(query, 'routingKey'):
             wanted['routingKey'] = {first(query, 'routingKey')}
         matched = []
-        for number in sorted(self.incidents, key=int):
-            shown = self.lag.listed(number, self.incidents[number])
+        for number, shown in sorted(self.listed(), key=lambda listed: int(listed[0])):
             if shown['currentPhase'] not in phases or any(shown[name] not in values for name, values in wanted.items()):
                 continue
             if not within(lambda field, i=shown: datetime.fromisoformat(i[field]), started) or not numbers(int(number)):
