@@ -141,3 +141,18 @@ def test_the_sync_names_what_is_stale(tmp_path):
     assert sync['between_markers'](readme, sync['tables']()[0], 'README.md') == README
     stale = sync['pyproject']((ROOT / 'pyproject.toml').read_text().replace('"rootly", ', ''))
     assert '"rootly"' in stale
+
+
+def test_the_simulators_stay_within_1_3_times_the_lines_of_the_tool_modules():
+    # Issue 20's budget: a simulator keeps only its vendor's semantics; the pipeline, rate limits, lag and
+    # driver defaults live once in loopback/core.py. A simulator growing past it is the signal to share more.
+    def lines(path: Path) -> int:
+        return len(path.read_text().splitlines())
+
+    simulators = sum(lines(ROOT / 'loopback' / f'{name}.py') for name in SOURCES)
+    modules = sum(
+        lines(ROOT / 'datadog_checks' / 'dora_incidents' / 'sources' / f'{SOURCES[name][0]}.py') for name in SOURCES
+    )
+    assert simulators <= 1.3 * modules, (
+        f'simulators {simulators} lines, tool modules {modules}: {simulators / modules:.2f}x'
+    )
