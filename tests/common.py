@@ -27,6 +27,20 @@ def read_within(source, since, until, left: float | None = None) -> list:
     return list(source.resolved(since, until, left))
 
 
+def reporting_instance(tool, intake, **options) -> dict:
+    """The check instance reading `tool` (a simulator) and reporting to the loopback Datadog `intake`, `env:prod`,
+    with the generous HTTP `timeout` (tests/common.py's TIMEOUT); `options` add to it or replace."""
+    return tool.instance(
+        **{
+            'datadog_api_url': intake.url,
+            'datadog_api_key': intake.api_key,
+            'env': 'prod',
+            'timeout': TIMEOUT,
+            **options,
+        }
+    )
+
+
 def instance_config(**options) -> InstanceConfig:
     """The configuration model as the check builds it from an instance with these options (None: unset): every
     option is an attribute, so that a misspelt one is an AttributeError."""

@@ -19,7 +19,7 @@ from loopback.intake import DEPLOYMENTS_PATH
 from loopback.server import Fault
 from loopback.simulators import make_simulator
 
-from .common import TIMEOUT, ago, counted, restores
+from .common import ago, counted, reporting_instance, restores
 
 RELATED = '/related_change_events'
 TOOLS = ['pagerduty', 'firehydrant', 'servicenow', 'jira']
@@ -58,14 +58,7 @@ def env(tool):
 
 @pytest.fixture
 def settings(tool, intake):
-    return tool.instance(
-        datadog_api_url=intake.url,
-        datadog_api_key=intake.api_key,
-        datadog_app_key=intake.app_key,
-        env='prod',
-        timeout=TIMEOUT,
-        mark_change_failures=True,
-    )
+    return reporting_instance(tool, intake, datadog_app_key=intake.app_key, mark_change_failures=True)
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ from .common import (
     MAX_RUN_TIME,
     NO_DEADLINE,
     TIME_TO_RESTORE,
-    TIMEOUT,
     ago,
     counted,
     dora_ids,
+    reporting_instance,
     restores,
     run_on_virtual_clock,
     secrets,
@@ -64,14 +64,7 @@ def late_tool(request):
 def settings_for(tool, intake):
     # DORA failures on for every tool (`datadog_incidents` sends none by default): the suite checks them too.
     # Neither the HTTP timeout nor the run's budget binds unless a test sets it (tests/common.py).
-    return tool.instance(
-        datadog_api_url=intake.url,
-        datadog_api_key=intake.api_key,
-        env='prod',
-        send_dora_failures=True,
-        timeout=TIMEOUT,
-        max_run_time=MAX_RUN_TIME,
-    )
+    return reporting_instance(tool, intake, send_dora_failures=True, max_run_time=MAX_RUN_TIME)
 
 
 @pytest.fixture

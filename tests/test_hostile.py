@@ -12,7 +12,7 @@ from datadog_checks.dora_incidents.sources import SOURCES, source_class
 from loopback.server import Fault, LoopbackServer, Response
 from loopback.simulators import make_simulator
 
-from .common import TIMEOUT, ago, counted, restores, secrets
+from .common import ago, counted, reporting_instance, restores, secrets
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -42,9 +42,7 @@ def tool(request):
 
 @pytest.fixture
 def settings(tool, intake):
-    return tool.instance(
-        datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT, send_dora_failures=True
-    )
+    return reporting_instance(tool, intake, send_dora_failures=True)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from loopback.servicenow import OAUTH_PATH, ServiceNowSimulator
 
-from .common import TIMEOUT, ago, counted
+from .common import ago, counted, reporting_instance
 
 
 class Clock:
@@ -35,9 +35,7 @@ def clock(servicenow):
 
 @pytest.fixture
 def settings(servicenow, intake):
-    return servicenow.instance(
-        oauth=True, datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT
-    )
+    return reporting_instance(servicenow, intake, oauth=True)
 
 
 def oauth_check(make_check, settings, clock):

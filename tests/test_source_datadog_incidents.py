@@ -23,6 +23,7 @@ from .common import (
     counted,
     dora_ids,
     instance_config,
+    reporting_instance,
     restores,
 )
 
@@ -241,13 +242,7 @@ def test_the_simulator_answers_like_datadog(sim):
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(
-        datadog_api_url=intake.url,
-        datadog_api_key=intake.api_key,
-        env='prod',
-        timeout=TIMEOUT,
-        max_run_time=MAX_RUN_TIME,
-    )
+    return reporting_instance(sim, intake, max_run_time=MAX_RUN_TIME)
 
 
 def test_no_dora_failures_by_default_but_metrics_events_and_change_failures_flow(

@@ -13,7 +13,17 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected, Sour
 from loopback.github import GitHubSimulator
 from loopback.server import Fault
 
-from .common import MAX_RUN_TIME, NO_DEADLINE, TIMEOUT, ago, counted, dora_ids, instance_config, restores
+from .common import (
+    MAX_RUN_TIME,
+    NO_DEADLINE,
+    TIMEOUT,
+    ago,
+    counted,
+    dora_ids,
+    instance_config,
+    reporting_instance,
+    restores,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -275,13 +285,7 @@ def test_the_simulator_answers_like_github():
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(
-        datadog_api_url=intake.url,
-        datadog_api_key=intake.api_key,
-        env='prod',
-        timeout=TIMEOUT,
-        max_run_time=MAX_RUN_TIME,
-    )
+    return reporting_instance(sim, intake, max_run_time=MAX_RUN_TIME)
 
 
 def test_an_issue_labelled_an_incident_after_it_was_closed_is_reported_once_with_its_own_times(

@@ -15,7 +15,7 @@ from datadog_checks.dora_incidents.sources.http import CredentialsRejected, Sour
 from loopback.grafana_irm import LIST_PATH, RPC_PATH, STATUSES_PATH, GrafanaIrmSimulator
 from loopback.server import Fault
 
-from .common import NO_DEADLINE, TIME_TO_RESTORE, TIMEOUT, instance_config, restores
+from .common import NO_DEADLINE, TIME_TO_RESTORE, TIMEOUT, instance_config, reporting_instance, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -287,7 +287,7 @@ def test_a_missing_token_names_the_option(make_check, sim):
 
 def test_end_to_end_tags_and_times(aggregator, make_check, run, sim, intake):
     incident_id = resolved(sim, NOW - HOUR, started_at=NOW - 3 * HOUR, service='Billing API', severity='P1')
-    settings = sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
+    settings = reporting_instance(sim, intake)
 
     assert run(make_check(settings)) == []
 

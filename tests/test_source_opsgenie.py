@@ -17,7 +17,7 @@ from datadog_checks.dora_incidents.sources.opsgenie import OpsgenieSource, _Opsg
 from loopback.opsgenie import LIST_PATH, OpsgenieSimulator
 from loopback.server import Fault
 
-from .common import NO_DEADLINE, TIMEOUT, counted, dora_ids, instance_config, restores
+from .common import NO_DEADLINE, TIMEOUT, counted, dora_ids, instance_config, reporting_instance, restores
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -303,7 +303,7 @@ def test_the_wait_after_a_429_is_the_period_else_a_short_backoff(period, attempt
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
+    return reporting_instance(sim, intake)
 
 
 def test_services_map_by_id_and_unmapped_ones_keep_their_name(aggregator, make_check, run, sim, settings, now):
@@ -359,7 +359,7 @@ def test_the_cli_backfill_sends_history_older_than_the_horizon_once(
         monkeypatch.setattr(agent_stub, method, getattr(agent_stub, method))  # the CLI rebinds them
     old = resolved(sim, started_at=now - 300 * DAY, at=now - 299 * DAY)
     recent = resolved(sim, started_at=now - 2 * HOUR, at=now - HOUR)
-    instance = sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
+    instance = reporting_instance(sim, intake)
     config = tmp_path / 'conf.yaml'
     config.write_text(yaml.safe_dump({'init_config': {}, 'instances': [instance]}))
 

@@ -8,7 +8,7 @@ import pytest
 from loopback.server import Fault
 from loopback.splunk_oncall import LIST_PATH, SplunkOnCallSimulator
 
-from .common import TIME_TO_RESTORE, TIMEOUT, ago, counted, dora_ids, restores
+from .common import TIME_TO_RESTORE, ago, counted, dora_ids, reporting_instance, restores
 
 HOUR = timedelta(hours=1)
 
@@ -22,7 +22,7 @@ def sim(request):
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
+    return reporting_instance(sim, intake)
 
 
 def list_queries(sim):

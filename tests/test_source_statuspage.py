@@ -15,7 +15,18 @@ from datadog_checks.dora_incidents.sources.statuspage import StatuspageSource
 from loopback.server import Fault
 from loopback.statuspage import StatuspageSimulator
 
-from .common import NO_DEADLINE, TIME_TO_RESTORE, TIMEOUT, ago, counted, dora_ids, instance_config, later, restores
+from .common import (
+    NO_DEADLINE,
+    TIME_TO_RESTORE,
+    TIMEOUT,
+    ago,
+    counted,
+    dora_ids,
+    instance_config,
+    later,
+    reporting_instance,
+    restores,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -329,7 +340,7 @@ def test_a_wrong_option_stops_at_start_naming_it(sim, options, named):
 
 @pytest.fixture
 def settings(sim, intake):
-    return sim.instance(datadog_api_url=intake.url, datadog_api_key=intake.api_key, env='prod', timeout=TIMEOUT)
+    return reporting_instance(sim, intake)
 
 
 def test_a_postmortem_published_after_the_report_sends_nothing_new(aggregator, make_check, run, sim, settings, now):
